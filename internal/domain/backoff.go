@@ -1,0 +1,56 @@
+package domain
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff computes exponential retry delays with proportional jitter. The
+// zero value is not useful; see DefaultBackoff.
+type Backoff struct {
+	// Initial is the delay before the first retry.
+	Initial time.Duration
+	// Max caps every delay.
+	Max time.Duration
+	// Multiplier grows the delay after each retry (2 doubles it).
+	Multiplier float64
+	// Jitter spreads each delay uniformly by up to this fraction either way
+	// (0.2 means +-20%), so that many clients do not retry in step.
+	Jitter float64
+}
+
+// DefaultBackoff starts at 100ms, doubles, caps at 10s and jitters by 20%.
+var DefaultBackoff = Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2, Jitter: 0.2}
+
+// Delay returns the delay before retry number retry (0 for the first retry).
+func (b Backoff) Delay(retry int) time.Duration {
+	mult := b.Multiplier
+	if mult < 1 {
+		mult = 1
+	}
+	d := float64(b.Initial) * math.Pow(mult, float64(retry))
+	if b.Max > 0 && d > float64(b.Max) {
+		d = float64(b.Max)
+	}
+	if b.Jitter > 0 {
+		d *= 1 + b.Jitter*(2*rand.Float64()-1)
+	}
+	if b.Max > 0 && d > float64(b.Max) {
+		d = float64(b.Max)
+	}
+	return time.Duration(d)
+}
+
+// Wait sleeps for Delay(retry), returning early with ctx's cause when ctx ends.
+func (b Backoff) Wait(ctx context.Context, retry int) error {
+	t := time.NewTimer(b.Delay(retry))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

@@ -1,0 +1,124 @@
+package domain
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// CommunicationType is how the engine reaches an executor type.
+type CommunicationType string
+
+// The communication types an executor type may declare.
+const (
+	CommunicationGRPC  CommunicationType = "GRPC"
+	CommunicationKafka CommunicationType = "KAFKA"
+	CommunicationREST  CommunicationType = "REST"
+)
+
+// Defaults applied by Descriptor.WithDefaults.
+const (
+	DefaultMaxConcurrentTasks = 10
+	DefaultExecutorVersion    = "1.0.0"
+)
+
+// idPattern is what the Gamelan engine accepts for run, node and executor ids.
+var idPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,255}$`)
+
+// ValidID reports whether s is acceptable to the engine as an id: letters,
+// digits, '_' and '-', at most 255 characters.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Descriptor declares an executor type to the runtime and to the engine.
+type Descriptor struct {
+	// Type is the executor type, for example "calculate-tax". Required.
+	Type string
+	// CommunicationType is the transport the type is served on unless the
+	// deployment overrides it. Defaults to GRPC.
+	CommunicationType CommunicationType
+	// MaxConcurrentTasks bounds how many tasks of this type run at once.
+	// Defaults to DefaultMaxConcurrentTasks.
+	MaxConcurrentTasks int
+	// SupportedNodeTypes lists the node types this executor handles, for
+	// routing tasks that name a node type rather than an executor type.
+	SupportedNodeTypes []string
+	// Version is sent at registration. Defaults to DefaultExecutorVersion.
+	Version string
+}
+
+// WithDefaults returns d with zero fields set to their defaults.
+func (d Descriptor) WithDefaults() Descriptor {
+	if d.CommunicationType == "" {
+		d.CommunicationType = CommunicationGRPC
+	}
+	if d.MaxConcurrentTasks == 0 {
+		d.MaxConcurrentTasks = DefaultMaxConcurrentTasks
+	}
+	if d.Version == "" {
+		d.Version = DefaultExecutorVersion
+	}
+	return d
+}
+
+// Validate reports the first problem with d, after defaults are applied.
+func (d Descriptor) Validate() error {
+	if !ValidID(d.Type) {
+		return fmt.Errorf("executor type %q: must be 1-255 letters, digits, '_' or '-'", d.Type)
+	}
+	switch d.CommunicationType {
+	case CommunicationGRPC, CommunicationKafka, CommunicationREST:
+	default:
+		return fmt.Errorf("executor type %q: communication type %q is not GRPC, KAFKA or REST", d.Type, d.CommunicationType)
+	}
+	if d.MaxConcurrentTasks < 1 {
+		return fmt.Errorf("executor type %q: max concurrent tasks %d is below 1", d.Type, d.MaxConcurrentTasks)
+	}
+	return nil
+}
+
+// Supports reports whether d handles tasks of the given node type: the node
+// type is the executor type itself or one of its supported node types.
+func (d Descriptor) Supports(nodeType string) bool {
+	if nodeType == "" {
+		return false
+	}
+	if nodeType == d.Type {
+		return true
+	}
+	for _, t := range d.SupportedNodeTypes {
+		if t == nodeType {
+			return true
+		}
+	}
+	return false
+}
+
+// Registration is what the engine learns about one hosted executor type.
+type Registration struct {
+	// ExecutorID is unique per executor type and deployment; the engine
+	// addresses the executor by it.
+	ExecutorID string
+	Descriptor Descriptor
+	// CommunicationType is the transport actually serving the type, after
+	// deployment overrides.
+	CommunicationType CommunicationType
+	// Endpoint is where the engine reaches the executor (host:port for gRPC).
+	Endpoint string
+	// Metadata carries name, version and host, and anything an adapter adds.
+	Metadata map[string]string
+}
+
+// Heartbeat is one report of an executor's load and health.
+type Heartbeat struct {
+	ExecutorID     string
+	CurrentTasks   int
+	CompletedTasks int
+	FailedTasks    int
+	// Status is "HEALTHY", or "DRAINING" while the service shuts down.
+	Status string
+}
+
+// Heartbeat statuses.
+const (
+	HealthHealthy  = "HEALTHY"
+	HealthDraining = "DRAINING"
+)

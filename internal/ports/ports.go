@@ -1,0 +1,109 @@
+package ports
+
+import (
+	"context"
+
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// TaskSource delivers tasks from the engine (or a broker) to the runtime.
+//
+// The source must respect the runtime's flow control: it offers a task only
+// through Intake.Offer, which never blocks, and it waits on
+// Intake.AwaitCapacity (pull sources: stop fetching, pause partitions) or
+// refuses the engine (push sources: 503) when the runtime is full. It never
+// buffers tasks without bound.
+type TaskSource interface {
+	// Start begins delivering tasks to intake and returns once the source is
+	// serving; delivery continues in the background until Stop. Start is
+	// called once. An error means the source could not start at all; later
+	// connection failures are retried by the source and reported through the
+	// optional HealthReporter.
+	Start(ctx context.Context, intake Intake) error
+	// Stop ends intake: when it returns, the source makes no further Offer
+	// calls, and push sources refuse new tasks with 503. Tasks already
+	// offered stay valid: their Settle callbacks may still run after Stop,
+	// and the source must still honour them (commit, acknowledge) until it is
+	// closed. Stop is idempotent and safe to call without Start.
+	Stop(ctx context.Context) error
+}
+
+// Intake is the runtime's side of a TaskSource. It is implemented by the
+// runtime and is safe for concurrent use.
+type Intake interface {
+	// Offer hands one task to the runtime without blocking. It returns nil
+	// when the runtime has taken responsibility for the task: the runtime
+	// will call d.Settle exactly once. It returns an error wrapping
+	// domain.ErrOverloaded when full, domain.ErrDraining when shutting down,
+	// or domain.ErrInvalidTask when the task cannot be answered (no run id or
+	// node id); then Settle is never called and the source keeps ownership.
+	// A task that names no hosted executor is accepted and answered with a
+	// FAILED NO_EXECUTOR result.
+	Offer(ctx context.Context, d Delivery) error
+	// AwaitCapacity blocks until the runtime can take at least one more task
+	// and returns how many it could take now, or returns ctx's error. The
+	// figure is a hint: another source may take the room before Offer.
+	AwaitCapacity(ctx context.Context) (int, error)
+	// Cancel asks the runtime to cancel the task with the given task id (or
+	// idempotency key). A running handler's context is cancelled; a queued
+	// task is not started. Either way the task is answered CANCELLED. Cancel
+	// reports whether a task was found.
+	Cancel(taskID, reason string) bool
+}
+
+// Delivery is one task offered by a TaskSource, with the callback through
+// which the runtime tells the source that it is done with it.
+type Delivery struct {
+	Task *domain.Task
+	// Settle is called exactly once after a successful Offer. A nil error
+	// means the task's result was acknowledged by the ResultSink (or the
+	// task was a duplicate of one whose result was): Kafka sources commit
+	// the offset here. A non-nil error (wrapping domain.ErrHandedBack) means
+	// the runtime gave the task back without a delivered result, and a
+	// redelivering source should deliver it again. Settle must not block for
+	// long; it may be nil.
+	Settle func(err error)
+	// Redeliverable reports that the source delivers a handed-back task
+	// again (Kafka re-reads uncommitted offsets). When false, the runtime
+	// answers a task it must abandon with a retryable FAILED SHUTDOWN result
+	// instead, so that the engine learns of it.
+	Redeliverable bool
+}
+
+// HealthReporter is implemented by sources whose connection to the engine can
+// be down while the process is up (a gRPC stream, a Kafka consumer). The
+// readiness probe reports not ready while Healthy returns an error.
+type HealthReporter interface {
+	Healthy() error
+}
+
+// ResultSink delivers results to the engine.
+type ResultSink interface {
+	// Deliver sends a batch of results and returns nil only when the engine
+	// or broker has acknowledged every one of them (a ReportResults stream
+	// answered with Empty, a Kafka produce with acks=all). On error, some,
+	// all or none may have been delivered: the caller resends the batch, and
+	// the engine deduplicates on (run id, node id, attempt), so delivering a
+	// result twice is safe. Deliver is safe for concurrent use and returns
+	// promptly with an error when ctx ends.
+	Deliver(ctx context.Context, results []domain.Result) error
+}
+
+// Registrar tells the engine which executor types this process hosts.
+type Registrar interface {
+	// Register registers one executor type. It is idempotent: registering
+	// the same executor id again refreshes the registration. It returns nil
+	// only once the engine has accepted it. Safe for concurrent use.
+	Register(ctx context.Context, reg domain.Registration) error
+	// Unregister removes the executor id from the engine. Unregistering an
+	// id the engine does not know is not an error.
+	Unregister(ctx context.Context, executorID string) error
+}
+
+// Heartbeater reports an executor's liveness and load to the engine.
+type Heartbeater interface {
+	// Heartbeat sends one heartbeat. An error means the engine may have
+	// forgotten the executor (it wraps domain.ErrNotRegistered when the
+	// engine said so) and the runtime re-registers. Safe for concurrent use.
+	Heartbeat(ctx context.Context, hb domain.Heartbeat) error
+}
