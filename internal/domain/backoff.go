@@ -12,7 +12,8 @@ import (
 type Backoff struct {
 	// Initial is the delay before the first retry.
 	Initial time.Duration
-	// Max caps every delay.
+	// Max caps every delay; zero leaves delays uncapped, in which case they
+	// saturate at the longest time.Duration instead of overflowing.
 	Max time.Duration
 	// Multiplier grows the delay after each retry (2 doubles it).
 	Multiplier float64
@@ -40,8 +41,20 @@ func (b Backoff) Delay(retry int) time.Duration {
 	if b.Max > 0 && d > float64(b.Max) {
 		d = float64(b.Max)
 	}
+	if d < 0 { // a Jitter above 1 must not produce a negative delay
+		d = 0
+	}
+	// Converting a float64 beyond the range of int64 yields an
+	// implementation-dependent value (a negative one on amd64), which would
+	// turn an uncapped backoff into a busy loop.
+	if d >= maxDelayNanos {
+		return time.Duration(math.MaxInt64)
+	}
 	return time.Duration(d)
 }
+
+// maxDelayNanos is the smallest float64 that no longer fits a time.Duration.
+const maxDelayNanos = float64(math.MaxInt64)
 
 // Wait sleeps for Delay(retry), returning early with ctx's cause when ctx ends.
 func (b Backoff) Wait(ctx context.Context, retry int) error {

@@ -38,8 +38,8 @@ type AfterExecuteHook interface {
 	AfterExecute(ctx context.Context, task *Task, result *Result)
 }
 
-// ErrorHook is called when Execute returns an error or panics; a non-nil
-// result it returns replaces the runtime's FAILED result.
+// ErrorHook is called when BeforeExecute or Execute returns an error or
+// panics; a non-nil result it returns replaces the runtime's FAILED result.
 type ErrorHook interface {
 	OnError(ctx context.Context, task *Task, err error) *Result
 }

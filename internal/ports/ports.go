@@ -41,8 +41,10 @@ type Intake interface {
 	// FAILED NO_EXECUTOR result.
 	Offer(ctx context.Context, d Delivery) error
 	// AwaitCapacity blocks until the runtime can take at least one more task
-	// and returns how many it could take now, or returns ctx's error. The
-	// figure is a hint: another source may take the room before Offer.
+	// and returns how many it could take now. It returns ctx's error when
+	// ctx ends, and domain.ErrDraining once the runtime is shutting down (a
+	// source then stops offering). The figure is a hint: another source may
+	// take the room before Offer.
 	AwaitCapacity(ctx context.Context) (int, error)
 	// Cancel asks the runtime to cancel the task with the given task id (or
 	// idempotency key). A running handler's context is cancelled; a queued

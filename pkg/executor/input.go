@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -22,12 +23,10 @@ func Number(vars map[string]any, key string) (float64, error) {
 		f = n
 	case float32:
 		f = float64(n)
-	case int:
-		f = float64(n)
-	case int32:
-		f = float64(n)
-	case int64:
-		f = float64(n)
+	case int, int8, int16, int32, int64:
+		f = float64(reflect.ValueOf(n).Int())
+	case uint, uint8, uint16, uint32, uint64:
+		f = float64(reflect.ValueOf(n).Uint())
 	case json.Number:
 		parsed, err := n.Float64()
 		if err != nil {

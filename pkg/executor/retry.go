@@ -40,7 +40,9 @@ func AtMost(attempts int) RetryOption {
 // Retry calls op until it succeeds, returns a permanent error (see Permanent
 // and Fail), has been called AtMost times, or ctx ends; between attempts it
 // waits with exponential backoff and jitter. It returns nil or the last
-// error, annotated with the attempt count. It is the Go counterpart of the
+// error, annotated with the attempt count; when ctx ends it returns ctx's
+// cause, with the last error (if any) also in the chain, so that errors.Is
+// and errors.As find both. It is the Go counterpart of the
 // Java SDK's retry().withBackOff(...).atMost(n):
 //
 //	err := executor.Retry(ctx, func(ctx context.Context) error {
@@ -81,7 +83,9 @@ func RetryValue[T any](ctx context.Context, op func(ctx context.Context) (T, err
 			return zero, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
 		}
 		if werr := p.backoff.Wait(ctx, attempt-1); werr != nil {
-			return zero, fmt.Errorf("retry interrupted after %d attempts: %w", attempt, err)
+			// ctx's cause comes first in the chain so that the runtime
+			// reports TIMEOUT or CANCELLED, not the last attempt's code.
+			return zero, fmt.Errorf("retry interrupted after %d attempts: %w (last error: %w)", attempt, werr, err)
 		}
 	}
 }
