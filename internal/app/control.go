@@ -1,0 +1,109 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// registerAll registers every hosted type, each retried with backoff until
+// it succeeds. It returns ctx's error if ctx ends first.
+func (r *Runtime) registerAll(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, e := range r.executors {
+		wg.Go(func() {
+			for attempt := 0; ; attempt++ {
+				if r.register(ctx, e) == nil {
+					return
+				}
+				if r.cfg.RegisterBackoff.Wait(ctx, attempt) != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// register makes one registration attempt for e.
+func (r *Runtime) register(ctx context.Context, e *hostedExecutor) error {
+	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	err := r.registrar.Register(callCtx, e.reg)
+	if err != nil {
+		e.registered.Store(false)
+		r.log.Warn("registration failed", slog.String("executor_id", e.reg.ExecutorID),
+			slog.String("executor_type", e.desc.Type), slog.Any("error", err))
+		return err
+	}
+	e.lastRegistered.Store(time.Now().UnixNano())
+	e.registered.Store(true)
+	r.log.Info("registered", slog.String("executor_id", e.reg.ExecutorID), slog.String("executor_type", e.desc.Type),
+		slog.String("communication_type", string(e.reg.CommunicationType)), slog.String("endpoint", e.reg.Endpoint))
+	return nil
+}
+
+// heartbeatLoop heartbeats every type about every HeartbeatInterval (10%
+// jitter), re-registering a type once after each failed heartbeat and
+// periodically every ReregisterInterval.
+func (r *Runtime) heartbeatLoop(ctx context.Context) {
+	pace := domain.Backoff{Initial: r.cfg.HeartbeatInterval, Multiplier: 1, Jitter: 0.1}
+	for {
+		if pace.Wait(ctx, 0) != nil {
+			return
+		}
+		for _, e := range r.executors {
+			r.heartbeat(ctx, e)
+		}
+	}
+}
+
+func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {
+	status := domain.HealthHealthy
+	if r.draining.Load() {
+		status = domain.HealthDraining
+	}
+	hb := domain.Heartbeat{
+		ExecutorID:     e.reg.ExecutorID,
+		CurrentTasks:   int(e.running.Load()),
+		CompletedTasks: int(e.completed.Load()),
+		FailedTasks:    int(e.failed.Load()),
+		Status:         status,
+	}
+	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	err := r.heartbeater.Heartbeat(callCtx, hb)
+	cancel()
+	if err != nil {
+		r.log.Warn("heartbeat failed, re-registering", slog.String("executor_id", e.reg.ExecutorID), slog.Any("error", err))
+		_ = r.register(ctx, e)
+		return
+	}
+	if r.cfg.ReregisterInterval > 0 && sinceUnixNano(e.lastRegistered.Load()) >= r.cfg.ReregisterInterval {
+		_ = r.register(ctx, e)
+	}
+}
+
+// unregisterAll unregisters every type that was ever registered.
+func (r *Runtime) unregisterAll() {
+	var wg sync.WaitGroup
+	for _, e := range r.executors {
+		if e.lastRegistered.Load() == 0 {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
+			defer cancel()
+			if err := r.registrar.Unregister(ctx, e.reg.ExecutorID); err != nil {
+				r.log.Error("unregister failed", slog.String("executor_id", e.reg.ExecutorID), slog.Any("error", err))
+				return
+			}
+			e.registered.Store(false)
+			r.log.Info("unregistered", slog.String("executor_id", e.reg.ExecutorID))
+		})
+	}
+	wg.Wait()
+}

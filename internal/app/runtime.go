@@ -1,0 +1,541 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
+)
+
+// Hosted is one executor type served by the process.
+type Hosted struct {
+	Executor domain.Executor
+	// Registration is what the engine is told. The runtime fills its
+	// Descriptor from the executor's own, with defaults.
+	Registration domain.Registration
+	// Transport names the Transport whose source delivers this type's tasks
+	// and whose sink carries its results.
+	Transport string
+}
+
+// Transport pairs a task source with the sink that answers its tasks. A
+// result always travels back through the transport its task came from.
+type Transport struct {
+	Name   string
+	Source ports.TaskSource
+	Sink   ports.ResultSink
+}
+
+// hostedExecutor is a Hosted with its live counters and registration state.
+type hostedExecutor struct {
+	executor   domain.Executor
+	desc       domain.Descriptor
+	reg        domain.Registration
+	lane       *lane
+	running    atomic.Int64
+	completed  atomic.Int64
+	failed     atomic.Int64
+	registered atomic.Bool
+	// lastRegistered is the unix-nano time of the last successful registration.
+	lastRegistered atomic.Int64
+}
+
+// transport is a Transport with its outbox and the executors it serves.
+type transport struct {
+	Transport
+	outbox    *outbox
+	executors []*hostedExecutor
+}
+
+// Runtime runs hosted executors behind the four ports. Create it with New
+// and call Run once.
+type Runtime struct {
+	cfg         Config
+	log         *slog.Logger
+	registrar   ports.Registrar
+	heartbeater ports.Heartbeater
+
+	executors  []*hostedExecutor
+	byType     map[string]*hostedExecutor
+	byID       map[string]*hostedExecutor
+	transports []*transport
+
+	sched *scheduler
+	tasks *taskTable
+
+	// shutdownCause, once set (under tasks.mu) when the drain deadline
+	// passes, cancels running handlers and answers every task not yet
+	// running. Handlers' contexts have no shared parent: a shared parent
+	// would serialise every task start on its lock.
+	shutdownCause error
+	// outboxCtx bounds result delivery; cancelled at the flush deadline.
+	outboxCtx    context.Context
+	cancelOutbox context.CancelCauseFunc
+
+	intakeStarted atomic.Bool
+	draining      atomic.Bool
+	delivered     atomic.Int64
+	undelivered   atomic.Int64
+	ran           atomic.Bool
+}
+
+// New validates the configuration and wiring and returns a Runtime that has
+// not started anything yet.
+func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Registrar, heartbeater ports.Heartbeater, log *slog.Logger) (*Runtime, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("runtime config: %w", err)
+	}
+	if len(hosted) == 0 {
+		return nil, errors.New("runtime: no executor types to host")
+	}
+	if registrar == nil || heartbeater == nil {
+		return nil, errors.New("runtime: a registrar and a heartbeater are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Runtime{
+		cfg:         cfg,
+		log:         log,
+		registrar:   registrar,
+		heartbeater: heartbeater,
+		byType:      make(map[string]*hostedExecutor),
+		byID:        make(map[string]*hostedExecutor),
+		sched:       newScheduler(cfg.Workers + cfg.QueueSize),
+		tasks:       newTaskTable(cfg.DedupeCapacity),
+	}
+	r.outboxCtx, r.cancelOutbox = context.WithCancelCause(context.Background())
+
+	byName := make(map[string]*transport)
+	for _, t := range transports {
+		if t.Name == "" || t.Source == nil || t.Sink == nil {
+			return nil, fmt.Errorf("runtime: transport %q needs a name, a source and a sink", t.Name)
+		}
+		if byName[t.Name] != nil {
+			return nil, fmt.Errorf("runtime: transport %q given twice", t.Name)
+		}
+		tr := &transport{Transport: t}
+		tr.outbox = &outbox{
+			transport:   t.Name,
+			sink:        t.Sink,
+			items:       make(chan outboxItem, cfg.OutboxSize),
+			sealed:      make(chan struct{}),
+			batchSize:   cfg.ResultBatchSize,
+			callTimeout: cfg.CallTimeout,
+			backoff:     cfg.ResultBackoff,
+			log:         log,
+			done:        r.settle,
+		}
+		byName[t.Name] = tr
+		r.transports = append(r.transports, tr)
+	}
+	for _, h := range hosted {
+		if h.Executor == nil {
+			return nil, errors.New("runtime: a hosted executor is nil")
+		}
+		desc := h.Executor.Descriptor().WithDefaults()
+		if err := desc.Validate(); err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+		reg := h.Registration
+		reg.Descriptor = desc
+		if reg.CommunicationType == "" {
+			reg.CommunicationType = desc.CommunicationType
+		}
+		if !domain.ValidID(reg.ExecutorID) {
+			return nil, fmt.Errorf("runtime: executor type %s: executor id %q must be 1-255 letters, digits, '_' or '-'", desc.Type, reg.ExecutorID)
+		}
+		if r.byType[desc.Type] != nil {
+			return nil, fmt.Errorf("runtime: executor type %s hosted twice", desc.Type)
+		}
+		if r.byID[reg.ExecutorID] != nil {
+			return nil, fmt.Errorf("runtime: executor id %s used twice", reg.ExecutorID)
+		}
+		tr := byName[h.Transport]
+		if tr == nil {
+			return nil, fmt.Errorf("runtime: executor type %s: no transport named %q", desc.Type, h.Transport)
+		}
+		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks)}
+		r.executors = append(r.executors, e)
+		r.byType[desc.Type] = e
+		r.byID[reg.ExecutorID] = e
+		tr.executors = append(tr.executors, e)
+	}
+	for _, tr := range r.transports {
+		if len(tr.executors) == 0 {
+			return nil, fmt.Errorf("runtime: transport %s serves no executor type", tr.Name)
+		}
+	}
+	return r, nil
+}
+
+// Run starts the runtime and blocks until ctx ends, then stops it in order
+// and returns. Start order: Initialize hooks, workers and result senders,
+// registration of every type (retried until it succeeds), task sources,
+// heartbeats. Stop order: see Package doc. Run returns an error when the
+// runtime could not start; a shutdown requested through ctx is not an error.
+func (r *Runtime) Run(ctx context.Context) error {
+	if !r.ran.CompareAndSwap(false, true) {
+		return errors.New("runtime: Run called twice")
+	}
+	defer r.cancelOutbox(nil)
+
+	initialized, err := r.initialize(ctx)
+	defer r.cleanup(initialized)
+	if err != nil {
+		return err
+	}
+
+	var workers, senders sync.WaitGroup
+	for range r.cfg.Workers {
+		workers.Go(r.work)
+	}
+	for _, tr := range r.transports {
+		for range r.cfg.ResultSenders {
+			senders.Go(func() { tr.outbox.send(r.outboxCtx) })
+		}
+	}
+
+	startErr := r.start(ctx)
+	heartbeatsCtx, stopHeartbeats := context.WithCancel(context.WithoutCancel(ctx))
+	var heartbeats sync.WaitGroup
+	if startErr == nil && ctx.Err() == nil {
+		heartbeats.Go(func() { r.heartbeatLoop(heartbeatsCtx) })
+		r.log.Info("runtime started", slog.Int("executor_types", len(r.executors)),
+			slog.Int("workers", r.cfg.Workers), slog.Int("queue_size", r.cfg.QueueSize))
+		<-ctx.Done()
+	}
+	r.stop(&workers, &senders)
+	stopHeartbeats()
+	heartbeats.Wait()
+	r.unregisterAll()
+	return startErr
+}
+
+// initialize runs the Initialize hooks in order, returning those that
+// succeeded so that their Cleanup runs even if a later one fails.
+func (r *Runtime) initialize(ctx context.Context) ([]*hostedExecutor, error) {
+	var done []*hostedExecutor
+	for _, e := range r.executors {
+		if i, ok := e.executor.(domain.Initializer); ok {
+			if err := i.Initialize(ctx); err != nil {
+				return done, fmt.Errorf("initialize executor type %s: %w", e.desc.Type, err)
+			}
+		}
+		done = append(done, e)
+	}
+	return done, nil
+}
+
+func (r *Runtime) cleanup(initialized []*hostedExecutor) {
+	for i := len(initialized) - 1; i >= 0; i-- {
+		e := initialized[i]
+		if c, ok := e.executor.(domain.Cleaner); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
+			if err := c.Cleanup(ctx); err != nil {
+				r.log.Error("executor cleanup failed", slog.String("executor_type", e.desc.Type), slog.Any("error", err))
+			}
+			cancel()
+		}
+	}
+}
+
+// start registers every type, then starts every source. It returns nil
+// without starting intake if ctx ends during registration.
+func (r *Runtime) start(ctx context.Context) error {
+	if err := r.registerAll(ctx); err != nil {
+		return nil // ctx ended: a shutdown during start-up is not a failure
+	}
+	for _, tr := range r.transports {
+		if err := tr.Source.Start(ctx, &intake{rt: r, transport: tr}); err != nil {
+			return fmt.Errorf("start %s task source: %w", tr.Name, err)
+		}
+	}
+	r.intakeStarted.Store(true)
+	return nil
+}
+
+// stop runs the ordered shutdown from "not ready" to "results flushed".
+func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
+	r.draining.Store(true)
+	r.log.Info("runtime stopping: intake closed, draining", slog.String("drain_timeout", r.cfg.DrainTimeout.String()))
+
+	stopCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
+	for _, tr := range r.transports {
+		if err := tr.Source.Stop(stopCtx); err != nil {
+			r.log.Error("stop task source", slog.String("transport", tr.Name), slog.Any("error", err))
+		}
+	}
+	cancel()
+
+	handedBack := r.sched.takeQueued(func(j *job) bool { return j.redeliverable })
+	for _, j := range handedBack {
+		r.handBack(j)
+	}
+	if len(handedBack) > 0 {
+		r.log.Info("handed back unstarted tasks to their source", slog.Int("tasks", len(handedBack)))
+	}
+
+	drainCtx, cancel := context.WithTimeout(context.Background(), r.cfg.DrainTimeout)
+	drained := r.sched.awaitIdle(drainCtx)
+	cancel()
+	if !drained {
+		r.abandonAdmitted()
+	}
+
+	// Results still in the outboxes get FlushTimeout more; after that the
+	// outbox context ends, senders give up and blocked workers are released.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), r.cfg.FlushTimeout)
+	defer cancelFlush()
+	stopOutboxes := context.AfterFunc(flushCtx, func() {
+		r.cancelOutbox(errors.New("result flush deadline passed"))
+	})
+	defer stopOutboxes()
+
+	if !r.sched.awaitIdle(flushCtx) {
+		r.log.Error("tasks still held by workers after the flush deadline")
+	}
+	r.sched.close()
+	if !waitGroupWithin(workers, flushCtx) {
+		r.log.Error("workers did not stop before the flush deadline; a handler or hook ignores its context")
+	}
+	for _, tr := range r.transports {
+		tr.outbox.seal()
+	}
+	senders.Wait()
+	r.log.Info("runtime drained",
+		slog.Int64("results_delivered", r.delivered.Load()),
+		slog.Int64("results_undelivered", r.undelivered.Load()))
+}
+
+// abandonAdmitted ends what the drain deadline left: running handlers are
+// cancelled (SHUTDOWN, retryable) and tasks not yet running are answered
+// SHUTDOWN without running.
+func (r *Runtime) abandonAdmitted() {
+	cause := &domain.Error{Code: domain.CodeShutdown, Message: "executor shut down before the task finished", Retryable: true}
+	queued := r.sched.queued()
+	r.log.Warn("drain deadline passed: cancelling running tasks and answering queued ones SHUTDOWN",
+		slog.Int("queued", len(queued)))
+	r.tasks.mu.Lock()
+	defer r.tasks.mu.Unlock()
+	r.shutdownCause = cause
+	for _, j := range r.tasks.active {
+		if j.running {
+			j.cancel(cause)
+		}
+	}
+	for _, j := range queued {
+		if j.answer == nil {
+			res := failedResult(j.task, errorInfo(cause))
+			j.answer = &res
+		}
+		r.sched.expedite(j)
+	}
+}
+
+// handBack gives an unstarted job back to its source without a result.
+func (r *Runtime) handBack(j *job) {
+	r.tasks.mu.Lock()
+	r.tasks.remove(j)
+	settles := j.settles
+	j.settles = nil
+	r.tasks.mu.Unlock()
+	for _, s := range settles {
+		if s != nil {
+			s(domain.ErrHandedBack)
+		}
+	}
+}
+
+// work is one worker's loop.
+func (r *Runtime) work() {
+	for {
+		j := r.sched.next()
+		if j == nil {
+			return
+		}
+		res := r.answer(j)
+		if !j.transport.outbox.put(r.outboxCtx, outboxItem{result: res, job: j}) {
+			r.settle(outboxItem{result: res, job: j}, context.Cause(r.outboxCtx))
+		}
+		r.sched.release(j)
+	}
+}
+
+// answer produces j's result: the answer decided at intake or by a
+// cancellation, else the handler's.
+func (r *Runtime) answer(j *job) domain.Result {
+	r.tasks.mu.Lock()
+	if j.answer == nil && r.shutdownCause != nil {
+		res := failedResult(j.task, errorInfo(r.shutdownCause))
+		j.answer = &res
+	}
+	if j.answer != nil {
+		j.finished = true
+		res := *j.answer
+		r.tasks.mu.Unlock()
+		r.logResult(j, res)
+		return res
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	j.cancel, j.running = cancel, true
+	r.tasks.mu.Unlock()
+
+	e := j.exec
+	e.running.Add(1)
+	res := Invoke(ctx, e.executor, j.task, r.cfg.DefaultTaskTimeout)
+	e.running.Add(-1)
+	cancel(nil)
+	res.ExecutorID = e.reg.ExecutorID
+	if res.Status == domain.StatusCompleted || res.Status == domain.StatusSkipped {
+		e.completed.Add(1)
+	} else {
+		e.failed.Add(1)
+	}
+
+	r.tasks.mu.Lock()
+	j.running, j.finished = false, true
+	r.tasks.mu.Unlock()
+	r.logResult(j, res)
+	return res
+}
+
+// settle is called once per result when its delivery ends: acknowledged
+// (err nil) or given up. It settles the task's deliveries and, on success,
+// remembers the result for duplicates.
+func (r *Runtime) settle(it outboxItem, err error) {
+	j := it.job
+	r.tasks.mu.Lock()
+	settles := j.settles
+	j.settles = nil
+	if !j.resend {
+		r.tasks.remove(j)
+		if err == nil {
+			r.tasks.finished.add(j.key, it.result)
+		}
+	}
+	r.tasks.mu.Unlock()
+	if err != nil {
+		r.undelivered.Add(1)
+		r.taskLogger(j).Error("result not delivered", slog.String("status", string(it.result.Status)), slog.Any("error", err))
+		err = fmt.Errorf("%w: result not acknowledged: %v", domain.ErrHandedBack, err)
+	} else {
+		r.delivered.Add(1)
+	}
+	for _, s := range settles {
+		if s != nil {
+			s(err)
+		}
+	}
+}
+
+func (r *Runtime) logResult(j *job, res domain.Result) {
+	level := slog.LevelDebug
+	if res.Error != nil {
+		level = slog.LevelInfo
+	}
+	if !r.log.Enabled(context.Background(), level) {
+		return // building the task's logger costs more than the rest of the hot path
+	}
+	attrs := []any{slog.String("status", string(res.Status)), durationMS(res.Duration)}
+	if res.Error != nil {
+		attrs = append(attrs, slog.String("code", res.Error.Code), slog.String("error", res.Error.Message))
+	}
+	r.taskLogger(j).Log(context.Background(), level, "task finished", attrs...)
+}
+
+func (r *Runtime) taskLogger(j *job) *slog.Logger {
+	executorType := ""
+	if j.exec != nil {
+		executorType = j.exec.desc.Type
+	}
+	return r.log.With(slog.String("run_id", j.task.RunID), slog.String("node_id", j.task.NodeID),
+		slog.String("task_id", j.task.ID()), slog.Int("attempt", j.task.Attempt),
+		slog.String("executor_type", executorType), slog.String("transport", j.transport.Name))
+}
+
+// Ready reports nil when the runtime should receive tasks: intake started,
+// every type registered, every source connected, not draining.
+func (r *Runtime) Ready() error {
+	if r.draining.Load() {
+		return errors.New("draining")
+	}
+	if !r.intakeStarted.Load() {
+		return errors.New("starting: task intake not started")
+	}
+	for _, e := range r.executors {
+		if !e.registered.Load() {
+			return fmt.Errorf("executor %s is not registered with the engine", e.reg.ExecutorID)
+		}
+	}
+	for _, tr := range r.transports {
+		if h, ok := tr.Source.(ports.HealthReporter); ok {
+			if err := h.Healthy(); err != nil {
+				return fmt.Errorf("%s task source: %w", tr.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Stats is a snapshot of the runtime's counters.
+type Stats struct {
+	// Admitted is the number of tasks queued or running.
+	Admitted int
+	// Running is the number of handlers running, by executor type.
+	Running map[string]int
+	// Completed and Failed count finished tasks by executor type.
+	Completed, Failed map[string]int
+	// Delivered and Undelivered count results acknowledged and given up.
+	Delivered, Undelivered int
+	// DeliveryRetries counts failed Deliver calls that were retried.
+	DeliveryRetries int
+}
+
+// Stats returns the runtime's counters now.
+func (r *Runtime) Stats() Stats {
+	s := Stats{
+		Admitted:    r.sched.limit - r.sched.free(),
+		Running:     make(map[string]int),
+		Completed:   make(map[string]int),
+		Failed:      make(map[string]int),
+		Delivered:   int(r.delivered.Load()),
+		Undelivered: int(r.undelivered.Load()),
+	}
+	for _, e := range r.executors {
+		s.Running[e.desc.Type] = int(e.running.Load())
+		s.Completed[e.desc.Type] = int(e.completed.Load())
+		s.Failed[e.desc.Type] = int(e.failed.Load())
+	}
+	for _, tr := range r.transports {
+		s.DeliveryRetries += int(tr.outbox.retries.Load())
+	}
+	return s
+}
+
+func waitGroupWithin(wg *sync.WaitGroup, ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// durationMS logs a duration as fractional milliseconds, which log tools
+// read more easily than nanoseconds.
+func durationMS(d time.Duration) slog.Attr {
+	return slog.Float64("duration_ms", float64(d.Microseconds())/1000)
+}
+
+// sinceUnixNano returns the time elapsed since a unix-nano timestamp.
+func sinceUnixNano(ns int64) time.Duration { return time.Since(time.Unix(0, ns)) }

@@ -1,0 +1,653 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/internal/app"
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+func TestRunsTaskAndSettlesAfterDelivery(t *testing.T) {
+	h := newHarness(t, testConfig(), on("t", completing("calc", 2)))
+	h.run(t)
+
+	st := h.sources["t"].mustOffer(t, task("run1", "calc", 1))
+	require.NoError(t, st.wait(t))
+
+	results := h.sinks["t"].all()
+	require.Len(t, results, 1, "settled before the result was delivered")
+	res := results[0]
+	assert.Equal(t, domain.StatusCompleted, res.Status)
+	assert.Equal(t, "task-run1-calc", res.TaskID)
+	assert.Equal(t, "run1", res.RunID)
+	assert.Equal(t, "calc", res.NodeID)
+	assert.Equal(t, 1, res.Attempt)
+	assert.Equal(t, "tok-calc", res.ExecutionToken)
+	assert.Equal(t, "test-calc", res.ExecutorID)
+	assert.Equal(t, map[string]any{"node": "calc"}, res.Output)
+	assert.False(t, res.CompletedAt.IsZero())
+}
+
+func TestPerTypeConcurrencyNeverExceeded(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var running, peak int64
+	cfg := testConfig()
+	cfg.Workers = 8
+	h := newHarness(t, cfg, on("t", gated("slow", 3, gate, &running, &peak, &mu)), on("t", completing("fast", 10)))
+	h.run(t)
+
+	var settled []*settlement
+	for i := range 10 {
+		tk := task("run-slow", fmt.Sprintf("n%d", i), 1)
+		tk.ExecutorType = "slow"
+		settled = append(settled, h.sources["t"].mustOffer(t, tk))
+	}
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return running == 3 }, 5*time.Second, time.Millisecond)
+
+	// Another type is not held up by the slow type's queue.
+	fast := h.sources["t"].mustOffer(t, domain.Task{RunID: "run-fast", NodeID: "n", ExecutorType: "fast"})
+	require.NoError(t, fast.wait(t))
+	assert.Equal(t, 3, h.rt.Stats().Running["slow"])
+
+	close(gate)
+	for _, st := range settled {
+		require.NoError(t, st.wait(t))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, int64(3), peak, "more than MaxConcurrentTasks ran at once")
+	assert.Len(t, h.sinks["t"].all(), 11)
+}
+
+func TestBackpressureRefusesBeyondWorkersAndQueue(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var running, peak int64
+	cfg := testConfig()
+	cfg.Workers, cfg.QueueSize = 2, 3
+	h := newHarness(t, cfg, on("t", gated("slow", 10, gate, &running, &peak, &mu)))
+	h.run(t)
+	src := h.sources["t"]
+
+	for i := range 5 {
+		src.mustOffer(t, task("run", fmt.Sprintf("n%d", i), 1))
+	}
+	_, err := src.offer(t, task("run", "n5", 1), false)
+	require.ErrorIs(t, err, domain.ErrOverloaded)
+
+	// AwaitCapacity blocks while full...
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	_, err = src.in().AwaitCapacity(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// ...and returns once a task finishes.
+	roomCh := make(chan int, 1)
+	go func() {
+		n, err := src.in().AwaitCapacity(context.Background())
+		if err == nil {
+			roomCh <- n
+		}
+	}()
+	close(gate)
+	select {
+	case n := <-roomCh:
+		assert.Positive(t, n)
+	case <-time.After(5 * time.Second):
+		t.Fatal("AwaitCapacity did not return after tasks finished")
+	}
+	h.sinks["t"].waitResults(t, 5)
+}
+
+func TestTimeoutYieldsTimeoutAndFreesSlot(t *testing.T) {
+	ignoresContext := funcExecutor{
+		desc: domain.Descriptor{Type: "stuck", MaxConcurrentTasks: 1},
+		run: func(_ context.Context, task *domain.Task) (*domain.Result, error) {
+			if task.NodeID == "stuck" {
+				select {} // ignores its context entirely
+			}
+			return &domain.Result{Status: domain.StatusCompleted}, nil
+		},
+	}
+	h := newHarness(t, testConfig(), on("t", ignoresContext))
+	h.run(t)
+
+	stuck := task("run", "stuck", 1)
+	stuck.Timeout = 20 * time.Millisecond
+	h.sources["t"].mustOffer(t, stuck)
+	next := h.sources["t"].mustOffer(t, task("run", "next", 1))
+
+	res := h.sinks["t"].byKey(t, "run:stuck:1")
+	assert.Equal(t, domain.StatusFailed, res.Status)
+	require.NotNil(t, res.Error)
+	assert.Equal(t, domain.CodeTimeout, res.Error.Code)
+	assert.True(t, res.Error.Retryable)
+
+	require.NoError(t, next.wait(t), "the slot was not freed after the timeout")
+	assert.Equal(t, domain.StatusCompleted, h.sinks["t"].byKey(t, "run:next:1").Status)
+}
+
+func TestPanicYieldsPanicAndNextTaskRuns(t *testing.T) {
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "fragile", MaxConcurrentTasks: 1},
+		run: func(_ context.Context, task *domain.Task) (*domain.Result, error) {
+			if task.NodeID == "boom" {
+				var m map[string]int
+				m["x"] = 1 // nil map write: a real runtime panic
+			}
+			return &domain.Result{Status: domain.StatusCompleted}, nil
+		},
+	}
+	cfg := testConfig()
+	cfg.Workers = 1
+	h := newHarness(t, cfg, on("t", ex))
+	h.run(t)
+
+	h.sources["t"].mustOffer(t, task("run", "boom", 1))
+	next := h.sources["t"].mustOffer(t, task("run", "after", 1))
+
+	res := h.sinks["t"].byKey(t, "run:boom:1")
+	assert.Equal(t, domain.StatusFailed, res.Status)
+	assert.Equal(t, domain.CodePanic, res.Error.Code)
+	assert.Contains(t, res.Error.StackTrace, "runtime_test.go")
+	require.NoError(t, next.wait(t))
+	assert.Equal(t, domain.StatusCompleted, h.sinks["t"].byKey(t, "run:after:1").Status)
+	assert.Equal(t, 1, h.rt.Stats().Failed["fragile"])
+}
+
+func TestReturnedErrorsBecomeFailedResultsWithCodes(t *testing.T) {
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "err"},
+		run: func(_ context.Context, task *domain.Task) (*domain.Result, error) {
+			if task.NodeID == "coded" {
+				return nil, fmt.Errorf("charge: %w", &domain.Error{Code: "GATEWAY_DOWN", Message: "no route", Retryable: true})
+			}
+			return nil, errors.New("disk on fire")
+		},
+	}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.run(t)
+	h.sources["t"].mustOffer(t, task("run", "coded", 1))
+	h.sources["t"].mustOffer(t, task("run", "plain", 1))
+
+	coded := h.sinks["t"].byKey(t, "run:coded:1")
+	assert.Equal(t, "GATEWAY_DOWN", coded.Error.Code)
+	assert.True(t, coded.Error.Retryable)
+	plain := h.sinks["t"].byKey(t, "run:plain:1")
+	assert.Equal(t, domain.CodeExecutionError, plain.Error.Code)
+	assert.Equal(t, "disk on fire", plain.Error.Message)
+}
+
+func TestDuplicateInFlightRunsOnceAndSettlesBoth(t *testing.T) {
+	gate := make(chan struct{})
+	var calls atomic.Int64
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "once"},
+		run: func(_ context.Context, _ *domain.Task) (*domain.Result, error) {
+			calls.Add(1)
+			<-gate
+			return &domain.Result{Status: domain.StatusCompleted}, nil
+		},
+	}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.run(t)
+
+	first := h.sources["t"].mustOffer(t, task("run", "n", 1))
+	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, time.Millisecond)
+	dup := h.sources["t"].mustOffer(t, task("run", "n", 1))
+	assert.False(t, dup.settled())
+	close(gate)
+
+	require.NoError(t, first.wait(t))
+	require.NoError(t, dup.wait(t))
+	assert.Equal(t, int64(1), calls.Load(), "a duplicate of a task in flight ran again")
+	assert.Len(t, h.sinks["t"].all(), 1)
+}
+
+func TestDuplicateOfFinishedTaskGetsSameResult(t *testing.T) {
+	var calls atomic.Int64
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "once"},
+		run: func(_ context.Context, _ *domain.Task) (*domain.Result, error) {
+			return &domain.Result{Status: domain.StatusCompleted, Output: map[string]any{"call": calls.Add(1)}}, nil
+		},
+	}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.run(t)
+
+	require.NoError(t, h.sources["t"].mustOffer(t, task("run", "n", 1)).wait(t))
+	require.NoError(t, h.sources["t"].mustOffer(t, task("run", "n", 1)).wait(t))
+	// A new attempt is a new task.
+	require.NoError(t, h.sources["t"].mustOffer(t, task("run", "n", 2)).wait(t))
+
+	results := h.sinks["t"].all()
+	require.Len(t, results, 3)
+	assert.Equal(t, results[0], results[1], "the duplicate did not get the same result")
+	assert.Equal(t, int64(2), calls.Load())
+	assert.Equal(t, 2, results[2].Attempt)
+}
+
+func TestCancelRunningTaskYieldsCancelled(t *testing.T) {
+	started := make(chan struct{})
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "long"},
+		run: func(ctx context.Context, _ *domain.Task) (*domain.Result, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.run(t)
+	st := h.sources["t"].mustOffer(t, task("run", "n", 1))
+	<-started
+
+	assert.True(t, h.sources["t"].in().Cancel("task-run-n", "user aborted"))
+	require.NoError(t, st.wait(t))
+	res := h.sinks["t"].byKey(t, "run:n:1")
+	assert.Equal(t, domain.StatusCancelled, res.Status)
+	assert.Equal(t, domain.CodeCancelled, res.Error.Code)
+	assert.Equal(t, "user aborted", res.Error.Message)
+	assert.False(t, h.sources["t"].in().Cancel("task-run-n", "again"), "a finished task was cancelled")
+	assert.False(t, h.sources["t"].in().Cancel("no-such-task", ""))
+}
+
+func TestCancelQueuedTaskNeverRuns(t *testing.T) {
+	gate := make(chan struct{})
+	var ran sync.Map
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "serial", MaxConcurrentTasks: 1},
+		run: func(_ context.Context, task *domain.Task) (*domain.Result, error) {
+			ran.Store(task.NodeID, true)
+			<-gate
+			return &domain.Result{Status: domain.StatusCompleted}, nil
+		},
+	}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.run(t)
+	h.sources["t"].mustOffer(t, task("run", "first", 1))
+	queued := h.sources["t"].mustOffer(t, task("run", "queued", 1))
+	require.Eventually(t, func() bool { _, ok := ran.Load("first"); return ok }, 5*time.Second, time.Millisecond)
+
+	// Cancel by idempotency key: the queued task is answered while the
+	// type's only slot is still busy.
+	require.True(t, h.sources["t"].in().Cancel("run:queued:1", ""))
+	require.NoError(t, queued.wait(t))
+	assert.Equal(t, domain.StatusCancelled, h.sinks["t"].byKey(t, "run:queued:1").Status)
+	close(gate)
+	h.sinks["t"].byKey(t, "run:first:1")
+	_, ranQueued := ran.Load("queued")
+	assert.False(t, ranQueued, "a cancelled queued task ran")
+}
+
+func TestRouting(t *testing.T) {
+	tax := completing("calculate-tax", 5)
+	mail := funcExecutor{desc: domain.Descriptor{Type: "notification-sender", SupportedNodeTypes: []string{"email", "sms"}}, run: tax.run}
+	solo := completing("solo", 5)
+	h := newHarness(t, testConfig(), on("shared", tax), on("shared", mail), on("own", solo))
+	h.run(t)
+
+	cases := []struct {
+		name     string
+		task     domain.Task
+		source   string
+		executor string // "" means NO_EXECUTOR
+	}{
+		{"executor id", domain.Task{NodeID: "x", ExecutorID: "test-notification-sender", ExecutorType: "calculate-tax"}, "shared", "notification-sender"},
+		{"executor type", domain.Task{NodeID: "x", ExecutorType: "calculate-tax", NodeType: "email"}, "shared", "calculate-tax"},
+		{"unknown executor type", domain.Task{NodeID: "x", ExecutorType: "nope"}, "shared", ""},
+		{"node type", domain.Task{NodeID: "x", NodeType: "sms"}, "shared", "notification-sender"},
+		{"unknown node type", domain.Task{NodeID: "x", NodeType: "fax"}, "own", ""},
+		{"context node type", domain.Task{NodeID: "x", Context: map[string]any{domain.NodeTypeKey: "email"}}, "shared", "notification-sender"},
+		{"node id is a node type", domain.Task{NodeID: "calculate-tax"}, "shared", "calculate-tax"},
+		{"only type on transport", domain.Task{NodeID: "whatever"}, "own", "solo"},
+		{"ambiguous", domain.Task{NodeID: "whatever"}, "shared", ""},
+	}
+	for i, c := range cases {
+		c.task.RunID = fmt.Sprintf("route%d", i)
+		require.NoError(t, h.sources[c.source].mustOffer(t, c.task).wait(t), c.name)
+		res := h.sinks[c.source].byKey(t, c.task.Key())
+		if c.executor == "" {
+			assert.Equal(t, domain.StatusFailed, res.Status, c.name)
+			if assert.NotNil(t, res.Error, c.name) {
+				assert.Equal(t, domain.CodeNoExecutor, res.Error.Code, c.name)
+				assert.NotEmpty(t, res.Error.Message, c.name)
+			}
+			continue
+		}
+		assert.Equal(t, domain.StatusCompleted, res.Status, c.name)
+		assert.Equal(t, "test-"+c.executor, res.ExecutorID, c.name)
+	}
+}
+
+func TestInvalidTaskIsRefused(t *testing.T) {
+	h := newHarness(t, testConfig(), on("t", completing("calc", 1)))
+	h.run(t)
+	_, err := h.sources["t"].offer(t, domain.Task{NodeID: "n"}, false)
+	require.ErrorIs(t, err, domain.ErrInvalidTask)
+	_, err = h.sources["t"].offer(t, domain.Task{RunID: "r"}, false)
+	require.ErrorIs(t, err, domain.ErrInvalidTask)
+	require.NoError(t, h.sources["t"].mustOffer(t, task("r", "n", 0)).wait(t), "a valid task after refusals was not run")
+	assert.Len(t, h.sinks["t"].all(), 1)
+}
+
+func TestResultsAreResentUntilAcknowledged(t *testing.T) {
+	h := newHarness(t, testConfig(), on("t", completing("calc", 1)))
+	h.sinks["t"].failN = 3
+	h.run(t)
+
+	st := h.sources["t"].mustOffer(t, task("run", "n", 1))
+	require.NoError(t, st.wait(t))
+	assert.Len(t, h.sinks["t"].all(), 1)
+	assert.GreaterOrEqual(t, h.rt.Stats().DeliveryRetries, 3)
+}
+
+func TestFullOutboxHoldsWorkersAndRefusesIntake(t *testing.T) {
+	cfg := testConfig()
+	cfg.Workers, cfg.QueueSize, cfg.OutboxSize, cfg.ResultSenders, cfg.ResultBatchSize = 1, 0, 1, 1, 1
+	h := newHarness(t, cfg, on("t", completing("calc", 1)))
+	gate := make(chan struct{})
+	h.sinks["t"].gate = gate
+	h.run(t)
+	src := h.sources["t"]
+
+	// r1 is held by the blocked sender, r2 fills the outbox, r3's worker
+	// waits for room: the runtime is full and must say so.
+	for i := range 3 {
+		require.Eventually(t, func() bool {
+			_, err := src.offer(t, task("run", fmt.Sprintf("n%d", i), 1), false)
+			return err == nil
+		}, 5*time.Second, time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return h.rt.Stats().Admitted == 1 }, 5*time.Second, time.Millisecond)
+	_, err := src.offer(t, task("run", "n3", 1), false)
+	require.ErrorIs(t, err, domain.ErrOverloaded)
+
+	close(gate)
+	h.sinks["t"].waitResults(t, 3)
+}
+
+func TestRegistersEveryTypeBeforeIntakeStarts(t *testing.T) {
+	h := newHarness(t, testConfig(), on("grpc", completing("a", 0)), on("kafka", completing("b", 1)))
+	h.control.failReg = 3
+	require.Error(t, h.rt.Ready(), "ready before start")
+	h.run(t)
+
+	ev := h.events
+	for _, src := range []string{"start:grpc", "start:kafka"} {
+		for _, reg := range []string{"register:test-a", "register:test-b"} {
+			require.NotEqual(t, -1, ev.index(reg), "%s never registered", reg)
+			assert.Less(t, ev.index(reg), ev.index(src), "%s started before %s", src, reg)
+		}
+	}
+	require.Eventually(t, func() bool { return h.rt.Ready() == nil }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, domain.CommunicationGRPC, h.control.regs["test-a"].CommunicationType)
+	assert.Equal(t, domain.DefaultMaxConcurrentTasks, h.control.regs["test-a"].Descriptor.MaxConcurrentTasks,
+		"descriptor defaults were not applied")
+}
+
+func TestHeartbeatsCarryLoadAndFailuresReregister(t *testing.T) {
+	gate := make(chan struct{})
+	defer close(gate)
+	var mu sync.Mutex
+	var running, peak int64
+	cfg := testConfig()
+	cfg.HeartbeatInterval = 10 * time.Millisecond
+	h := newHarness(t, cfg, on("t", gated("busy", 5, gate, &running, &peak, &mu)))
+	h.run(t)
+	h.sources["t"].mustOffer(t, task("run", "a", 1))
+	h.sources["t"].mustOffer(t, task("run", "b", 1))
+
+	require.Eventually(t, func() bool {
+		for _, hb := range h.control.lastHeartbeats() {
+			if hb.CurrentTasks == 2 && hb.ExecutorID == "test-busy" && hb.Status == domain.HealthHealthy {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, time.Millisecond, "no heartbeat reported the two running tasks")
+
+	countRegistrations := func() int {
+		n := 0
+		for _, e := range h.events.all() {
+			if e == "register:test-busy" {
+				n++
+			}
+		}
+		return n
+	}
+	before := countRegistrations()
+	h.control.setFailHeartbeats(true)
+	require.Eventually(t, func() bool { return countRegistrations() >= before+2 }, 5*time.Second, time.Millisecond,
+		"failed heartbeats did not trigger re-registration")
+
+	// One re-registration per failed heartbeat, never a storm.
+	h.control.setFailHeartbeats(false)
+	ev := h.events.all()
+	failures, reregs := 0, 0
+	for _, e := range ev {
+		switch e {
+		case "heartbeat-failed:test-busy":
+			failures++
+		case "register:test-busy":
+			reregs++
+		}
+	}
+	assert.LessOrEqual(t, reregs-before, failures)
+}
+
+func TestPeriodicReregistration(t *testing.T) {
+	cfg := testConfig()
+	cfg.HeartbeatInterval = 5 * time.Millisecond
+	cfg.ReregisterInterval = 20 * time.Millisecond
+	h := newHarness(t, cfg, on("t", completing("calc", 1)))
+	h.run(t)
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, e := range h.events.all() {
+			if e == "register:test-calc" {
+				n++
+			}
+		}
+		return n >= 3
+	}, 5*time.Second, time.Millisecond)
+}
+
+func TestReadinessFollowsSourceHealth(t *testing.T) {
+	h := newHarness(t, testConfig(), on("t", completing("calc", 1)))
+	h.run(t)
+	require.Eventually(t, func() bool { return h.rt.Ready() == nil }, 5*time.Second, time.Millisecond)
+	h.sources["t"].setHealth(errors.New("stream closed"))
+	assert.ErrorContains(t, h.rt.Ready(), "stream closed")
+	h.sources["t"].setHealth(nil)
+	assert.NoError(t, h.rt.Ready())
+}
+
+func TestGracefulStopDeliversInFlightBeforeUnregister(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var running, peak int64
+	h := newHarness(t, testConfig(), on("t", gated("work", 10, gate, &running, &peak, &mu)))
+	h.run(t)
+	var settled []*settlement
+	for i := range 5 {
+		settled = append(settled, h.sources["t"].mustOffer(t, task("run", fmt.Sprintf("n%d", i), 1)))
+	}
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return running == 5 }, 5*time.Second, time.Millisecond)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop(t) }()
+	require.Eventually(t, func() bool { return h.events.index("stop:t") >= 0 }, 5*time.Second, time.Millisecond)
+	assert.ErrorContains(t, h.rt.Ready(), "draining")
+	_, err := h.sources["t"].offer(t, task("run", "late", 1), false)
+	require.ErrorIs(t, err, domain.ErrDraining)
+
+	close(gate)
+	require.NoError(t, <-stopped)
+	for _, st := range settled {
+		require.NoError(t, st.wait(t))
+	}
+	unregister := h.events.index("unregister:test-work")
+	require.NotEqual(t, -1, unregister, "never unregistered")
+	for i := range 5 {
+		deliver := h.events.index(fmt.Sprintf("deliver:run:n%d:1", i))
+		require.NotEqual(t, -1, deliver, "result %d lost", i)
+		assert.Less(t, deliver, unregister, "result %d delivered after unregister", i)
+	}
+	assert.Less(t, h.events.index("stop:t"), unregister)
+}
+
+func TestStopHandsBackUnstartedRedeliverableTasks(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var running, peak int64
+	h := newHarness(t, testConfig(), on("t", gated("serial", 1, gate, &running, &peak, &mu)))
+	h.run(t)
+	src := h.sources["t"]
+	first, err := src.offer(t, task("run", "first", 1), true)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return running == 1 }, 5*time.Second, time.Millisecond)
+	redeliverable, err := src.offer(t, task("run", "kafka", 1), true)
+	require.NoError(t, err)
+	pushed, err := src.offer(t, task("run", "push", 1), false)
+	require.NoError(t, err)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop(t) }()
+	// The redeliverable task is handed back at once, while the first still runs.
+	require.ErrorIs(t, redeliverable.wait(t), domain.ErrHandedBack)
+	close(gate)
+	require.NoError(t, <-stopped)
+
+	require.NoError(t, first.wait(t))
+	require.NoError(t, pushed.wait(t), "an accepted push task must run during the drain")
+	for _, r := range h.sinks["t"].all() {
+		assert.NotEqual(t, "kafka", r.NodeID, "a handed-back task was answered")
+	}
+	assert.Len(t, h.sinks["t"].all(), 2)
+}
+
+func TestDrainDeadlineAnswersShutdown(t *testing.T) {
+	ignoresContext := funcExecutor{
+		desc: domain.Descriptor{Type: "stuck", MaxConcurrentTasks: 1},
+		run: func(context.Context, *domain.Task) (*domain.Result, error) {
+			select {}
+		},
+	}
+	cfg := testConfig()
+	cfg.DrainTimeout = 30 * time.Millisecond
+	h := newHarness(t, cfg, on("t", ignoresContext))
+	h.run(t)
+	running := h.sources["t"].mustOffer(t, task("run", "running", 1))
+	require.Eventually(t, func() bool { return h.rt.Stats().Running["stuck"] == 1 }, 5*time.Second, time.Millisecond)
+	queued := h.sources["t"].mustOffer(t, task("run", "queued", 1))
+
+	require.NoError(t, h.stop(t))
+	require.NoError(t, running.wait(t))
+	require.NoError(t, queued.wait(t))
+	for _, key := range []string{"run:running:1", "run:queued:1"} {
+		res := h.sinks["t"].byKey(t, key)
+		assert.Equal(t, domain.StatusFailed, res.Status, key)
+		assert.Equal(t, domain.CodeShutdown, res.Error.Code, key)
+		assert.True(t, res.Error.Retryable, key)
+	}
+}
+
+func TestFlushDeadlineGivesUpUndeliverableResults(t *testing.T) {
+	cfg := testConfig()
+	cfg.FlushTimeout = 50 * time.Millisecond
+	h := newHarness(t, cfg, on("t", completing("calc", 1)))
+	h.sinks["t"].failAll = true
+	h.run(t)
+	st := h.sources["t"].mustOffer(t, task("run", "n", 1))
+	require.Eventually(t, func() bool { return h.rt.Stats().DeliveryRetries > 0 }, 5*time.Second, time.Millisecond)
+
+	require.NoError(t, h.stop(t))
+	require.ErrorIs(t, st.wait(t), domain.ErrHandedBack, "an unacknowledged result must not be settled as delivered")
+	assert.Equal(t, 1, h.rt.Stats().Undelivered)
+	assert.NotEqual(t, -1, h.events.index("unregister:test-calc"))
+}
+
+func TestResultsReturnThroughTheirOwnTransport(t *testing.T) {
+	h := newHarness(t, testConfig(), on("grpc", completing("a", 1)), on("kafka", completing("b", 1)))
+	h.run(t)
+	// A task for type a arriving over kafka is answered over kafka.
+	require.NoError(t, h.sources["kafka"].mustOffer(t, domain.Task{RunID: "r", NodeID: "n", ExecutorType: "a"}).wait(t))
+	require.NoError(t, h.sources["grpc"].mustOffer(t, domain.Task{RunID: "r", NodeID: "m", ExecutorType: "b"}).wait(t))
+	assert.Equal(t, "n", h.sinks["kafka"].byKey(t, "r:n:0").NodeID)
+	assert.Equal(t, "m", h.sinks["grpc"].byKey(t, "r:m:0").NodeID)
+	assert.Len(t, h.sinks["kafka"].all(), 1)
+	assert.Len(t, h.sinks["grpc"].all(), 1)
+}
+
+func TestLifecycleHooks(t *testing.T) {
+	ex := &hookedExecutor{funcExecutor: completing("hooked", 1)}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.run(t)
+	require.NoError(t, h.sources["t"].mustOffer(t, task("r", "n", 1)).wait(t))
+	require.NoError(t, h.stop(t))
+	assert.Equal(t, []string{"initialize", "before", "after:COMPLETED", "cleanup"}, ex.calls())
+}
+
+func TestInitializeFailureStopsStartup(t *testing.T) {
+	ex := &hookedExecutor{funcExecutor: completing("hooked", 1), initErr: errors.New("no database")}
+	h := newHarness(t, testConfig(), on("t", ex))
+	err := h.rt.Run(context.Background())
+	require.ErrorContains(t, err, "no database")
+	assert.Equal(t, -1, h.events.index("register:test-hooked"), "registered although initialization failed")
+}
+
+func TestNewRejectsBadWiring(t *testing.T) {
+	src, sink, ctl := newFakeSource(&events{}, "t"), &fakeSink{}, &fakeControl{events: &events{}}
+	tr := []app.Transport{{Name: "t", Source: src, Sink: sink}}
+	ok := app.Hosted{Executor: completing("a", 1), Registration: domain.Registration{ExecutorID: "id-a"}, Transport: "t"}
+	cases := map[string]struct {
+		hosted     []app.Hosted
+		transports []app.Transport
+	}{
+		"no executors":      {nil, tr},
+		"unknown transport": {[]app.Hosted{{Executor: completing("a", 1), Registration: domain.Registration{ExecutorID: "id"}, Transport: "x"}}, tr},
+		"duplicate type":    {[]app.Hosted{ok, {Executor: completing("a", 1), Registration: domain.Registration{ExecutorID: "id-b"}, Transport: "t"}}, tr},
+		"bad executor id":   {[]app.Hosted{{Executor: completing("a", 1), Registration: domain.Registration{ExecutorID: "bad id"}, Transport: "t"}}, tr},
+		"idle transport":    {[]app.Hosted{ok}, append(tr, app.Transport{Name: "u", Source: src, Sink: sink})},
+	}
+	for name, c := range cases {
+		_, err := app.New(testConfig(), c.hosted, c.transports, ctl, ctl, nil)
+		assert.Error(t, err, name)
+	}
+	_, err := app.New(app.Config{Workers: -1}, []app.Hosted{ok}, tr, ctl, ctl, nil)
+	assert.ErrorContains(t, err, "workers")
+}
+
+type hookedExecutor struct {
+	funcExecutor
+	initErr error
+	mu      sync.Mutex
+	log     []string
+}
+
+func (h *hookedExecutor) record(s string) { h.mu.Lock(); h.log = append(h.log, s); h.mu.Unlock() }
+func (h *hookedExecutor) calls() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.log...)
+}
+func (h *hookedExecutor) Initialize(context.Context) error { h.record("initialize"); return h.initErr }
+func (h *hookedExecutor) Cleanup(context.Context) error    { h.record("cleanup"); return nil }
+func (h *hookedExecutor) BeforeExecute(context.Context, *domain.Task) error {
+	h.record("before")
+	return nil
+}
+func (h *hookedExecutor) AfterExecute(_ context.Context, _ *domain.Task, r *domain.Result) {
+	h.record("after:" + string(r.Status))
+}

@@ -1,0 +1,238 @@
+package app
+
+import (
+	"context"
+	"sync"
+)
+
+// scheduler admits jobs up to a global bound and hands them to workers,
+// respecting each executor type's concurrency limit. Jobs of a type at its
+// limit wait in that type's lane while other lanes proceed; jobs that need no
+// handler (answers decided at intake, cancellations) use the immediate lane.
+//
+// Workers block in next on a sync.Cond; sources waiting for room block on
+// roomFreed, a channel closed and replaced whenever a job is released.
+type scheduler struct {
+	mu        sync.Mutex
+	workReady *sync.Cond
+	limit     int // workers + queue size
+	admitted  int // admitted and not yet released
+	immediate []*job
+	lanes     []*lane
+	nextLane  int // round-robin start, so no lane starves another
+	closed    bool
+	roomFreed chan struct{}
+}
+
+// lane is one executor type's queue and running count.
+type lane struct {
+	queue   []*job
+	running int
+	max     int
+}
+
+func newScheduler(limit int) *scheduler {
+	s := &scheduler{limit: limit, roomFreed: make(chan struct{})}
+	s.workReady = sync.NewCond(&s.mu)
+	return s
+}
+
+// newLane adds a lane for an executor type allowed max concurrent jobs.
+func (s *scheduler) newLane(max int) *lane {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := &lane{max: max}
+	s.lanes = append(s.lanes, l)
+	return l
+}
+
+// admit takes j if there is room; it never blocks.
+func (s *scheduler) admit(j *job) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.admitted >= s.limit {
+		return false
+	}
+	s.admitted++
+	if j.lane == nil {
+		s.immediate = append(s.immediate, j)
+	} else {
+		j.lane.queue = append(j.lane.queue, j)
+	}
+	s.workReady.Signal()
+	return true
+}
+
+// next blocks until a job may run and returns it, or returns nil once the
+// scheduler is closed.
+func (s *scheduler) next() *job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.closed {
+			return nil
+		}
+		if j := s.pick(); j != nil {
+			return j
+		}
+		s.workReady.Wait()
+	}
+}
+
+func (s *scheduler) pick() *job {
+	if len(s.immediate) > 0 {
+		j := s.immediate[0]
+		s.immediate[0] = nil
+		s.immediate = s.immediate[1:]
+		return j
+	}
+	for i := range s.lanes {
+		l := s.lanes[(s.nextLane+i)%len(s.lanes)]
+		if len(l.queue) == 0 || l.running >= l.max {
+			continue
+		}
+		j := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		l.running++
+		j.started = true
+		s.nextLane = (s.nextLane + i + 1) % len(s.lanes)
+		return j
+	}
+	return nil
+}
+
+// release frees j's slot (and its lane's, if it ran in one).
+func (s *scheduler) release(j *job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j.lane != nil && j.started {
+		j.lane.running--
+	}
+	s.admitted--
+	close(s.roomFreed)
+	s.roomFreed = make(chan struct{})
+	s.workReady.Signal()
+}
+
+// expedite moves a queued job to the immediate lane (its answer is already
+// decided, for example a cancellation). It reports false if a worker has
+// already taken the job.
+func (s *scheduler) expedite(j *job) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j.lane == nil || j.started {
+		return false
+	}
+	if !removeJob(&j.lane.queue, j) {
+		return false
+	}
+	j.lane = nil
+	s.immediate = append(s.immediate, j)
+	s.workReady.Signal()
+	return true
+}
+
+// takeQueued removes and returns the queued, unstarted jobs for which keep
+// reports true, releasing their slots.
+func (s *scheduler) takeQueued(keep func(*job) bool) []*job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var taken []*job
+	for _, l := range s.lanes {
+		remaining := l.queue[:0]
+		for _, j := range l.queue {
+			if keep(j) {
+				taken = append(taken, j)
+			} else {
+				remaining = append(remaining, j)
+			}
+		}
+		clear(l.queue[len(remaining):])
+		l.queue = remaining
+	}
+	if len(taken) > 0 {
+		s.admitted -= len(taken)
+		close(s.roomFreed)
+		s.roomFreed = make(chan struct{})
+	}
+	return taken
+}
+
+// queued returns the jobs waiting in lanes, in no particular order.
+func (s *scheduler) queued() []*job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var jobs []*job
+	for _, l := range s.lanes {
+		jobs = append(jobs, l.queue...)
+	}
+	return jobs
+}
+
+// free returns how many more jobs admit would take now.
+func (s *scheduler) free() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limit - s.admitted
+}
+
+// awaitRoom blocks until admit could take a job, returning how many it could
+// take, or ctx's error.
+func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
+	for {
+		s.mu.Lock()
+		free, freed, closed := s.limit-s.admitted, s.roomFreed, s.closed
+		s.mu.Unlock()
+		if free > 0 && !closed {
+			return free, nil
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}
+}
+
+// awaitIdle blocks until no job is admitted, or ctx ends; it reports
+// whether the scheduler became idle.
+func (s *scheduler) awaitIdle(ctx context.Context) bool {
+	for {
+		s.mu.Lock()
+		admitted, freed := s.admitted, s.roomFreed
+		s.mu.Unlock()
+		if admitted == 0 {
+			return true
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// close makes next return nil and admit refuse. Jobs still queued stay
+// where they are; the caller has dealt with them.
+func (s *scheduler) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	close(s.roomFreed)
+	s.roomFreed = make(chan struct{})
+	s.workReady.Broadcast()
+}
+
+func removeJob(queue *[]*job, j *job) bool {
+	q := *queue
+	for i, candidate := range q {
+		if candidate == j {
+			copy(q[i:], q[i+1:])
+			q[len(q)-1] = nil
+			*queue = q[:len(q)-1]
+			return true
+		}
+	}
+	return false
+}
