@@ -1,0 +1,172 @@
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
+)
+
+// TaskSource delivers the engine's queued tasks to the runtime, a pull
+// source with broker-like semantics: it takes a task from the queue only
+// after Intake.AwaitCapacity reported room, and a task refused as overloaded
+// or handed back through Settle returns to the front of the queue.
+type TaskSource struct {
+	engine *Engine
+
+	mu      sync.Mutex
+	state   sourceState
+	stop    context.CancelCauseFunc // ends the delivery loop
+	stopped chan struct{}           // closed when the delivery loop has returned
+}
+
+type sourceState int
+
+const (
+	sourceIdle sourceState = iota
+	sourceServing
+	sourceStopped
+)
+
+var (
+	_ ports.TaskSource     = (*TaskSource)(nil)
+	_ ports.HealthReporter = (*TaskSource)(nil)
+)
+
+// errSourceStopped is the cause with which Stop ends the delivery loop.
+var errSourceStopped = errors.New("memory task source stopped")
+
+// Start starts the delivery loop in a goroutine owned by the source and
+// returns at once. ctx bounds only starting: an already ended ctx makes
+// Start fail, but delivery then runs until Stop, keeping ctx's values. Start
+// fails if the source was started or stopped before.
+func (s *TaskSource) Start(ctx context.Context, intake ports.Intake) error {
+	if intake == nil {
+		return errors.New("start memory task source: nil intake")
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("start memory task source: %w", context.Cause(ctx))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case sourceServing:
+		return errors.New("start memory task source: already started")
+	case sourceStopped:
+		return fmt.Errorf("start memory task source: %w", domain.ErrClosed)
+	}
+	runCtx, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	s.state, s.stop, s.stopped = sourceServing, stop, make(chan struct{})
+	s.engine.attach(intake)
+	go func(stopped chan<- struct{}) {
+		defer close(stopped)
+		s.deliver(runCtx, intake)
+	}(s.stopped)
+	return nil
+}
+
+// Stop ends the delivery loop and waits for it, so that no Offer is made
+// once it returns nil. A task taken from the queue but not yet offered goes
+// back to its front. If ctx ends first, Stop returns ctx's cause and the
+// loop still ends on its own. Tasks already offered stay valid: their Settle
+// callbacks are honoured after Stop. Stop is idempotent and safe without
+// Start; a stopped source cannot be started again.
+func (s *TaskSource) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	wasServing := s.state == sourceServing
+	s.state = sourceStopped
+	stop, stopped := s.stop, s.stopped
+	s.mu.Unlock()
+	if stopped == nil {
+		return nil // never started
+	}
+	if wasServing {
+		stop(errSourceStopped)
+	}
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop memory task source: %w", context.Cause(ctx))
+	}
+}
+
+// Healthy implements ports.HealthReporter: nil while the source serves, an
+// error before Start and after Stop. The engine is in-process, so there is
+// no connection to lose.
+func (s *TaskSource) Healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case sourceIdle:
+		return errors.New("memory task source not started")
+	case sourceStopped:
+		return fmt.Errorf("memory task source: %w", domain.ErrClosed)
+	}
+	return nil
+}
+
+// deliver is the delivery loop: await room, take the next task, offer it.
+// It returns when ctx ends or the runtime drains.
+func (s *TaskSource) deliver(ctx context.Context, intake ports.Intake) {
+	// retryBackoff paces the loop after the runtime refused an offer as
+	// overloaded twice in a row, or failed in a way the contract does not
+	// name, so that a misbehaving intake cannot make the source spin.
+	retryBackoff := domain.Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Multiplier: 2, Jitter: 0.2}
+	retries := 0 // consecutive refusals or failures not caused by the task itself
+	for {
+		if _, err := intake.AwaitCapacity(ctx); err != nil {
+			switch {
+			case ctx.Err() != nil, errors.Is(err, domain.ErrDraining):
+				return
+			default:
+				retries++
+				if retryBackoff.Wait(ctx, retries-1) != nil {
+					return
+				}
+				continue
+			}
+		}
+		task, ok := s.engine.take(ctx)
+		if !ok {
+			return
+		}
+		if ctx.Err() != nil {
+			s.engine.requeue(task)
+			return
+		}
+		d := s.engine.newDelivery(task)
+		err := intake.Offer(ctx, d.port())
+		if err == nil {
+			retries = 0
+			continue
+		}
+		d.withdraw(err)
+		switch {
+		case errors.Is(err, domain.ErrInvalidTask):
+			s.engine.reject(task)
+			retries = 0
+		case errors.Is(err, domain.ErrDraining):
+			s.engine.requeue(task)
+			return
+		case errors.Is(err, domain.ErrOverloaded):
+			// The room AwaitCapacity reported was taken by someone else:
+			// wait for room again, and back off if it keeps happening.
+			s.engine.requeue(task)
+			retries++
+			if retries > 1 && retryBackoff.Wait(ctx, retries-2) != nil {
+				return
+			}
+		default:
+			s.engine.requeue(task)
+			retries++
+			if retryBackoff.Wait(ctx, retries-1) != nil {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,543 @@
+package porttest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
+)
+
+// TaskSourceHarness is one TaskSource under test and the engine side that
+// feeds it. Each harness must be isolated: its source delivers only what its
+// own Publish made available.
+type TaskSourceHarness struct {
+	// Source is the adapter under test, not yet started. The suite starts
+	// it once and stops it when the scenario ends.
+	Source ports.TaskSource
+	// Publish makes a task available to Source, as the engine does when it
+	// dispatches one (produce to the topic, queue it for the stream, POST it
+	// to the push endpoint). It must not wait for the task to be offered: a
+	// push harness whose request is refused (503) retries in the background
+	// until the harness's test ends. Required.
+	Publish func(ctx context.Context, task domain.Task) error
+	// Cancel cancels a task from the engine side, with a reason, and
+	// reports whether the engine sent the cancellation. Nil when the
+	// transport cannot cancel; the Cancellation scenario is then skipped.
+	Cancel func(taskID, reason string) bool
+	// Redelivers reports that Settle with an error makes the source deliver
+	// the task again (Kafka: the offset is not committed). The suite also
+	// requires Delivery.Redeliverable to equal it.
+	Redelivers bool
+	// Push reports a source that offers tasks as the engine sends them and
+	// answers ErrOverloaded with a refusal (503) instead of waiting on
+	// AwaitCapacity. Pull sources (Push false) must never hit ErrOverloaded
+	// from a single intake, and must stop offering after ErrDraining.
+	Push bool
+	// Successor returns another, unstarted source of the same engine queue,
+	// topic or consumer group, or is nil when there is none. With it, the
+	// Stop and Draining scenarios prove that what the first source did not
+	// take is still there, which also bounds their observation without
+	// relying on QuietPeriod.
+	Successor func() ports.TaskSource
+	// Unsupported lists the task fields the transport cannot carry.
+	Unsupported []Field
+	// WaitTimeout bounds each wait for a delivery; DefaultWaitTimeout if zero.
+	WaitTimeout time.Duration
+	// QuietPeriod is how long the suite watches for a delivery that must not
+	// happen when nothing later can bound the watch; DefaultQuietPeriod if
+	// zero.
+	QuietPeriod time.Duration
+}
+
+// TaskSource runs the TaskSource contract scenarios, each as a parallel
+// subtest with its own harness from newHarness:
+//
+//   - Delivery: tasks published before and after Start are each offered
+//     exactly once, with every supported field intact and
+//     Delivery.Redeliverable equal to Redelivers.
+//   - FlowControl: with capacity 3 and 20 tasks published, the source fills
+//     the capacity and never exceeds it, a pull source never even hits
+//     ErrOverloaded, and settling one by one brings all 20, each once.
+//   - OverloadRefusal: an Offer refused with ErrOverloaded is not lost: the
+//     task is offered again and accepted once.
+//   - InvalidTaskRefusal: a task refused with ErrInvalidTask is dropped
+//     after one attempt, and the tasks around it still arrive.
+//   - Acknowledgement: a task settled with nil is not delivered again.
+//   - Redelivery (Redelivers only): a task settled with an error wrapping
+//     domain.ErrHandedBack is delivered again, intact.
+//   - Cancellation (Cancel only): the engine's cancellation of an offered
+//     task reaches Intake.Cancel with an id that finds the task.
+//   - StopWithoutStart: Stop before Start, twice, returns nil.
+//   - Stop: after Stop returns (twice, nil) no Offer is made although tasks
+//     are published, and Settle of a task offered before Stop is still
+//     honoured; with a Successor, the published tasks (and, if Redelivers, the
+//     task handed back after Stop) reach the successor.
+//   - Draining (pull sources only): after the intake starts draining the
+//     source makes at most one more Offer, which the intake refuses, and does
+//     not spin on AwaitCapacity; with a Successor, the refused task is not
+//     lost.
+//   - CancelledStartContext: Start with an already cancelled context either
+//     returns an error, or returns nil and then delivers nothing; Stop
+//     returns nil either way.
+func TaskSource(t *testing.T, newHarness func(t *testing.T) TaskSourceHarness) {
+	t.Helper()
+	runScenarios(t, "TaskSource", func(t *testing.T) *sourceScenario {
+		h := newHarness(t)
+		require.NotNil(t, h.Source, "TaskSourceHarness.Source")
+		require.NotNil(t, h.Publish, "TaskSourceHarness.Publish")
+		return &sourceScenario{
+			t:           t,
+			h:           h,
+			run:         UniqueID(t),
+			wait:        orDefault(h.WaitTimeout, DefaultWaitTimeout),
+			quiet:       orDefault(h.QuietPeriod, DefaultQuietPeriod),
+			unsupported: fieldSet(h.Unsupported),
+		}
+	}, []scenario[*sourceScenario]{
+		{"Delivery", testSourceDelivery},
+		{"FlowControl", testSourceFlowControl},
+		{"OverloadRefusal", testSourceOverloadRefusal},
+		{"InvalidTaskRefusal", testSourceInvalidTaskRefusal},
+		{"Acknowledgement", testSourceAcknowledgement},
+		{"Redelivery", testSourceRedelivery},
+		{"Cancellation", testSourceCancellation},
+		{"StopWithoutStart", testSourceStopWithoutStart},
+		{"Stop", testSourceStop},
+		{"Draining", testSourceDraining},
+		{"CancelledStartContext", testSourceCancelledStartContext},
+	})
+}
+
+// sourceScenario is the state one TaskSource scenario works with.
+type sourceScenario struct {
+	t           *testing.T
+	h           TaskSourceHarness
+	run         string // the scenario's run id: every task it publishes belongs to it
+	wait        time.Duration
+	quiet       time.Duration
+	unsupported fieldSet
+}
+
+// task returns the scenario's i-th task, every field set.
+func (s *sourceScenario) task(i int) domain.Task {
+	return domain.Task{
+		TaskID:         fmt.Sprintf("%s-task-%d", s.run, i),
+		RunID:          s.run,
+		NodeID:         fmt.Sprintf("node-%d", i),
+		NodeName:       fmt.Sprintf("Calculate tax %d", i),
+		NodeType:       "calculate-tax",
+		ExecutorType:   "tax-calculator",
+		ExecutorID:     "tax-service-tax-calculator",
+		Attempt:        1 + i%3,
+		ExecutionToken: fmt.Sprintf("token-%d-%s", i, s.run),
+		IdempotencyKey: fmt.Sprintf("idem-%d-%s", i, s.run),
+		Context: map[string]any{
+			"orderId":  fmt.Sprintf("ORDER-%d", i),
+			"amount":   1234.5 + float64(i),
+			"quantity": 3 + i,
+			"express":  i%2 == 0,
+			"customer": map[string]any{
+				"name":    "Zoë Ångström",
+				"address": map[string]any{"city": "Malmö", "zip": "211 20"},
+			},
+			"items": []any{"sku-1", 2, map[string]any{"sku": "X-1", "qty": 1}},
+		},
+		Configuration: map[string]any{
+			"region": "EU",
+			"rates":  map[string]any{"standard": 0.25, "reduced": 0.12},
+		},
+		Timeout:     time.Duration(60+i) * time.Second,
+		ScheduledAt: time.UnixMilli(1767225600123 + int64(i)*1001).UTC(),
+	}
+}
+
+func (s *sourceScenario) publish(tasks ...domain.Task) {
+	s.t.Helper()
+	for _, task := range tasks {
+		ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+		err := s.h.Publish(ctx, task)
+		cancel()
+		require.NoError(s.t, err, "publish task %s", task.TaskID)
+	}
+}
+
+// start starts src with a fresh Intake of the given capacity, and stops it
+// when the scenario ends.
+func (s *sourceScenario) start(src ports.TaskSource, capacity int) *Intake {
+	s.t.Helper()
+	in := NewIntake(capacity)
+	s.stopAtCleanup(src, in)
+	require.NoError(s.t, src.Start(s.t.Context(), in), "Start")
+	return in
+}
+
+func (s *sourceScenario) stopAtCleanup(src ports.TaskSource, in *Intake) {
+	s.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+		defer cancel()
+		if err := src.Stop(ctx); err != nil {
+			s.t.Errorf("Stop at the end of the scenario: %v", err)
+		}
+		in.SettleAll(nil)
+	})
+}
+
+func (s *sourceScenario) stop(src ports.TaskSource) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+	defer cancel()
+	require.NoError(s.t, src.Stop(ctx), "Stop")
+}
+
+func (s *sourceScenario) waitFor(in *Intake, what string, cond func() bool) {
+	s.t.Helper()
+	waitIntake(s.t, in, s.wait, what, cond)
+}
+
+// waitAccepted waits until every task was accepted at least once.
+func (s *sourceScenario) waitAccepted(in *Intake, tasks ...domain.Task) {
+	s.t.Helper()
+	s.waitFor(in, fmt.Sprintf("%d tasks to be offered", len(tasks)), func() bool {
+		for _, task := range tasks {
+			if len(accepted(in, task)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// settle settles o, failing the test if the source's callback blocks.
+func (s *sourceScenario) settle(o *Offered, err error) {
+	s.t.Helper()
+	settled := false
+	_ = returnsPromptly(s.t, "Settle", func() error { settled = o.Settle(err); return nil })
+	require.True(s.t, settled, "task %s was settled before", o.Task.TaskID)
+}
+
+// sameTask reports whether two tasks have the same identity (run id, node
+// id, attempt), the one part of a task every transport carries.
+func sameTask(a, b domain.Task) bool {
+	return a.RunID == b.RunID && a.NodeID == b.NodeID && a.Attempt == b.Attempt
+}
+
+// accepted returns the accepted offers of task, in order.
+func accepted(in *Intake, task domain.Task) []*Offered {
+	var out []*Offered
+	for _, o := range in.Offers() {
+		if sameTask(o.Task, task) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// refused returns the refused offers of task, in order.
+func refused(in *Intake, task domain.Task) []Refusal {
+	var out []Refusal
+	for _, r := range in.Refusals() {
+		if sameTask(r.Task, task) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// requireOnce asserts that each task was accepted exactly once.
+func (s *sourceScenario) requireOnce(in *Intake, tasks ...domain.Task) {
+	s.t.Helper()
+	for _, task := range tasks {
+		require.Len(s.t, accepted(in, task), 1, "task %s: times offered and accepted", task.TaskID)
+	}
+}
+
+// sentinel publishes a fresh task and waits until it is offered, then
+// settles it: whatever the source would have delivered before it has been
+// delivered by then, which bounds a check that something was NOT delivered.
+func (s *sourceScenario) sentinel(in *Intake, i int) {
+	s.t.Helper()
+	task := s.task(i)
+	task.NodeID = fmt.Sprintf("sentinel-%d", i)
+	s.publish(task)
+	s.waitAccepted(in, task)
+	s.settle(accepted(in, task)[0], nil)
+}
+
+func (s *sourceScenario) requireFields(want, got domain.Task) {
+	t := s.t
+	t.Helper()
+	assert.Equal(t, want.RunID, got.RunID, "RunID")
+	assert.Equal(t, want.NodeID, got.NodeID, "NodeID")
+	assert.Equal(t, want.Attempt, got.Attempt, "Attempt")
+	strings := []struct {
+		field     Field
+		want, got string
+	}{
+		{FieldTaskID, want.TaskID, got.TaskID},
+		{FieldTaskNodeName, want.NodeName, got.NodeName},
+		{FieldTaskNodeType, want.NodeType, got.NodeType},
+		{FieldTaskExecutorType, want.ExecutorType, got.ExecutorType},
+		{FieldTaskExecutorID, want.ExecutorID, got.ExecutorID},
+		{FieldTaskExecutionToken, want.ExecutionToken, got.ExecutionToken},
+		{FieldTaskIdempotencyKey, want.IdempotencyKey, got.IdempotencyKey},
+	}
+	for _, f := range strings {
+		if s.unsupported.supports(f.field) {
+			assert.Equal(t, f.want, f.got, "field %s", f.field)
+		}
+	}
+	if s.unsupported.supports(FieldTaskContext) {
+		equalJSON(t, want.Context, got.Context, FieldTaskContext)
+	}
+	if s.unsupported.supports(FieldTaskConfiguration) {
+		equalJSON(t, want.Configuration, got.Configuration, FieldTaskConfiguration)
+	}
+	if s.unsupported.supports(FieldTaskTimeout) {
+		assert.Equal(t, want.Timeout, got.Timeout, "field %s", FieldTaskTimeout)
+	}
+	if s.unsupported.supports(FieldTaskScheduledAt) {
+		equalMillis(t, want.ScheduledAt, got.ScheduledAt, FieldTaskScheduledAt)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func testSourceDelivery(s *sourceScenario) {
+	const n = 10
+	tasks := make([]domain.Task, n)
+	for i := range tasks {
+		tasks[i] = s.task(i)
+	}
+	s.publish(tasks[:n/2]...) // before Start: the engine holds them until the source serves
+	in := s.start(s.h.Source, n+1)
+	s.publish(tasks[n/2:]...)
+	s.waitAccepted(in, tasks...)
+	s.sentinel(in, n)
+
+	s.requireOnce(in, tasks...)
+	for _, want := range tasks {
+		got := accepted(in, want)[0]
+		s.requireFields(want, got.Task)
+		require.Equal(s.t, s.h.Redelivers, got.Redeliverable, "task %s: Delivery.Redeliverable", want.TaskID)
+	}
+}
+
+func testSourceFlowControl(s *sourceScenario) {
+	const capacity, n = 3, 20
+	tasks := make([]domain.Task, n)
+	for i := range tasks {
+		tasks[i] = s.task(i)
+	}
+	in := s.start(s.h.Source, capacity)
+	s.publish(tasks...)
+
+	for settled := 0; settled < n; settled++ {
+		want := min(settled+capacity, n)
+		s.waitFor(in, fmt.Sprintf("%d tasks offered after %d settled (capacity %d)", want, settled, capacity), func() bool {
+			return len(in.Offers()) >= want
+		})
+		offers := in.Offers()
+		require.LessOrEqual(s.t, len(offers), settled+capacity, "tasks offered after %d of them were settled, with capacity %d", settled, capacity)
+		s.settle(in.Outstanding()[0], nil)
+	}
+	s.sentinel(in, n)
+
+	s.requireOnce(in, tasks...)
+	require.LessOrEqual(s.t, in.MaxOutstanding(), capacity, "unsettled tasks held at once")
+	if !s.h.Push {
+		for _, r := range in.Refusals() {
+			require.NotErrorIs(s.t, r.Err, domain.ErrOverloaded,
+				"a pull source offered task %s while the intake had no room: it must wait on AwaitCapacity", r.Task.TaskID)
+		}
+	}
+}
+
+func testSourceOverloadRefusal(s *sourceScenario) {
+	in := NewIntake(4)
+	in.RefuseNext(fmt.Errorf("%w: porttest refuses the first offer", domain.ErrOverloaded))
+	s.stopAtCleanup(s.h.Source, in)
+	require.NoError(s.t, s.h.Source.Start(s.t.Context(), in), "Start")
+	task := s.task(0)
+	s.publish(task)
+
+	s.waitAccepted(in, task)
+	s.sentinel(in, 1)
+	require.Len(s.t, refused(in, task), 1, "refusals of task %s: the intake refused it once as overloaded", task.TaskID)
+	s.requireOnce(in, task)
+}
+
+func testSourceInvalidTaskRefusal(s *sourceScenario) {
+	in := NewIntake(8)
+	tasks := []domain.Task{s.task(0), s.task(1), s.task(2), s.task(3)}
+	invalid := tasks[1]
+	in.RefuseMatching(func(t domain.Task) bool { return sameTask(t, invalid) },
+		fmt.Errorf("%w: porttest refuses task %s", domain.ErrInvalidTask, invalid.TaskID))
+	s.stopAtCleanup(s.h.Source, in)
+	require.NoError(s.t, s.h.Source.Start(s.t.Context(), in), "Start")
+	s.publish(tasks...)
+
+	valid := []domain.Task{tasks[0], tasks[2], tasks[3]}
+	s.waitAccepted(in, valid...)
+	s.waitFor(in, "the invalid task to be offered", func() bool { return len(refused(in, invalid)) > 0 })
+	s.sentinel(in, len(tasks))
+
+	require.Len(s.t, refused(in, invalid), 1, "offers of the invalid task %s: a refused task must be dropped, not retried", invalid.TaskID)
+	require.Empty(s.t, accepted(in, invalid), "the invalid task was accepted")
+	s.requireOnce(in, valid...)
+}
+
+func testSourceAcknowledgement(s *sourceScenario) {
+	in := s.start(s.h.Source, 4)
+	task := s.task(0)
+	s.publish(task)
+	s.waitAccepted(in, task)
+	s.settle(accepted(in, task)[0], nil)
+
+	s.sentinel(in, 1)
+	s.requireOnce(in, task)
+}
+
+func testSourceRedelivery(s *sourceScenario) {
+	if !s.h.Redelivers {
+		s.t.Skip("the source does not redeliver handed-back tasks (Redelivers is false)")
+	}
+	in := s.start(s.h.Source, 4)
+	task := s.task(0)
+	s.publish(task)
+	s.waitAccepted(in, task)
+	s.settle(accepted(in, task)[0], fmt.Errorf("%w: porttest hands it back", domain.ErrHandedBack))
+
+	s.waitFor(in, "the handed-back task to be offered again", func() bool { return len(accepted(in, task)) >= 2 })
+	again := accepted(in, task)[1]
+	s.requireFields(task, again.Task)
+	s.settle(again, nil)
+
+	s.sentinel(in, 1)
+	require.Len(s.t, accepted(in, task), 2, "offers of task %s: once, and once more after it was handed back", task.TaskID)
+}
+
+func testSourceCancellation(s *sourceScenario) {
+	if s.h.Cancel == nil {
+		s.t.Skip("the engine side cannot cancel tasks (Cancel is nil)")
+	}
+	in := s.start(s.h.Source, 4)
+	task := s.task(0)
+	s.publish(task)
+	s.waitAccepted(in, task)
+	offered := accepted(in, task)[0].Task
+
+	const reason = "run aborted by porttest"
+	s.h.Cancel(task.TaskID, reason)
+	ids := []string{task.TaskID, offered.ID(), offered.Key(), domain.IdempotencyKey(task.RunID, task.NodeID, task.Attempt)}
+	var call CancelCall
+	s.waitFor(in, fmt.Sprintf("Intake.Cancel for task %s", task.TaskID), func() bool {
+		for _, c := range in.Cancels() {
+			for _, id := range ids {
+				if c.TaskID == id {
+					call = c
+					return true
+				}
+			}
+		}
+		return false
+	})
+	require.True(s.t, call.Found, "Intake.Cancel(%q) did not find the offered task", call.TaskID)
+	if s.unsupported.supports(FieldCancelReason) {
+		require.Equal(s.t, reason, call.Reason, "field %s", FieldCancelReason)
+	}
+}
+
+func testSourceStopWithoutStart(s *sourceScenario) {
+	for i := range 2 {
+		err := returnsPromptly(s.t, "Stop without Start", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+			defer cancel()
+			return s.h.Source.Stop(ctx)
+		})
+		require.NoError(s.t, err, "Stop without Start, call %d", i+1)
+	}
+}
+
+func testSourceStop(s *sourceScenario) {
+	in := s.start(s.h.Source, 4)
+	first := s.task(0)
+	s.publish(first)
+	s.waitAccepted(in, first)
+
+	s.stop(s.h.Source)
+	s.stop(s.h.Source) // idempotent
+	attempts := in.Attempts()
+	later := []domain.Task{s.task(1), s.task(2)}
+	s.publish(later...)
+
+	// A task offered before Stop stays valid: its Settle is honoured.
+	handedBack := s.h.Redelivers && s.h.Successor != nil
+	if handedBack {
+		s.settle(accepted(in, first)[0], fmt.Errorf("%w: porttest hands it back after Stop", domain.ErrHandedBack))
+	} else {
+		s.settle(accepted(in, first)[0], nil)
+	}
+
+	if s.h.Successor == nil {
+		staysTrue(s.t, in, s.quiet, "the source offered a task after Stop returned", func() bool { return in.Attempts() == attempts })
+		return
+	}
+	next := s.start(s.h.Successor(), 4)
+	expected := later
+	if handedBack {
+		expected = append(expected, first)
+	}
+	s.waitAccepted(next, expected...)
+	require.Equal(s.t, attempts, in.Attempts(), "Offer calls on the stopped source's intake after Stop returned")
+}
+
+func testSourceDraining(s *sourceScenario) {
+	if s.h.Push {
+		s.t.Skip("a push source offers what the engine pushes; ErrDraining becomes a refusal the engine sees")
+	}
+	in := s.start(s.h.Source, 4)
+	first := s.task(0)
+	s.publish(first)
+	s.waitAccepted(in, first)
+
+	in.Drain()
+	acceptedBefore, awaitsBefore := len(in.Offers()), in.AwaitCalls()
+	late := s.task(1)
+	s.publish(late)
+	const maxAwaits = 10
+	staysTrue(s.t, in, s.quiet, "the source kept going after the intake started draining", func() bool {
+		return len(in.Offers()) == acceptedBefore && len(in.Refusals()) <= 1 && in.AwaitCalls()-awaitsBefore <= maxAwaits
+	})
+	s.settle(accepted(in, first)[0], nil) // still honoured while draining
+
+	if s.h.Successor == nil {
+		return
+	}
+	s.stop(s.h.Source)
+	next := s.start(s.h.Successor(), 4)
+	s.waitAccepted(next, late)
+	s.requireOnce(next, late)
+}
+
+func testSourceCancelledStartContext(s *sourceScenario) {
+	in := NewIntake(4)
+	s.stopAtCleanup(s.h.Source, in)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := returnsPromptly(s.t, "Start with a cancelled context", func() error { return s.h.Source.Start(ctx, in) })
+	if err != nil {
+		s.t.Logf("Start with a cancelled context returned an error, as allowed: %v", err)
+	} else {
+		s.publish(s.task(0))
+		staysTrue(s.t, in, s.quiet, "Start with a cancelled context returned nil, then the source offered a task",
+			func() bool { return in.Attempts() == 0 })
+	}
+	s.stop(s.h.Source)
+}
