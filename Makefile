@@ -1,0 +1,57 @@
+# The single entry point for building, running and checking the project.
+# `make help` lists the targets.
+
+GO       ?= go
+BIN      := bin
+PKGS     := ./...
+# The default test run stays well under CI's 15-minute budget.
+TEST_TIMEOUT ?= 10m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Run the executor service (in-memory engine for now) until Ctrl-C
+	$(GO) run ./cmd/executor
+
+.PHONY: build
+build: ## Build the service binary into bin/
+	$(GO) build -trimpath -o $(BIN)/executor ./cmd/executor
+
+.PHONY: test
+test: lint ## Vet, format check, and every test with the race detector
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: test-race
+test-race: ## Every test with the race detector, several times (flake hunt)
+	$(GO) test -race -count=5 -timeout 30m $(PKGS)
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+
+.PHONY: bench
+bench: ## Benchmarks of the runtime core
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/app/
+
+.PHONY: generate
+generate: ## Regenerate committed code (Wire injectors)
+	$(GO) tool wire gen ./cmd/executor/service
+
+.PHONY: check-generate
+check-generate: generate ## Fail if generated code differs from what is committed
+	@test -z "$$(git status --porcelain -- cmd/executor/service/wire_gen.go)" || \
+	  (echo "generated code is stale: run 'make generate' and commit" && exit 1)
+
+.PHONY: docker
+docker: ## Build the container image (needs a Docker engine)
+	docker build -t gamelan-executor:dev .
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)
