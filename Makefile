@@ -39,14 +39,27 @@ lint: ## go vet and gofmt
 bench: ## Benchmarks of the runtime core
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/app/
 
+# Generated code is committed. protoc comes from Debian's protobuf-compiler;
+# the Go plugins are built at the versions pinned in go.mod's tool block.
+PROTOC   ?= protoc
+PROTO_INCLUDE ?= /usr/include
+GENERATED := cmd/executor/service/wire_gen.go internal/gen
+
 .PHONY: generate
-generate: ## Regenerate committed code (Wire injectors)
+generate: ## Regenerate committed code (protobuf, Wire)
+	$(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	rm -rf internal/gen
+	$(PROTOC) -I proto -I $(PROTO_INCLUDE) \
+	  --plugin=protoc-gen-go=$(BIN)/tools/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
+	  --go_out=. --go_opt=module=github.com/gamelan-go/executor \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/gamelan-go/executor \
+	  $$(find proto -name '*.proto' | sort)
 	$(GO) tool wire gen ./cmd/executor/service
 
 .PHONY: check-generate
 check-generate: generate ## Fail if generated code differs from what is committed
-	@test -z "$$(git status --porcelain -- cmd/executor/service/wire_gen.go)" || \
-	  (echo "generated code is stale: run 'make generate' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || \
+	  (git status --porcelain -- $(GENERATED); echo "generated code is stale: run 'make generate' and commit" && exit 1)
 
 .PHONY: docker
 docker: ## Build the container image (needs a Docker engine)

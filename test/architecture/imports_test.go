@@ -26,11 +26,13 @@ type rule struct {
 // rules are checked in order; the first whose pkg matches applies.
 var rules = []rule{
 	{"internal/domain", nil},
+	{"internal/gen", nil},
 	{"internal/ports", []string{"internal/domain"}},
 	{"internal/app", []string{"internal/domain", "internal/ports"}},
 	// Adapters see the domain and the ports (and shared technical packages
 	// such as security), never the application core, cmd/ or one another.
-	{"internal/adapters/", []string{"internal/domain", "internal/ports", "internal/security", "internal/telemetry"}},
+	{"internal/adapters/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security", "internal/telemetry"}},
+	{"internal/security", []string{"internal/domain"}},
 	{"internal/config", []string{"internal/domain"}},
 	{"internal/health", nil},
 	{"pkg/porttest", []string{"internal/domain", "internal/ports"}},
