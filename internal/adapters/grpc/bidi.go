@@ -1,0 +1,124 @@
+package grpc
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+	"github.com/gamelan-go/executor/internal/ports"
+)
+
+// BidiSource takes tasks over ExecuteStream, one stream per executor type
+// served over gRPC. A stream opens with a heartbeat naming its executor id
+// (which identifies the stream to the engine); each task that arrives is
+// offered to the runtime and acknowledged on the stream once accepted; a
+// TaskCancellation cancels the running handler's context, which yields a
+// CANCELLED result. Results are written back on the stream by the bidi
+// ResultSink (see NewBidiResultSink) and also delivered through
+// ReportResults, because a stream write is not an acknowledgement.
+// Reconnection follows the same backoff rules as StreamSource.
+type BidiSource struct {
+	puller
+
+	mu      sync.Mutex
+	senders map[string]*bidiSender // executor id -> its live stream
+}
+
+var (
+	_ ports.TaskSource     = (*BidiSource)(nil)
+	_ ports.HealthReporter = (*BidiSource)(nil)
+)
+
+func newBidiSource(cfg pullConfig) *BidiSource {
+	b := &BidiSource{puller: newPuller(cfg, "bidi"), senders: make(map[string]*bidiSender)}
+	b.session = b.stream
+	return b
+}
+
+// bidiSender serialises sends on one stream (grpc-go allows one sender).
+type bidiSender struct {
+	mu     sync.Mutex
+	stream gamelanv1.ExecutorService_ExecuteStreamClient
+}
+
+func (s *bidiSender) send(msg *gamelanv1.ExecutorMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(msg)
+}
+
+// mirror writes results on the live stream of the executor that produced
+// them. A failed write is not an error: the acknowledged ReportResults
+// delivery follows.
+func (b *BidiSource) mirror(results []domain.Result) {
+	for _, r := range results {
+		b.mu.Lock()
+		sender := b.senders[r.ExecutorID]
+		b.mu.Unlock()
+		if sender != nil {
+			_ = sender.send(&gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{Result: resultToProto(r)}})
+		}
+	}
+}
+
+// stream runs one ExecuteStream session.
+func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain.Registration, _ int, log *slog.Logger) (int, error) {
+	streamCtx, cancel := b.streamContext(ctx, reg.ExecutorID)
+	defer cancel()
+	stream, err := b.cfg.client.ExecuteStream(streamCtx)
+	if err != nil {
+		return 0, callError("execute stream", err)
+	}
+	sender := &bidiSender{stream: stream}
+	hello := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Heartbeat{
+		Heartbeat: heartbeatToProto(domain.Heartbeat{ExecutorID: reg.ExecutorID, Status: domain.HealthHealthy}),
+	}}
+	if err := sender.send(hello); err != nil {
+		return 0, callError("execute stream", err)
+	}
+	b.mu.Lock()
+	b.senders[reg.ExecutorID] = sender
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if b.senders[reg.ExecutorID] == sender {
+			delete(b.senders, reg.ExecutorID)
+		}
+		b.mu.Unlock()
+	}()
+
+	delivered := 0
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return delivered, endOfStream("execute stream", ctx, streamCtx, err)
+		}
+		b.state.set(reg.ExecutorID, nil)
+		switch m := msg.GetMessage().(type) {
+		case *gamelanv1.EngineMessage_Task:
+			task := taskFromProto(m.Task)
+			if task.ExecutorID == "" {
+				task.ExecutorID = reg.ExecutorID
+			}
+			if err := offerPulled(ctx, intake, task, log); err != nil {
+				return delivered, err
+			}
+			delivered++
+			ack := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Ack{Ack: &gamelanv1.TaskAcknowledgement{
+				TaskId: task.ID(), AcknowledgedAt: timestamppb.Now(),
+			}}}
+			if err := sender.send(ack); err != nil {
+				return delivered, callError("execute stream", err)
+			}
+		case *gamelanv1.EngineMessage_Cancellation:
+			found := intake.Cancel(m.Cancellation.GetTaskId(), m.Cancellation.GetReason())
+			log.Info("cancellation from the engine", slog.String("task_id", m.Cancellation.GetTaskId()), slog.Bool("found", found))
+		case *gamelanv1.EngineMessage_ConfigUpdate:
+			log.Info("configuration update from the engine ignored: executors are configured by environment")
+		}
+	}
+}

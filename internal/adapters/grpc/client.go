@@ -1,0 +1,96 @@
+package grpc
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	ggrpc "google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// minKeepAliveTime is grpc-go's floor on client keepalive pings: servers
+// using its default enforcement close connections that ping more often.
+const minKeepAliveTime = 10 * time.Second
+
+// ClientConfig configures the connection to the engine's ExecutorService.
+type ClientConfig struct {
+	// Target is the engine's address, host:port (any grpc-go target).
+	Target string
+	// TLS, when set, secures the connection (mutual TLS when it carries a
+	// client certificate); nil means plaintext.
+	TLS *tls.Config
+	// Credentials, when set, attach a bearer token to every call.
+	Credentials credentials.PerRPCCredentials
+	// KeepAliveTime is the interval between pings on an idle connection;
+	// raised to 10s if lower. KeepAliveTimeout is how long a ping may go
+	// unanswered before the connection is considered dead.
+	KeepAliveTime, KeepAliveTimeout time.Duration
+	// MaxMessageSize bounds messages sent and received, in bytes (4 MiB if 0).
+	MaxMessageSize int
+}
+
+// Validate reports the first problem with c.
+func (c ClientConfig) Validate() error {
+	if c.Target == "" {
+		return errors.New("grpc client: target is empty")
+	}
+	if c.MaxMessageSize < 0 {
+		return fmt.Errorf("grpc client: max message size %d is negative", c.MaxMessageSize)
+	}
+	return nil
+}
+
+// Dial returns a client connection to the engine. It does not block: the
+// connection is made on first use and remade after failures by grpc-go.
+func Dial(c ClientConfig) (*ggrpc.ClientConn, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	transport := insecure.NewCredentials()
+	if c.TLS != nil {
+		transport = credentials.NewTLS(c.TLS)
+	}
+	maxSize := c.MaxMessageSize
+	if maxSize == 0 {
+		maxSize = 4 << 20
+	}
+	opts := []ggrpc.DialOption{
+		ggrpc.WithTransportCredentials(transport),
+		ggrpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                max(c.KeepAliveTime, minKeepAliveTime),
+			Timeout:             c.KeepAliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		ggrpc.WithDefaultCallOptions(ggrpc.MaxCallRecvMsgSize(maxSize), ggrpc.MaxCallSendMsgSize(maxSize)),
+	}
+	if c.Credentials != nil {
+		opts = append(opts, ggrpc.WithPerRPCCredentials(c.Credentials))
+	}
+	conn, err := ggrpc.NewClient(c.Target, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client for %s: %w", c.Target, err)
+	}
+	return conn, nil
+}
+
+// callError wraps a failed call's error with the operation, translating the
+// statuses the runtime acts on into domain errors.
+func callError(op string, err error) error {
+	switch status.Code(err) {
+	case codes.NotFound:
+		return fmt.Errorf("%s: %w: %v", op, domain.ErrNotRegistered, err)
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return fmt.Errorf("%s: %w: %v", op, domain.ErrUnauthenticated, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func isNotRegistered(err error) bool { return errors.Is(err, domain.ErrNotRegistered) }

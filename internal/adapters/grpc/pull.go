@@ -1,0 +1,197 @@
+package grpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/security"
+)
+
+// offerPulled hands a task read from an engine stream to the runtime. When
+// the runtime is full it stops reading (waits for room) rather than
+// buffering, which pushes back on the engine through gRPC flow control. It
+// returns nil once the task is accepted or refused as invalid (logged: the
+// engine reassigns it after its timeout), and an error when the runtime is
+// draining or ctx ends.
+func offerPulled(ctx context.Context, intake ports.Intake, task domain.Task, log *slog.Logger) error {
+	for {
+		err := intake.Offer(ctx, ports.Delivery{Task: &task})
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, domain.ErrOverloaded):
+			if _, werr := intake.AwaitCapacity(ctx); werr != nil {
+				return werr
+			}
+		case errors.Is(err, domain.ErrDraining):
+			log.Warn("task received while draining; the engine will reassign it",
+				slog.String("run_id", task.RunID), slog.String("node_id", task.NodeID))
+			return err
+		default:
+			log.Warn("task from the engine refused", slog.String("run_id", task.RunID),
+				slog.String("node_id", task.NodeID), slog.Any("error", err))
+			return nil
+		}
+	}
+}
+
+// streamState tracks whether each executor's stream is up, for readiness.
+type streamState struct {
+	mu   sync.Mutex
+	down map[string]error // executor id -> why its stream is down
+}
+
+func newStreamState(ids []string) *streamState {
+	s := &streamState{down: make(map[string]error)}
+	for _, id := range ids {
+		s.down[id] = errors.New("not connected yet")
+	}
+	return s
+}
+
+func (s *streamState) set(id string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		delete(s.down, id)
+	} else {
+		s.down[id] = err
+	}
+}
+
+// healthy reports the first executor whose stream is down.
+func (s *streamState) healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, err := range s.down {
+		return fmt.Errorf("stream for %s: %w", id, err)
+	}
+	return nil
+}
+
+// pullConfig is what the stream and bidi sources share.
+type pullConfig struct {
+	client gamelanv1.ExecutorServiceClient
+	// executors are the types served over gRPC; each gets its own stream.
+	executors []domain.Registration
+	// reconnect paces reopening a stream that failed or ended with nothing.
+	reconnect domain.Backoff
+	// streamLifetime, when positive, reopens streams this often so that a
+	// fresh token is presented (tokens are checked when a stream opens).
+	streamLifetime time.Duration
+	log            *slog.Logger
+}
+
+// puller keeps one engine stream per executor type open until Stop: it
+// waits for room in the runtime, runs a session, and reopens the stream at
+// once if the session delivered tasks, or after a jittered exponential
+// backoff if it failed or ended empty (an engine that completes the stream
+// at once is never polled in a hot loop). StreamSource and BidiSource are
+// pullers with different sessions.
+type puller struct {
+	cfg    pullConfig
+	intake string // "stream" or "bidi", for logs
+	// session runs one stream for reg and returns how many tasks it
+	// delivered and why it ended (nil for a normal end).
+	session func(ctx context.Context, intake ports.Intake, reg domain.Registration, free int, log *slog.Logger) (int, error)
+	state   *streamState
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+func newPuller(cfg pullConfig, intake string) puller {
+	ids := make([]string, len(cfg.executors))
+	for i, reg := range cfg.executors {
+		ids[i] = reg.ExecutorID
+	}
+	return puller{cfg: cfg, intake: intake, state: newStreamState(ids)}
+}
+
+// Start implements ports.TaskSource: one goroutine per executor type keeps
+// its stream open until Stop.
+func (p *puller) Start(ctx context.Context, intake ports.Intake) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cancel != nil {
+		return fmt.Errorf("%s source started twice", p.intake)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	for _, reg := range p.cfg.executors {
+		p.done.Go(func() { p.loop(runCtx, intake, reg) })
+	}
+	return nil
+}
+
+// Stop implements ports.TaskSource: it closes the streams and waits for
+// their goroutines, so that no Offer follows.
+func (p *puller) Stop(context.Context) error {
+	p.mu.Lock()
+	cancel := p.cancel
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	p.done.Wait()
+	return nil
+}
+
+// Healthy implements ports.HealthReporter: every stream must be connected.
+func (p *puller) Healthy() error { return p.state.healthy() }
+
+func (p *puller) loop(ctx context.Context, intake ports.Intake, reg domain.Registration) {
+	log := p.cfg.log.With(slog.String("executor_id", reg.ExecutorID), slog.String("intake", p.intake))
+	for attempt := 0; ; {
+		free, err := intake.AwaitCapacity(ctx)
+		if err != nil {
+			return // stopping or draining
+		}
+		delivered, err := p.session(ctx, intake, reg, free, log)
+		if ctx.Err() != nil || errors.Is(err, domain.ErrDraining) {
+			return
+		}
+		p.state.set(reg.ExecutorID, err)
+		if delivered > 0 {
+			attempt = 0
+			continue
+		}
+		if err != nil {
+			log.Warn("engine stream failed, reconnecting", slog.Int("attempt", attempt+1), slog.Any("error", err))
+		}
+		if p.cfg.reconnect.Wait(ctx, attempt) != nil {
+			return
+		}
+		attempt++
+	}
+}
+
+// streamContext bounds a stream's life so that it is reopened with a fresh
+// token (tokens are checked when a stream opens), and names the executor as
+// the token's subject.
+func (p *puller) streamContext(ctx context.Context, executorID string) (context.Context, context.CancelFunc) {
+	ctx = security.WithSubject(ctx, executorID)
+	if p.cfg.streamLifetime > 0 {
+		return context.WithTimeout(ctx, p.cfg.streamLifetime)
+	}
+	return context.WithCancel(ctx)
+}
+
+// endOfStream classifies a Recv error: a normal end (EOF, or the stream's
+// own lifetime ending) is nil.
+func endOfStream(op string, ctx, streamCtx context.Context, err error) error {
+	if errors.Is(err, io.EOF) || (streamCtx.Err() != nil && ctx.Err() == nil) {
+		return nil
+	}
+	return callError(op, err)
+}

@@ -1,0 +1,60 @@
+package grpc
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+	"github.com/gamelan-go/executor/internal/ports"
+)
+
+// StreamSource pulls tasks with StreamTasks, one stream per executor type
+// served over gRPC. Each stream asks for at most the runtime's free capacity,
+// and never more than the type's MaxConcurrentTasks; when the runtime is
+// nevertheless full, the source stops reading and gRPC flow control pushes
+// back on the engine. Streams are reopened as described on puller. Tasks it
+// delivers are not redeliverable: the engine reassigns a task whose result
+// never comes.
+type StreamSource struct {
+	puller
+}
+
+var (
+	_ ports.TaskSource     = (*StreamSource)(nil)
+	_ ports.HealthReporter = (*StreamSource)(nil)
+)
+
+func newStreamSource(cfg pullConfig) *StreamSource {
+	s := &StreamSource{puller: newPuller(cfg, "stream")}
+	s.session = s.stream
+	return s
+}
+
+func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg domain.Registration, free int, log *slog.Logger) (int, error) {
+	streamCtx, cancel := s.streamContext(ctx, reg.ExecutorID)
+	defer cancel()
+	stream, err := s.cfg.client.StreamTasks(streamCtx, &gamelanv1.StreamTasksRequest{
+		ExecutorId:    reg.ExecutorID,
+		MaxConcurrent: int32(min(free, reg.Descriptor.MaxConcurrentTasks)),
+	})
+	if err != nil {
+		return 0, callError("stream tasks", err)
+	}
+	delivered := 0
+	for {
+		pt, err := stream.Recv()
+		if err != nil {
+			return delivered, endOfStream("stream tasks", ctx, streamCtx, err)
+		}
+		s.state.set(reg.ExecutorID, nil)
+		task := taskFromProto(pt)
+		if task.ExecutorID == "" {
+			task.ExecutorID = reg.ExecutorID
+		}
+		if err := offerPulled(ctx, intake, task, log); err != nil {
+			return delivered, err
+		}
+		delivered++
+	}
+}
