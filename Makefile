@@ -14,7 +14,12 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## Run the executor service (in-memory engine for now) until Ctrl-C
+# Until the reference engine lands, `make run` serves every example type from
+# the in-process engine; set GAMELAN_EXECUTOR_TRANSPORT/REGISTRAR=grpc and
+# GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET to run against a real engine.
+run: ## Run the executor service until Ctrl-C (in-process engine)
+	GAMELAN_EXECUTOR_TRANSPORT=$${GAMELAN_EXECUTOR_TRANSPORT:-memory} \
+	GAMELAN_EXECUTOR_REGISTRAR=$${GAMELAN_EXECUTOR_REGISTRAR:-memory} \
 	$(GO) run ./cmd/executor
 
 .PHONY: build

@@ -34,11 +34,14 @@ import (
 
 // transportKinds are the accepted values of TRANSPORT and of the kinds in
 // TRANSPORT_OVERRIDES. Each adapter adds its kind here when it lands.
-var transportKinds = []string{"memory"}
+var transportKinds = []string{"grpc", "memory"}
+
+// TransportKinds returns the task transports built into this service.
+func TransportKinds() []string { return slices.Clone(transportKinds) }
 
 // registrarKinds are the accepted values of REGISTRAR. Each control-plane
 // adapter adds its kind here when it lands.
-var registrarKinds = []string{"memory"}
+var registrarKinds = []string{"grpc", "memory"}
 
 // Config is the complete, validated configuration of one executor process.
 // Each field is set from the environment variable named by its env tag, or
@@ -59,8 +62,8 @@ type Config struct {
 	EngineURL        string `env:"GAMELAN_EXECUTOR_ENGINE_URL" envDefault:"http://localhost:8080" doc:"Base URL of the engine's REST API (HTTP registrar): an absolute http or https URL."`
 	EngineGRPCTarget string `env:"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET" envDefault:"localhost:9000" doc:"Address of the engine's ExecutorService as host:port."`
 
-	Transport          string            `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"memory" doc:"Default task transport for executor types that do not pin one. Accepted now: memory; grpc, kafka and rest arrive with their adapters."`
-	Registrar          string            `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"memory" doc:"Control plane used to register, heartbeat and unregister. Accepted now: memory; grpc, http and kafka arrive with their adapters."`
+	Transport          string            `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"grpc" doc:"Default task transport for executor types that do not pin one: grpc, or memory (an in-process engine that serves every type, for development and tests). kafka and rest arrive with their adapters."`
+	Registrar          string            `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"grpc" doc:"Control plane used to register, heartbeat and unregister: grpc (the engine's ExecutorService at ENGINE_GRPC_TARGET) or memory. http and kafka arrive with their adapters."`
 	TransportOverrides map[string]string `env:"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES" envDefault:"" doc:"Per-type transport as comma-separated type=kind pairs, e.g. calculate-tax=kafka,order-validator=grpc; wins over the type's declared communication type. Empty means none."`
 	EnabledTypes       []string          `env:"GAMELAN_EXECUTOR_ENABLED_TYPES" envDefault:"" doc:"Comma-separated executor types this deployment serves; empty serves every hosted type."`
 
@@ -86,11 +89,12 @@ type Config struct {
 	KafkaHeartbeatsTopic      string   `env:"GAMELAN_EXECUTOR_KAFKA_HEARTBEATS_TOPIC" envDefault:"executor-heartbeats" doc:"Topic heartbeats are produced to."`
 	KafkaUnregistrationsTopic string   `env:"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC" envDefault:"executor-unregistrations" doc:"Topic unregistrations are produced to."`
 
-	JWTSecret     string `env:"GAMELAN_EXECUTOR_JWT_SECRET" envDefault:"" doc:"HS256 key of at least 32 bytes for tokens to and from the engine; empty means no tokens. Never logged."`
-	JWTIssuer     string `env:"GAMELAN_EXECUTOR_JWT_ISSUER" envDefault:"gamelan-executor" doc:"Issuer of the tokens this service signs."`
-	JWTAudience   string `env:"GAMELAN_EXECUTOR_JWT_AUDIENCE" envDefault:"gamelan-engine" doc:"Audience of the tokens this service signs."`
-	JWTTTLSeconds int    `env:"GAMELAN_EXECUTOR_JWT_TTL_SECONDS" envDefault:"300" min:"30" max:"86400" doc:"Lifetime of the tokens this service signs, in seconds."`
-	JWTInbound    string `env:"GAMELAN_EXECUTOR_JWT_INBOUND" envDefault:"required" doc:"Whether inbound tasks must carry a valid token when JWT_SECRET is set: required or off (accepts unauthenticated tasks, logged loudly)."`
+	JWTSecret        string `env:"GAMELAN_EXECUTOR_JWT_SECRET" envDefault:"" doc:"HS256 key of at least 32 bytes for tokens to and from the engine; empty means no tokens. Never logged."`
+	JWTIssuer        string `env:"GAMELAN_EXECUTOR_JWT_ISSUER" envDefault:"gamelan-executor" doc:"Issuer of the tokens this service signs."`
+	JWTAudience      string `env:"GAMELAN_EXECUTOR_JWT_AUDIENCE" envDefault:"gamelan-engine" doc:"Audience of the tokens this service signs."`
+	JWTTTLSeconds    int    `env:"GAMELAN_EXECUTOR_JWT_TTL_SECONDS" envDefault:"300" min:"30" max:"86400" doc:"Lifetime of the tokens this service signs, in seconds."`
+	JWTInboundIssuer string `env:"GAMELAN_EXECUTOR_JWT_INBOUND_ISSUER" envDefault:"gamelan-engine" doc:"Issuer that inbound tokens (the engine's, on push calls) must carry."`
+	JWTInbound       string `env:"GAMELAN_EXECUTOR_JWT_INBOUND" envDefault:"required" doc:"Whether inbound tasks must carry a valid token when JWT_SECRET is set: required or off (accepts unauthenticated tasks, logged loudly)."`
 
 	HeartbeatIntervalSeconds  int `env:"GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds between heartbeats; must be below HEARTBEAT_TIMEOUT_SECONDS."`
 	HeartbeatTimeoutSeconds   int `env:"GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS" envDefault:"60" min:"1" max:"31536000" doc:"Seconds after which the engine forgets an executor that stopped heartbeating."`

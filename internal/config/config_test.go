@@ -46,8 +46,8 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		Version:                     "1.0.0",
 		EngineURL:                   "http://localhost:8080",
 		EngineGRPCTarget:            "localhost:9000",
-		Transport:                   "memory",
-		Registrar:                   "memory",
+		Transport:                   "grpc",
+		Registrar:                   "grpc",
 		GRPCIntake:                  "push",
 		GRPCHost:                    "0.0.0.0",
 		GRPCPort:                    9090,
@@ -66,6 +66,7 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		JWTIssuer:                   "gamelan-executor",
 		JWTAudience:                 "gamelan-engine",
 		JWTTTLSeconds:               300,
+		JWTInboundIssuer:            "gamelan-engine",
 		JWTInbound:                  "required",
 		HeartbeatIntervalSeconds:    10,
 		HeartbeatTimeoutSeconds:     60,
@@ -112,7 +113,9 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		"GAMELAN_EXECUTOR_INSTANCE_ID":                     "pod-7",
 		"GAMELAN_EXECUTOR_ENGINE_URL":                      "https://engine.example:8443/api",
 		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET":              "engine.example:9443",
-		"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES":             " calculate-tax = memory ,order-validator=memory",
+		"GAMELAN_EXECUTOR_TRANSPORT":                       "memory",
+		"GAMELAN_EXECUTOR_REGISTRAR":                       "memory",
+		"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES":             " calculate-tax = memory ,order-validator=grpc",
 		"GAMELAN_EXECUTOR_ENABLED_TYPES":                   "calculate-tax, order-validator",
 		"GAMELAN_EXECUTOR_GRPC_INTAKE":                     "bidi",
 		"GAMELAN_EXECUTOR_GRPC_HOST":                       "127.0.0.1",
@@ -138,6 +141,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		"GAMELAN_EXECUTOR_JWT_ISSUER":                      "issuer",
 		"GAMELAN_EXECUTOR_JWT_AUDIENCE":                    "audience",
 		"GAMELAN_EXECUTOR_JWT_TTL_SECONDS":                 "86400",
+		"GAMELAN_EXECUTOR_JWT_INBOUND_ISSUER":              "engine-issuer",
 		"GAMELAN_EXECUTOR_JWT_INBOUND":                     "off",
 		"GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS":      "5",
 		"GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS":       "6",
@@ -165,7 +169,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		EngineGRPCTarget:            "engine.example:9443",
 		Transport:                   "memory",
 		Registrar:                   "memory",
-		TransportOverrides:          map[string]string{"calculate-tax": "memory", "order-validator": "memory"},
+		TransportOverrides:          map[string]string{"calculate-tax": "memory", "order-validator": "grpc"},
 		EnabledTypes:                []string{"calculate-tax", "order-validator"},
 		GRPCIntake:                  "bidi",
 		GRPCHost:                    "127.0.0.1",
@@ -191,6 +195,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		JWTIssuer:                   "issuer",
 		JWTAudience:                 "audience",
 		JWTTTLSeconds:               86400,
+		JWTInboundIssuer:            "engine-issuer",
 		JWTInbound:                  "off",
 		HeartbeatIntervalSeconds:    5,
 		HeartbeatTimeoutSeconds:     6,
@@ -237,14 +242,14 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:0", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:70000", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", ":9000", nil, "must be host:port"},
-		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of memory`},
-		{"GAMELAN_EXECUTOR_REGISTRAR", "grpc", nil, `GAMELAN_EXECUTOR_REGISTRAR="grpc": must be one of memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, memory`},
+		{"GAMELAN_EXECUTOR_REGISTRAR", "kafka", nil, `GAMELAN_EXECUTOR_REGISTRAR="kafka": must be one of grpc, memory`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,b", nil, `GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES="a=memory,b": pair "b" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "=memory", nil, `pair "=memory" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=", nil, `pair "a=" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,,b=memory", nil, `pair "" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,a=memory", nil, `type "a" must appear only once`},
-		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=kafka", nil, `transport "kafka" of type "a" must be one of memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=kafka", nil, `transport "kafka" of type "a" must be one of grpc, memory`},
 		{"GAMELAN_EXECUTOR_ENABLED_TYPES", "a,,b", nil, `GAMELAN_EXECUTOR_ENABLED_TYPES="a,,b": must be a comma-separated list without empty items`},
 		{"GAMELAN_EXECUTOR_GRPC_INTAKE", "pull", nil, "must be one of push, stream, bidi"},
 		{"GAMELAN_EXECUTOR_GRPC_HOST", " ", nil, "must not be blank"},
@@ -335,7 +340,7 @@ func TestLoadReportsFirstWrongVariableInStructOrder(t *testing.T) {
 		"GAMELAN_EXECUTOR_TRANSPORT":        "carrier-pigeon",
 	})
 	require.Error(t, err)
-	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of memory`, err.Error())
+	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, memory`, err.Error())
 
 	_, err = load(t, map[string]string{
 		"PAYMENT_GATEWAY_DELAY":             "soon",
@@ -524,13 +529,13 @@ func TestAdapterKindTablesHaveTheirDocs(t *testing.T) {
 	for _, v := range Variables() {
 		switch v.Name {
 		case prefix + "TRANSPORT":
-			assert.Contains(t, v.Doc, "grpc, kafka and rest arrive with their adapters")
+			assert.Contains(t, v.Doc, "kafka and rest arrive with their adapters")
 		case prefix + "REGISTRAR":
-			assert.Contains(t, v.Doc, "grpc, http and kafka arrive with their adapters")
+			assert.Contains(t, v.Doc, "http and kafka arrive with their adapters")
 		}
 	}
-	assert.Equal(t, []string{"memory"}, transportKinds)
-	assert.Equal(t, []string{"memory"}, registrarKinds)
+	assert.Equal(t, []string{"grpc", "memory"}, transportKinds)
+	assert.Equal(t, []string{"grpc", "memory"}, registrarKinds)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {

@@ -236,6 +236,7 @@ func (v *validator) config(c Config) {
 		v.fail(jwtSecretVariable, fmt.Sprintf("must be empty (no tokens) or at least %d bytes for HS256", minSecretBytes))
 	}
 	v.nonBlank(prefix+"JWT_ISSUER", c.JWTIssuer)
+	v.nonBlank(prefix+"JWT_INBOUND_ISSUER", c.JWTInboundIssuer)
 	v.nonBlank(prefix+"JWT_AUDIENCE", c.JWTAudience)
 	v.oneOf(prefix+"JWT_INBOUND", c.JWTInbound, jwtInbounds)
 

@@ -142,15 +142,35 @@ func TestShutdownDrainsInFlightTasksWhileNotReady(t *testing.T) {
 	assert.Len(t, r.engine.Unregistered(), 4)
 }
 
+// TestDefaultsStartAndStopCleanly runs the service with its defaults (the
+// gRPC transport and control plane) and no engine to talk to: it stays live,
+// says why it is not ready, and stops cleanly.
 func TestDefaultsStartAndStopCleanly(t *testing.T) {
-	vars := map[string]string{"GAMELAN_EXECUTOR_HTTP_HOST": "127.0.0.1", "GAMELAN_EXECUTOR_HTTP_PORT": "0"}
+	vars := map[string]string{
+		"GAMELAN_EXECUTOR_HTTP_HOST": "127.0.0.1", "GAMELAN_EXECUTOR_HTTP_PORT": "0",
+		"GAMELAN_EXECUTOR_GRPC_HOST": "127.0.0.1", "GAMELAN_EXECUTOR_GRPC_PORT": "0",
+		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET": unusedAddress(t),
+	}
 	r := start(t, nil, func(ctx context.Context, stdout, stderr io.Writer) error {
 		return service.Run(ctx, nil, env(vars), stdout, stderr)
 	})
 	waitForStatus(t, r.baseURL, "/q/health/live", http.StatusOK)
-	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
+	status, body := probe(t, r.baseURL, "/q/health/ready")
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.Equal(t, "DOWN", body.Status)
+	r.logs.waitFor(t, "registration failed")
 	require.NoError(t, r.stop(t))
 	r.logs.waitFor(t, "service stopped")
+}
+
+// unusedAddress returns a loopback address nothing listens on.
+func unusedAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
 }
 
 func TestBadConfigurationStopsStartupWithOneLine(t *testing.T) {

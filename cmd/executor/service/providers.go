@@ -3,30 +3,51 @@ package service
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
+	ggrpc "google.golang.org/grpc"
+
+	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
 	"github.com/gamelan-go/executor/internal/adapters/memory"
 	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/domain"
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
 // adapters builds the adapters the configuration selects, only those, and
-// shares what the ports of one technology share (the in-process engine now;
-// a gRPC connection or Kafka clients as those transports land). Its cleanup
-// closes what it opened, in reverse order.
+// shares what the ports of one technology share: the in-process engine, the
+// gRPC connection to the engine and the push server. Its cleanup closes what
+// it opened, in reverse order.
 type adapters struct {
-	cfg     config.Config
-	log     *slog.Logger
-	memory  *memory.Engine
-	closers []func()
+	cfg           config.Config
+	log           *slog.Logger
+	executorTypes []string // every hosted type, for the tokens' claims
+	closers       []func()
+
+	memory *memory.Engine
+
+	tokensBuilt bool
+	tokens      *security.Minter // nil when no JWT secret is set
+
+	grpcConn   *ggrpc.ClientConn
+	grpcPush   *grpcadapter.PushServer
+	grpcSource *grpcadapter.TaskSource
+	grpcSink   *grpcadapter.ResultSink
 }
 
-func newAdapters(cfg config.Config, log *slog.Logger) (*adapters, func()) {
+func newAdapters(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*adapters, func()) {
 	a := &adapters{cfg: cfg, log: log}
+	for _, ex := range executors {
+		a.executorTypes = append(a.executorTypes, ex.Descriptor().Type)
+	}
 	return a, func() {
 		for i := len(a.closers) - 1; i >= 0; i-- {
 			a.closers[i]()
@@ -44,21 +65,27 @@ func (a *adapters) memoryEngine() *memory.Engine {
 	return a.memory
 }
 
-// selectTaskSource builds the task source of one transport kind. Each
-// transport adapter adds one case.
-func selectTaskSource(a *adapters, kind string) (ports.TaskSource, error) {
+// selectTaskSource builds the task source of one transport kind, serving
+// the given executor types. Each transport adapter adds one case.
+func selectTaskSource(a *adapters, kind string, served []domain.Registration) (ports.TaskSource, error) {
 	switch kind {
 	case "memory":
 		return a.memoryEngine().TaskSource(), nil
+	case "grpc":
+		source, _, err := a.grpcIntake(served)
+		return source, err
 	}
 	return nil, fmt.Errorf("task transport %q is not built into this service", kind)
 }
 
 // selectResultSink builds the result sink of one transport kind.
-func selectResultSink(a *adapters, kind string) (ports.ResultSink, error) {
+func selectResultSink(a *adapters, kind string, served []domain.Registration) (ports.ResultSink, error) {
 	switch kind {
 	case "memory":
 		return a.memoryEngine().ResultSink(), nil
+	case "grpc":
+		_, sink, err := a.grpcIntake(served)
+		return sink, err
 	}
 	return nil, fmt.Errorf("result transport %q is not built into this service", kind)
 }
@@ -68,6 +95,12 @@ func selectRegistrar(a *adapters) (ports.Registrar, error) {
 	switch a.cfg.Registrar {
 	case "memory":
 		return a.memoryEngine().Registrar(), nil
+	case "grpc":
+		conn, err := a.grpcConnection()
+		if err != nil {
+			return nil, err
+		}
+		return grpcadapter.NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)), nil
 	}
 	return nil, fmt.Errorf("registrar %q is not built into this service", a.cfg.Registrar)
 }
@@ -77,8 +110,32 @@ func selectHeartbeater(a *adapters) (ports.Heartbeater, error) {
 	switch a.cfg.Registrar {
 	case "memory":
 		return a.memoryEngine().Heartbeater(), nil
+	case "grpc":
+		conn, err := a.grpcConnection()
+		if err != nil {
+			return nil, err
+		}
+		return grpcadapter.NewHeartbeater(gamelanv1.NewExecutorServiceClient(conn)), nil
 	}
 	return nil, fmt.Errorf("heartbeater %q is not built into this service", a.cfg.Registrar)
+}
+
+// endpoint is where the engine reaches the executor types served over kind.
+func (a *adapters) endpoint(kind string) string {
+	switch kind {
+	case "grpc":
+		if a.cfg.GRPCAdvertisedEndpoint != "" {
+			return a.cfg.GRPCAdvertisedEndpoint
+		}
+		// The bound address when it is a specific one, else the host name:
+		// 0.0.0.0 is not an address the engine can dial.
+		host, port, _ := net.SplitHostPort(a.grpcPush.Addr().String())
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			host = hostName()
+		}
+		return net.JoinHostPort(host, port)
+	}
+	return kind
 }
 
 // plan is the runtime's view of the deployment: the transports in use and
@@ -88,27 +145,41 @@ type plan struct {
 	hosted     []app.Hosted
 }
 
-// planTransports assigns each executor type its transport kind and builds
-// one source and one sink per kind in use.
+// planTransports assigns each executor type its transport kind, builds one
+// source and one sink per kind in use, and registers each type with the
+// endpoint of its transport.
 func planTransports(a *adapters, cfg config.Config, executors []executor.Executor) (plan, error) {
+	warnUnbuiltTransports(cfg, executors, a.log)
 	host := hostName()
-	var p plan
-	built := make(map[string]bool)
+	var kinds []string
+	served := make(map[string][]domain.Registration)
 	for _, ex := range executors {
 		kind := transportKind(cfg, ex.Descriptor())
-		if !built[kind] {
-			source, err := selectTaskSource(a, kind)
-			if err != nil {
-				return plan{}, err
-			}
-			sink, err := selectResultSink(a, kind)
-			if err != nil {
-				return plan{}, err
-			}
-			p.transports = append(p.transports, app.Transport{Name: kind, Source: source, Sink: sink})
-			built[kind] = true
+		if served[kind] == nil {
+			kinds = append(kinds, kind)
 		}
-		p.hosted = append(p.hosted, app.Hosted{Executor: ex, Registration: registration(cfg, ex, kind, host), Transport: kind})
+		served[kind] = append(served[kind], registration(cfg, ex, kind, host))
+	}
+	var p plan
+	for _, kind := range kinds {
+		source, err := selectTaskSource(a, kind, served[kind])
+		if err != nil {
+			return plan{}, err
+		}
+		sink, err := selectResultSink(a, kind, served[kind])
+		if err != nil {
+			return plan{}, err
+		}
+		p.transports = append(p.transports, app.Transport{Name: kind, Source: source, Sink: sink})
+	}
+	for _, ex := range executors {
+		kind := transportKind(cfg, ex.Descriptor())
+		for _, reg := range served[kind] {
+			if reg.Descriptor.Type == ex.Descriptor().Type {
+				reg.Endpoint = a.endpoint(kind)
+				p.hosted = append(p.hosted, app.Hosted{Executor: ex, Registration: reg, Transport: kind})
+			}
+		}
 	}
 	return p, nil
 }
@@ -129,8 +200,8 @@ func givenHeartbeater(p Ports) ports.Heartbeater { return p.Heartbeater }
 
 // transportKind picks the transport serving an executor type: its entry in
 // TRANSPORT_OVERRIDES, else every type in memory mode (the in-process dev
-// and test engine), else the type's declared communication type, else
-// TRANSPORT.
+// and test engine), else the type's declared communication type when that
+// transport is built into this service, else TRANSPORT.
 func transportKind(cfg config.Config, desc domain.Descriptor) string {
 	if kind, ok := cfg.TransportOverrides[desc.Type]; ok {
 		return kind
@@ -138,32 +209,49 @@ func transportKind(cfg config.Config, desc domain.Descriptor) string {
 	if cfg.Transport == "memory" {
 		return "memory"
 	}
-	switch desc.CommunicationType {
-	case domain.CommunicationGRPC:
-		return "grpc"
-	case domain.CommunicationKafka:
-		return "kafka"
-	case domain.CommunicationREST:
-		return "rest"
+	declared := strings.ToLower(string(desc.CommunicationType))
+	if slices.Contains(config.TransportKinds(), declared) {
+		return declared
 	}
 	return cfg.Transport
 }
 
+// warnUnbuiltTransports says which types declare a transport this service
+// does not have, and so run on another.
+func warnUnbuiltTransports(cfg config.Config, executors []executor.Executor, log *slog.Logger) {
+	for _, ex := range executors {
+		desc := ex.Descriptor()
+		declared := strings.ToLower(string(desc.CommunicationType))
+		if _, overridden := cfg.TransportOverrides[desc.Type]; declared != "" && !overridden && cfg.Transport != "memory" &&
+			!slices.Contains(config.TransportKinds(), declared) {
+			log.Warn("executor type declares a transport this service does not have; serving it over the default transport",
+				slog.String("executor_type", desc.Type), slog.String("declared", declared), slog.String("transport", cfg.Transport))
+		}
+	}
+}
+
 // registration is what the engine learns about one executor type served
-// over a transport kind.
+// over a transport kind. Executor ids are NAME-type; types served over gRPC
+// or REST, where every replica has its own endpoint, add the instance id
+// (INSTANCE_ID, else the host name) so that replicas do not overwrite each
+// other. Kafka replicas share one logical id, like they share one group.
 func registration(cfg config.Config, ex executor.Executor, kind, host string) domain.Registration {
 	desc := ex.Descriptor().WithDefaults()
 	communication := desc.CommunicationType
+	id := cfg.Name + "-" + desc.Type
 	switch kind {
 	case "grpc":
 		communication = domain.CommunicationGRPC
+		id += "-" + instanceID(cfg, host)
 	case "kafka":
 		communication = domain.CommunicationKafka
 	case "rest":
 		communication = domain.CommunicationREST
+		id += "-" + instanceID(cfg, host)
 	}
 	return domain.Registration{
-		ExecutorID:        cfg.Name + "-" + desc.Type,
+		ExecutorID:        id,
+		Descriptor:        desc,
 		CommunicationType: communication,
 		Endpoint:          kind,
 		Metadata: map[string]string{
@@ -172,6 +260,25 @@ func registration(cfg config.Config, ex executor.Executor, kind, host string) do
 			"host":    host,
 		},
 	}
+}
+
+// instanceID is INSTANCE_ID, else the host name reduced to the characters
+// executor ids allow.
+func instanceID(cfg config.Config, host string) string {
+	if cfg.InstanceID != "" {
+		return cfg.InstanceID
+	}
+	id := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+			return r
+		}
+		return '-'
+	}, host)
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	return id
 }
 
 func hostName() string {

@@ -35,8 +35,10 @@ func TestTransportKind(t *testing.T) {
 	}{
 		{"memory mode serves every type", "memory", nil, kafka, "memory"},
 		{"override wins over memory mode", "memory", map[string]string{"b": "grpc"}, kafka, "grpc"},
-		{"declared type is pinned", "grpc", nil, kafka, "kafka"},
-		{"override wins over declared", "grpc", map[string]string{"a": "kafka"}, grpc, "kafka"},
+		{"memory mode wins over the declared type", "memory", nil, grpc, "memory"},
+		{"declared type is pinned when its transport is built", "kafka", nil, grpc, "grpc"},
+		{"declared type falls back when its transport is not built", "grpc", nil, kafka, "grpc"},
+		{"override wins over declared", "memory", map[string]string{"a": "grpc"}, grpc, "grpc"},
 		{"unpinned type takes the default", "kafka", nil, unpinned, "kafka"},
 	}
 	for _, c := range cases {

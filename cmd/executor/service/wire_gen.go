@@ -16,7 +16,7 @@ import (
 
 // initService builds the service with the adapters the configuration selects.
 func initService(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
-	serviceAdapters, cleanup := newAdapters(cfg, log)
+	serviceAdapters, cleanup := newAdapters(cfg, executors, log)
 	servicePlan, err := planTransports(serviceAdapters, cfg, executors)
 	if err != nil {
 		cleanup()
