@@ -77,6 +77,9 @@ func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {
 	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	err := r.heartbeater.Heartbeat(callCtx, hb)
 	cancel()
+	if r.draining.Load() {
+		return // a draining executor must not advertise itself again
+	}
 	if err != nil {
 		r.log.Warn("heartbeat failed, re-registering", slog.String("executor_id", e.reg.ExecutorID), slog.Any("error", err))
 		_ = r.register(ctx, e)

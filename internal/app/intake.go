@@ -41,6 +41,9 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 	}
 	j := &job{key: key, task: task, transport: in.transport, redeliverable: d.Redeliverable, settles: []func(error){d.Settle}}
 	if res, ok := r.tasks.finished.get(key); ok {
+		// The same result, addressed to this delivery: an engine that
+		// re-dispatched the attempt may have given it a new token.
+		stamp(&res, task)
 		j.answer, j.resend = &res, true
 	} else if e, reason := r.route(task, in.transport); e != nil {
 		j.exec, j.lane = e, e.lane
@@ -62,9 +65,6 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 
 // AwaitCapacity implements ports.Intake.
 func (in *intake) AwaitCapacity(ctx context.Context) (int, error) {
-	if in.rt.draining.Load() {
-		return 0, domain.ErrDraining
-	}
 	return in.rt.sched.awaitRoom(ctx)
 }
 
@@ -79,8 +79,8 @@ func (in *intake) Cancel(taskID, reason string) bool {
 	r.tasks.mu.Lock()
 	defer r.tasks.mu.Unlock()
 	j := r.tasks.lookup(taskID)
-	if j == nil || j.finished {
-		return false
+	if j == nil || j.finished || (j.answer != nil && !j.running) {
+		return false // unknown, finished, or already answered (no executor, shutdown)
 	}
 	if j.running {
 		j.cancel(cause)

@@ -190,6 +190,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	initialized, err := r.initialize(ctx)
 	defer r.cleanup(initialized)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // a shutdown requested during start-up is not a failure
+		}
 		return err
 	}
 
@@ -265,6 +268,7 @@ func (r *Runtime) start(ctx context.Context) error {
 // stop runs the ordered shutdown from "not ready" to "results flushed".
 func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 	r.draining.Store(true)
+	r.sched.beginDrain()
 	r.log.Info("runtime stopping: intake closed, draining", slog.String("drain_timeout", r.cfg.DrainTimeout.String()))
 
 	stopCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
@@ -302,7 +306,10 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 	if !r.sched.awaitIdle(flushCtx) {
 		r.log.Error("tasks still held by workers after the flush deadline")
 	}
-	r.sched.close()
+	gaveUp := errors.New("executor stopped before the task could be answered")
+	for _, j := range r.sched.close() {
+		r.giveUp(j, gaveUp)
+	}
 	if !waitGroupWithin(workers, flushCtx) {
 		r.log.Error("workers did not stop before the flush deadline; a handler or hook ignores its context")
 	}
@@ -310,6 +317,11 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 		tr.outbox.seal()
 	}
 	senders.Wait()
+	// A worker released by the flush deadline may have queued its result
+	// after the senders left; it is given up like the rest.
+	for _, tr := range r.transports {
+		tr.outbox.giveUpQueued(context.Cause(r.outboxCtx))
+	}
 	r.log.Info("runtime drained",
 		slog.Int64("results_delivered", r.delivered.Load()),
 		slog.Int64("results_undelivered", r.undelivered.Load()))
@@ -341,15 +353,28 @@ func (r *Runtime) abandonAdmitted() {
 }
 
 // handBack gives an unstarted job back to its source without a result.
-func (r *Runtime) handBack(j *job) {
+func (r *Runtime) handBack(j *job) { r.giveUp(j, nil) }
+
+// giveUp settles a job that will get no delivered result with an error
+// wrapping ErrHandedBack (and cause, when given): a redelivering source
+// delivers it again, and the engine reassigns it otherwise.
+func (r *Runtime) giveUp(j *job, cause error) {
 	r.tasks.mu.Lock()
-	r.tasks.remove(j)
+	if !j.resend {
+		r.tasks.remove(j)
+	}
 	settles := j.settles
 	j.settles = nil
 	r.tasks.mu.Unlock()
+	err := domain.ErrHandedBack
+	if cause != nil {
+		err = fmt.Errorf("%w: %v", domain.ErrHandedBack, cause)
+		r.undelivered.Add(1)
+		r.taskLogger(j).Error("task given up at shutdown", slog.Any("error", cause))
+	}
 	for _, s := range settles {
 		if s != nil {
-			s(domain.ErrHandedBack)
+			s(err)
 		}
 	}
 }

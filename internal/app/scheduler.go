@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"sync"
+
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // scheduler admits jobs up to a global bound and hands them to workers,
@@ -22,6 +24,9 @@ type scheduler struct {
 	nextLane  int // round-robin start, so no lane starves another
 	closed    bool
 	roomFreed chan struct{}
+	// draining is closed when the runtime starts to stop: AwaitCapacity
+	// callers return ErrDraining instead of waiting for room.
+	draining chan struct{}
 }
 
 // lane is one executor type's queue and running count.
@@ -32,7 +37,7 @@ type lane struct {
 }
 
 func newScheduler(limit int) *scheduler {
-	s := &scheduler{limit: limit, roomFreed: make(chan struct{})}
+	s := &scheduler{limit: limit, roomFreed: make(chan struct{}), draining: make(chan struct{})}
 	s.workReady = sync.NewCond(&s.mu)
 	return s
 }
@@ -177,18 +182,36 @@ func (s *scheduler) free() int {
 	return s.limit - s.admitted
 }
 
+// beginDrain makes awaitRoom return ErrDraining, now and from now on.
+func (s *scheduler) beginDrain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.draining:
+	default:
+		close(s.draining)
+	}
+}
+
 // awaitRoom blocks until admit could take a job, returning how many it could
-// take, or ctx's error.
+// take, ErrDraining once the runtime is stopping, or ctx's error.
 func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 	for {
+		select {
+		case <-s.draining:
+			return 0, domain.ErrDraining
+		default:
+		}
 		s.mu.Lock()
-		free, freed, closed := s.limit-s.admitted, s.roomFreed, s.closed
+		free, freed := s.limit-s.admitted, s.roomFreed
 		s.mu.Unlock()
-		if free > 0 && !closed {
+		if free > 0 {
 			return free, nil
 		}
 		select {
 		case <-freed:
+		case <-s.draining:
+			return 0, domain.ErrDraining
 		case <-ctx.Done():
 			return 0, context.Cause(ctx)
 		}
@@ -213,15 +236,23 @@ func (s *scheduler) awaitIdle(ctx context.Context) bool {
 	}
 }
 
-// close makes next return nil and admit refuse. Jobs still queued stay
-// where they are; the caller has dealt with them.
-func (s *scheduler) close() {
+// close makes next return nil and admit refuse, and returns the jobs still
+// queued (in any lane), releasing their slots: the caller settles them.
+func (s *scheduler) close() []*job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	leftovers := s.immediate
+	s.immediate = nil
+	for _, l := range s.lanes {
+		leftovers = append(leftovers, l.queue...)
+		l.queue = nil
+	}
+	s.admitted -= len(leftovers)
 	close(s.roomFreed)
 	s.roomFreed = make(chan struct{})
 	s.workReady.Broadcast()
+	return leftovers
 }
 
 func removeJob(queue *[]*job, j *job) bool {

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -285,6 +286,15 @@ type renderedField struct {
 	value slog.Value
 }
 
+// redactURL hides the password of a URL with credentials in it (an
+// ENGINE_URL like https://user:pass@engine); other values pass unchanged.
+func redactURL(value string) string {
+	if u, err := url.Parse(value); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return value
+}
+
 // fields renders every variable of c in struct order, redacting the secret.
 func (c Config) fields() []renderedField {
 	v := reflect.ValueOf(c)
@@ -310,7 +320,7 @@ func (c Config) fields() []renderedField {
 		case time.Duration:
 			f.text, f.value = value.String(), slog.DurationValue(value)
 		case string:
-			f.text = value
+			f.text = redactURL(value)
 			if name == jwtSecretVariable && value != "" {
 				f.text = redacted
 			}

@@ -544,3 +544,15 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
 	return path
 }
+
+func TestURLCredentialsAreRedacted(t *testing.T) {
+	cfg, err := load(t, map[string]string{"GAMELAN_EXECUTOR_ENGINE_URL": "https://svc:s3cr3t@engine:8080/api"})
+	require.NoError(t, err)
+	assert.Equal(t, "https://svc:s3cr3t@engine:8080/api", cfg.EngineURL, "the value itself is kept")
+	assert.NotContains(t, cfg.String(), "s3cr3t")
+	assert.Contains(t, cfg.String(), "https://svc:xxxxx@engine:8080/api")
+
+	_, err = load(t, map[string]string{"GAMELAN_EXECUTOR_ENGINE_URL": "ftp://svc:s3cr3t@engine"})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "s3cr3t")
+}

@@ -91,7 +91,7 @@ func (v *validator) shown(variable string) string {
 	if variable == jwtSecretVariable {
 		return fmt.Sprintf("[redacted, %d bytes]", len(value))
 	}
-	return strconv.Quote(value)
+	return strconv.Quote(redactURL(value))
 }
 
 // fail records that variable's value breaks the rule described by allowed.

@@ -42,6 +42,9 @@ var rules = []rule{
 	// Example handlers are written the way a fork writes its own: against
 	// the public API only.
 	{"cmd/executor/examples", []string{"pkg/executor"}},
+	// Any other internal package is a technical helper: it may use the
+	// domain, the ports and the generated code, never the core or adapters.
+	{"internal/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security"}},
 }
 
 func TestDependenciesPointInwards(t *testing.T) {

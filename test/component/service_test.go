@@ -112,7 +112,8 @@ func TestHealthProbes(t *testing.T) {
 
 func TestShutdownDrainsInFlightTasksWhileNotReady(t *testing.T) {
 	vars := baseEnv()
-	vars["PAYMENT_GATEWAY_DELAY"] = "1s"
+	vars["PAYMENT_GATEWAY_DELAY"] = "3s"
+	vars["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "1"
 	r := startWithEngine(t, vars)
 	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
 
@@ -120,9 +121,14 @@ func TestShutdownDrainsInFlightTasksWhileNotReady(t *testing.T) {
 		r.engine.Submit(domain.Task{RunID: "drain", NodeID: fmt.Sprintf("pay-%d", i), ExecutorType: "payment-processor",
 			Context: map[string]any{"totalAmount": "10", "customerId": "C"}})
 	}
+	// Wait until all five handlers run (the heartbeat reports them), so that
+	// none is an unstarted task the stop would rightly hand back.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	require.NoError(t, r.engine.WaitUntil(ctx, func() bool { return len(r.engine.Unsettled()) == 5 }))
+	require.NoError(t, r.engine.WaitUntil(ctx, func() bool {
+		hb, ok := r.engine.LastHeartbeat("executor-payment-processor")
+		return ok && hb.CurrentTasks == 5
+	}))
 
 	r.cancel()
 	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusServiceUnavailable)
