@@ -3,6 +3,7 @@ package grpc
 import (
 	"context"
 	"log/slog"
+	"math"
 
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
@@ -10,10 +11,10 @@ import (
 )
 
 // StreamSource pulls tasks with StreamTasks, one stream per executor type
-// served over gRPC. Each stream asks for at most the runtime's free capacity,
-// and never more than the type's MaxConcurrentTasks; when the runtime is
-// nevertheless full, the source stops reading and gRPC flow control pushes
-// back on the engine. Streams are reopened as described on puller. Tasks it
+// served over gRPC. Each stream asks for the runtime's free capacity (workers
+// and queue) when it opens; when the runtime is nevertheless full (another
+// stream took the room), the source stops reading and gRPC flow control
+// pushes back on the engine. Streams are reopened as described on puller. Tasks it
 // delivers are not redeliverable: the engine reassigns a task whose result
 // never comes.
 type StreamSource struct {
@@ -36,7 +37,7 @@ func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg doma
 	defer cancel()
 	stream, err := s.cfg.client.StreamTasks(streamCtx, &gamelanv1.StreamTasksRequest{
 		ExecutorId:    reg.ExecutorID,
-		MaxConcurrent: int32(min(free, reg.Descriptor.MaxConcurrentTasks)),
+		MaxConcurrent: int32(min(free, math.MaxInt32)),
 	})
 	if err != nil {
 		return 0, callError("stream tasks", err)
