@@ -46,6 +46,8 @@ type Config struct {
 	ResultSenders int
 	// DedupeCapacity is how many finished tasks are remembered (10000).
 	DedupeCapacity int
+	// Observer receives the runtime's events for metrics (none if nil).
+	Observer Observer
 }
 
 func (c Config) withDefaults() Config {
@@ -62,6 +64,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ResultBatchSize, 100)
 	setDefault(&c.ResultSenders, 4)
 	setDefault(&c.DedupeCapacity, 10000)
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	return c
 }
 

@@ -36,6 +36,7 @@ func (r *Runtime) register(ctx context.Context, e *hostedExecutor) error {
 	err := r.registrar.Register(callCtx, e.reg)
 	if err != nil {
 		e.registered.Store(false)
+		r.cfg.Observer.RegistrationFailed(e.desc.Type)
 		r.log.Warn("registration failed", slog.String("executor_id", e.reg.ExecutorID),
 			slog.String("executor_type", e.desc.Type), slog.Any("error", err))
 		return err
@@ -77,6 +78,9 @@ func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {
 	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	err := r.heartbeater.Heartbeat(callCtx, hb)
 	cancel()
+	if err != nil {
+		r.cfg.Observer.HeartbeatFailed(e.desc.Type)
+	}
 	if r.draining.Load() {
 		return // a draining executor must not advertise itself again
 	}

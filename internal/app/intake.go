@@ -21,12 +21,15 @@ var _ ports.Intake = (*intake)(nil)
 func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 	r := in.rt
 	if d.Task == nil {
+		r.cfg.Observer.TaskRefused(in.transport.Name, "invalid")
 		return fmt.Errorf("%w: no task", domain.ErrInvalidTask)
 	}
 	if r.draining.Load() {
+		r.cfg.Observer.TaskRefused(in.transport.Name, "draining")
 		return domain.ErrDraining
 	}
 	if err := d.Task.Validate(); err != nil {
+		r.cfg.Observer.TaskRefused(in.transport.Name, "invalid")
 		return err
 	}
 	task := d.Task
@@ -53,8 +56,10 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 	}
 	if !r.sched.admit(j) {
 		if r.draining.Load() {
+			r.cfg.Observer.TaskRefused(in.transport.Name, "draining")
 			return domain.ErrDraining
 		}
+		r.cfg.Observer.TaskRefused(in.transport.Name, "overloaded")
 		return fmt.Errorf("%w: %d tasks admitted", domain.ErrOverloaded, r.sched.limit)
 	}
 	if !j.resend {

@@ -24,6 +24,7 @@ type outbox struct {
 	callTimeout time.Duration
 	backoff     domain.Backoff
 	log         *slog.Logger
+	observer    Observer
 	// done is called once per item with nil when acknowledged, or with the
 	// reason it was given up.
 	done func(outboxItem, error)
@@ -122,12 +123,20 @@ func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
 		err := o.sink.Deliver(callCtx, results)
 		cancel()
 		if err == nil {
+			oldest := results[0].CompletedAt
+			for _, r := range results[1:] {
+				if r.CompletedAt.Before(oldest) {
+					oldest = r.CompletedAt
+				}
+			}
+			o.observer.ResultsDelivered(o.transport, len(batch), time.Since(oldest))
 			for _, it := range batch {
 				o.done(it, nil)
 			}
 			return
 		}
 		o.retries.Add(1)
+		o.observer.DeliveryRetried(o.transport)
 		o.log.Warn("result delivery failed, will retry",
 			slog.String("transport", o.transport), slog.Int("results", len(batch)),
 			slog.Int("attempt", attempt+1), slog.Any("error", err))

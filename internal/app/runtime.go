@@ -131,6 +131,7 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 			callTimeout: cfg.CallTimeout,
 			backoff:     cfg.ResultBackoff,
 			log:         log,
+			observer:    cfg.Observer,
 			done:        r.settle,
 		}
 		byName[t.Name] = tr
@@ -370,6 +371,7 @@ func (r *Runtime) giveUp(j *job, cause error) {
 	if cause != nil {
 		err = fmt.Errorf("%w: %v", domain.ErrHandedBack, cause)
 		r.undelivered.Add(1)
+		r.cfg.Observer.ResultsUndelivered(j.transport.Name, 1)
 		r.taskLogger(j).Error("task given up at shutdown", slog.Any("error", cause))
 	}
 	for _, s := range settles {
@@ -419,6 +421,7 @@ func (r *Runtime) answer(j *job) domain.Result {
 	e.running.Add(-1)
 	cancel(nil)
 	res.ExecutorID = e.reg.ExecutorID
+	r.cfg.Observer.TaskFinished(e.desc.Type, res.Status, res.Duration)
 	if res.Status == domain.StatusCompleted || res.Status == domain.StatusSkipped {
 		e.completed.Add(1)
 	} else {
@@ -449,6 +452,7 @@ func (r *Runtime) settle(it outboxItem, err error) {
 	r.tasks.mu.Unlock()
 	if err != nil {
 		r.undelivered.Add(1)
+		r.cfg.Observer.ResultsUndelivered(j.transport.Name, 1)
 		r.taskLogger(j).Error("result not delivered", slog.String("status", string(it.result.Status)), slog.Any("error", err))
 		err = fmt.Errorf("%w: result not acknowledged: %v", domain.ErrHandedBack, err)
 	} else {

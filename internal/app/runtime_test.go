@@ -651,3 +651,52 @@ func (h *hookedExecutor) BeforeExecute(context.Context, *domain.Task) error {
 func (h *hookedExecutor) AfterExecute(_ context.Context, _ *domain.Task, r *domain.Result) {
 	h.record("after:" + string(r.Status))
 }
+
+// recordingObserver counts what the runtime reports for metrics.
+type recordingObserver struct {
+	mu        sync.Mutex
+	finished  map[string]int // "type/status"
+	refused   map[string]int // "transport/reason"
+	delivered int
+	retried   int
+}
+
+func (o *recordingObserver) TaskFinished(typ string, status domain.Status, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.finished[typ+"/"+string(status)]++
+}
+func (o *recordingObserver) TaskRefused(transport, reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.refused[transport+"/"+reason]++
+}
+func (o *recordingObserver) ResultsDelivered(_ string, n int, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.delivered += n
+}
+func (o *recordingObserver) DeliveryRetried(string) { o.mu.Lock(); o.retried++; o.mu.Unlock() }
+func (o *recordingObserver) ResultsUndelivered(string, int) {}
+func (o *recordingObserver) HeartbeatFailed(string)         {}
+func (o *recordingObserver) RegistrationFailed(string)      {}
+
+func TestObserverSeesTasksRefusalsAndDeliveries(t *testing.T) {
+	obs := &recordingObserver{finished: map[string]int{}, refused: map[string]int{}}
+	cfg := testConfig()
+	cfg.Observer = obs
+	h := newHarness(t, cfg, on("t", completing("calc", 1)))
+	h.sinks["t"].failN = 1
+	h.run(t)
+
+	require.NoError(t, h.sources["t"].mustOffer(t, task("r", "a", 1)).wait(t))
+	_, err := h.sources["t"].offer(t, domain.Task{NodeID: "no-run"}, false)
+	require.ErrorIs(t, err, domain.ErrInvalidTask)
+
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	assert.Equal(t, 1, obs.finished["calc/COMPLETED"])
+	assert.Equal(t, 1, obs.refused["t/invalid"])
+	assert.Equal(t, 1, obs.delivered)
+	assert.Equal(t, 1, obs.retried)
+}

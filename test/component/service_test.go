@@ -87,6 +87,21 @@ func TestServiceRunsExampleTasksEndToEnd(t *testing.T) {
 		assert.Contains(t, line, key)
 	}
 
+	// The metrics count what happened, by type and status (the delivery
+	// counter moves just after the engine has the results).
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(r.baseURL + "/q/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		metrics, err := io.ReadAll(resp.Body)
+		return err == nil &&
+			strings.Contains(string(metrics), `gamelan_executor_tasks_total{executor_type="calculate-tax",status="COMPLETED"} 1`) &&
+			strings.Contains(string(metrics), `gamelan_executor_tasks_total{executor_type="order-validator",status="FAILED"} 1`) &&
+			strings.Contains(string(metrics), `gamelan_executor_results_delivered_total{transport="given"} 7`)
+	}, 5*time.Second, 5*time.Millisecond, "/q/metrics does not show the tasks")
+
 	require.NoError(t, r.stop(t))
 	assert.ElementsMatch(t, []string{"executor-calculate-tax", "executor-order-validator", "executor-payment-processor", "executor-notification-sender"},
 		r.engine.Unregistered())

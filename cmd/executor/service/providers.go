@@ -19,6 +19,7 @@ import (
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/security"
+	"github.com/gamelan-go/executor/internal/telemetry"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -290,7 +291,7 @@ func hostName() string {
 }
 
 // runtimeConfig maps the service configuration onto the runtime's.
-func runtimeConfig(cfg config.Config) app.Config {
+func runtimeConfig(cfg config.Config, observer app.Observer) app.Config {
 	reregister := cfg.ReregisterInterval()
 	if reregister == 0 {
 		reregister = -1 // 0 disables periodic re-registration
@@ -306,9 +307,10 @@ func runtimeConfig(cfg config.Config) app.Config {
 		ReregisterInterval: reregister,
 		OutboxSize:         cfg.ResultOutboxSize,
 		DedupeCapacity:     cfg.DedupeCapacity,
+		Observer:           observer,
 	}
 }
 
-func newRuntime(cfg config.Config, p plan, registrar ports.Registrar, heartbeater ports.Heartbeater, log *slog.Logger) (*app.Runtime, error) {
-	return app.New(runtimeConfig(cfg), p.hosted, p.transports, registrar, heartbeater, log)
+func newRuntime(cfg config.Config, p plan, registrar ports.Registrar, heartbeater ports.Heartbeater, metrics *telemetry.Metrics, log *slog.Logger) (*app.Runtime, error) {
+	return app.New(runtimeConfig(cfg, metrics), p.hosted, p.transports, registrar, heartbeater, log)
 }

@@ -15,19 +15,25 @@ import (
 	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/health"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // Service is the assembled executor service: the runtime and the HTTP
-// server for probes.
+// server for probes and metrics.
 type Service struct {
 	cfg     config.Config
 	runtime *app.Runtime
+	metrics *telemetry.Metrics
 	log     *slog.Logger
 	running atomic.Bool
 }
 
-func newService(cfg config.Config, rt *app.Runtime, log *slog.Logger) *Service {
-	return &Service{cfg: cfg, runtime: rt, log: log}
+func newService(cfg config.Config, rt *app.Runtime, metrics *telemetry.Metrics, log *slog.Logger) *Service {
+	metrics.ObserveLoad(func() telemetry.Load {
+		stats := rt.Stats()
+		return telemetry.Load{Admitted: stats.Admitted, Running: stats.Running}
+	})
+	return &Service{cfg: cfg, runtime: rt, metrics: metrics, log: log}
 }
 
 // probeTimeout bounds one health check.
@@ -52,6 +58,7 @@ func (s *Service) Run(ctx context.Context) error {
 	probes.AddReadiness("executor", s.runtime.Ready)
 	mux := http.NewServeMux()
 	probes.Register(mux)
+	mux.Handle("/q/metrics", s.metrics.Handler())
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	runCtx, stopRuntime := context.WithCancelCause(ctx)

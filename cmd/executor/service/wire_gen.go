@@ -8,6 +8,7 @@ package service
 
 import (
 	"github.com/gamelan-go/executor/internal/config"
+	"github.com/gamelan-go/executor/internal/telemetry"
 	"github.com/gamelan-go/executor/pkg/executor"
 	"log/slog"
 )
@@ -32,12 +33,13 @@ func initService(cfg config.Config, executors []executor.Executor, log *slog.Log
 		cleanup()
 		return nil, nil, err
 	}
-	runtime, err := newRuntime(cfg, servicePlan, registrar, heartbeater, log)
+	metrics := telemetry.NewMetrics()
+	runtime, err := newRuntime(cfg, servicePlan, registrar, heartbeater, metrics, log)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	service := newService(cfg, runtime, log)
+	service := newService(cfg, runtime, metrics, log)
 	return service, func() {
 		cleanup()
 	}, nil
@@ -49,11 +51,12 @@ func initServiceWithPorts(cfg config.Config, executors []executor.Executor, log 
 	servicePlan := planWithPorts(cfg, executors, given)
 	registrar := givenRegistrar(given)
 	heartbeater := givenHeartbeater(given)
-	runtime, err := newRuntime(cfg, servicePlan, registrar, heartbeater, log)
+	metrics := telemetry.NewMetrics()
+	runtime, err := newRuntime(cfg, servicePlan, registrar, heartbeater, metrics, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	service := newService(cfg, runtime, log)
+	service := newService(cfg, runtime, metrics, log)
 	return service, func() {
 	}, nil
 }

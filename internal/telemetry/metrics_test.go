@@ -1,0 +1,63 @@
+package telemetry_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/telemetry"
+)
+
+func scrape(t *testing.T, m *telemetry.Metrics) string {
+	t.Helper()
+	server := httptest.NewServer(m.Handler())
+	defer server.Close()
+	resp, err := http.Get(server.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+func TestMetricsExposeWhatTheRuntimeObserved(t *testing.T) {
+	m := telemetry.NewMetrics()
+	m.ObserveLoad(func() telemetry.Load {
+		return telemetry.Load{Admitted: 7, Running: map[string]int{"calculate-tax": 3}}
+	})
+	m.TaskFinished("calculate-tax", domain.StatusCompleted, 20*time.Millisecond)
+	m.TaskFinished("calculate-tax", domain.StatusCompleted, 30*time.Millisecond)
+	m.TaskFinished("calculate-tax", domain.StatusFailed, time.Millisecond)
+	m.TaskRefused("grpc", "overloaded")
+	m.ResultsDelivered("grpc", 3, 5*time.Millisecond)
+	m.DeliveryRetried("grpc")
+	m.ResultsUndelivered("kafka", 2)
+	m.HeartbeatFailed("calculate-tax")
+	m.RegistrationFailed("calculate-tax")
+
+	body := scrape(t, m)
+	for _, line := range []string{
+		`gamelan_executor_tasks_total{executor_type="calculate-tax",status="COMPLETED"} 2`,
+		`gamelan_executor_tasks_total{executor_type="calculate-tax",status="FAILED"} 1`,
+		`gamelan_executor_task_duration_seconds_count{executor_type="calculate-tax"} 3`,
+		`gamelan_executor_tasks_refused_total{reason="overloaded",transport="grpc"} 1`,
+		`gamelan_executor_results_delivered_total{transport="grpc"} 3`,
+		`gamelan_executor_result_delivery_seconds_count{transport="grpc"} 1`,
+		`gamelan_executor_result_delivery_retries_total{transport="grpc"} 1`,
+		`gamelan_executor_results_undelivered_total{transport="kafka"} 2`,
+		`gamelan_executor_heartbeat_failures_total{executor_type="calculate-tax"} 1`,
+		`gamelan_executor_registration_failures_total{executor_type="calculate-tax"} 1`,
+		`gamelan_executor_tasks_admitted 7`,
+		`gamelan_executor_tasks_running{executor_type="calculate-tax"} 3`,
+		`go_goroutines`,
+	} {
+		assert.Contains(t, body, line)
+	}
+}
