@@ -41,8 +41,9 @@ lint: ## go vet and gofmt
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: bench
-bench: ## Benchmarks of the runtime core
+bench: ## Benchmarks: the runtime core and the service over gRPC, each beside its baseline
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/app/
+	$(GO) test -run '^$$' -bench . -benchtime 20000x -count 3 ./test/load/
 
 # Generated code is committed. protoc comes from Debian's protobuf-compiler;
 # the Go plugins are built at the versions pinned in go.mod's tool block.
