@@ -36,6 +36,7 @@ func (r *Runtime) register(ctx context.Context, e *hostedExecutor) error {
 	err := r.registrar.Register(callCtx, e.reg)
 	if err != nil {
 		e.registered.Store(false)
+		e.registerErr.Store(&err)
 		r.cfg.Observer.RegistrationFailed(e.desc.Type)
 		r.log.Warn("registration failed", slog.String("executor_id", e.reg.ExecutorID),
 			slog.String("executor_type", e.desc.Type), slog.Any("error", err))

@@ -44,6 +44,8 @@ type hostedExecutor struct {
 	registered atomic.Bool
 	// lastRegistered is the unix-nano time of the last successful registration.
 	lastRegistered atomic.Int64
+	// registerErr holds the last registration failure, for readiness.
+	registerErr atomic.Pointer[error]
 }
 
 // transport is a Transport with its outbox and the executors it serves.
@@ -259,6 +261,9 @@ func (r *Runtime) start(ctx context.Context) error {
 	}
 	for _, tr := range r.transports {
 		if err := tr.Source.Start(ctx, &intake{rt: r, transport: tr}); err != nil {
+			if ctx.Err() != nil {
+				return nil // shutdown during start-up
+			}
 			return fmt.Errorf("start %s task source: %w", tr.Name, err)
 		}
 	}
@@ -490,19 +495,23 @@ func (r *Runtime) taskLogger(j *job) *slog.Logger {
 		slog.String("executor_type", executorType), slog.String("transport", j.transport.Name))
 }
 
-// Ready reports nil when the runtime should receive tasks: intake started,
-// every type registered, every source connected, not draining.
+// Ready reports nil when the runtime should receive tasks: every type
+// registered, intake started, every source connected, not draining. An
+// error says what is missing, with the last registration failure.
 func (r *Runtime) Ready() error {
 	if r.draining.Load() {
 		return errors.New("draining")
 	}
-	if !r.intakeStarted.Load() {
-		return errors.New("starting: task intake not started")
-	}
 	for _, e := range r.executors {
 		if !e.registered.Load() {
-			return fmt.Errorf("executor %s is not registered with the engine", e.reg.ExecutorID)
+			if last := e.registerErr.Load(); last != nil {
+				return fmt.Errorf("executor %s is not registered with the engine: %w", e.reg.ExecutorID, *last)
+			}
+			return fmt.Errorf("executor %s is not registered with the engine yet", e.reg.ExecutorID)
 		}
+	}
+	if !r.intakeStarted.Load() {
+		return errors.New("starting: task intake not started")
 	}
 	for _, tr := range r.transports {
 		if h, ok := tr.Source.(ports.HealthReporter); ok {

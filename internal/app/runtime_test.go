@@ -676,7 +676,7 @@ func (o *recordingObserver) ResultsDelivered(_ string, n int, _ time.Duration) {
 	defer o.mu.Unlock()
 	o.delivered += n
 }
-func (o *recordingObserver) DeliveryRetried(string) { o.mu.Lock(); o.retried++; o.mu.Unlock() }
+func (o *recordingObserver) DeliveryRetried(string)         { o.mu.Lock(); o.retried++; o.mu.Unlock() }
 func (o *recordingObserver) ResultsUndelivered(string, int) {}
 func (o *recordingObserver) HeartbeatFailed(string)         {}
 func (o *recordingObserver) RegistrationFailed(string)      {}

@@ -80,6 +80,8 @@ type Config struct {
 	GRPCUseSSL                  bool   `env:"GAMELAN_EXECUTOR_GRPC_USE_SSL" envDefault:"false" doc:"Serve and dial gRPC with TLS; requires GRPC_CERTIFICATE_PATH and GRPC_PRIVATE_KEY_PATH."`
 	GRPCCertificatePath         string `env:"GAMELAN_EXECUTOR_GRPC_CERTIFICATE_PATH" envDefault:"" doc:"PEM certificate file for TLS; must be readable when set."`
 	GRPCPrivateKeyPath          string `env:"GAMELAN_EXECUTOR_GRPC_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key file for TLS; must be readable when set."`
+	GRPCClientCertificatePath   string `env:"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH" envDefault:"" doc:"PEM certificate the executor presents to the engine (mutual TLS); empty means GRPC_CERTIFICATE_PATH, which must then be valid for client use too."`
+	GRPCClientPrivateKeyPath    string `env:"GAMELAN_EXECUTOR_GRPC_CLIENT_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key of GRPC_CLIENT_CERTIFICATE_PATH; set both or neither."`
 	GRPCCACertificatePath       string `env:"GAMELAN_EXECUTOR_GRPC_CA_CERTIFICATE_PATH" envDefault:"" doc:"PEM CA bundle that peers' certificates must chain to (mutual TLS); must be readable when set."`
 
 	KafkaBootstrapServers     []string `env:"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092" doc:"Comma-separated Kafka brokers as host:port."`

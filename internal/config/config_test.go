@@ -268,6 +268,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_GRPC_CERTIFICATE_PATH", dir, nil, "cannot read: not a regular file"},
 		{"GAMELAN_EXECUTOR_GRPC_PRIVATE_KEY_PATH", empty, nil, "cannot read: the file is empty"},
 		{"GAMELAN_EXECUTOR_GRPC_CA_CERTIFICATE_PATH", missing, nil, "cannot read: open"},
+		{"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH", missing, nil, "cannot read: open"},
+		{"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with GRPC_CLIENT_PRIVATE_KEY_PATH"},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2", nil, `server "k2" must be host:port`},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,", nil, "must be a comma-separated list without empty items"},
 		{"GAMELAN_EXECUTOR_KAFKA_TASKS_TOPIC", "tasks topic", nil, "must be a Kafka topic name"},

@@ -218,6 +218,11 @@ func (v *validator) config(c Config) {
 	}
 	v.readableFile(prefix+"GRPC_CERTIFICATE_PATH", c.GRPCCertificatePath)
 	v.readableFile(prefix+"GRPC_PRIVATE_KEY_PATH", c.GRPCPrivateKeyPath)
+	v.readableFile(prefix+"GRPC_CLIENT_CERTIFICATE_PATH", c.GRPCClientCertificatePath)
+	v.readableFile(prefix+"GRPC_CLIENT_PRIVATE_KEY_PATH", c.GRPCClientPrivateKeyPath)
+	if (c.GRPCClientCertificatePath == "") != (c.GRPCClientPrivateKeyPath == "") {
+		v.fail(prefix+"GRPC_CLIENT_CERTIFICATE_PATH", "must be set together with GRPC_CLIENT_PRIVATE_KEY_PATH, or both left empty")
+	}
 	v.readableFile(prefix+"GRPC_CA_CERTIFICATE_PATH", c.GRPCCACertificatePath)
 
 	for _, server := range c.KafkaBootstrapServers {

@@ -80,7 +80,11 @@ func (a *adapters) grpcTLS() (client, server *tls.Config, err error) {
 	if !a.cfg.GRPCUseSSL {
 		return nil, nil, nil
 	}
-	client, err = security.ClientTLSConfig(a.cfg.GRPCCACertificatePath, a.cfg.GRPCCertificatePath, a.cfg.GRPCPrivateKeyPath)
+	clientCert, clientKey := a.cfg.GRPCClientCertificatePath, a.cfg.GRPCClientPrivateKeyPath
+	if clientCert == "" {
+		clientCert, clientKey = a.cfg.GRPCCertificatePath, a.cfg.GRPCPrivateKeyPath
+	}
+	client, err = security.ClientTLSConfig(a.cfg.GRPCCACertificatePath, clientCert, clientKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("grpc client TLS: %w", err)
 	}

@@ -80,6 +80,9 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 	if err := sender.send(hello); err != nil {
 		return 0, callError("execute stream", err)
 	}
+	// The stream is open: connected, even before the first task (an idle
+	// executor is ready). If the engine refuses it, Recv says so next.
+	b.state.set(reg.ExecutorID, nil)
 	b.mu.Lock()
 	b.senders[reg.ExecutorID] = sender
 	b.mu.Unlock()
@@ -104,7 +107,7 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 			if task.ExecutorID == "" {
 				task.ExecutorID = reg.ExecutorID
 			}
-			if err := offerPulled(ctx, intake, task, log); err != nil {
+			if err := b.cfg.offerPulled(ctx, intake, task, log); err != nil {
 				return delivered, err
 			}
 			delivered++

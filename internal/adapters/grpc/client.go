@@ -86,9 +86,9 @@ func Dial(c ClientConfig) (*ggrpc.ClientConn, error) {
 func callError(op string, err error) error {
 	switch status.Code(err) {
 	case codes.NotFound:
-		return fmt.Errorf("%s: %w: %v", op, domain.ErrNotRegistered, err)
+		return fmt.Errorf("%s: %w: %w", op, domain.ErrNotRegistered, err)
 	case codes.Unauthenticated, codes.PermissionDenied:
-		return fmt.Errorf("%s: %w: %v", op, domain.ErrUnauthenticated, err)
+		return fmt.Errorf("%s: %w: %w", op, domain.ErrUnauthenticated, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

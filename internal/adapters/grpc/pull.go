@@ -16,32 +16,65 @@ import (
 	"github.com/gamelan-go/executor/internal/security"
 )
 
-// offerPulled hands a task read from an engine stream to the runtime. When
-// the runtime is full it stops reading (waits for room) rather than
-// buffering, which pushes back on the engine through gRPC flow control. It
-// returns nil once the task is accepted or refused as invalid (logged: the
-// engine reassigns it after its timeout), and an error when the runtime is
-// draining or ctx ends.
-func offerPulled(ctx context.Context, intake ports.Intake, task domain.Task, log *slog.Logger) error {
+// offerPulled hands a task read from an engine stream to the runtime. It
+// waits for room before offering, and stops reading meanwhile rather than
+// buffering, which pushes back on the engine through gRPC flow control: the
+// engine may send more than the runtime can take (ExecuteStream is bounded
+// by the registration's max concurrent tasks, not by the room left, and
+// other sources share the room), and a pull source must not offer into a
+// full runtime.
+//
+// A task the runtime will not take cannot be handed back on the stream, so
+// the engine is answered at once instead of waiting for its task timeout:
+// FAILED INVALID_TASK for a malformed task (when it names a run and a node),
+// and a retryable FAILED SHUTDOWN while draining. It returns nil once the task
+// is accepted or answered, and an error when the runtime is draining or ctx
+// ends.
+func (c pullConfig) offerPulled(ctx context.Context, intake ports.Intake, task domain.Task, log *slog.Logger) error {
 	for {
-		err := intake.Offer(ctx, ports.Delivery{Task: &task})
+		_, err := intake.AwaitCapacity(ctx)
+		if err == nil {
+			err = intake.Offer(ctx, ports.Delivery{Task: &task})
+		}
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, domain.ErrOverloaded):
-			if _, werr := intake.AwaitCapacity(ctx); werr != nil {
-				return werr
-			}
+			// Another source took the room: wait again.
 		case errors.Is(err, domain.ErrDraining):
-			log.Warn("task received while draining; the engine will reassign it",
-				slog.String("run_id", task.RunID), slog.String("node_id", task.NodeID))
+			c.answer(task, &domain.ErrorInfo{Code: domain.CodeShutdown, Message: "executor is shutting down; run the task elsewhere", Retryable: true}, log)
 			return err
-		default:
-			log.Warn("task from the engine refused", slog.String("run_id", task.RunID),
-				slog.String("node_id", task.NodeID), slog.Any("error", err))
+		case errors.Is(err, domain.ErrInvalidTask):
+			c.answer(task, &domain.ErrorInfo{Code: domain.CodeInvalidTask, Message: err.Error()}, log)
 			return nil
+		default:
+			return err // ctx ended
 		}
 	}
+}
+
+// answerTimeout bounds the delivery of an answer to a refused task.
+const answerTimeout = 5 * time.Second
+
+// answer reports a refused task FAILED through the result sink, so that the
+// engine learns of it at once. A task without a run and node id cannot be
+// addressed and is only logged.
+func (c pullConfig) answer(task domain.Task, info *domain.ErrorInfo, log *slog.Logger) {
+	log = log.With(slog.String("run_id", task.RunID), slog.String("node_id", task.NodeID), slog.String("code", info.Code))
+	if task.RunID == "" || task.NodeID == "" || c.sink == nil {
+		log.Warn("task from the engine refused and cannot be answered", slog.String("error", info.Message))
+		return
+	}
+	res := domain.ResultFor(&task, domain.StatusFailed)
+	res.Error = info
+	res.CompletedAt = time.Now().UTC()
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+	defer cancel()
+	if err := c.sink.Deliver(ctx, []domain.Result{res}); err != nil {
+		log.Error("task from the engine refused, and the refusal could not be reported", slog.Any("error", err))
+		return
+	}
+	log.Warn("task from the engine refused and answered FAILED", slog.String("error", info.Message))
 }
 
 // streamState tracks whether each executor's stream is up, for readiness.
@@ -88,7 +121,9 @@ type pullConfig struct {
 	// streamLifetime, when positive, reopens streams this often so that a
 	// fresh token is presented (tokens are checked when a stream opens).
 	streamLifetime time.Duration
-	log            *slog.Logger
+	// sink answers tasks the runtime refuses (see offerPulled).
+	sink ports.ResultSink
+	log  *slog.Logger
 }
 
 // puller keeps one engine stream per executor type open until Stop: it
@@ -119,8 +154,12 @@ func newPuller(cfg pullConfig, intake string) puller {
 }
 
 // Start implements ports.TaskSource: one goroutine per executor type keeps
-// its stream open until Stop.
+// its stream open until Stop. A ctx that has already ended fails Start, and
+// nothing is started.
 func (p *puller) Start(ctx context.Context, intake ports.Intake) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start %s source: %w", p.intake, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cancel != nil {

@@ -139,8 +139,12 @@ func serverOptions(cfg ServerConfig) []ggrpc.ServerOption {
 // Addr is the address the server listens on.
 func (p *PushServer) Addr() net.Addr { return p.listener.Addr() }
 
-// Start implements ports.TaskSource: tasks are accepted from now on.
-func (p *PushServer) Start(_ context.Context, intake ports.Intake) error {
+// Start implements ports.TaskSource: tasks are accepted from now on. A ctx
+// that has already ended fails Start, and tasks are still refused.
+func (p *PushServer) Start(ctx context.Context, intake ports.Intake) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start push server: %w", err)
+	}
 	p.mu.Lock()
 	p.intake = intake
 	p.mu.Unlock()

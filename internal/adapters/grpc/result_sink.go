@@ -9,6 +9,7 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/security"
 )
 
 // ResultSink delivers results in short ReportResults streams: it sends a
@@ -29,7 +30,9 @@ func NewResultSink(client gamelanv1.ExecutorServiceClient) *ResultSink {
 	return &ResultSink{client: client}
 }
 
-// Deliver implements ports.ResultSink.
+// Deliver implements ports.ResultSink. Results are sent in one stream per
+// executor id, so that each stream's token names the executor whose results
+// it carries; the batch is delivered when every stream is acknowledged.
 func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error {
 	if len(results) == 0 {
 		return nil
@@ -37,6 +40,16 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 	if s.mirror != nil {
 		s.mirror(results)
 	}
+	for _, group := range byExecutor(results) {
+		if err := s.report(security.WithSubject(ctx, group[0].ExecutorID), group); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// report sends one ReportResults stream and waits for its Empty.
+func (s *ResultSink) report(ctx context.Context, results []domain.Result) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream if we return early
 	stream, err := s.client.ReportResults(ctx)
@@ -56,4 +69,23 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 		return callError(fmt.Sprintf("report %d results", len(results)), err)
 	}
 	return nil
+}
+
+// byExecutor splits results by executor id, keeping their order.
+func byExecutor(results []domain.Result) [][]domain.Result {
+	if len(results) == 1 {
+		return [][]domain.Result{results}
+	}
+	index := make(map[string]int)
+	var groups [][]domain.Result
+	for _, r := range results {
+		i, ok := index[r.ExecutorID]
+		if !ok {
+			i = len(groups)
+			index[r.ExecutorID] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], r)
+	}
+	return groups
 }

@@ -58,7 +58,7 @@ func NewIntake(conn ggrpc.ClientConnInterface, push *PushServer, cfg IntakeConfi
 	client := gamelanv1.NewExecutorServiceClient(conn)
 	source := &TaskSource{push: push}
 	sink := NewResultSink(client)
-	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime, log: log}
+	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime, sink: sink, log: log}
 	switch cfg.Mode {
 	case IntakePush:
 	case IntakeStream:

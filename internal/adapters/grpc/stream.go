@@ -42,6 +42,9 @@ func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg doma
 	if err != nil {
 		return 0, callError("stream tasks", err)
 	}
+	// The stream is open: connected, even before the first task (an idle
+	// executor is ready). If the engine refuses it, Recv says so next.
+	s.state.set(reg.ExecutorID, nil)
 	delivered := 0
 	for {
 		pt, err := stream.Recv()
@@ -53,7 +56,7 @@ func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg doma
 		if task.ExecutorID == "" {
 			task.ExecutorID = reg.ExecutorID
 		}
-		if err := offerPulled(ctx, intake, task, log); err != nil {
+		if err := s.cfg.offerPulled(ctx, intake, task, log); err != nil {
 			return delivered, err
 		}
 		delivered++

@@ -100,6 +100,9 @@ type Engine struct {
 	queues      map[string][]*gamelanv1.ExecutionTask // by executor id, next first
 	streams     map[*taskStream]struct{}              // open task streams
 	streamCalls map[string]int                        // StreamTasks calls by executor id
+	// streamMaxConcurrent holds each StreamTasks call's max_concurrent, by
+	// executor id, in call order.
+	streamMaxConcurrent map[string][]int32
 
 	results           []*gamelanv1.TaskResult
 	unique            map[string]*gamelanv1.TaskResult
@@ -111,16 +114,17 @@ type Engine struct {
 // server: call Start or StartAt to serve.
 func NewEngine(opts ...Option) *Engine {
 	e := &Engine{
-		changed:       make(chan struct{}),
-		pushConns:     make(map[string]*grpc.ClientConn),
-		registrations: make(map[string]*gamelanv1.RegisterExecutorRequest),
-		registerCalls: make(map[string]int),
-		heartbeats:    make(map[string][]*gamelanv1.HeartbeatRequest),
-		acks:          make(map[string][]*gamelanv1.TaskAcknowledgement),
-		queues:        make(map[string][]*gamelanv1.ExecutionTask),
-		streams:       make(map[*taskStream]struct{}),
-		streamCalls:   make(map[string]int),
-		unique:        make(map[string]*gamelanv1.TaskResult),
+		changed:             make(chan struct{}),
+		pushConns:           make(map[string]*grpc.ClientConn),
+		registrations:       make(map[string]*gamelanv1.RegisterExecutorRequest),
+		registerCalls:       make(map[string]int),
+		heartbeats:          make(map[string][]*gamelanv1.HeartbeatRequest),
+		acks:                make(map[string][]*gamelanv1.TaskAcknowledgement),
+		queues:              make(map[string][]*gamelanv1.ExecutionTask),
+		streams:             make(map[*taskStream]struct{}),
+		streamCalls:         make(map[string]int),
+		streamMaxConcurrent: make(map[string][]int32),
+		unique:              make(map[string]*gamelanv1.TaskResult),
 	}
 	for _, o := range opts {
 		o(e)

@@ -78,6 +78,15 @@ func (e *Engine) StreamCalls(executorID string) int {
 	return e.streamCalls[executorID]
 }
 
+// StreamMaxConcurrent returns the max_concurrent that each StreamTasks call
+// of executorID asked for, in call order, so that a test can check how much
+// an executor asks for.
+func (e *Engine) StreamMaxConcurrent(executorID string) []int32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.streamMaxConcurrent[executorID])
+}
+
 // OpenStreams returns how many task streams of executorID (StreamTasks and
 // identified ExecuteStream calls) are open now, for tests that wait for an
 // executor to (re)connect before they Enqueue or Cancel.
@@ -136,6 +145,7 @@ func (e *Engine) StreamTasks(req *gamelanv1.StreamTasksRequest, stream grpc.Serv
 	id := req.GetExecutorId()
 	e.mu.Lock()
 	e.streamCalls[id]++
+	e.streamMaxConcurrent[id] = append(e.streamMaxConcurrent[id], req.GetMaxConcurrent())
 	e.notifyLocked()
 	if e.streamTasksCompletesImmediately {
 		e.mu.Unlock()
