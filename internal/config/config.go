@@ -71,7 +71,7 @@ type Config struct {
 	GRPCIntake                  string `env:"GAMELAN_EXECUTOR_GRPC_INTAKE" envDefault:"push" doc:"gRPC intake beside the always-on push server: push (push only), stream or bidi."`
 	GRPCHost                    string `env:"GAMELAN_EXECUTOR_GRPC_HOST" envDefault:"0.0.0.0" doc:"Address the push gRPC server binds to."`
 	GRPCPort                    int    `env:"GAMELAN_EXECUTOR_GRPC_PORT" envDefault:"9090" min:"0" max:"65535" doc:"Port of the push gRPC server; 0 picks a free port."`
-	GRPCAdvertisedEndpoint      string `env:"GAMELAN_EXECUTOR_GRPC_ADVERTISED_ENDPOINT" envDefault:"" doc:"Endpoint registered with the engine as host:port; empty means the host name and the bound gRPC port."`
+	GRPCAdvertisedEndpoint      string `env:"GAMELAN_EXECUTOR_GRPC_ADVERTISED_ENDPOINT" envDefault:"" doc:"Endpoint registered with the engine as host:port; empty means the bound gRPC address when GRPC_HOST is a specific IP, else the host name with the bound port."`
 	GRPCKeepAliveTimeSeconds    int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIME_SECONDS" envDefault:"30" min:"10" max:"31536000" doc:"Seconds between keepalive pings; at least 10 because gRPC servers refuse more frequent client pings."`
 	GRPCKeepAliveTimeoutSeconds int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIMEOUT_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds to wait for a keepalive answer before the connection is closed."`
 	GRPCMaxConcurrentStreams    int    `env:"GAMELAN_EXECUTOR_GRPC_MAX_CONCURRENT_STREAMS" envDefault:"1000" min:"1" doc:"Maximum concurrent streams per gRPC connection."`
