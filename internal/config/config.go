@@ -35,14 +35,14 @@ import (
 
 // transportKinds are the accepted values of TRANSPORT and of the kinds in
 // TRANSPORT_OVERRIDES. Each adapter adds its kind here when it lands.
-var transportKinds = []string{"grpc", "memory"}
+var transportKinds = []string{"grpc", "kafka", "memory"}
 
 // TransportKinds returns the task transports built into this service.
 func TransportKinds() []string { return slices.Clone(transportKinds) }
 
 // registrarKinds are the accepted values of REGISTRAR. Each control-plane
 // adapter adds its kind here when it lands.
-var registrarKinds = []string{"grpc", "memory"}
+var registrarKinds = []string{"grpc", "kafka", "memory"}
 
 // Config is the complete, validated configuration of one executor process.
 // Each field is set from the environment variable named by its env tag, or
@@ -63,8 +63,8 @@ type Config struct {
 	EngineURL        string `env:"GAMELAN_EXECUTOR_ENGINE_URL" envDefault:"http://localhost:8080" doc:"Base URL of the engine's REST API (HTTP registrar): an absolute http or https URL."`
 	EngineGRPCTarget string `env:"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET" envDefault:"localhost:9000" doc:"Address of the engine's ExecutorService as host:port."`
 
-	Transport          string            `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"grpc" doc:"Default task transport for executor types that do not pin one: grpc, or memory (an in-process engine that serves every type, for development and tests). kafka and rest arrive with their adapters."`
-	Registrar          string            `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"grpc" doc:"Control plane used to register, heartbeat and unregister: grpc (the engine's ExecutorService at ENGINE_GRPC_TARGET) or memory. http and kafka arrive with their adapters."`
+	Transport          string            `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"grpc" doc:"Default task transport for executor types that do not pin one: grpc, kafka, or memory (an in-process engine that serves every type, for development and tests). rest arrives with its adapter."`
+	Registrar          string            `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"grpc" doc:"Control plane used to register, heartbeat and unregister: grpc (the engine's ExecutorService at ENGINE_GRPC_TARGET), kafka (the registration, heartbeat and unregistration topics) or memory. http arrives with its adapter."`
 	TransportOverrides map[string]string `env:"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES" envDefault:"" doc:"Per-type transport as comma-separated type=kind pairs, e.g. calculate-tax=kafka,order-validator=grpc; wins over the type's declared communication type. Empty means none."`
 	EnabledTypes       []string          `env:"GAMELAN_EXECUTOR_ENABLED_TYPES" envDefault:"" doc:"Comma-separated executor types this deployment serves; empty serves every hosted type."`
 
@@ -84,13 +84,21 @@ type Config struct {
 	GRPCClientPrivateKeyPath    string `env:"GAMELAN_EXECUTOR_GRPC_CLIENT_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key of GRPC_CLIENT_CERTIFICATE_PATH; set both or neither."`
 	GRPCCACertificatePath       string `env:"GAMELAN_EXECUTOR_GRPC_CA_CERTIFICATE_PATH" envDefault:"" doc:"PEM CA bundle that peers' certificates must chain to (mutual TLS); must be readable when set."`
 
-	KafkaBootstrapServers     []string `env:"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092" doc:"Comma-separated Kafka brokers as host:port."`
-	KafkaGroupID              string   `env:"GAMELAN_EXECUTOR_KAFKA_GROUP_ID" envDefault:"" doc:"Kafka consumer group; empty means NAME."`
-	KafkaTasksTopic           string   `env:"GAMELAN_EXECUTOR_KAFKA_TASKS_TOPIC" envDefault:"workflow.tasks" doc:"Topic tasks are consumed from."`
-	KafkaResultsTopic         string   `env:"GAMELAN_EXECUTOR_KAFKA_RESULTS_TOPIC" envDefault:"workflow-results" doc:"Topic results are produced to."`
-	KafkaRegistrationsTopic   string   `env:"GAMELAN_EXECUTOR_KAFKA_REGISTRATIONS_TOPIC" envDefault:"executor-registrations" doc:"Topic registrations are produced to."`
-	KafkaHeartbeatsTopic      string   `env:"GAMELAN_EXECUTOR_KAFKA_HEARTBEATS_TOPIC" envDefault:"executor-heartbeats" doc:"Topic heartbeats are produced to."`
-	KafkaUnregistrationsTopic string   `env:"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC" envDefault:"executor-unregistrations" doc:"Topic unregistrations are produced to."`
+	KafkaBootstrapServers      []string `env:"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092" doc:"Comma-separated Kafka brokers as host:port."`
+	KafkaGroupID               string   `env:"GAMELAN_EXECUTOR_KAFKA_GROUP_ID" envDefault:"" doc:"Kafka consumer group; empty means NAME."`
+	KafkaTasksTopic            string   `env:"GAMELAN_EXECUTOR_KAFKA_TASKS_TOPIC" envDefault:"workflow.tasks" doc:"Topic tasks are consumed from."`
+	KafkaResultsTopic          string   `env:"GAMELAN_EXECUTOR_KAFKA_RESULTS_TOPIC" envDefault:"workflow-results" doc:"Topic results are produced to."`
+	KafkaRegistrationsTopic    string   `env:"GAMELAN_EXECUTOR_KAFKA_REGISTRATIONS_TOPIC" envDefault:"executor-registrations" doc:"Topic registrations are produced to."`
+	KafkaHeartbeatsTopic       string   `env:"GAMELAN_EXECUTOR_KAFKA_HEARTBEATS_TOPIC" envDefault:"executor-heartbeats" doc:"Topic heartbeats are produced to."`
+	KafkaUnregistrationsTopic  string   `env:"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC" envDefault:"executor-unregistrations" doc:"Topic unregistrations are produced to."`
+	KafkaMaxMessageBytes       int      `env:"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES" envDefault:"1048576" min:"1024" doc:"Largest task record taken, in bytes; a larger one is answered FAILED INVALID_TASK."`
+	KafkaSASLMechanism         string   `env:"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM" envDefault:"" doc:"SASL mechanism for the brokers: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means no SASL."`
+	KafkaSASLUsername          string   `env:"GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME" envDefault:"" doc:"SASL user; required with a mechanism."`
+	KafkaSASLPassword          string   `env:"GAMELAN_EXECUTOR_KAFKA_SASL_PASSWORD" envDefault:"" doc:"SASL password. Never logged."`
+	KafkaTLS                   bool     `env:"GAMELAN_EXECUTOR_KAFKA_TLS" envDefault:"false" doc:"Connect to the brokers over TLS."`
+	KafkaCACertificatePath     string   `env:"GAMELAN_EXECUTOR_KAFKA_CA_CERTIFICATE_PATH" envDefault:"" doc:"PEM CA bundle the brokers' certificates must chain to; empty means the system roots. Must be readable when set."`
+	KafkaClientCertificatePath string   `env:"GAMELAN_EXECUTOR_KAFKA_CLIENT_CERTIFICATE_PATH" envDefault:"" doc:"PEM client certificate for brokers that require mutual TLS; must be readable when set."`
+	KafkaClientPrivateKeyPath  string   `env:"GAMELAN_EXECUTOR_KAFKA_CLIENT_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key of KAFKA_CLIENT_CERTIFICATE_PATH; set both or neither."`
 
 	JWTSecret        string `env:"GAMELAN_EXECUTOR_JWT_SECRET" envDefault:"" doc:"HS256 key of at least 32 bytes for tokens to and from the engine; empty means no tokens. Never logged."`
 	JWTIssuer        string `env:"GAMELAN_EXECUTOR_JWT_ISSUER" envDefault:"gamelan-executor" doc:"Issuer of the tokens this service signs."`
@@ -323,7 +331,7 @@ func (c Config) fields() []renderedField {
 			f.text, f.value = value.String(), slog.DurationValue(value)
 		case string:
 			f.text = redactURL(value)
-			if name == jwtSecretVariable && value != "" {
+			if isSecret(name) && value != "" {
 				f.text = redacted
 			}
 			f.value = slog.StringValue(f.text)

@@ -63,6 +63,7 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		KafkaRegistrationsTopic:     "executor-registrations",
 		KafkaHeartbeatsTopic:        "executor-heartbeats",
 		KafkaUnregistrationsTopic:   "executor-unregistrations",
+		KafkaMaxMessageBytes:        1048576,
 		JWTIssuer:                   "gamelan-executor",
 		JWTAudience:                 "gamelan-engine",
 		JWTTTLSeconds:               300,
@@ -191,6 +192,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		KafkaRegistrationsTopic:     "t.registrations",
 		KafkaHeartbeatsTopic:        "t.heartbeats",
 		KafkaUnregistrationsTopic:   "t.unregistrations",
+		KafkaMaxMessageBytes:        1048576,
 		JWTSecret:                   secret,
 		JWTIssuer:                   "issuer",
 		JWTAudience:                 "audience",
@@ -242,14 +244,14 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:0", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:70000", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", ":9000", nil, "must be host:port"},
-		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, memory`},
-		{"GAMELAN_EXECUTOR_REGISTRAR", "kafka", nil, `GAMELAN_EXECUTOR_REGISTRAR="kafka": must be one of grpc, memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory`},
+		{"GAMELAN_EXECUTOR_REGISTRAR", "http", nil, `GAMELAN_EXECUTOR_REGISTRAR="http": must be one of grpc, kafka, memory`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,b", nil, `GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES="a=memory,b": pair "b" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "=memory", nil, `pair "=memory" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=", nil, `pair "a=" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,,b=memory", nil, `pair "" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,a=memory", nil, `type "a" must appear only once`},
-		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=kafka", nil, `transport "kafka" of type "a" must be one of grpc, memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=rest", nil, `transport "rest" of type "a" must be one of grpc, kafka, memory`},
 		{"GAMELAN_EXECUTOR_ENABLED_TYPES", "a,,b", nil, `GAMELAN_EXECUTOR_ENABLED_TYPES="a,,b": must be a comma-separated list without empty items`},
 		{"GAMELAN_EXECUTOR_GRPC_INTAKE", "pull", nil, "must be one of push, stream, bidi"},
 		{"GAMELAN_EXECUTOR_GRPC_HOST", " ", nil, "must not be blank"},
@@ -270,6 +272,11 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_GRPC_CA_CERTIFICATE_PATH", missing, nil, "cannot read: open"},
 		{"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH", missing, nil, "cannot read: open"},
 		{"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with GRPC_CLIENT_PRIVATE_KEY_PATH"},
+		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "GSSAPI", nil, "must be one of"},
+		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "PLAIN", nil, "GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME=\"\": must be set when"},
+		{"GAMELAN_EXECUTOR_KAFKA_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with KAFKA_CLIENT_PRIVATE_KEY_PATH"},
+		{"GAMELAN_EXECUTOR_KAFKA_CA_CERTIFICATE_PATH", missing, nil, "cannot read: open"},
+		{"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES", "100", nil, "must be a whole number of at least 1024"},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2", nil, `server "k2" must be host:port`},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,", nil, "must be a comma-separated list without empty items"},
 		{"GAMELAN_EXECUTOR_KAFKA_TASKS_TOPIC", "tasks topic", nil, "must be a Kafka topic name"},
@@ -342,7 +349,7 @@ func TestLoadReportsFirstWrongVariableInStructOrder(t *testing.T) {
 		"GAMELAN_EXECUTOR_TRANSPORT":        "carrier-pigeon",
 	})
 	require.Error(t, err)
-	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, memory`, err.Error())
+	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory`, err.Error())
 
 	_, err = load(t, map[string]string{
 		"PAYMENT_GATEWAY_DELAY":             "soon",
@@ -531,13 +538,13 @@ func TestAdapterKindTablesHaveTheirDocs(t *testing.T) {
 	for _, v := range Variables() {
 		switch v.Name {
 		case prefix + "TRANSPORT":
-			assert.Contains(t, v.Doc, "kafka and rest arrive with their adapters")
+			assert.Contains(t, v.Doc, "rest arrives with its adapter")
 		case prefix + "REGISTRAR":
-			assert.Contains(t, v.Doc, "http and kafka arrive with their adapters")
+			assert.Contains(t, v.Doc, "http arrives with its adapter")
 		}
 	}
-	assert.Equal(t, []string{"grpc", "memory"}, transportKinds)
-	assert.Equal(t, []string{"grpc", "memory"}, registrarKinds)
+	assert.Equal(t, []string{"grpc", "kafka", "memory"}, transportKinds)
+	assert.Equal(t, []string{"grpc", "kafka", "memory"}, registrarKinds)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -557,4 +564,16 @@ func TestURLCredentialsAreRedacted(t *testing.T) {
 	_, err = load(t, map[string]string{"GAMELAN_EXECUTOR_ENGINE_URL": "ftp://svc:s3cr3t@engine"})
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "s3cr3t")
+}
+
+func TestKafkaPasswordIsRedacted(t *testing.T) {
+	cfg, err := load(t, map[string]string{
+		"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+		"GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME":  "svc",
+		"GAMELAN_EXECUTOR_KAFKA_SASL_PASSWORD":  "hunter2-kafka",
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "hunter2-kafka", cfg.KafkaSASLPassword)
+	assert.NotContains(t, cfg.String(), "hunter2-kafka")
+	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "hunter2-kafka")
 }

@@ -22,8 +22,13 @@ import (
 // prefix starts the name of every variable but PAYMENT_GATEWAY_DELAY.
 const prefix = "GAMELAN_EXECUTOR_"
 
-// jwtSecretVariable is the one variable whose value is never shown.
+// jwtSecretVariable holds the token secret.
 const jwtSecretVariable = prefix + "JWT_SECRET"
+
+// isSecret reports whether a variable's value must never be shown.
+func isSecret(variable string) bool {
+	return variable == jwtSecretVariable || variable == prefix+"KAFKA_SASL_PASSWORD"
+}
 
 // Texts of the rules shared by parsing and validation.
 const (
@@ -37,10 +42,11 @@ const (
 
 // Accepted values of the enumerated variables other than the adapter kinds.
 var (
-	grpcIntakes = []string{"push", "stream", "bidi"}
-	jwtInbounds = []string{"required", "off"}
-	logLevels   = []string{"debug", "info", "warn", "error"}
-	logFormats  = []string{"json", "text"}
+	grpcIntakes         = []string{"push", "stream", "bidi"}
+	kafkaSASLMechanisms = []string{"", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+	jwtInbounds         = []string{"required", "off"}
+	logLevels           = []string{"debug", "info", "warn", "error"}
+	logFormats          = []string{"json", "text"}
 )
 
 // minSecretBytes is the shortest JWT_SECRET accepted: HS256 wants a key at
@@ -88,7 +94,7 @@ func (v *validator) shown(variable string) string {
 	if value == "" {
 		value = v.defaults[variable]
 	}
-	if variable == jwtSecretVariable {
+	if isSecret(variable) {
 		return fmt.Sprintf("[redacted, %d bytes]", len(value))
 	}
 	return strconv.Quote(redactURL(value))
@@ -224,6 +230,16 @@ func (v *validator) config(c Config) {
 		v.fail(prefix+"GRPC_CLIENT_CERTIFICATE_PATH", "must be set together with GRPC_CLIENT_PRIVATE_KEY_PATH, or both left empty")
 	}
 	v.readableFile(prefix+"GRPC_CA_CERTIFICATE_PATH", c.GRPCCACertificatePath)
+	v.oneOf(prefix+"KAFKA_SASL_MECHANISM", c.KafkaSASLMechanism, kafkaSASLMechanisms)
+	if c.KafkaSASLMechanism != "" && strings.TrimSpace(c.KafkaSASLUsername) == "" {
+		v.fail(prefix+"KAFKA_SASL_USERNAME", "must be set when GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM is")
+	}
+	v.readableFile(prefix+"KAFKA_CA_CERTIFICATE_PATH", c.KafkaCACertificatePath)
+	v.readableFile(prefix+"KAFKA_CLIENT_CERTIFICATE_PATH", c.KafkaClientCertificatePath)
+	v.readableFile(prefix+"KAFKA_CLIENT_PRIVATE_KEY_PATH", c.KafkaClientPrivateKeyPath)
+	if (c.KafkaClientCertificatePath == "") != (c.KafkaClientPrivateKeyPath == "") {
+		v.fail(prefix+"KAFKA_CLIENT_CERTIFICATE_PATH", "must be set together with KAFKA_CLIENT_PRIVATE_KEY_PATH, or both left empty")
+	}
 
 	for _, server := range c.KafkaBootstrapServers {
 		if !isHostPort(server) {

@@ -60,7 +60,8 @@ func TestProcessExitsCleanlyOnSIGTERM(t *testing.T) {
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "GAMELAN_EXECUTOR_HTTP_HOST=127.0.0.1", "GAMELAN_EXECUTOR_HTTP_PORT=0",
 		"GAMELAN_EXECUTOR_GRPC_HOST=127.0.0.1", "GAMELAN_EXECUTOR_GRPC_PORT=0",
-		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET="+unusedAddress(t))
+		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET="+unusedAddress(t),
+		"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS="+unusedAddress(t))
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

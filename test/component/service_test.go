@@ -170,7 +170,8 @@ func TestDefaultsStartAndStopCleanly(t *testing.T) {
 	vars := map[string]string{
 		"GAMELAN_EXECUTOR_HTTP_HOST": "127.0.0.1", "GAMELAN_EXECUTOR_HTTP_PORT": "0",
 		"GAMELAN_EXECUTOR_GRPC_HOST": "127.0.0.1", "GAMELAN_EXECUTOR_GRPC_PORT": "0",
-		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET": unusedAddress(t),
+		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET":      unusedAddress(t),
+		"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS": unusedAddress(t),
 	}
 	r := start(t, nil, func(ctx context.Context, stdout, stderr io.Writer) error {
 		return service.Run(ctx, nil, env(vars), stdout, stderr)

@@ -12,6 +12,7 @@ import (
 	ggrpc "google.golang.org/grpc"
 
 	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
+	kafkaadapter "github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/memory"
 	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/config"
@@ -42,6 +43,9 @@ type adapters struct {
 	grpcPush   *grpcadapter.PushServer
 	grpcSource *grpcadapter.TaskSource
 	grpcSink   *grpcadapter.ResultSink
+
+	kafkaProducer *kafkaadapter.Producer
+	kafkaSource   *kafkaadapter.TaskSource
 }
 
 func newAdapters(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*adapters, func()) {
@@ -75,6 +79,8 @@ func selectTaskSource(a *adapters, kind string, served []domain.Registration) (p
 	case "grpc":
 		source, _, err := a.grpcIntake(served)
 		return source, err
+	case "kafka":
+		return a.kafkaTaskSource(served)
 	}
 	return nil, fmt.Errorf("task transport %q is not built into this service", kind)
 }
@@ -87,6 +93,8 @@ func selectResultSink(a *adapters, kind string, served []domain.Registration) (p
 	case "grpc":
 		_, sink, err := a.grpcIntake(served)
 		return sink, err
+	case "kafka":
+		return a.kafkaResultSink()
 	}
 	return nil, fmt.Errorf("result transport %q is not built into this service", kind)
 }
@@ -102,6 +110,13 @@ func selectRegistrar(a *adapters) (ports.Registrar, error) {
 			return nil, err
 		}
 		return grpcadapter.NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)), nil
+	case "kafka":
+		producer, err := a.kafkaProducerFor()
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := a.kafkaConfig()
+		return kafkaadapter.NewRegistrar(producer, cfg), err
 	}
 	return nil, fmt.Errorf("registrar %q is not built into this service", a.cfg.Registrar)
 }
@@ -117,6 +132,13 @@ func selectHeartbeater(a *adapters) (ports.Heartbeater, error) {
 			return nil, err
 		}
 		return grpcadapter.NewHeartbeater(gamelanv1.NewExecutorServiceClient(conn)), nil
+	case "kafka":
+		producer, err := a.kafkaProducerFor()
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := a.kafkaConfig()
+		return kafkaadapter.NewHeartbeater(producer, cfg), err
 	}
 	return nil, fmt.Errorf("heartbeater %q is not built into this service", a.cfg.Registrar)
 }
@@ -135,6 +157,8 @@ func (a *adapters) endpoint(kind string) string {
 			host = hostName()
 		}
 		return net.JoinHostPort(host, port)
+	case "kafka":
+		return a.cfg.KafkaTasksTopic // Kafka executors are reached through the tasks topic
 	}
 	return kind
 }

@@ -26,6 +26,7 @@ func TestTransportKind(t *testing.T) {
 	grpc := domain.Descriptor{Type: "a", CommunicationType: domain.CommunicationGRPC}
 	kafka := domain.Descriptor{Type: "b", CommunicationType: domain.CommunicationKafka}
 	unpinned := domain.Descriptor{Type: "c"}
+	rest := domain.Descriptor{Type: "d", CommunicationType: domain.CommunicationREST}
 	cases := []struct {
 		name      string
 		transport string
@@ -37,7 +38,8 @@ func TestTransportKind(t *testing.T) {
 		{"override wins over memory mode", "memory", map[string]string{"b": "grpc"}, kafka, "grpc"},
 		{"memory mode wins over the declared type", "memory", nil, grpc, "memory"},
 		{"declared type is pinned when its transport is built", "kafka", nil, grpc, "grpc"},
-		{"declared type falls back when its transport is not built", "grpc", nil, kafka, "grpc"},
+		{"declared type is pinned: kafka", "grpc", nil, kafka, "kafka"},
+		{"declared type falls back when its transport is not built", "grpc", nil, rest, "grpc"},
 		{"override wins over declared", "memory", map[string]string{"a": "grpc"}, grpc, "grpc"},
 		{"unpinned type takes the default", "kafka", nil, unpinned, "kafka"},
 	}

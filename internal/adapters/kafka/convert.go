@@ -1,0 +1,156 @@
+package kafka
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// errMalformed marks a task record that cannot be taken as it is.
+var errMalformed = errors.New("malformed task record")
+
+// decodeTask decodes a task record. A record that is too large, not UTF-8,
+// not JSON, of the wrong shape or without a run id and node id is an error
+// wrapping errMalformed; recoverIdentity may still find whom to answer.
+func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
+	if len(value) > maxBytes {
+		return domain.Task{}, fmt.Errorf("%w: %d bytes, more than the %d allowed", errMalformed, len(value), maxBytes)
+	}
+	if !utf8.Valid(value) {
+		return domain.Task{}, fmt.Errorf("%w: not valid UTF-8", errMalformed)
+	}
+	var msg TaskMessage
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	if err := dec.Decode(&msg); err != nil {
+		return domain.Task{}, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if msg.RunID == "" || msg.NodeID == "" {
+		return domain.Task{}, fmt.Errorf("%w: runId and nodeId are required", errMalformed)
+	}
+	task := domain.Task{
+		TaskID:         msg.TaskID,
+		ExecutorID:     msg.TargetExecutor,
+		RunID:          msg.RunID,
+		NodeID:         msg.NodeID,
+		NodeType:       msg.NodeType,
+		ExecutorType:   msg.ExecutorType,
+		Attempt:        msg.Attempt,
+		ExecutionToken: msg.Token,
+		IdempotencyKey: msg.IdempotencyKey,
+		Context:        plainNumbers(msg.Context),
+		Timeout:        time.Duration(msg.TimeoutSeconds) * time.Second,
+	}
+	if msg.TimeoutSeconds < 0 || msg.TimeoutSeconds > int64(365*24*time.Hour/time.Second) {
+		task.Timeout = -1 // refused by Task.Validate
+	}
+	if msg.ScheduledAt != nil {
+		task.ScheduledAt = *msg.ScheduledAt
+	}
+	return task, nil
+}
+
+// plainNumbers turns json.Number values into float64, as handlers expect
+// from JSON, recursively. (Numbers are decoded as json.Number only so that
+// a large integer does not fail the whole record.)
+func plainNumbers(m map[string]any) map[string]any {
+	for k, v := range m {
+		m[k] = plainValue(v)
+	}
+	return m
+}
+
+func plainValue(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if f, err := x.Float64(); err == nil {
+			return f
+		}
+		return x.String()
+	case map[string]any:
+		return plainNumbers(x)
+	case []any:
+		for i := range x {
+			x[i] = plainValue(x[i])
+		}
+	}
+	return v
+}
+
+// recoverIdentity reads whatever it can of a malformed record's runId, nodeId,
+// attempt and token, so that the engine can be answered. ok is false when
+// run id or node id cannot be found.
+func recoverIdentity(value []byte) (task domain.Task, ok bool) {
+	if !utf8.Valid(value) {
+		value = []byte(strings.ToValidUTF8(string(value), "\uFFFD"))
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(value, &fields) != nil {
+		return domain.Task{}, false
+	}
+	str := func(key string) string {
+		var s string
+		if json.Unmarshal(fields[key], &s) == nil {
+			return s
+		}
+		return ""
+	}
+	task = domain.Task{RunID: str("runId"), NodeID: str("nodeId"), ExecutionToken: str("token"), TaskID: str("taskId")}
+	var n json.Number
+	if json.Unmarshal(fields["attempt"], &n) == nil {
+		if a, err := strconv.Atoi(n.String()); err == nil {
+			task.Attempt = a
+		}
+	}
+	return task, task.RunID != "" && task.NodeID != ""
+}
+
+// resultMessage converts a result for the results topic.
+func resultMessage(r domain.Result) ResultMessage {
+	msg := ResultMessage{
+		RunID:          r.RunID,
+		NodeID:         r.NodeID,
+		Attempt:        r.Attempt,
+		Status:         string(r.Status),
+		Output:         r.Output,
+		ExecutionToken: r.ExecutionToken,
+		CompletedAt:    r.CompletedAt.UTC(),
+		TaskID:         r.TaskID,
+		ExecutorID:     r.ExecutorID,
+		DurationMs:     r.Duration.Milliseconds(),
+	}
+	if msg.Output == nil {
+		msg.Output = map[string]any{}
+	}
+	if r.CompletedAt.IsZero() {
+		msg.CompletedAt = time.Now().UTC()
+	}
+	if r.Error != nil {
+		msg.Error = &ResultError{Code: r.Error.Code, Message: r.Error.Message, Retryable: r.Error.Retryable, Context: r.Error.Context}
+		msg.StackTrace = r.Error.StackTrace
+	}
+	return msg
+}
+
+// encodeResult encodes a result; output that JSON cannot hold is replaced
+// by a note rather than losing the result.
+func encodeResult(r domain.Result) []byte {
+	msg := resultMessage(r)
+	value, err := json.Marshal(msg)
+	if err == nil {
+		return value
+	}
+	msg.Output = map[string]any{"outputError": "output not representable as JSON: " + err.Error()}
+	if msg.Error != nil {
+		msg.Error.Context = nil
+	}
+	value, _ = json.Marshal(msg) // only strings and numbers left
+	return value
+}

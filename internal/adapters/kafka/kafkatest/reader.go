@@ -1,0 +1,230 @@
+package kafkatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// readerFetchMaxWait bounds how long a Reader's fetch waits on the broker
+// for records, and so the delay between a record's write and its arrival.
+const readerFetchMaxWait = 50 * time.Millisecond
+
+// Record is one record a Reader fetched.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	// Key is nil for a null key.
+	Key []byte
+	// Value is nil for a null value (a tombstone).
+	Value []byte
+	// Headers holds the record's headers; for a key that repeats, the last
+	// value wins. It is nil when the record has none.
+	Headers map[string]string
+	// Timestamp is the record's timestamp.
+	Timestamp time.Time
+	// Compression is the codec of the batch the record came in: "none",
+	// "gzip", "snappy", "lz4" or "zstd".
+	Compression string
+}
+
+// Reader consumes one topic from its first offset into memory, without a
+// consumer group, for the life of a test. Create it with Broker.NewReader.
+type Reader struct {
+	topic  string
+	client *kgo.Client
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the fetching goroutine has returned
+	closer sync.Once
+
+	mu      sync.Mutex
+	records []Record
+	// changed is closed and replaced whenever records grow or the reader
+	// stops, so that waiters wake without polling.
+	changed chan struct{}
+	stopped bool
+	// lastFetchErr is the latest error a fetch reported, for the messages
+	// of failed waits; franz-go retries such errors itself.
+	lastFetchErr error
+}
+
+// NewReader starts reading topic from its first offset and registers the
+// reader's Close as a cleanup of t. It fails t when topic does not exist
+// (topics are never created by accident here) or the client cannot be
+// created. Records produced before the reader started are read too.
+func (b *Broker) NewReader(t testing.TB, topic string) *Reader {
+	t.Helper()
+	err := b.inspect(func(c *kfake.Cluster) error {
+		if c.TopicInfo(topic) == nil {
+			return fmt.Errorf("unknown topic %s", topic)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("kafkatest: reader of %s: %v", topic, err)
+	}
+	opts := append(b.ClientOptions(),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(readerFetchMaxWait),
+	)
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatalf("kafkatest: reader of %s: client: %v", topic, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Reader{
+		topic:   topic,
+		client:  client,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+	go r.fetch(ctx)
+	t.Cleanup(r.Close)
+	return r
+}
+
+// fetch appends every fetched record until ctx ends or the client closes.
+func (r *Reader) fetch(ctx context.Context) {
+	defer close(r.done)
+	for {
+		fetches := r.client.PollFetches(ctx)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return
+		}
+		var batch []Record
+		fetches.EachRecord(func(rec *kgo.Record) { batch = append(batch, recordOf(rec)) })
+		var fetchErr error
+		fetches.EachError(func(_ string, _ int32, err error) { fetchErr = err })
+
+		r.mu.Lock()
+		if fetchErr != nil {
+			r.lastFetchErr = fetchErr
+		}
+		if len(batch) > 0 {
+			r.records = append(r.records, batch...)
+			close(r.changed)
+			r.changed = make(chan struct{})
+		}
+		r.mu.Unlock()
+	}
+}
+
+// recordOf copies what a test needs of rec.
+func recordOf(rec *kgo.Record) Record {
+	out := Record{
+		Topic:       rec.Topic,
+		Partition:   rec.Partition,
+		Offset:      rec.Offset,
+		Key:         rec.Key,
+		Value:       rec.Value,
+		Timestamp:   rec.Timestamp,
+		Compression: compressionName(rec.Attrs.CompressionType()),
+	}
+	if len(rec.Headers) > 0 {
+		out.Headers = make(map[string]string, len(rec.Headers))
+		for _, h := range rec.Headers {
+			out.Headers[h.Key] = string(h.Value)
+		}
+	}
+	return out
+}
+
+// compressionName names a Kafka record batch compression attribute.
+func compressionName(codec uint8) string {
+	switch codec {
+	case 0:
+		return "none"
+	case 1:
+		return "gzip"
+	case 2:
+		return "snappy"
+	case 3:
+		return "lz4"
+	case 4:
+		return "zstd"
+	default:
+		return fmt.Sprintf("unknown(%d)", codec)
+	}
+}
+
+// Topic returns the topic the reader reads.
+func (r *Reader) Topic() string { return r.topic }
+
+// Records returns the records read so far, in the order they arrived: in
+// offset order within a partition, interleaved across partitions. The
+// slice is the caller's; its records share their byte slices with the
+// reader and must not be modified.
+func (r *Reader) Records() []Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Record(nil), r.records...)
+}
+
+// Len returns the number of records read so far.
+func (r *Reader) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.records)
+}
+
+// WaitFor waits until at least n records have been read. It fails when
+// ctx ends first, with its cause and the last fetch error if any, or when
+// the reader is closed.
+func (r *Reader) WaitFor(ctx context.Context, n int) error {
+	return r.WaitUntil(ctx, func(records []Record) bool { return len(records) >= n })
+}
+
+// WaitUntil waits until done reports true for the records read so far,
+// calling it now and after each fetched batch, never by polling. done runs
+// without the reader's lock held and must not modify the records or keep
+// the slice. WaitUntil fails when ctx ends first, with its cause and the
+// last fetch error if any, or when the reader is closed.
+func (r *Reader) WaitUntil(ctx context.Context, done func(records []Record) bool) error {
+	for {
+		r.mu.Lock()
+		// The full slice expression keeps an append by done from writing
+		// into the reader's backing array.
+		records := r.records[:len(r.records):len(r.records)]
+		changed, stopped, fetchErr := r.changed, r.stopped, r.lastFetchErr
+		r.mu.Unlock()
+		if done(records) {
+			return nil
+		}
+		if stopped {
+			return fmt.Errorf("kafkatest: reader of %s closed after %d records", r.topic, len(records))
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			err := fmt.Errorf("kafkatest: reader of %s: %d records so far: %w", r.topic, len(records), context.Cause(ctx))
+			if fetchErr != nil {
+				err = errors.Join(err, fmt.Errorf("last fetch error: %w", fetchErr))
+			}
+			return err
+		}
+	}
+}
+
+// Close stops reading and closes the reader's client; the records read stay
+// available. Waits in progress fail. Close is idempotent.
+func (r *Reader) Close() {
+	r.closer.Do(func() {
+		r.cancel()
+		r.client.Close()
+		<-r.done
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.stopped = true
+		close(r.changed)
+		r.changed = make(chan struct{})
+	})
+}

@@ -1,0 +1,332 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
+)
+
+// revokeGrace is how long a partition taken away by a rebalance waits for
+// its tasks in flight to finish, so that their offsets are committed before
+// the new owner starts from the last commit (fewer redeliveries).
+const revokeGrace = 5 * time.Second
+
+// answerBackoff paces retries of an answer to a malformed record.
+var answerBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
+
+// TaskSource consumes the tasks topic in a consumer group and offers each
+// task to the runtime, at least once and losing none:
+//
+//   - A record's offset is committed only after its result has been
+//     acknowledged by the brokers (see offsetTracker); tasks of a partition
+//     run concurrently, so one slow task does not block its partition.
+//   - Flow control: before offering the next record the source waits for
+//     room in the runtime; meanwhile sarama's bounded buffers fill and
+//     fetching pauses. Nothing is buffered without bound.
+//   - A record whose targetExecutor names neither one of this service's
+//     executor ids nor one of its types is skipped (and committed).
+//   - A malformed record (too large, not UTF-8, not JSON, wrong shape, no
+//     run id or node id) is answered FAILED INVALID_TASK when its run id and
+//     node id can be read, else skipped with a log line naming its offset;
+//     either way the partition goes on.
+//   - Tasks are redeliverable: a task the runtime hands back is not
+//     committed, and is read again after the next rebalance or restart.
+//
+// Stop stops reading but keeps the group session, so that tasks settled
+// during the drain still commit; Close leaves the group.
+type TaskSource struct {
+	cfg      Config
+	consumer *sarama.Config
+	// group is set by the consume loop once connected.
+	group sarama.ConsumerGroup
+	// answer delivers FAILED results for malformed records.
+	answer    ports.ResultSink
+	ids       map[string]bool // executor ids served over Kafka
+	types     map[string]bool // executor types served over Kafka
+	log       *slog.Logger
+	consuming sync.WaitGroup
+
+	mu       sync.Mutex
+	intake   ports.Intake
+	cancel   context.CancelFunc // ends the consume loop (Close)
+	stopRead context.CancelFunc // ends reading (Stop)
+	readCtx  context.Context
+	// offering is held (read) while a claim offers a task, so that Stop can
+	// wait until no Offer is in progress.
+	offering sync.RWMutex
+	health   error
+}
+
+var (
+	_ ports.TaskSource     = (*TaskSource)(nil)
+	_ ports.HealthReporter = (*TaskSource)(nil)
+)
+
+// NewTaskSource returns a source that joins the group when started,
+// through a consumer-group client of its own (never shared with a
+// producer), connecting and reconnecting in the background so that a
+// service starts while the brokers are down (it is not ready meanwhile).
+// answer is the sink used to answer malformed records; executors are the
+// types served over Kafka.
+func NewTaskSource(cfg Config, answer ports.ResultSink, executors []domain.Registration, log *slog.Logger) (*TaskSource, error) {
+	cfg = cfg.withDefaults()
+	if cfg.GroupID == "" {
+		return nil, errors.New("kafka task source: no consumer group id")
+	}
+	sc, err := cfg.consumerConfig()
+	if err != nil {
+		return nil, err
+	}
+	s := &TaskSource{cfg: cfg, consumer: sc, answer: answer, ids: map[string]bool{}, types: map[string]bool{},
+		log: log, health: errors.New("not in the consumer group yet")}
+	for _, reg := range executors {
+		s.ids[reg.ExecutorID] = true
+		s.types[reg.Descriptor.Type] = true
+	}
+	return s, nil
+}
+
+// Start implements ports.TaskSource: it joins the group and consumes until
+// Stop (reading) and Close (the group).
+func (s *TaskSource) Start(ctx context.Context, intake ports.Intake) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start kafka task source: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancel != nil {
+		return errors.New("kafka task source started twice")
+	}
+	s.intake = intake
+	consumeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.readCtx, s.stopRead = context.WithCancel(consumeCtx)
+	s.consuming.Go(func() { s.consume(consumeCtx) })
+	return nil
+}
+
+// Stop implements ports.TaskSource: no Offer follows its return; offsets of
+// tasks settled afterwards are still committed until Close.
+func (s *TaskSource) Stop(context.Context) error {
+	s.mu.Lock()
+	stop := s.stopRead
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.offering.Lock() // waits for an Offer in progress
+	defer s.offering.Unlock()
+	return nil
+}
+
+// Close leaves the group, committing what is finished, and closes the
+// client. Tasks still unfinished are redelivered to the group.
+func (s *TaskSource) Close() error {
+	_ = s.Stop(context.Background())
+	s.mu.Lock()
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	s.consuming.Wait()
+	return nil
+}
+
+// Healthy implements ports.HealthReporter: the source is in its group.
+func (s *TaskSource) Healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+func (s *TaskSource) setHealth(err error) {
+	s.mu.Lock()
+	s.health = err
+	s.mu.Unlock()
+}
+
+// consume keeps the source in its group across rebalances and broker
+// outages until ctx ends, then leaves it.
+func (s *TaskSource) consume(ctx context.Context) {
+	var group sarama.ConsumerGroup
+	var errorsDone sync.WaitGroup // logErrors ends when the group is closed
+	defer func() {
+		if group != nil {
+			if err := group.Close(); err != nil {
+				s.log.Warn("leave kafka consumer group", slog.Any("error", err))
+			}
+		}
+		errorsDone.Wait()
+	}()
+	for attempt := 0; ; attempt++ {
+		var err error
+		if group == nil {
+			group, err = sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.GroupID, s.consumer)
+			if err == nil {
+				errorsDone.Go(func() { s.logErrors(group) })
+			} else {
+				group = nil
+				err = fmt.Errorf("connect to %v: %w", s.cfg.Brokers, err)
+			}
+		}
+		if group != nil {
+			err = group.Consume(ctx, []string{s.cfg.TasksTopic}, s)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			attempt = -1 // a rebalance: rejoin at once
+			continue
+		}
+		s.setHealth(fmt.Errorf("consumer group %s: %w", s.cfg.GroupID, err))
+		s.log.Warn("kafka consumer group failed, retrying", slog.Int("attempt", attempt+1), slog.Any("error", err))
+		if answerBackoff.Wait(ctx, attempt) != nil {
+			return
+		}
+	}
+}
+
+// logErrors logs the group's asynchronous errors until it is closed.
+func (s *TaskSource) logErrors(group sarama.ConsumerGroup) {
+	for err := range group.Errors() {
+		s.log.Warn("kafka consumer error", slog.Any("error", err))
+	}
+}
+
+// Setup implements sarama.ConsumerGroupHandler.
+func (s *TaskSource) Setup(session sarama.ConsumerGroupSession) error {
+	s.setHealth(nil)
+	s.log.Info("joined kafka consumer group", slog.String("group", s.cfg.GroupID),
+		slog.Any("partitions", session.Claims()[s.cfg.TasksTopic]), slog.Int("generation", int(session.GenerationID())))
+	return nil
+}
+
+// Cleanup implements sarama.ConsumerGroupHandler.
+func (s *TaskSource) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim implements sarama.ConsumerGroupHandler: it reads one
+// partition until the session ends or the source stops reading.
+func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	tracker := newOffsetTracker(session, claim.Topic(), claim.Partition())
+	defer tracker.close()
+	s.mu.Lock()
+	readCtx, intake := s.readCtx, s.intake
+	s.mu.Unlock()
+	for {
+		select {
+		case msg, ok := <-claim.Messages():
+			if !ok {
+				return nil
+			}
+			s.handle(readCtx, intake, tracker, msg)
+		case <-readCtx.Done():
+			// Stopped reading: keep the session, so that tasks settled
+			// during the drain commit, until it ends (Close or rebalance).
+			<-session.Context().Done()
+			s.awaitFinished(tracker)
+			return nil
+		case <-session.Context().Done():
+			s.awaitFinished(tracker)
+			return nil
+		}
+	}
+}
+
+// awaitFinished gives the claim's tasks in flight a moment to finish, so
+// that their offsets commit before the partition moves.
+func (s *TaskSource) awaitFinished(tracker *offsetTracker) {
+	n, empty := tracker.outstanding()
+	if n == 0 {
+		return
+	}
+	select {
+	case <-empty:
+	case <-time.After(revokeGrace):
+		s.log.Info("partition released with tasks in flight; they will be redelivered",
+			slog.String("topic", tracker.topic), slog.Int("partition", int(tracker.partition)), slog.Int("tasks", n))
+	}
+}
+
+// handle takes one record: decodes, filters and offers it.
+func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
+	tracker.track(msg.Offset)
+	log := s.log.With(slog.String("topic", msg.Topic), slog.Int("partition", int(msg.Partition)), slog.Int64("offset", msg.Offset))
+	task, err := decodeTask(msg.Value, s.cfg.MaxMessageBytes)
+	if err != nil {
+		if s.answerMalformed(ctx, msg.Value, err, log) {
+			tracker.finish(msg.Offset)
+		}
+		return
+	}
+	if target := task.ExecutorID; target != "" && !s.ids[target] {
+		if !s.types[target] {
+			log.Debug("task for another executor skipped", slog.String("target_executor", target))
+			tracker.finish(msg.Offset)
+			return
+		}
+		task.ExecutorID, task.ExecutorType = "", target
+	}
+	s.offering.RLock()
+	defer s.offering.RUnlock()
+	for {
+		_, err := intake.AwaitCapacity(ctx)
+		if err == nil {
+			err = intake.Offer(ctx, ports.Delivery{Task: &task, Redeliverable: true, Settle: func(err error) {
+				if err == nil {
+					tracker.finish(msg.Offset)
+				}
+			}})
+		}
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, domain.ErrOverloaded):
+			continue // another source took the room
+		case errors.Is(err, domain.ErrInvalidTask):
+			if s.answerMalformed(ctx, msg.Value, err, log) {
+				tracker.finish(msg.Offset)
+			}
+			return
+		default:
+			return // draining or stopped: not finished, so redelivered
+		}
+	}
+}
+
+// answerMalformed answers a record that cannot run: FAILED INVALID_TASK
+// to its run and node when they can be read, else a log line with its
+// offset. It retries the answer until it is acknowledged or ctx ends, and
+// reports whether the record is dealt with (answered or skipped); if not, it
+// stays uncommitted and is read again later.
+func (s *TaskSource) answerMalformed(ctx context.Context, value []byte, cause error, log *slog.Logger) bool {
+	task, ok := recoverIdentity(value)
+	if !ok {
+		log.Error("malformed task record skipped: no run id and node id to answer", slog.Any("error", cause))
+		return true
+	}
+	res := domain.ResultFor(&task, domain.StatusFailed)
+	res.Error = &domain.ErrorInfo{Code: domain.CodeInvalidTask, Message: cause.Error()}
+	res.CompletedAt = time.Now().UTC()
+	for attempt := 0; ; attempt++ {
+		err := s.answer.Deliver(ctx, []domain.Result{res})
+		if err == nil {
+			log.Warn("malformed task record answered FAILED INVALID_TASK", slog.String("run_id", task.RunID),
+				slog.String("node_id", task.NodeID), slog.Any("error", cause))
+			return true
+		}
+		if answerBackoff.Wait(ctx, attempt) != nil {
+			log.Error("malformed task record not answered yet; it will be read again", slog.Any("error", err))
+			return false
+		}
+	}
+}
