@@ -35,14 +35,11 @@ import (
 
 // transportKinds are the accepted values of TRANSPORT and of the kinds in
 // TRANSPORT_OVERRIDES. Each adapter adds its kind here when it lands.
-var transportKinds = []string{"grpc", "kafka", "memory"}
-
-// TransportKinds returns the task transports built into this service.
-func TransportKinds() []string { return slices.Clone(transportKinds) }
+var transportKinds = []string{"grpc", "kafka", "memory", "rest"}
 
 // registrarKinds are the accepted values of REGISTRAR. Each control-plane
 // adapter adds its kind here when it lands.
-var registrarKinds = []string{"grpc", "kafka", "memory"}
+var registrarKinds = []string{"grpc", "http", "kafka", "memory"}
 
 // Config is the complete, validated configuration of one executor process.
 // Each field is set from the environment variable named by its env tag, or
@@ -60,11 +57,12 @@ type Config struct {
 	Version    string `env:"GAMELAN_EXECUTOR_VERSION" envDefault:"1.0.0" doc:"Version sent to the engine at registration."`
 	InstanceID string `env:"GAMELAN_EXECUTOR_INSTANCE_ID" envDefault:"" doc:"Identity of this process among its replicas; empty derives it from the host name. Same characters as NAME."`
 
-	EngineURL        string `env:"GAMELAN_EXECUTOR_ENGINE_URL" envDefault:"http://localhost:8080" doc:"Base URL of the engine's REST API (HTTP registrar): an absolute http or https URL."`
-	EngineGRPCTarget string `env:"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET" envDefault:"localhost:9000" doc:"Address of the engine's ExecutorService as host:port."`
+	EngineURL                string `env:"GAMELAN_EXECUTOR_ENGINE_URL" envDefault:"http://localhost:8080" doc:"Base URL of the engine's REST API (HTTP registrar): an absolute http or https URL."`
+	EngineGRPCTarget         string `env:"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET" envDefault:"localhost:9000" doc:"Address of the engine's ExecutorService as host:port."`
+	EngineHTTPTimeoutSeconds int    `env:"GAMELAN_EXECUTOR_ENGINE_HTTP_TIMEOUT_SECONDS" envDefault:"5" min:"1" max:"300" doc:"Timeout of each request to the engine's REST registry, in seconds."`
 
-	Transport          string            `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"grpc" doc:"Default task transport for executor types that do not pin one: grpc, kafka, or memory (an in-process engine that serves every type, for development and tests). rest arrives with its adapter."`
-	Registrar          string            `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"grpc" doc:"Control plane used to register, heartbeat and unregister: grpc (the engine's ExecutorService at ENGINE_GRPC_TARGET), kafka (the registration, heartbeat and unregistration topics) or memory. http arrives with its adapter."`
+	Transport          string            `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"grpc" doc:"Default task transport for executor types that do not pin one: grpc, kafka, rest (an HTTP endpoint the engine posts tasks to), or memory (an in-process engine that serves every type, for development and tests)."`
+	Registrar          string            `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"grpc" doc:"Control plane used to register, heartbeat and unregister: grpc (the engine's ExecutorService at ENGINE_GRPC_TARGET), http (the engine's REST registry at ENGINE_URL), kafka (the registration, heartbeat and unregistration topics) or memory."`
 	TransportOverrides map[string]string `env:"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES" envDefault:"" doc:"Per-type transport as comma-separated type=kind pairs, e.g. calculate-tax=kafka,order-validator=grpc; wins over the type's declared communication type. Empty means none."`
 	EnabledTypes       []string          `env:"GAMELAN_EXECUTOR_ENABLED_TYPES" envDefault:"" doc:"Comma-separated executor types this deployment serves; empty serves every hosted type."`
 
@@ -83,6 +81,12 @@ type Config struct {
 	GRPCClientCertificatePath   string `env:"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH" envDefault:"" doc:"PEM certificate the executor presents to the engine (mutual TLS); empty means GRPC_CERTIFICATE_PATH, which must then be valid for client use too."`
 	GRPCClientPrivateKeyPath    string `env:"GAMELAN_EXECUTOR_GRPC_CLIENT_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key of GRPC_CLIENT_CERTIFICATE_PATH; set both or neither."`
 	GRPCCACertificatePath       string `env:"GAMELAN_EXECUTOR_GRPC_CA_CERTIFICATE_PATH" envDefault:"" doc:"PEM CA bundle that peers' certificates must chain to (mutual TLS); must be readable when set."`
+
+	RESTHost               string `env:"GAMELAN_EXECUTOR_REST_HOST" envDefault:"0.0.0.0" doc:"Address the REST task intake binds to (types served over rest)."`
+	RESTPort               int    `env:"GAMELAN_EXECUTOR_REST_PORT" envDefault:"8081" min:"0" max:"65535" doc:"Port of the REST task intake; 0 picks a free port."`
+	RESTAdvertisedEndpoint string `env:"GAMELAN_EXECUTOR_REST_ADVERTISED_ENDPOINT" envDefault:"" doc:"URL registered for REST types; empty means http://<bound address or host name>:<port>/api/v1/tasks."`
+	RESTResultSink         string `env:"GAMELAN_EXECUTOR_REST_RESULT_SINK" envDefault:"grpc" doc:"Where results of tasks taken over REST go: grpc (ReportResults) or kafka (the results topic)."`
+	RESTMaxBodyBytes       int    `env:"GAMELAN_EXECUTOR_REST_MAX_BODY_BYTES" envDefault:"1048576" min:"1024" doc:"Largest REST task body taken, in bytes; a larger one is refused with 400."`
 
 	KafkaBootstrapServers      []string `env:"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS" envDefault:"localhost:9092" doc:"Comma-separated Kafka brokers as host:port."`
 	KafkaGroupID               string   `env:"GAMELAN_EXECUTOR_KAFKA_GROUP_ID" envDefault:"" doc:"Kafka consumer group; empty means NAME."`
@@ -244,6 +248,9 @@ func (c Config) TaskTimeout() time.Duration { return seconds(c.TaskTimeoutSecond
 
 // ShutdownTimeout is ShutdownTimeoutSeconds as a duration.
 func (c Config) ShutdownTimeout() time.Duration { return seconds(c.ShutdownTimeoutSeconds) }
+
+// EngineHTTPTimeout is EngineHTTPTimeoutSeconds as a duration.
+func (c Config) EngineHTTPTimeout() time.Duration { return seconds(c.EngineHTTPTimeoutSeconds) }
 
 // ResultFlushTimeout is ResultFlushTimeoutSeconds as a duration.
 func (c Config) ResultFlushTimeout() time.Duration { return seconds(c.ResultFlushTimeoutSeconds) }

@@ -46,6 +46,7 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		Version:                     "1.0.0",
 		EngineURL:                   "http://localhost:8080",
 		EngineGRPCTarget:            "localhost:9000",
+		EngineHTTPTimeoutSeconds:    5,
 		Transport:                   "grpc",
 		Registrar:                   "grpc",
 		GRPCIntake:                  "push",
@@ -56,6 +57,10 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		GRPCMaxConcurrentStreams:    1000,
 		GRPCFlowControlWindow:       1048576,
 		GRPCMaxMessageSize:          4194304,
+		RESTHost:                    "0.0.0.0",
+		RESTPort:                    8081,
+		RESTResultSink:              "grpc",
+		RESTMaxBodyBytes:            1048576,
 		KafkaBootstrapServers:       []string{"localhost:9092"},
 		KafkaGroupID:                "executor",
 		KafkaTasksTopic:             "workflow.tasks",
@@ -168,6 +173,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		InstanceID:                  "pod-7",
 		EngineURL:                   "https://engine.example:8443/api",
 		EngineGRPCTarget:            "engine.example:9443",
+		EngineHTTPTimeoutSeconds:    5,
 		Transport:                   "memory",
 		Registrar:                   "memory",
 		TransportOverrides:          map[string]string{"calculate-tax": "memory", "order-validator": "grpc"},
@@ -185,6 +191,10 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		GRPCCertificatePath:         cert,
 		GRPCPrivateKeyPath:          key,
 		GRPCCACertificatePath:       ca,
+		RESTHost:                    "0.0.0.0",
+		RESTPort:                    8081,
+		RESTResultSink:              "grpc",
+		RESTMaxBodyBytes:            1048576,
 		KafkaBootstrapServers:       []string{"k1:9092", "k2:9093"},
 		KafkaGroupID:                "tax-group",
 		KafkaTasksTopic:             "t.tasks",
@@ -244,14 +254,14 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:0", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:70000", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", ":9000", nil, "must be host:port"},
-		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory`},
-		{"GAMELAN_EXECUTOR_REGISTRAR", "http", nil, `GAMELAN_EXECUTOR_REGISTRAR="http": must be one of grpc, kafka, memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory, rest`},
+		{"GAMELAN_EXECUTOR_REGISTRAR", "rest", nil, `GAMELAN_EXECUTOR_REGISTRAR="rest": must be one of grpc, http, kafka, memory`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,b", nil, `GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES="a=memory,b": pair "b" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "=memory", nil, `pair "=memory" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=", nil, `pair "a=" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,,b=memory", nil, `pair "" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,a=memory", nil, `type "a" must appear only once`},
-		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=rest", nil, `transport "rest" of type "a" must be one of grpc, kafka, memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=http", nil, `transport "http" of type "a" must be one of grpc, kafka, memory, rest`},
 		{"GAMELAN_EXECUTOR_ENABLED_TYPES", "a,,b", nil, `GAMELAN_EXECUTOR_ENABLED_TYPES="a,,b": must be a comma-separated list without empty items`},
 		{"GAMELAN_EXECUTOR_GRPC_INTAKE", "pull", nil, "must be one of push, stream, bidi"},
 		{"GAMELAN_EXECUTOR_GRPC_HOST", " ", nil, "must not be blank"},
@@ -349,7 +359,7 @@ func TestLoadReportsFirstWrongVariableInStructOrder(t *testing.T) {
 		"GAMELAN_EXECUTOR_TRANSPORT":        "carrier-pigeon",
 	})
 	require.Error(t, err)
-	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory`, err.Error())
+	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory, rest`, err.Error())
 
 	_, err = load(t, map[string]string{
 		"PAYMENT_GATEWAY_DELAY":             "soon",
@@ -538,13 +548,17 @@ func TestAdapterKindTablesHaveTheirDocs(t *testing.T) {
 	for _, v := range Variables() {
 		switch v.Name {
 		case prefix + "TRANSPORT":
-			assert.Contains(t, v.Doc, "rest arrives with its adapter")
+			for _, kind := range transportKinds {
+				assert.Contains(t, v.Doc, kind)
+			}
 		case prefix + "REGISTRAR":
-			assert.Contains(t, v.Doc, "http arrives with its adapter")
+			for _, kind := range registrarKinds {
+				assert.Contains(t, v.Doc, kind)
+			}
 		}
 	}
-	assert.Equal(t, []string{"grpc", "kafka", "memory"}, transportKinds)
-	assert.Equal(t, []string{"grpc", "kafka", "memory"}, registrarKinds)
+	assert.Equal(t, []string{"grpc", "kafka", "memory", "rest"}, transportKinds)
+	assert.Equal(t, []string{"grpc", "http", "kafka", "memory"}, registrarKinds)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {

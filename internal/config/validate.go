@@ -44,6 +44,7 @@ const (
 var (
 	grpcIntakes         = []string{"push", "stream", "bidi"}
 	kafkaSASLMechanisms = []string{"", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+	restResultSinks     = []string{"grpc", "kafka"}
 	jwtInbounds         = []string{"required", "off"}
 	logLevels           = []string{"debug", "info", "warn", "error"}
 	logFormats          = []string{"json", "text"}
@@ -231,6 +232,11 @@ func (v *validator) config(c Config) {
 	}
 	v.readableFile(prefix+"GRPC_CA_CERTIFICATE_PATH", c.GRPCCACertificatePath)
 	v.oneOf(prefix+"KAFKA_SASL_MECHANISM", c.KafkaSASLMechanism, kafkaSASLMechanisms)
+	v.oneOf(prefix+"REST_RESULT_SINK", c.RESTResultSink, restResultSinks)
+	v.nonBlank(prefix+"REST_HOST", c.RESTHost)
+	if c.RESTAdvertisedEndpoint != "" {
+		v.httpURL(prefix+"REST_ADVERTISED_ENDPOINT", c.RESTAdvertisedEndpoint)
+	}
 	if c.KafkaSASLMechanism != "" && strings.TrimSpace(c.KafkaSASLUsername) == "" {
 		v.fail(prefix+"KAFKA_SASL_USERNAME", "must be set when GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM is")
 	}

@@ -3,14 +3,13 @@ package service
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	ggrpc "google.golang.org/grpc"
 
+	"github.com/gamelan-go/executor/internal/adapters/engine"
 	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
 	kafkaadapter "github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/memory"
@@ -46,6 +45,9 @@ type adapters struct {
 
 	kafkaProducer *kafkaadapter.Producer
 	kafkaSource   *kafkaadapter.TaskSource
+
+	restClient *engine.Client
+	restSource *engine.Intake
 }
 
 func newAdapters(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*adapters, func()) {
@@ -81,6 +83,8 @@ func selectTaskSource(a *adapters, kind string, served []domain.Registration) (p
 		return source, err
 	case "kafka":
 		return a.kafkaTaskSource(served)
+	case "rest":
+		return a.restIntake(served)
 	}
 	return nil, fmt.Errorf("task transport %q is not built into this service", kind)
 }
@@ -95,6 +99,8 @@ func selectResultSink(a *adapters, kind string, served []domain.Registration) (p
 		return sink, err
 	case "kafka":
 		return a.kafkaResultSink()
+	case "rest":
+		return a.restResultSink()
 	}
 	return nil, fmt.Errorf("result transport %q is not built into this service", kind)
 }
@@ -117,6 +123,12 @@ func selectRegistrar(a *adapters) (ports.Registrar, error) {
 		}
 		cfg, err := a.kafkaConfig()
 		return kafkaadapter.NewRegistrar(producer, cfg), err
+	case "http":
+		client, err := a.engineClient()
+		if err != nil {
+			return nil, err
+		}
+		return engine.NewRegistrar(client, a.cfg.TaskTimeout()), nil
 	}
 	return nil, fmt.Errorf("registrar %q is not built into this service", a.cfg.Registrar)
 }
@@ -139,6 +151,12 @@ func selectHeartbeater(a *adapters) (ports.Heartbeater, error) {
 		}
 		cfg, err := a.kafkaConfig()
 		return kafkaadapter.NewHeartbeater(producer, cfg), err
+	case "http":
+		client, err := a.engineClient()
+		if err != nil {
+			return nil, err
+		}
+		return engine.NewHeartbeater(client), nil
 	}
 	return nil, fmt.Errorf("heartbeater %q is not built into this service", a.cfg.Registrar)
 }
@@ -150,13 +168,9 @@ func (a *adapters) endpoint(kind string) string {
 		if a.cfg.GRPCAdvertisedEndpoint != "" {
 			return a.cfg.GRPCAdvertisedEndpoint
 		}
-		// The bound address when it is a specific one, else the host name:
-		// 0.0.0.0 is not an address the engine can dial.
-		host, port, _ := net.SplitHostPort(a.grpcPush.Addr().String())
-		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-			host = hostName()
-		}
-		return net.JoinHostPort(host, port)
+		return advertisedAddress(a.grpcPush.Addr())
+	case "rest":
+		return a.restEndpoint()
 	case "kafka":
 		return a.cfg.KafkaTasksTopic // Kafka executors are reached through the tasks topic
 	}
@@ -174,7 +188,6 @@ type plan struct {
 // source and one sink per kind in use, and registers each type with the
 // endpoint of its transport.
 func planTransports(a *adapters, cfg config.Config, executors []executor.Executor) (plan, error) {
-	warnUnbuiltTransports(cfg, executors, a.log)
 	host := hostName()
 	var kinds []string
 	served := make(map[string][]domain.Registration)
@@ -225,8 +238,8 @@ func givenHeartbeater(p Ports) ports.Heartbeater { return p.Heartbeater }
 
 // transportKind picks the transport serving an executor type: its entry in
 // TRANSPORT_OVERRIDES, else every type in memory mode (the in-process dev
-// and test engine), else the type's declared communication type when that
-// transport is built into this service, else TRANSPORT.
+// and test engine), else the type's declared communication type, else (a
+// type that declares none) TRANSPORT.
 func transportKind(cfg config.Config, desc domain.Descriptor) string {
 	if kind, ok := cfg.TransportOverrides[desc.Type]; ok {
 		return kind
@@ -234,25 +247,10 @@ func transportKind(cfg config.Config, desc domain.Descriptor) string {
 	if cfg.Transport == "memory" {
 		return "memory"
 	}
-	declared := strings.ToLower(string(desc.CommunicationType))
-	if slices.Contains(config.TransportKinds(), declared) {
-		return declared
+	if desc.CommunicationType != "" {
+		return strings.ToLower(string(desc.CommunicationType))
 	}
 	return cfg.Transport
-}
-
-// warnUnbuiltTransports says which types declare a transport this service
-// does not have, and so run on another.
-func warnUnbuiltTransports(cfg config.Config, executors []executor.Executor, log *slog.Logger) {
-	for _, ex := range executors {
-		desc := ex.Descriptor()
-		declared := strings.ToLower(string(desc.CommunicationType))
-		if _, overridden := cfg.TransportOverrides[desc.Type]; declared != "" && !overridden && cfg.Transport != "memory" &&
-			!slices.Contains(config.TransportKinds(), declared) {
-			log.Warn("executor type declares a transport this service does not have; serving it over the default transport",
-				slog.String("executor_type", desc.Type), slog.String("declared", declared), slog.String("transport", cfg.Transport))
-		}
-	}
 }
 
 // registration is what the engine learns about one executor type served

@@ -39,7 +39,7 @@ func TestTransportKind(t *testing.T) {
 		{"memory mode wins over the declared type", "memory", nil, grpc, "memory"},
 		{"declared type is pinned when its transport is built", "kafka", nil, grpc, "grpc"},
 		{"declared type is pinned: kafka", "grpc", nil, kafka, "kafka"},
-		{"declared type falls back when its transport is not built", "grpc", nil, rest, "grpc"},
+		{"declared type is pinned: rest", "grpc", nil, rest, "rest"},
 		{"override wins over declared", "memory", map[string]string{"a": "grpc"}, grpc, "grpc"},
 		{"unpinned type takes the default", "kafka", nil, unpinned, "kafka"},
 	}

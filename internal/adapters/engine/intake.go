@@ -1,0 +1,249 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/security"
+)
+
+// TaskPath is where the REST intake takes tasks; the registered endpoint is
+// the intake's base URL followed by it.
+const TaskPath = "/api/v1/tasks"
+
+// IntakeConfig configures the REST task intake.
+type IntakeConfig struct {
+	// Address is the host:port to listen on; port 0 picks a free port.
+	Address string
+	// MaxBodyBytes bounds a request body (1 MiB if 0); a larger one is
+	// refused with 400.
+	MaxBodyBytes int64
+	// Authenticate verifies the bearer token of a request; an error
+	// refuses it with 401. Nil accepts every request.
+	Authenticate func(token string) error
+	// Executors are the executor types served over REST.
+	Executors []domain.Registration
+}
+
+// Intake is the REST task intake: the endpoint Gamelan's REST dispatcher
+// posts a task to, with the task in headers (X-Executor-Id, X-Run-Id,
+// X-Node-Id, X-Attempt, X-Idempotency-Key, X-Signature) and an optional JSON
+// body. It answers 202 when the task is accepted (the result goes through
+// the configured ResultSink), 503 when the runtime is full, draining or not
+// started, 400 when the request is malformed, too large or names an executor
+// not hosted here, 401 when authentication fails. It listens from
+// construction and refuses tasks until Start.
+type Intake struct {
+	cfg      IntakeConfig
+	log      *slog.Logger
+	server   *http.Server
+	listener net.Listener
+	served   chan struct{}
+	ids      map[string]domain.Registration
+	types    map[string]bool
+
+	mu     sync.RWMutex
+	intake ports.Intake
+}
+
+var _ ports.TaskSource = (*Intake)(nil)
+
+// NewIntake listens on cfg.Address and starts serving.
+func NewIntake(cfg IntakeConfig, log *slog.Logger) (*Intake, error) {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	listener, err := net.Listen("tcp", cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("rest intake: listen on %s: %w", cfg.Address, err)
+	}
+	in := &Intake{cfg: cfg, log: log, listener: listener, served: make(chan struct{}),
+		ids: map[string]domain.Registration{}, types: map[string]bool{}}
+	for _, reg := range cfg.Executors {
+		in.ids[reg.ExecutorID] = reg
+		in.types[reg.Descriptor.Type] = true
+	}
+	mux := http.NewServeMux()
+	mux.Handle(TaskPath, in)
+	in.server = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	go func() {
+		defer close(in.served)
+		if err := in.server.Serve(listener); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("rest intake stopped", slog.Any("error", err))
+		}
+	}()
+	log.Info("rest intake listening", slog.String("addr", listener.Addr().String()))
+	return in, nil
+}
+
+// Addr is the address the intake listens on.
+func (in *Intake) Addr() net.Addr { return in.listener.Addr() }
+
+// Start implements ports.TaskSource: tasks are accepted from now on.
+func (in *Intake) Start(ctx context.Context, intake ports.Intake) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start rest intake: %w", err)
+	}
+	in.mu.Lock()
+	in.intake = intake
+	in.mu.Unlock()
+	return nil
+}
+
+// Stop implements ports.TaskSource: tasks are refused with 503 from now on.
+func (in *Intake) Stop(context.Context) error {
+	in.mu.Lock()
+	in.intake = nil
+	in.mu.Unlock()
+	return nil
+}
+
+// Close shuts the server down, waiting up to timeout for requests in progress.
+func (in *Intake) Close(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := in.server.Shutdown(ctx); err != nil {
+		_ = in.server.Close()
+	}
+	<-in.served
+}
+
+// answer is the JSON the intake answers with.
+type answer struct {
+	Accepted bool   `json:"accepted"`
+	Message  string `json:"message"`
+}
+
+func reply(w http.ResponseWriter, status int, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(answer{Accepted: status == http.StatusAccepted, Message: message})
+}
+
+// ServeHTTP takes one task.
+func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		reply(w, http.StatusMethodNotAllowed, "POST a task")
+		return
+	}
+	if in.cfg.Authenticate != nil {
+		token, err := security.BearerToken(r.Header.Get("Authorization"))
+		if err == nil {
+			err = in.cfg.Authenticate(token)
+		}
+		if err != nil {
+			in.log.Warn("rest task refused: authentication failed", slog.String("run_id", r.Header.Get("X-Run-Id")), slog.Any("error", err))
+			reply(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+	}
+	task, err := in.parse(r)
+	if err != nil {
+		reply(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	in.mu.RLock()
+	intake := in.intake
+	in.mu.RUnlock()
+	if intake == nil {
+		reply(w, http.StatusServiceUnavailable, "executor is not accepting tasks (starting or shutting down)")
+		return
+	}
+	switch err := intake.Offer(r.Context(), ports.Delivery{Task: &task}); {
+	case err == nil:
+		reply(w, http.StatusAccepted, "accepted")
+	case errors.Is(err, domain.ErrOverloaded), errors.Is(err, domain.ErrDraining):
+		w.Header().Set("Retry-After", "1")
+		reply(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		reply(w, http.StatusBadRequest, err.Error())
+	}
+}
+
+// taskBody is the optional JSON body: a TaskMessage-like object whose
+// "context" holds the variables, or, without "context", the variables
+// themselves.
+type taskBody struct {
+	Context        map[string]any `json:"context"`
+	Configuration  map[string]any `json:"configuration"`
+	TaskID         string         `json:"taskId"`
+	NodeName       string         `json:"nodeName"`
+	NodeType       string         `json:"nodeType"`
+	ExecutorType   string         `json:"executorType"`
+	Token          string         `json:"token"`
+	TimeoutSeconds int64          `json:"timeoutSeconds"`
+}
+
+// parse builds a task from the headers and the optional body.
+func (in *Intake) parse(r *http.Request) (domain.Task, error) {
+	task := domain.Task{
+		RunID:          r.Header.Get("X-Run-Id"),
+		NodeID:         r.Header.Get("X-Node-Id"),
+		IdempotencyKey: r.Header.Get("X-Idempotency-Key"),
+	}
+	if task.RunID == "" || task.NodeID == "" {
+		return domain.Task{}, errors.New("X-Run-Id and X-Node-Id are required")
+	}
+	if a := r.Header.Get("X-Attempt"); a != "" {
+		attempt, err := strconv.Atoi(strings.TrimSpace(a))
+		if err != nil || attempt < 0 {
+			return domain.Task{}, fmt.Errorf("X-Attempt %q is not a non-negative whole number", a)
+		}
+		task.Attempt = attempt
+	}
+	if id := r.Header.Get("X-Executor-Id"); id != "" {
+		switch {
+		case in.ids[id].ExecutorID != "":
+			task.ExecutorID = id
+		case in.types[id]:
+			task.ExecutorType = id
+		default:
+			return domain.Task{}, fmt.Errorf("X-Executor-Id %q names no executor hosted here", id)
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, in.cfg.MaxBodyBytes+1))
+	if err != nil {
+		return domain.Task{}, fmt.Errorf("read body: %w", err)
+	}
+	if int64(len(raw)) > in.cfg.MaxBodyBytes {
+		return domain.Task{}, fmt.Errorf("body larger than %d bytes", in.cfg.MaxBodyBytes)
+	}
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		task.Context = map[string]any{}
+		return task, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return domain.Task{}, fmt.Errorf("body is not a JSON object: %v", err)
+	}
+	if _, ok := fields["context"]; !ok {
+		var vars map[string]any
+		_ = json.Unmarshal(raw, &vars) // an object, as just checked
+		task.Context = vars
+		return task, nil
+	}
+	var body taskBody
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return domain.Task{}, fmt.Errorf("body: %v", err)
+	}
+	task.Context, task.Configuration = body.Context, body.Configuration
+	task.TaskID, task.NodeName, task.NodeType, task.ExecutionToken = body.TaskID, body.NodeName, body.NodeType, body.Token
+	if task.ExecutorType == "" {
+		task.ExecutorType = body.ExecutorType
+	}
+	task.Timeout = time.Duration(body.TimeoutSeconds) * time.Second
+	return task, nil
+}
