@@ -14,17 +14,17 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-# Until the reference engine lands, `make run` serves every example type from
-# the in-process engine; set GAMELAN_EXECUTOR_TRANSPORT/REGISTRAR=grpc and
-# GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET to run against a real engine.
-run: ## Run the executor service until Ctrl-C (in-process engine)
-	GAMELAN_EXECUTOR_TRANSPORT=$${GAMELAN_EXECUTOR_TRANSPORT:-memory} \
-	GAMELAN_EXECUTOR_REGISTRAR=$${GAMELAN_EXECUTOR_REGISTRAR:-memory} \
-	$(GO) run ./cmd/executor
+# `make run` is the whole local stack: the reference engine (with its embedded
+# Kafka broker) starts the executor service beside it, submits a demo workload
+# over gRPC and Kafka, prints a summary, and keeps both up until Ctrl-C.
+# DEMO_TASKS sets the tasks per example type.
+DEMO_TASKS ?= 500
+run: build ## Run the reference engine and the executor with a demo workload, until Ctrl-C
+	$(BIN)/devengine -executor $(BIN)/executor -demo $(DEMO_TASKS) -executor-log $(BIN)/executor.log
 
 .PHONY: build
-build: ## Build the service binary into bin/
-	$(GO) build -trimpath -o $(BIN)/executor ./cmd/executor
+build: ## Build the executor service and the reference engine into bin/
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/executor ./cmd/devengine
 
 .PHONY: test
 test: lint ## Vet, format check, and every test with the race detector

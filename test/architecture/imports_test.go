@@ -42,6 +42,10 @@ var rules = []rule{
 	// Example handlers are written the way a fork writes its own: against
 	// the public API only.
 	{"cmd/executor/examples", []string{"pkg/executor"}},
+	// The reference engine is an application of its own: it speaks the
+	// protocol (generated code, Kafka message shapes, tokens) and never
+	// touches the executor's runtime.
+	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/adapters/kafka"}},
 	// Any other internal package is a technical helper: it may use the
 	// domain, the ports and the generated code, never the core or adapters.
 	{"internal/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security"}},

@@ -1,0 +1,185 @@
+package devengine
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	ggrpc "google.golang.org/grpc"
+
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+	"github.com/gamelan-go/executor/internal/security"
+)
+
+// Options configure the reference engine process.
+type Options struct {
+	HTTPAddr, GRPCAddr string
+	Kafka              KafkaConfig
+	HeartbeatExpiry    time.Duration
+	// JWTSecret, when set, turns tokens on in both directions.
+	JWTSecret string
+	// ExecutorIssuer is the issuer executors' tokens must carry.
+	ExecutorIssuer string
+	// Executor, when set, is an executor binary to start beside the engine
+	// (the one-command stack); Demo tasks of each example type are then
+	// submitted once it is ready.
+	Executor string
+	Demo     int
+	// ExecutorLog is where the child executor's logs go.
+	ExecutorLog string
+	LogLevel    slog.Level
+}
+
+// parseOptions reads flags and DEVENGINE_* variables.
+func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (Options, error) {
+	env := func(key, def string) string {
+		if v := getenv("DEVENGINE_" + key); v != "" {
+			return v
+		}
+		return def
+	}
+	o := Options{}
+	fs := flag.NewFlagSet("devengine", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.HTTPAddr, "http", env("HTTP_ADDR", "127.0.0.1:8080"), "API and REST registry address (DEVENGINE_HTTP_ADDR)")
+	fs.StringVar(&o.GRPCAddr, "grpc", env("GRPC_ADDR", "127.0.0.1:9000"), "ExecutorService address (DEVENGINE_GRPC_ADDR)")
+	fs.StringVar(&o.Kafka.EmbeddedAddress, "kafka", env("KAFKA_ADDR", "127.0.0.1:9092"), "embedded Kafka broker address (DEVENGINE_KAFKA_ADDR)")
+	brokers := fs.String("kafka-brokers", env("KAFKA_BROKERS", ""), "external Kafka brokers instead of the embedded one (DEVENGINE_KAFKA_BROKERS)")
+	expiry := fs.Duration("heartbeat-expiry", 0, "executor heartbeat expiry (DEVENGINE_HEARTBEAT_EXPIRY_SECONDS, default 30s)")
+	fs.StringVar(&o.Executor, "executor", "", "executor binary to start beside the engine (the one-command stack)")
+	fs.IntVar(&o.Demo, "demo", 0, "with -executor: demo tasks to submit per example type")
+	fs.StringVar(&o.ExecutorLog, "executor-log", "bin/executor.log", "with -executor: where its logs go")
+	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (DEVENGINE_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return Options{}, err
+	}
+	if *brokers != "" {
+		o.Kafka.Brokers = strings.Split(*brokers, ",")
+	}
+	o.HeartbeatExpiry = *expiry
+	if s := env("HEARTBEAT_EXPIRY_SECONDS", ""); s != "" && o.HeartbeatExpiry == 0 {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return Options{}, fmt.Errorf("DEVENGINE_HEARTBEAT_EXPIRY_SECONDS=%q: must be a whole number of at least 1", s)
+		}
+		o.HeartbeatExpiry = time.Duration(n) * time.Second
+	}
+	o.JWTSecret = env("JWT_SECRET", "")
+	o.ExecutorIssuer = env("EXECUTOR_ISSUER", "gamelan-executor")
+	if err := o.LogLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return Options{}, fmt.Errorf("DEVENGINE_LOG_LEVEL=%q: must be debug, info, warn or error", *logLevel)
+	}
+	return o, nil
+}
+
+// Run runs the reference engine until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	logOut := stdout
+	if o.Executor != "" {
+		logOut = stderr // stdout shows the demo's progress
+	}
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: o.LogLevel}))
+	return run(ctx, o, stdout, log)
+}
+
+func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) error {
+	engine := New(Config{HeartbeatExpiry: o.HeartbeatExpiry, Log: log})
+
+	var verify func(string) error
+	var verifySubject func(string) (string, error)
+	var token func() (string, error)
+	var pushCredentials interface {
+		GetRequestMetadata(context.Context, ...string) (map[string]string, error)
+		RequireTransportSecurity() bool
+	}
+	if o.JWTSecret != "" {
+		verifier, err := security.NewVerifier(security.VerifierConfig{Secret: []byte(o.JWTSecret), Issuer: o.ExecutorIssuer})
+		if err != nil {
+			return fmt.Errorf("token verifier: %w", err)
+		}
+		verify = func(t string) error { _, err := verifier.Verify(t); return err }
+		verifySubject = func(t string) (string, error) { c, err := verifier.Verify(t); return c.Subject, err }
+		minter, err := security.NewMinter(security.MinterConfig{Secret: []byte(o.JWTSecret), Issuer: "gamelan-engine",
+			Audience: "gamelan-executor", TTL: 5 * time.Minute, Subject: "devengine", Name: "devengine"})
+		if err != nil {
+			return fmt.Errorf("token minter: %w", err)
+		}
+		token = func() (string, error) { return minter.Token("") }
+		pushCredentials = minter.PerRPCCredentials(false)
+	}
+
+	grpcSide := NewGRPC(engine, pushCredentials, log)
+	defer grpcSide.Close()
+	httpSide := NewHTTP(engine, verify, token, log)
+	kafkaSide, err := NewKafka(o.Kafka, engine, verifySubject, token, log)
+	if err != nil {
+		return err
+	}
+	defer kafkaSide.Close()
+	engine.SetDeliverer("GRPC", grpcSide)
+	engine.SetDeliverer("REST", httpSide)
+	engine.SetDeliverer("KAFKA", kafkaSide)
+
+	grpcListener, err := net.Listen("tcp", o.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen for gRPC on %s: %w", o.GRPCAddr, err)
+	}
+	httpListener, err := net.Listen("tcp", o.HTTPAddr)
+	if err != nil {
+		grpcListener.Close()
+		return fmt.Errorf("listen for HTTP on %s: %w", o.HTTPAddr, err)
+	}
+	grpcServer := ggrpc.NewServer(serverOptions(engine, verify)...)
+	gamelanv1.RegisterExecutorServiceServer(grpcServer, grpcSide)
+	httpServer := &http.Server{Handler: httpSide.Handler(), ReadHeaderTimeout: 5 * time.Second}
+
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = engine.Run(runCtx) })
+	wg.Go(func() { kafkaSide.Run(runCtx) })
+	wg.Go(func() {
+		if err := grpcServer.Serve(grpcListener); err != nil {
+			stop(fmt.Errorf("grpc server: %w", err))
+		}
+	})
+	wg.Go(func() {
+		if err := httpServer.Serve(httpListener); !errors.Is(err, http.ErrServerClosed) {
+			stop(fmt.Errorf("http server: %w", err))
+		}
+	})
+	log.Info("reference engine listening", slog.String("http", httpListener.Addr().String()),
+		slog.String("grpc", grpcListener.Addr().String()), slog.Any("kafka", kafkaSide.Brokers()))
+
+	var stackErr error
+	if o.Executor != "" {
+		stackErr = runStack(runCtx, o, engine, httpListener.Addr().String(), grpcListener.Addr().String(), kafkaSide.Brokers(), stdout, log)
+		if stackErr != nil {
+			stop(stackErr)
+		}
+	}
+	<-runCtx.Done()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpServer.Shutdown(shutdownCtx)
+	grpcServer.GracefulStop()
+	stop(nil)
+	wg.Wait()
+	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return stackErr
+}

@@ -1,0 +1,102 @@
+package devengine
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gamelan-go/executor/internal/domain"
+	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+)
+
+// The engine side's conversions between the domain and the wire.
+
+func taskToProto(t domain.Task) *gamelanv1.ExecutionTask {
+	ctx, err := structpb.NewStruct(jsonSafe(t.Context))
+	if err != nil {
+		ctx = nil
+	}
+	pt := &gamelanv1.ExecutionTask{
+		TaskId: t.TaskID, RunId: t.RunID, NodeId: t.NodeID, NodeType: t.NodeType, Attempt: int32(t.Attempt),
+		ExecutionToken: t.ExecutionToken, Context: ctx, TimeoutSeconds: int64(t.Timeout / time.Second),
+	}
+	if !t.ScheduledAt.IsZero() {
+		pt.ScheduledAt = timestamppb.New(t.ScheduledAt)
+	}
+	return pt
+}
+
+// jsonSafe round-trips a map through JSON so that Struct accepts it.
+func jsonSafe(m map[string]any) map[string]any {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return map[string]any{}
+	}
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+var statusFromProto = map[gamelanv1.TaskStatus]domain.Status{
+	gamelanv1.TaskStatus_TASK_STATUS_COMPLETED: domain.StatusCompleted,
+	gamelanv1.TaskStatus_TASK_STATUS_FAILED:    domain.StatusFailed,
+	gamelanv1.TaskStatus_TASK_STATUS_CANCELLED: domain.StatusCancelled,
+	gamelanv1.TaskStatus_TASK_STATUS_SKIPPED:   domain.StatusSkipped,
+}
+
+func resultFromProto(pr *gamelanv1.TaskResult) domain.Result {
+	status, ok := statusFromProto[pr.GetStatus()]
+	if !ok {
+		status = domain.StatusFailed
+	}
+	r := domain.Result{
+		TaskID: pr.GetTaskId(), RunID: pr.GetRunId(), NodeID: pr.GetNodeId(), Attempt: int(pr.GetAttempt()),
+		ExecutionToken: pr.GetExecutionToken(), Status: status, Output: pr.GetOutput().AsMap(),
+		CompletedAt: pr.GetCompletedAt().AsTime(),
+	}
+	if e := pr.GetError(); e != nil {
+		details := e.GetContext().AsMap()
+		retryable, _ := details["retryable"].(bool)
+		delete(details, "retryable")
+		r.Error = &domain.ErrorInfo{Code: e.GetCode(), Message: e.GetMessage(), StackTrace: e.GetStackTrace(), Context: details, Retryable: retryable}
+	}
+	return r
+}
+
+// pushRequest builds the push request the way the Gamelan engine does:
+// variables as plain strings, the signature naming the chosen executor.
+func pushRequest(t domain.Task, executorID string) *dispatcherpb.ExecutionRequest {
+	vars := make(map[string]string, len(t.Context))
+	for k, v := range t.Context {
+		vars[k] = plainString(v)
+	}
+	if t.NodeType != "" {
+		vars[domain.NodeTypeKey] = t.NodeType
+	}
+	return &dispatcherpb.ExecutionRequest{
+		RunId: t.RunID, NodeId: t.NodeID, Attempt: int32(t.Attempt), Token: t.ExecutionToken, Variables: vars,
+		IdempotencyKey: t.Key(), Signature: base64.StdEncoding.EncodeToString([]byte(t.RunID + executorID)),
+	}
+}
+
+// plainString renders a variable as text: strings as they are, numbers in
+// their shortest form, anything else as JSON.
+func plainString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case int:
+		return strconv.Itoa(x)
+	case bool:
+		return strconv.FormatBool(x)
+	}
+	raw, _ := json.Marshal(v)
+	return string(raw)
+}

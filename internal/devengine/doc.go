@@ -1,0 +1,26 @@
+// Package devengine is the reference engine: the engine side of PROTOCOL.md,
+// complete, so that the executor service runs end to end on one machine and
+// its tests exercise real transports. It is not a workflow engine: it runs
+// single tasks submitted through its HTTP API.
+//
+//   - Registry: executors register over gRPC (ExecutorService), HTTP (the
+//     REST registry) or the Kafka registration topic. Registration is
+//     idempotent; a heartbeat from an unknown executor answers "not found",
+//     so that the executor registers again (unlike Gamelan, which answers
+//     success). An executor whose heartbeats stop is marked unhealthy after
+//     the expiry threshold and removed after twice that; the tasks it held
+//     are reassigned (at least once).
+//   - Dispatch: a task goes to a healthy executor of its executor type (or
+//     supporting its node type), the least loaded relative to its max
+//     concurrent tasks, never above that maximum. Delivery follows the
+//     executor's communication type: gRPC (an open ExecuteStream or
+//     StreamTasks stream if the executor has one, else push Execute), Kafka
+//     (workflow.tasks, targetExecutor set), REST (POST to its endpoint).
+//   - Results arrive through ReportResults, ExecuteStream and the results
+//     topic, deduplicated on (run id, node id, attempt), and are recorded
+//     with status, output, error and latency.
+//   - Security: when a secret is set, every inbound executor call (gRPC
+//     metadata, HTTP header, Kafka record header) must carry a valid token
+//     issued by the executor side; refusals are counted. Tasks the engine
+//     delivers carry its own token.
+package devengine

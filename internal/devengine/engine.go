@@ -1,0 +1,514 @@
+package devengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// Task states besides the result statuses (COMPLETED, FAILED, CANCELLED,
+// SKIPPED), which are final.
+const (
+	StatePending  = "PENDING"
+	StateAssigned = "ASSIGNED"
+)
+
+// TaskSpec is a task submitted through the API.
+type TaskSpec struct {
+	ExecutorType   string         `json:"executorType"`
+	NodeType       string         `json:"nodeType"`
+	NodeID         string         `json:"nodeId"`
+	Context        map[string]any `json:"context"`
+	TimeoutSeconds int            `json:"timeoutSeconds"`
+}
+
+// Task is a submitted task and what became of it.
+type Task struct {
+	ID             string         `json:"taskId"`
+	RunID          string         `json:"runId"`
+	NodeID         string         `json:"nodeId"`
+	Attempt        int            `json:"attempt"`
+	ExecutionToken string         `json:"executionToken"`
+	ExecutorType   string         `json:"executorType,omitempty"`
+	NodeType       string         `json:"nodeType,omitempty"`
+	Context        map[string]any `json:"context,omitempty"`
+	Timeout        time.Duration  `json:"-"`
+	State          string         `json:"state"`
+	// ExecutorID is the executor it was last given to; Transport how.
+	ExecutorID string `json:"executorId,omitempty"`
+	Transport  string `json:"transport,omitempty"`
+	// Deliveries counts how many times it was handed out (reassignments
+	// after an executor died, retries after refusals).
+	Deliveries  int            `json:"deliveries"`
+	SubmittedAt time.Time      `json:"submittedAt"`
+	CompletedAt time.Time      `json:"completedAt,omitzero"`
+	LatencyMs   float64        `json:"latencyMs,omitempty"`
+	Result      *domain.Result `json:"result,omitempty"`
+
+	notBefore time.Time // delivery retries wait until then
+}
+
+// Final reports whether the task has a result.
+func (t *Task) Final() bool { return t.State != StatePending && t.State != StateAssigned }
+
+// key is "runId:nodeId:attempt", what results are deduplicated on.
+func (t *Task) key() string { return domain.IdempotencyKey(t.RunID, t.NodeID, t.Attempt) }
+
+// Domain returns the task as the executor side sees it.
+func (t *Task) Domain() domain.Task {
+	return domain.Task{
+		TaskID: t.ID, RunID: t.RunID, NodeID: t.NodeID, NodeType: t.NodeType, ExecutorType: t.ExecutorType,
+		ExecutorID: t.ExecutorID, Attempt: t.Attempt, ExecutionToken: t.ExecutionToken,
+		Context: t.Context, Timeout: t.Timeout, ScheduledAt: t.SubmittedAt,
+	}
+}
+
+// Deliverer hands a task to an executor over one communication type. Deliver
+// returns nil when the executor (or the broker) has accepted the task; an
+// error puts the task back in the queue to be tried again.
+type Deliverer interface {
+	Deliver(ctx context.Context, to Executor, task domain.Task) (transport string, err error)
+}
+
+// Canceller is implemented by deliverers that can cancel a task in flight.
+type Canceller interface {
+	Cancel(executorID, taskID, reason string) bool
+}
+
+// Config configures the engine.
+type Config struct {
+	// HeartbeatExpiry marks an executor unhealthy after this long without a
+	// heartbeat, and removes it after twice that (30s).
+	HeartbeatExpiry time.Duration
+	// RetryDelay is the first wait before a refused delivery is retried;
+	// it doubles per refusal up to 2s (50ms).
+	RetryDelay time.Duration
+	Log        *slog.Logger
+	// Now is the clock (time.Now).
+	Now func() time.Time
+}
+
+// Engine is the reference engine's core: registry, task queue, dispatch and
+// results. Transports (gRPC, HTTP, Kafka) call it; it calls them back through
+// Deliverers.
+type Engine struct {
+	cfg Config
+	reg *registry
+	log *slog.Logger
+
+	deliverers map[string]Deliverer // by communication type
+
+	mu    sync.Mutex
+	seq   int
+	tasks map[string]*Task // by task id
+	byKey map[string]*Task // by run:node:attempt
+	// queues holds the pending tasks, FIFO per (executor type, node type):
+	// dispatch stops scanning a queue at the first task nobody can take.
+	queues  map[string][]*Task
+	delayed []*Task       // refused deliveries waiting to be retried
+	changed chan struct{} // closed and replaced on every change
+
+	wake       chan struct{}
+	deliveries sync.WaitGroup
+
+	duplicates atomic.Int64
+	unknown    atomic.Int64
+	refused    atomic.Int64
+}
+
+// New returns an engine; call SetDeliverer for each transport, then Run.
+func New(cfg Config) *Engine {
+	if cfg.HeartbeatExpiry == 0 {
+		cfg.HeartbeatExpiry = 30 * time.Second
+	}
+	if cfg.RetryDelay == 0 {
+		cfg.RetryDelay = 50 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{
+		cfg: cfg, reg: newRegistry(cfg.HeartbeatExpiry, cfg.Now), log: cfg.Log,
+		deliverers: map[string]Deliverer{},
+		tasks:      map[string]*Task{}, byKey: map[string]*Task{}, queues: map[string][]*Task{},
+		changed: make(chan struct{}), wake: make(chan struct{}, 1),
+	}
+}
+
+// SetDeliverer sets how tasks reach executors of a communication type
+// (GRPC, KAFKA, REST). Call before Run.
+func (e *Engine) SetDeliverer(communicationType string, d Deliverer) {
+	e.deliverers[communicationType] = d
+}
+
+// Run dispatches tasks and expires silent executors until ctx ends, then
+// waits for deliveries in progress.
+func (e *Engine) Run(ctx context.Context) error {
+	ticker := time.NewTicker(min(e.cfg.HeartbeatExpiry/4, time.Second))
+	defer ticker.Stop()
+	defer e.deliveries.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.wake:
+		case <-ticker.C:
+			e.expire()
+		}
+		e.dispatch(ctx)
+	}
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLocked wakes whoever waits for a change. Callers hold mu.
+func (e *Engine) notifyLocked() {
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// Submit queues a task and returns it.
+func (e *Engine) Submit(spec TaskSpec) (Task, error) {
+	if spec.ExecutorType == "" && spec.NodeType == "" {
+		return Task{}, errors.New("a task needs an executorType or a nodeType")
+	}
+	if spec.TimeoutSeconds < 0 {
+		return Task{}, errors.New("timeoutSeconds must not be negative")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seq++
+	n := strconv.Itoa(e.seq)
+	t := &Task{
+		ID: "task-" + n, RunID: "run-" + n, NodeID: spec.NodeID, Attempt: 1, ExecutionToken: "token-" + n,
+		ExecutorType: spec.ExecutorType, NodeType: spec.NodeType, Context: spec.Context,
+		Timeout: time.Duration(spec.TimeoutSeconds) * time.Second, State: StatePending, SubmittedAt: e.cfg.Now(),
+	}
+	if t.NodeID == "" {
+		t.NodeID = "node-" + n
+	}
+	if t.Context == nil {
+		t.Context = map[string]any{}
+	}
+	e.tasks[t.ID] = t
+	e.byKey[t.key()] = t
+	e.enqueueLocked(t, false)
+	e.notifyLocked()
+	e.poke()
+	return *t, nil
+}
+
+// queueKey groups tasks that the same executors can take.
+func queueKey(t *Task) string { return t.ExecutorType + "|" + t.NodeType }
+
+// enqueueLocked puts a pending task at the back of its queue, or the front
+// when it was already waiting (a reassignment). Callers hold mu.
+func (e *Engine) enqueueLocked(t *Task, front bool) {
+	k := queueKey(t)
+	if front {
+		e.queues[k] = append([]*Task{t}, e.queues[k]...)
+	} else {
+		e.queues[k] = append(e.queues[k], t)
+	}
+}
+
+// dispatch gives every pending task it can to an executor.
+func (e *Engine) dispatch(ctx context.Context) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.cfg.Now()
+	var nextRetry time.Time
+	stillDelayed := e.delayed[:0]
+	for _, t := range e.delayed {
+		switch {
+		case t.State != StatePending:
+		case now.Before(t.notBefore):
+			stillDelayed = append(stillDelayed, t)
+			if nextRetry.IsZero() || t.notBefore.Before(nextRetry) {
+				nextRetry = t.notBefore
+			}
+		default:
+			e.enqueueLocked(t, true)
+		}
+	}
+	clear(e.delayed[len(stillDelayed):])
+	e.delayed = stillDelayed
+	for k, queue := range e.queues {
+		for len(queue) > 0 {
+			t := queue[0]
+			if t.State != StatePending { // cancelled while queued
+				queue = queue[1:]
+				continue
+			}
+			ex, ok := e.reg.assign(t.ExecutorType, t.NodeType)
+			if !ok {
+				break // nobody can take this queue's head, so not the rest either
+			}
+			queue = queue[1:]
+			d := e.deliverers[ex.CommunicationType]
+			if d == nil {
+				e.reg.release(ex.ID)
+				e.log.Warn("no transport for executor", slog.String("executor_id", ex.ID), slog.String("communication_type", ex.CommunicationType))
+				e.delayed = append(e.delayed, t)
+				t.notBefore = now.Add(time.Second)
+				continue
+			}
+			t.State, t.ExecutorID = StateAssigned, ex.ID
+			t.Deliveries++
+			task := t.Domain()
+			e.deliveries.Go(func() { e.deliver(ctx, d, ex, t, task) })
+		}
+		if len(queue) == 0 {
+			delete(e.queues, k)
+		} else {
+			e.queues[k] = queue
+		}
+	}
+	e.notifyLocked()
+	if !nextRetry.IsZero() {
+		time.AfterFunc(nextRetry.Sub(now), e.poke)
+	}
+}
+
+// deliver hands one task over; a refusal puts it back in the queue.
+func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task, task domain.Task) {
+	transport, err := d.Deliver(ctx, ex, task)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		if t.State == StateAssigned && t.ExecutorID == ex.ID {
+			t.Transport = transport
+		}
+		return
+	}
+	e.reg.release(ex.ID)
+	if t.State != StateAssigned || t.ExecutorID != ex.ID {
+		return // answered or reassigned meanwhile
+	}
+	e.log.Debug("delivery refused, will retry", slog.String("task_id", t.ID), slog.String("executor_id", ex.ID), slog.Any("error", err))
+	delay := e.cfg.RetryDelay << min(t.Deliveries-1, 6)
+	t.State, t.ExecutorID, t.notBefore = StatePending, "", e.cfg.Now().Add(min(delay, 2*time.Second))
+	e.delayed = append(e.delayed, t)
+	e.notifyLocked()
+	e.poke()
+}
+
+// expire handles executors whose heartbeats stopped: the tasks they held
+// go back to the queue (at least once: a late result still counts).
+func (e *Engine) expire() {
+	lost := e.reg.expire()
+	if len(lost) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, id := range lost {
+		e.log.Warn("executor stopped heartbeating; reassigning its tasks", slog.String("executor_id", id))
+		e.requeueHeldLocked(id)
+	}
+	e.notifyLocked()
+	e.poke()
+}
+
+// requeueHeldLocked puts the tasks assigned to an executor back in the
+// queue. Callers hold mu.
+func (e *Engine) requeueHeldLocked(executorID string) {
+	for _, t := range e.tasks {
+		if t.State == StateAssigned && t.ExecutorID == executorID {
+			e.reg.release(executorID)
+			t.State, t.ExecutorID = StatePending, ""
+			e.enqueueLocked(t, true)
+		}
+	}
+}
+
+// GiveBack returns a task that was handed to a transport but never reached
+// its executor (a stream closed before sending it) to the queue.
+func (e *Engine) GiveBack(taskID, executorID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.tasks[taskID]
+	if t == nil || t.State != StateAssigned || t.ExecutorID != executorID {
+		return
+	}
+	e.reg.release(executorID)
+	t.State, t.ExecutorID = StatePending, ""
+	e.enqueueLocked(t, true)
+	e.notifyLocked()
+	e.poke()
+}
+
+// Register adds or refreshes an executor.
+func (e *Engine) Register(ex Executor) {
+	e.reg.register(ex)
+	e.log.Info("executor registered", slog.String("executor_id", ex.ID), slog.String("executor_type", ex.Type),
+		slog.String("communication_type", ex.CommunicationType), slog.String("endpoint", ex.Endpoint), slog.String("via", ex.Via))
+	e.changedNow()
+}
+
+// Unregister removes an executor; tasks it still held are reassigned.
+func (e *Engine) Unregister(id string) bool {
+	ok := e.reg.unregister(id)
+	e.mu.Lock()
+	e.requeueHeldLocked(id)
+	e.notifyLocked()
+	e.mu.Unlock()
+	e.poke()
+	if ok {
+		e.log.Info("executor unregistered", slog.String("executor_id", id))
+	}
+	return ok
+}
+
+// Heartbeat records a heartbeat; ErrUnknownExecutor tells the executor to
+// register again.
+func (e *Engine) Heartbeat(id string, load int) error {
+	err := e.reg.heartbeat(id, load)
+	if err == nil {
+		e.poke() // an unhealthy executor may be back
+	}
+	return err
+}
+
+func (e *Engine) changedNow() {
+	e.mu.Lock()
+	e.notifyLocked()
+	e.mu.Unlock()
+	e.poke()
+}
+
+// Result records a result, deduplicated on (run id, node id, attempt). It
+// reports whether the result was new.
+func (e *Engine) Result(res domain.Result) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.byKey[res.Key()]
+	switch {
+	case t == nil:
+		e.unknown.Add(1)
+		return false
+	case t.Final():
+		e.duplicates.Add(1)
+		return false
+	}
+	if t.State == StateAssigned {
+		e.reg.release(t.ExecutorID)
+	}
+	if res.ExecutorID != "" {
+		t.ExecutorID = res.ExecutorID
+	}
+	r := res
+	t.Result, t.State = &r, string(res.Status)
+	t.CompletedAt = e.cfg.Now()
+	t.LatencyMs = float64(t.CompletedAt.Sub(t.SubmittedAt).Microseconds()) / 1000
+	e.notifyLocked()
+	e.poke()
+	return true
+}
+
+// Cancel cancels a task: a queued one at once, a delivered one through its
+// transport when the transport can (the executor then answers CANCELLED).
+func (e *Engine) Cancel(taskID, reason string) (bool, error) {
+	e.mu.Lock()
+	t := e.tasks[taskID]
+	if t == nil {
+		e.mu.Unlock()
+		return false, fmt.Errorf("no task %s", taskID)
+	}
+	switch t.State {
+	case StatePending:
+		t.State = string(domain.StatusCancelled)
+		t.CompletedAt = e.cfg.Now()
+		t.Result = &domain.Result{TaskID: t.ID, RunID: t.RunID, NodeID: t.NodeID, Attempt: t.Attempt, Status: domain.StatusCancelled,
+			Error: &domain.ErrorInfo{Code: domain.CodeCancelled, Message: reason}}
+		e.notifyLocked()
+		e.mu.Unlock()
+		return true, nil
+	case StateAssigned:
+		executorID := t.ExecutorID
+		ex, _ := e.reg.get(executorID)
+		e.mu.Unlock()
+		if c, ok := e.deliverers[ex.CommunicationType].(Canceller); ok && c.Cancel(executorID, taskID, reason) {
+			return true, nil
+		}
+		return false, fmt.Errorf("task %s is running on %s, whose transport cannot cancel it", taskID, executorID)
+	default:
+		e.mu.Unlock()
+		return false, fmt.Errorf("task %s already finished %s", taskID, t.State)
+	}
+}
+
+// Task returns a copy of a task.
+func (e *Engine) Task(id string) (Task, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.tasks[id]
+	if !ok {
+		return Task{}, false
+	}
+	return *t, true
+}
+
+// Tasks returns copies of every task.
+func (e *Engine) Tasks() []Task {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Task, 0, len(e.tasks))
+	for _, t := range e.tasks {
+		out = append(out, *t)
+	}
+	return out
+}
+
+// Executors returns the registry's executors.
+func (e *Engine) Executors() []Executor { return e.reg.list() }
+
+// Executor returns one executor.
+func (e *Engine) Executor(id string) (Executor, bool) { return e.reg.get(id) }
+
+// WaitUntil waits until cond holds (checked on every change) or ctx ends.
+func (e *Engine) WaitUntil(ctx context.Context, cond func() bool) error {
+	for {
+		e.mu.Lock()
+		changed := e.changed
+		e.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Counters are the engine's totals.
+type Counters struct {
+	Duplicates     int64 `json:"duplicateResults"`
+	UnknownResults int64 `json:"unknownResults"`
+	Refused        int64 `json:"refusedCalls"`
+}
+
+// Counters returns the totals so far.
+func (e *Engine) Counters() Counters {
+	return Counters{Duplicates: e.duplicates.Load(), UnknownResults: e.unknown.Load(), Refused: e.refused.Load()}
+}
+
+// Refused counts an inbound call refused for its credentials.
+func (e *Engine) Refused() { e.refused.Add(1) }

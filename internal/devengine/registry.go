@@ -1,0 +1,182 @@
+package devengine
+
+import (
+	"errors"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// ErrUnknownExecutor is returned for calls about an executor the registry
+// does not know (a heartbeat after expiry): the executor should register
+// again.
+var ErrUnknownExecutor = errors.New("executor not registered")
+
+// Executor is the registry's view of one executor.
+type Executor struct {
+	ID                 string            `json:"executorId"`
+	Type               string            `json:"executorType"`
+	CommunicationType  string            `json:"communicationType"`
+	Endpoint           string            `json:"endpoint"`
+	SupportedNodeTypes []string          `json:"supportedNodeTypes"`
+	MaxConcurrent      int               `json:"maxConcurrentTasks"`
+	Metadata           map[string]string `json:"metadata"`
+	// Via is how it registered: grpc, http or kafka.
+	Via           string    `json:"registeredVia"`
+	RegisteredAt  time.Time `json:"registeredAt"`
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+	Healthy       bool      `json:"healthy"`
+	// Assigned is how many tasks the engine has given it and not had answered.
+	Assigned int `json:"assignedTasks"`
+	// ReportedLoad is the task count of its last heartbeat.
+	ReportedLoad int `json:"reportedLoad"`
+}
+
+// supports reports whether the executor takes tasks of this executor type
+// or node type.
+func (e *Executor) supports(executorType, nodeType string) bool {
+	if executorType != "" {
+		return e.Type == executorType
+	}
+	return nodeType == e.Type || slices.Contains(e.SupportedNodeTypes, nodeType)
+}
+
+// registry holds the executors. All methods are safe for concurrent use.
+type registry struct {
+	mu        sync.Mutex
+	executors map[string]*Executor
+	expiry    time.Duration
+	now       func() time.Time
+}
+
+func newRegistry(expiry time.Duration, now func() time.Time) *registry {
+	return &registry{executors: make(map[string]*Executor), expiry: expiry, now: now}
+}
+
+// register adds or refreshes an executor; what the engine counted against
+// it (Assigned) survives a re-registration.
+func (r *registry) register(e Executor) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	e.RegisteredAt, e.LastHeartbeat, e.Healthy = now, now, true
+	if old, ok := r.executors[e.ID]; ok {
+		e.Assigned = old.Assigned
+	}
+	if e.MaxConcurrent < 1 {
+		e.MaxConcurrent = 1
+	}
+	r.executors[e.ID] = &e
+}
+
+// unregister removes an executor and reports whether it was known.
+func (r *registry) unregister(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.executors[id]
+	delete(r.executors, id)
+	return ok
+}
+
+// heartbeat records a heartbeat; ErrUnknownExecutor when the id is unknown.
+func (r *registry) heartbeat(id string, load int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.executors[id]
+	if !ok {
+		return ErrUnknownExecutor
+	}
+	e.LastHeartbeat, e.Healthy, e.ReportedLoad = r.now(), true, load
+	return nil
+}
+
+// get returns a copy of an executor.
+func (r *registry) get(id string) (Executor, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.executors[id]
+	if !ok {
+		return Executor{}, false
+	}
+	return *e, true
+}
+
+// list returns copies of every executor, sorted by id.
+func (r *registry) list() []Executor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Executor, 0, len(r.executors))
+	for _, e := range r.executors {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// expire marks executors whose last heartbeat is older than the threshold
+// unhealthy, removes those older than twice the threshold, and returns the
+// ids of executors that became unhealthy or were removed.
+func (r *registry) expire() (lost []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	for id, e := range r.executors {
+		silent := now.Sub(e.LastHeartbeat)
+		switch {
+		case silent > 2*r.expiry:
+			delete(r.executors, id)
+			lost = append(lost, id)
+		case silent > r.expiry && e.Healthy:
+			e.Healthy = false
+			lost = append(lost, id)
+		}
+	}
+	return lost
+}
+
+// assign picks the least-loaded healthy executor that supports the task
+// and has room, counts the task against it, and returns a copy. ok is false
+// when none can take it now.
+func (r *registry) assign(executorType, nodeType string) (Executor, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var best *Executor
+	for _, e := range r.executors {
+		if !e.Healthy || e.Assigned >= e.MaxConcurrent || !e.supports(executorType, nodeType) {
+			continue
+		}
+		// Least loaded relative to capacity; ties go to the lower id.
+		if best == nil || e.Assigned*best.MaxConcurrent < best.Assigned*e.MaxConcurrent ||
+			(e.Assigned*best.MaxConcurrent == best.Assigned*e.MaxConcurrent && e.ID < best.ID) {
+			best = e
+		}
+	}
+	if best == nil {
+		return Executor{}, false
+	}
+	best.Assigned++
+	return *best, true
+}
+
+// release uncounts a task from an executor (answered, or given back).
+func (r *registry) release(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.executors[id]; ok && e.Assigned > 0 {
+		e.Assigned--
+	}
+}
+
+// anySupports reports whether any registered executor could ever take the
+// task (healthy or not), to tell "wait" from "no such executor".
+func (r *registry) anySupports(executorType, nodeType string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.executors {
+		if e.supports(executorType, nodeType) {
+			return true
+		}
+	}
+	return false
+}

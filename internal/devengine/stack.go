@@ -1,0 +1,208 @@
+package devengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The one-command stack: the engine starts the executor service beside
+// itself, submits a demo workload through gRPC and Kafka, shows progress,
+// prints a summary, and keeps both running until it is stopped.
+
+// Ports of the executor started by the stack.
+const (
+	stackExecutorHTTP = "127.0.0.1:8090"
+	stackExecutorGRPC = "9090"
+	stackExecutorREST = "8091"
+)
+
+// runStack supervises the executor until ctx ends (then stops it with
+// SIGTERM and waits for its drain) or it exits on its own (an error).
+func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr string, kafka []string, out io.Writer, log *slog.Logger) error {
+	if err := os.MkdirAll(filepath.Dir(o.ExecutorLog), 0o755); err != nil {
+		return fmt.Errorf("executor log: %w", err)
+	}
+	logFile, err := os.Create(o.ExecutorLog)
+	if err != nil {
+		return fmt.Errorf("executor log: %w", err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(o.Executor)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: a Ctrl-C in the terminal reaches the engine
+	// only, which then stops the executor with exactly one SIGTERM (a
+	// second signal would end its drain at once).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = append(os.Environ(),
+		"GAMELAN_EXECUTOR_ENGINE_URL=http://"+httpAddr,
+		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET="+grpcAddr,
+		"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS="+strings.Join(kafka, ","),
+		"GAMELAN_EXECUTOR_HTTP_HOST=127.0.0.1",
+		"GAMELAN_EXECUTOR_HTTP_PORT="+strings.TrimPrefix(stackExecutorHTTP, "127.0.0.1:"),
+		"GAMELAN_EXECUTOR_GRPC_HOST=127.0.0.1",
+		"GAMELAN_EXECUTOR_GRPC_PORT="+stackExecutorGRPC,
+		"GAMELAN_EXECUTOR_REST_HOST=127.0.0.1",
+		"GAMELAN_EXECUTOR_REST_PORT="+stackExecutorREST,
+		"GAMELAN_EXECUTOR_INSTANCE_ID=local",
+		"PAYMENT_GATEWAY_DELAY=20ms",
+	)
+	if o.JWTSecret != "" {
+		cmd.Env = append(cmd.Env, "GAMELAN_EXECUTOR_JWT_SECRET="+o.JWTSecret)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start executor %s: %w", o.Executor, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	fmt.Fprintf(out, "engine: http://%s (API), %s (gRPC), Kafka %s\nexecutor: pid %d, logs in %s\n",
+		httpAddr, grpcAddr, strings.Join(kafka, ","), cmd.Process.Pid, o.ExecutorLog)
+
+	demoDone := make(chan error, 1)
+	demoCtx, stopDemo := context.WithCancel(ctx)
+	defer stopDemo()
+	go func() { demoDone <- demo(demoCtx, o.Demo, engine, httpAddr, out) }()
+
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("executor exited: %v (see %s)", err, o.ExecutorLog)
+		case err := <-demoDone:
+			demoDone = nil
+			if err != nil && ctx.Err() == nil {
+				log.Error("demo failed", slog.Any("error", err))
+			}
+		case <-ctx.Done():
+			fmt.Fprintln(out, "stopping the executor (SIGTERM) and the engine...")
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					return fmt.Errorf("executor stopped with %v (see %s)", err, o.ExecutorLog)
+				}
+				return nil
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				return errors.New("executor did not stop within 60s; killed")
+			}
+		}
+	}
+}
+
+// demoTypes are the example executor types and a valid and an invalid
+// input for each.
+var demoTypes = []struct {
+	executorType string
+	valid, bad   func(i int) map[string]any
+}{
+	{"calculate-tax", func(i int) map[string]any { return map[string]any{"amount": float64(100 + i)} },
+		func(int) map[string]any { return map[string]any{"amount": "lots"} }},
+	{"order-validator", func(i int) map[string]any { return map[string]any{"orderId": fmt.Sprintf("ORDER-%d", i)} },
+		func(i int) map[string]any { return map[string]any{"orderId": fmt.Sprintf("X-%d", i)} }},
+	{"notification-sender", func(i int) map[string]any {
+		return map[string]any{"recipient": "ops@example.com", "message": fmt.Sprint("done ", i)}
+	},
+		func(int) map[string]any { return map[string]any{"recipient": ""} }},
+	{"payment-processor", func(i int) map[string]any { return map[string]any{"totalAmount": float64(10 + i), "customerId": "C-1"} },
+		func(int) map[string]any { return map[string]any{"totalAmount": -5} }},
+}
+
+// demo waits for the executor's four types, submits perType tasks of each
+// (one in ten with bad input, to show failures by code), shows progress and
+// prints the summary.
+func demo(ctx context.Context, perType int, engine *Engine, engineAddr string, out io.Writer) error {
+	if err := awaitReady(ctx, engine); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "executor ready: http://%s/q/health/ready\n", stackExecutorHTTP)
+	if perType <= 0 {
+		fmt.Fprintln(out, "no demo workload; submit tasks with POST /api/v1/tasks. Ctrl-C to stop.")
+		return nil
+	}
+	total := perType * len(demoTypes)
+	fmt.Fprintf(out, "submitting %d tasks (%d per type, one in ten with bad input)...\n", total, perType)
+	var ids []string
+	for i := range perType {
+		for _, dt := range demoTypes {
+			input := dt.valid(i)
+			if i%10 == 9 {
+				input = dt.bad(i)
+			}
+			t, err := engine.Submit(TaskSpec{ExecutorType: dt.executorType, Context: input, TimeoutSeconds: 30})
+			if err != nil {
+				return err
+			}
+			ids = append(ids, t.ID)
+		}
+	}
+	done := func() int {
+		n := 0
+		for _, id := range ids {
+			if t, ok := engine.Task(id); ok && t.Final() {
+				n++
+			}
+		}
+		return n
+	}
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	for answered := done(); answered < total; answered = done() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+			fmt.Fprintf(out, "progress: %d/%d answered\n", answered, total)
+		}
+	}
+	fmt.Fprintf(out, "all %d tasks answered.\n", total)
+	Summarize(engine.Tasks(), engine.Counters()).Print(out)
+	fmt.Fprintf(out, "\nservices stay up: engine API http://%s/api/v1/executors, executor probes http://%s/q/health. Ctrl-C to stop.\n",
+		engineAddr, stackExecutorHTTP)
+	return nil
+}
+
+// awaitReady waits until the executor registered its four types and
+// answers its readiness probe.
+func awaitReady(ctx context.Context, engine *Engine) error {
+	deadline, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := engine.WaitUntil(deadline, func() bool {
+		for _, dt := range demoTypes {
+			found := false
+			for _, e := range engine.Executors() {
+				found = found || (e.Type == dt.executorType && e.Healthy)
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("the executor's types did not all register: %w", err)
+	}
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + stackExecutorHTTP + "/q/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-deadline.Done():
+			return fmt.Errorf("the executor never became ready: %w", deadline.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
