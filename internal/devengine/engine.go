@@ -294,6 +294,7 @@ func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task,
 		if t.State == StateAssigned && t.ExecutorID == ex.ID {
 			t.Transport = transport
 		}
+		e.notifyLocked()
 		return
 	}
 	e.reg.release(ex.ID)
