@@ -50,8 +50,9 @@ func (r *Runtime) register(ctx context.Context, e *hostedExecutor) error {
 }
 
 // heartbeatLoop heartbeats every type about every HeartbeatInterval (10%
-// jitter), re-registering a type once after each failed heartbeat and
-// periodically every ReregisterInterval.
+// jitter), re-registering a type once after each failed heartbeat, once
+// after a successful heartbeat while its last registration attempt failed,
+// and periodically every ReregisterInterval.
 func (r *Runtime) heartbeatLoop(ctx context.Context) {
 	pace := domain.Backoff{Initial: r.cfg.HeartbeatInterval, Multiplier: 1, Jitter: 0.1}
 	for {
@@ -90,17 +91,23 @@ func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {
 		_ = r.register(ctx, e)
 		return
 	}
-	if r.cfg.ReregisterInterval > 0 && sinceUnixNano(e.lastRegistered.Load()) >= r.cfg.ReregisterInterval {
+	// A re-registration that failed (the engine was down when a heartbeat
+	// failed) leaves the type unregistered, hence not ready, although the
+	// engine, back with its state, now accepts its heartbeats: register it
+	// again rather than wait for the periodic re-registration.
+	if !e.registered.Load() ||
+		(r.cfg.ReregisterInterval > 0 && sinceUnixNano(e.lastRegistered.Load()) >= r.cfg.ReregisterInterval) {
 		_ = r.register(ctx, e)
 	}
 }
 
-// unregisterAll unregisters every type that was ever registered.
+// unregisterAll unregisters every type that was ever registered, except
+// shared ids (see domain.Registration.Shared).
 func (r *Runtime) unregisterAll() {
 	var wg sync.WaitGroup
 	for _, e := range r.executors {
-		if e.lastRegistered.Load() == 0 {
-			continue
+		if e.lastRegistered.Load() == 0 || e.reg.Shared {
+			continue // never registered, or still served by other replicas
 		}
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)

@@ -27,7 +27,8 @@
 //     resent with backoff until the sink acknowledges them; only then is the
 //     task settled (Kafka commits its offset).
 //   - Control plane: register every hosted type before intake starts,
-//     heartbeat with jitter, re-register after a failed heartbeat and
+//     heartbeat with jitter, re-register after a failed heartbeat, after a
+//     successful one while the last registration attempt failed, and
 //     periodically.
 //   - Stop: not ready, stop intake, hand back unstarted redeliverable tasks,
 //     drain the rest up to DrainTimeout (then cancel them: SHUTDOWN), flush

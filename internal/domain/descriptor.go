@@ -105,6 +105,12 @@ type Registration struct {
 	Endpoint string
 	// Metadata carries name, version and host, and anything an adapter adds.
 	Metadata map[string]string
+	// Shared reports that replicas of the service register this same
+	// executor id (Kafka executors: one logical executor per consumer
+	// group). A replica that stops does not unregister a shared id, since
+	// the others still serve it; the engine ages it out when the last one
+	// stops heartbeating.
+	Shared bool
 }
 
 // Heartbeat is one report of an executor's load and health.

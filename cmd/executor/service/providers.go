@@ -262,12 +262,14 @@ func registration(cfg config.Config, ex executor.Executor, kind, host string) do
 	desc := ex.Descriptor().WithDefaults()
 	communication := desc.CommunicationType
 	id := cfg.Name + "-" + desc.Type
+	shared := false
 	switch kind {
 	case "grpc":
 		communication = domain.CommunicationGRPC
 		id += "-" + instanceID(cfg, host)
 	case "kafka":
 		communication = domain.CommunicationKafka
+		shared = true // replicas share the group and the logical id
 	case "rest":
 		communication = domain.CommunicationREST
 		id += "-" + instanceID(cfg, host)
@@ -282,6 +284,7 @@ func registration(cfg config.Config, ex executor.Executor, kind, host string) do
 			"version": cfg.Version,
 			"host":    host,
 		},
+		Shared: shared,
 	}
 }
 

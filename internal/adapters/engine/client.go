@@ -48,7 +48,8 @@ type Client struct {
 	token    func(string) (string, error)
 }
 
-// StatusError is a non-2xx answer.
+// StatusError is a non-2xx answer. URL has its password redacted; Body is
+// the start of the answer's body, at most 512 bytes.
 type StatusError struct {
 	Method, URL string
 	Status      int
@@ -99,12 +100,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // do sends one request (retried when idempotent) and decodes a 2xx JSON
 // answer into out when out is not nil.
 func (c *Client) do(ctx context.Context, method, path, executorID string, body, out any) error {
-	target := c.base.JoinPath(path).String()
+	target := c.base.JoinPath(path)
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
-			return fmt.Errorf("%s %s: encode: %w", method, target, err)
+			return fmt.Errorf("%s %s: encode: %w", method, target.Redacted(), err)
 		}
 	}
 	var lastErr error
@@ -124,14 +125,17 @@ func (c *Client) do(ctx context.Context, method, path, executorID string, body, 
 }
 
 // once sends one request; retry reports whether a failure may be retried.
-func (c *Client) once(ctx context.Context, method, target, executorID string, payload []byte, out any) (retry bool, err error) {
+// Errors show the URL with its password redacted (an ENGINE_URL may carry
+// credentials).
+func (c *Client) once(ctx context.Context, method string, target *url.URL, executorID string, payload []byte, out any) (retry bool, err error) {
 	var reader io.Reader
 	if payload != nil {
 		reader = bytes.NewReader(payload)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, reader)
+	shown := target.Redacted()
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), reader)
 	if err != nil {
-		return false, fmt.Errorf("%s %s: %w", method, target, err)
+		return false, fmt.Errorf("%s %s: %w", method, shown, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if payload != nil {
@@ -140,19 +144,19 @@ func (c *Client) once(ctx context.Context, method, target, executorID string, pa
 	if c.token != nil {
 		token, err := c.token(executorID)
 		if err != nil {
-			return false, fmt.Errorf("%s %s: token: %w", method, target, err)
+			return false, fmt.Errorf("%s %s: token: %w", method, shown, err)
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return ctx.Err() == nil, fmt.Errorf("%s %s: %w", method, target, err)
+		return ctx.Err() == nil, fmt.Errorf("%s %s: %w", method, shown, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		quoted, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
-		statusErr := &StatusError{Method: method, URL: target, Status: resp.StatusCode, Body: strings.TrimSpace(string(quoted))}
+		statusErr := &StatusError{Method: method, URL: shown, Status: resp.StatusCode, Body: strings.TrimSpace(string(quoted))}
 		return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, statusErr
 	}
 	if out == nil {
@@ -160,7 +164,7 @@ func (c *Client) once(ctx context.Context, method, target, executorID string, pa
 		return false, nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-		return false, fmt.Errorf("%s %s: decode answer: %w", method, target, err)
+		return false, fmt.Errorf("%s %s: decode answer: %w", method, shown, err)
 	}
 	return false, nil
 }

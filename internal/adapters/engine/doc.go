@@ -15,5 +15,9 @@
 // <JWT>" when tokens are configured, has a timeout, and is retried with
 // jittered backoff on network errors, 5xx and 429 (every call here is
 // idempotent); a non-2xx answer is an error quoting the status and the start
-// of the body. net/http only, with a tuned transport.
+// of the body. Errors show the engine's URL with its password redacted.
+// net/http only, with a tuned transport.
+//
+// Package enginetest is the engine side of this wire for tests: a REST
+// registry with fault injection, and the REST dispatcher's task posts.
 package engine

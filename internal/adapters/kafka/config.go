@@ -146,8 +146,9 @@ func (c Config) producerConfig() (*sarama.Config, error) {
 
 // consumerConfig reads from the oldest record of a partition the group has
 // never committed (tasks sent before the first executor joined are not
-// lost), commits marked offsets every second and at every rebalance, and
-// decodes whatever compression the engine used.
+// lost), commits marked offsets every 250ms and at every rebalance (a crash
+// redelivers at most that much finished work), and decodes whatever
+// compression the engine used.
 func (c Config) consumerConfig() (*sarama.Config, error) {
 	sc, err := c.base()
 	if err != nil {
@@ -156,7 +157,7 @@ func (c Config) consumerConfig() (*sarama.Config, error) {
 	c = c.withDefaults()
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Offsets.AutoCommit.Enable = true
-	sc.Consumer.Offsets.AutoCommit.Interval = time.Second
+	sc.Consumer.Offsets.AutoCommit.Interval = 250 * time.Millisecond
 	sc.Consumer.MaxWaitTime = c.FetchMaxWait
 	sc.Consumer.Fetch.Max = int32(c.MaxMessageBytes) * 4
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}

@@ -85,8 +85,9 @@ func plainValue(v any) any {
 }
 
 // recoverIdentity reads whatever it can of a malformed record's runId, nodeId,
-// attempt and token, so that the engine can be answered. ok is false when
-// run id or node id cannot be found.
+// attempt, token, taskId and targetExecutor (as ExecutorID), so that the
+// engine can be answered, by the executor it addressed. ok is false when run
+// id or node id cannot be found.
 func recoverIdentity(value []byte) (task domain.Task, ok bool) {
 	if !utf8.Valid(value) {
 		value = []byte(strings.ToValidUTF8(string(value), "\uFFFD"))
@@ -102,7 +103,8 @@ func recoverIdentity(value []byte) (task domain.Task, ok bool) {
 		}
 		return ""
 	}
-	task = domain.Task{RunID: str("runId"), NodeID: str("nodeId"), ExecutionToken: str("token"), TaskID: str("taskId")}
+	task = domain.Task{RunID: str("runId"), NodeID: str("nodeId"), ExecutionToken: str("token"), TaskID: str("taskId"),
+		ExecutorID: str("targetExecutor")}
 	var n json.Number
 	if json.Unmarshal(fields["attempt"], &n) == nil {
 		if a, err := strconv.Atoi(n.String()); err == nil {

@@ -23,11 +23,20 @@ type offsetTracker struct {
 	pending []int64        // offsets read and not yet committed, in order
 	done    map[int64]bool // finished offsets among pending
 	closed  bool           // the claim ended: marks no longer reach a commit
-	empty   chan struct{}  // closed and replaced whenever pending empties
+	// inFlight counts records the runtime accepted and has not settled;
+	// idle is closed and replaced whenever it drops to zero.
+	inFlight int
+	idle     chan struct{}
+	// handedBack holds records the runtime gave back unstarted, for the
+	// claim to offer again; redeliver has room for one signal that there
+	// are some. It never holds more records than were in flight.
+	handedBack []*sarama.ConsumerMessage
+	redeliver  chan struct{}
 }
 
 func newOffsetTracker(session sarama.ConsumerGroupSession, topic string, partition int32) *offsetTracker {
-	return &offsetTracker{session: session, topic: topic, partition: partition, done: make(map[int64]bool), empty: make(chan struct{})}
+	return &offsetTracker{session: session, topic: topic, partition: partition, done: make(map[int64]bool),
+		idle: make(chan struct{}), redeliver: make(chan struct{}, 1)}
 }
 
 // track records that offset was read and is not finished.
@@ -43,7 +52,6 @@ func (t *offsetTracker) finish(offset int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.done[offset] = true
-	advanced := false
 	for len(t.pending) > 0 && t.done[t.pending[0]] {
 		delete(t.done, t.pending[0])
 		next := t.pending[0] + 1
@@ -51,20 +59,73 @@ func (t *offsetTracker) finish(offset int64) {
 		if !t.closed {
 			t.session.MarkOffset(t.topic, t.partition, next, "")
 		}
-		advanced = true
-	}
-	if advanced && len(t.pending) == 0 {
-		close(t.empty)
-		t.empty = make(chan struct{})
 	}
 }
 
-// outstanding returns how many offsets are unfinished, and a channel closed
-// when that next reaches zero.
+// begin records that the runtime is about to be offered a record; end
+// takes it back if the offer is refused.
+func (t *offsetTracker) begin() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.inFlight++
+}
+
+// end records that a record offered with begin is no longer in flight.
+func (t *offsetTracker) end() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.endLocked()
+}
+
+func (t *offsetTracker) endLocked() {
+	t.inFlight--
+	if t.inFlight == 0 {
+		close(t.idle)
+		t.idle = make(chan struct{})
+	}
+}
+
+// settle records the runtime's verdict on an offered record: finished
+// (err nil), or handed back to be offered again by the claim while it
+// lasts (the record stays uncommitted either way until it is finished).
+func (t *offsetTracker) settle(msg *sarama.ConsumerMessage, err error) {
+	if err == nil {
+		t.finish(msg.Offset)
+		t.end()
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.endLocked()
+	if t.closed {
+		return // the next owner of the partition reads it again
+	}
+	t.handedBack = append(t.handedBack, msg)
+	select {
+	case t.redeliver <- struct{}{}:
+	default: // a signal is pending already
+	}
+}
+
+// redeliveries returns a channel that receives when records were handed
+// back; takeHandedBack returns them.
+func (t *offsetTracker) redeliveries() <-chan struct{} { return t.redeliver }
+
+func (t *offsetTracker) takeHandedBack() []*sarama.ConsumerMessage {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	msgs := t.handedBack
+	t.handedBack = nil
+	return msgs
+}
+
+// outstanding returns how many records are in flight in the runtime, and a
+// channel closed when that next reaches zero. Records refused or handed
+// back are not in flight: they will not finish before the claim ends.
 func (t *offsetTracker) outstanding() (int, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.pending), t.empty
+	return t.inFlight, t.idle
 }
 
 // close stops marking: the claim has ended and its session's commits with it.

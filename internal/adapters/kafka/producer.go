@@ -30,8 +30,12 @@ type Producer struct {
 	// sarama producer panics.
 	mu     sync.RWMutex
 	closed bool
-	// connectMu serialises connecting.
+	// connectMu guards async and connecting.
 	connectMu sync.Mutex
+	// connecting is closed when the connection attempt in progress ends;
+	// nil when none is.
+	connecting chan struct{}
+	connectErr error
 }
 
 // NewProducer returns a producer for the brokers; it connects on first use.
@@ -43,26 +47,54 @@ func NewProducer(cfg Config) (*Producer, error) {
 	return &Producer{brokers: cfg.Brokers, config: sc}, nil
 }
 
-// connected returns the sarama producer, connecting it if needed. Callers
-// hold mu (read or write); it upgrades nothing: connecting happens under
-// connectMu.
-func (p *Producer) connected() (sarama.AsyncProducer, error) {
+// connected returns the sarama producer, connecting it if needed. The
+// connection is made in the background (sarama's dial ignores contexts), so
+// a caller whose ctx ends stops waiting at once; one attempt serves every
+// caller waiting meanwhile.
+func (p *Producer) connected(ctx context.Context) (sarama.AsyncProducer, error) {
+	p.connectMu.Lock()
+	if p.async != nil {
+		defer p.connectMu.Unlock()
+		return p.async, nil
+	}
+	attempt := p.connecting
+	if attempt == nil {
+		attempt = make(chan struct{})
+		p.connecting = attempt
+		go p.connect(attempt)
+	}
+	p.connectMu.Unlock()
+	select {
+	case <-attempt:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("kafka producer for %v: connecting: %w", p.brokers, context.Cause(ctx))
+	}
 	p.connectMu.Lock()
 	defer p.connectMu.Unlock()
 	if p.async != nil {
 		return p.async, nil
 	}
+	return nil, p.connectErr
+}
+
+// connect makes one connection attempt and ends it by closing done.
+func (p *Producer) connect(done chan struct{}) {
 	async, err := sarama.NewAsyncProducer(p.brokers, p.config)
+	p.connectMu.Lock()
+	defer p.connectMu.Unlock()
+	defer close(done)
+	p.connecting = nil
 	if err != nil {
-		return nil, fmt.Errorf("kafka producer for %v: %w", p.brokers, err)
+		p.connectErr = fmt.Errorf("kafka producer for %v: %w", p.brokers, err)
+		return
 	}
-	p.async = async
+	p.async, p.connectErr = async, nil
 	go p.demux(async)
-	return async, nil
 }
 
 // WithTokens makes every record carry "authorization: Bearer <token>",
-// the token minted for the record's executor id.
+// the token minted for the record's executor id. Call it before the first
+// send.
 func (p *Producer) WithTokens(token func(executorID string) (string, error)) {
 	p.headers = func(executorID string) ([]sarama.RecordHeader, error) {
 		t, err := token(executorID)
@@ -135,7 +167,7 @@ func (p *Producer) enqueue(ctx context.Context, msgs []*sarama.ProducerMessage) 
 	if p.closed {
 		return errors.New("kafka producer closed")
 	}
-	async, err := p.connected()
+	async, err := p.connected(ctx)
 	if err != nil {
 		return err
 	}
@@ -170,8 +202,8 @@ func (p *Producer) demux(async sarama.AsyncProducer) {
 	}
 }
 
-// Close flushes what is in flight and closes the producer. Sends after
-// Close fail.
+// Close flushes what is in flight and closes the producer, after waiting
+// for a connection attempt in progress. Sends after Close fail.
 func (p *Producer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -179,6 +211,12 @@ func (p *Producer) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.connectMu.Lock()
+	attempt := p.connecting
+	p.connectMu.Unlock()
+	if attempt != nil {
+		<-attempt
+	}
 	p.connectMu.Lock()
 	defer p.connectMu.Unlock()
 	if p.async == nil {

@@ -38,10 +38,14 @@ var answerBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 //     node id can be read, else skipped with a log line naming its offset;
 //     either way the partition goes on.
 //   - Tasks are redeliverable: a task the runtime hands back is not
-//     committed, and is read again after the next rebalance or restart.
+//     committed; while the source reads it is offered again, and after
+//     Stop it is left to the group (read again after the next rebalance or
+//     restart).
 //
 // Stop stops reading but keeps the group session, so that tasks settled
-// during the drain still commit; Close leaves the group.
+// during the drain still commit; Close leaves the group. A stopped source
+// also leaves the group at the next rebalance (a successor joining), so
+// that it does not keep partitions it will not read.
 type TaskSource struct {
 	cfg      Config
 	consumer *sarama.Config
@@ -62,7 +66,11 @@ type TaskSource struct {
 	// offering is held (read) while a claim offers a task, so that Stop can
 	// wait until no Offer is in progress.
 	offering sync.RWMutex
-	health   error
+	// admitting is held from AwaitCapacity to Offer, so that the claims of
+	// the source's partitions do not both see the same free room and one
+	// of them offer into a full runtime.
+	admitting sync.Mutex
+	health    error
 }
 
 var (
@@ -181,7 +189,10 @@ func (s *TaskSource) consume(ctx context.Context) {
 		if group != nil {
 			err = group.Consume(ctx, []string{s.cfg.TasksTopic}, s)
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || s.stoppedReading() {
+			// Closed; or stopped, and the session that could still commit
+			// the drain has ended: rejoining would only take partitions
+			// away from the replicas that read them.
 			return
 		}
 		if err == nil {
@@ -194,6 +205,13 @@ func (s *TaskSource) consume(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// stoppedReading reports whether Stop was called.
+func (s *TaskSource) stoppedReading() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readCtx != nil && s.readCtx.Err() != nil
 }
 
 // logErrors logs the group's asynchronous errors until it is closed.
@@ -222,13 +240,25 @@ func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sar
 	s.mu.Lock()
 	readCtx, intake := s.readCtx, s.intake
 	s.mu.Unlock()
+	// offerCtx ends with reading or with the session, whichever comes
+	// first: a claim waiting for room in a full runtime must let go of its
+	// partition when the session ends (a rebalance, a lost broker), since
+	// the session cannot end before every claim returns.
+	offerCtx, cancel := context.WithCancel(readCtx)
+	defer cancel()
+	defer context.AfterFunc(session.Context(), cancel)()
 	for {
 		select {
 		case msg, ok := <-claim.Messages():
-			if !ok {
+			if !ok { // the session is ending
+				s.awaitFinished(tracker)
 				return nil
 			}
-			s.handle(readCtx, intake, tracker, msg)
+			s.handle(offerCtx, intake, tracker, msg)
+		case <-tracker.redeliveries():
+			for _, msg := range tracker.takeHandedBack() {
+				s.take(offerCtx, intake, tracker, msg)
+			}
 		case <-readCtx.Done():
 			// Stopped reading: keep the session, so that tasks settled
 			// during the drain commit, until it ends (Close or rebalance).
@@ -242,8 +272,9 @@ func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sar
 	}
 }
 
-// awaitFinished gives the claim's tasks in flight a moment to finish, so
-// that their offsets commit before the partition moves.
+// awaitFinished gives the claim's tasks in flight in the runtime a moment
+// to finish, so that their offsets commit before the partition moves.
+// Records refused or handed back are not waited for: they will not finish.
 func (s *TaskSource) awaitFinished(tracker *offsetTracker) {
 	n, empty := tracker.outstanding()
 	if n == 0 {
@@ -257,9 +288,15 @@ func (s *TaskSource) awaitFinished(tracker *offsetTracker) {
 	}
 }
 
-// handle takes one record: decodes, filters and offers it.
+// handle tracks and takes one record read from the partition.
 func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
 	tracker.track(msg.Offset)
+	s.take(ctx, intake, tracker, msg)
+}
+
+// take decodes, filters and offers a tracked record: one just read, or one
+// the runtime handed back.
+func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
 	log := s.log.With(slog.String("topic", msg.Topic), slog.Int("partition", int(msg.Partition)), slog.Int64("offset", msg.Offset))
 	task, err := decodeTask(msg.Value, s.cfg.MaxMessageBytes)
 	if err != nil {
@@ -278,14 +315,23 @@ func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *o
 	}
 	s.offering.RLock()
 	defer s.offering.RUnlock()
+	s.admitting.Lock()
+	defer s.admitting.Unlock()
 	for {
+		// Checked under offering: once Stop holds it, ctx has ended, so
+		// no Offer follows Stop's return.
+		if ctx.Err() != nil {
+			return // stopped, or the session ended: not finished, so read again
+		}
 		_, err := intake.AwaitCapacity(ctx)
 		if err == nil {
+			tracker.begin()
 			err = intake.Offer(ctx, ports.Delivery{Task: &task, Redeliverable: true, Settle: func(err error) {
-				if err == nil {
-					tracker.finish(msg.Offset)
-				}
+				tracker.settle(msg, err)
 			}})
+			if err != nil {
+				tracker.end()
+			}
 		}
 		switch {
 		case err == nil:
@@ -312,6 +358,11 @@ func (s *TaskSource) answerMalformed(ctx context.Context, value []byte, cause er
 	task, ok := recoverIdentity(value)
 	if !ok {
 		log.Error("malformed task record skipped: no run id and node id to answer", slog.Any("error", cause))
+		return true
+	}
+	if target := task.ExecutorID; target != "" && !s.ids[target] && !s.types[target] {
+		log.Warn("malformed task record skipped: addressed to another executor, which answers it",
+			slog.String("target_executor", target), slog.Any("error", cause))
 		return true
 	}
 	res := domain.ResultFor(&task, domain.StatusFailed)

@@ -387,6 +387,28 @@ func (b *Broker) inspect(fn func(c *kfake.Cluster) error) error {
 // instance because another process took one of its ports).
 func (b *Broker) Restart(t testing.TB) {
 	t.Helper()
+	b.restart(t, nil)
+}
+
+// RestartAfter is Restart with an outage of the length down decides: it
+// closes the cluster, calls down, and starts the cluster again once down
+// returns. down runs on the calling goroutine while the brokers are
+// unreachable, typically waiting (with a deadline) until the clients under
+// test have noticed, for an outage longer than their own retries.
+// Meanwhile the Broker's methods that reach the cluster (producing,
+// readers' constructors, inspection, Cluster, Restart, Close) wait for the
+// restart to finish, so down must not call them, nor fail the test
+// (t.FailNow), which would leave the broker locked: it should record what
+// it saw for the test to check afterwards. Addrs and ClientOptions may be
+// called.
+func (b *Broker) RestartAfter(t testing.TB, down func()) {
+	t.Helper()
+	b.restart(t, down)
+}
+
+// restart implements Restart and RestartAfter.
+func (b *Broker) restart(t testing.TB, down func()) {
+	t.Helper()
 	if b.dataDir == "" {
 		t.Fatalf("kafkatest: restart: the broker was started without WithPersistence and would lose everything")
 	}
@@ -396,6 +418,9 @@ func (b *Broker) Restart(t testing.TB) {
 		t.Fatalf("kafkatest: restart: broker closed")
 	}
 	b.cluster.Close()
+	if down != nil {
+		down()
+	}
 	cluster, err := b.newCluster(b.ports)
 	if err != nil {
 		b.closed = true

@@ -46,8 +46,10 @@
 // groups and committed offsets in a directory of t.TempDir(), and Restart
 // closes it and brings up a new one on the same ports and directory, as a
 // broker restart would: clients, the executor's included, see their
-// connections drop and must reconnect. Restart waits until every broker
-// answers a request, authenticated and over TLS as configured.
+// connections drop and must reconnect. RestartAfter keeps the brokers down
+// until a function of the test returns, for outages longer than the
+// clients' own retries. Restart waits until every broker answers a
+// request, authenticated and over TLS as configured.
 //
 // Security. WithSASL makes every broker demand SASL (PLAIN, SCRAM-SHA-256 or
 // SCRAM-SHA-512) with one user, and WithTLS serves TLS with a server

@@ -352,6 +352,19 @@ func TestRestartKeepsRecordsAndCommittedOffsets(t *testing.T) {
 	require.NoError(t, b.WaitForLag(ctx, group, TasksTopic, 0))
 }
 
+func TestRestartAfterKeepsBrokersDownMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := Start(t, WithPersistence())
+	require.NoError(t, b.ProduceTask(ctx, kafka.TaskMessage{RunID: "r", NodeID: "n", Attempt: 1}))
+	var downErr error
+	b.RestartAfter(t, func() { downErr = ping(t, b.ClientOptions()...) })
+	require.Error(t, downErr, "a broker answered while down")
+	require.NoError(t, ping(t, b.ClientOptions()...))
+	require.NoError(t, b.ProduceTask(ctx, kafka.TaskMessage{RunID: "r", NodeID: "n", Attempt: 2}))
+	require.NoError(t, b.Tasks(t).WaitForMessages(ctx, 2))
+}
+
 func TestRestartKeepsSecuritySettings(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)

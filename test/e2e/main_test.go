@@ -1,0 +1,251 @@
+// Package e2e runs the executor service as real processes (the binary of
+// cmd/executor, built once per test run) against a Kafka broker that the
+// test itself runs on 127.0.0.1 (kafkatest, an in-process kfake cluster),
+// and checks what an engine would see when processes die or stop under
+// load.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// builtBinary is the service binary, built once for the package's tests.
+var builtBinary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBinary.dir != "" {
+		os.RemoveAll(builtBinary.dir)
+	}
+	os.Exit(code)
+}
+
+// executorBinary builds cmd/executor once and returns its path.
+func executorBinary(t *testing.T) string {
+	t.Helper()
+	builtBinary.once.Do(func() {
+		builtBinary.dir, builtBinary.err = os.MkdirTemp("", "executor-e2e-")
+		if builtBinary.err != nil {
+			return
+		}
+		builtBinary.path = filepath.Join(builtBinary.dir, "executor")
+		build := exec.Command("go", "build", "-o", builtBinary.path, "github.com/gamelan-go/executor/cmd/executor")
+		build.Stderr = os.Stderr
+		builtBinary.err = build.Run()
+	})
+	require.NoError(t, builtBinary.err, "build the service binary")
+	return builtBinary.path
+}
+
+// startTimeout bounds how long a process may take to listen, and
+// stopTimeout how long it may take to exit once signalled.
+const startTimeout, stopTimeout = 20 * time.Second, 30 * time.Second
+
+// process is one executor process started by a test.
+type process struct {
+	name    string
+	baseURL string // of its HTTP server, from its "http server listening" line
+	cmd     *exec.Cmd
+	stderr  bytes.Buffer // written by exec's copier until Wait returns
+
+	mu      sync.Mutex
+	lines   []map[string]any // JSON log lines of stdout
+	raw     []string
+	changed chan struct{} // closed and replaced on every line and at exit
+
+	exited  chan struct{} // closed once Wait has returned
+	waitErr error         // Wait's error, set before exited closes
+}
+
+// startProcess runs the binary with exactly vars as its environment and
+// waits until its HTTP server listens. The process is killed at the end of
+// the test if it is still running.
+func startProcess(t *testing.T, name string, vars map[string]string) *process {
+	t.Helper()
+	cmd := exec.Command(executorBinary(t))
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &process{name: name, cmd: cmd, changed: make(chan struct{}), exited: make(chan struct{})}
+	cmd.Stderr = &p.stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	go func() {
+		scanner := bufio.NewScanner(stdout)
+		scanner.Buffer(make([]byte, 0, 64*1024), 1<<20)
+		for scanner.Scan() {
+			p.addLine(scanner.Text())
+		}
+		// Reading first, then Wait, as os/exec requires of StdoutPipe.
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.waitErr = err
+		close(p.changed)
+		p.changed = make(chan struct{})
+		p.mu.Unlock()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("process %s stdout:\n%s\nstderr:\n%s", p.name, p.text(), p.stderr.String())
+		}
+	})
+	listening := p.waitForLine(t, startTimeout, "http server listening")
+	addr, _ := listening["addr"].(string)
+	require.NotEmpty(t, addr, "address in %v", listening)
+	p.baseURL = "http://" + addr
+	return p
+}
+
+// waitReady waits until the process answers 200 on /q/health/ready.
+func (p *process) waitReady(t *testing.T) {
+	t.Helper()
+	var last string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(p.baseURL + "/q/health/ready")
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		return resp.StatusCode == http.StatusOK
+	}, startTimeout, 10*time.Millisecond, "%s never ready; last answer: %s", p, last)
+}
+
+func (p *process) addLine(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.raw = append(p.raw, line)
+	var fields map[string]any
+	if json.Unmarshal([]byte(line), &fields) == nil {
+		p.lines = append(p.lines, fields)
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// text returns everything the process wrote on stdout so far.
+func (p *process) text() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.raw, "\n")
+}
+
+// linesWith returns the log lines whose msg is msg, in order.
+func (p *process) linesWith(msg string) []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var found []map[string]any
+	for _, line := range p.lines {
+		if line["msg"] == msg {
+			found = append(found, line)
+		}
+	}
+	return found
+}
+
+// waitForLine waits until the process logs a line whose msg is msg and
+// returns the first such line; it fails when the process exits or d passes
+// first.
+func (p *process) waitForLine(t *testing.T, d time.Duration, msg string) map[string]any {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		p.mu.Lock()
+		changed := p.changed
+		p.mu.Unlock()
+		if found := p.linesWith(msg); len(found) > 0 {
+			return found[0]
+		}
+		select {
+		case <-changed:
+		case <-p.exited:
+			if found := p.linesWith(msg); len(found) > 0 {
+				return found[0]
+			}
+			t.Fatalf("process %s exited (%v) without logging %q; stdout:\n%s\nstderr:\n%s", p.name, p.waitErr, msg, p.text(), p.stderr.String())
+		case <-timeout:
+			t.Fatalf("process %s did not log %q within %s; stdout:\n%s", p.name, msg, d, p.text())
+		}
+	}
+}
+
+// signal sends sig to the process.
+func (p *process) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig), "signal %s to %s", sig, p.name)
+}
+
+// wait waits for the process to exit and returns Wait's error.
+func (p *process) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.waitErr
+	case <-time.After(stopTimeout):
+		t.Fatalf("process %s did not exit within %s; stdout:\n%s", p.name, stopTimeout, p.text())
+		return nil
+	}
+}
+
+// partitions returns the partitions of the tasks topic the process held
+// when it last joined its consumer group (its "joined kafka consumer
+// group" log line), sorted.
+func (p *process) partitions(t *testing.T) []int32 {
+	t.Helper()
+	joins := p.linesWith("joined kafka consumer group")
+	require.NotEmpty(t, joins, "process %s never joined its group", p.name)
+	return partitionsOf(t, joins[len(joins)-1])
+}
+
+// partitionsOf reads the partitions attribute of a join log line.
+func partitionsOf(t *testing.T, line map[string]any) []int32 {
+	t.Helper()
+	list, ok := line["partitions"].([]any)
+	if line["partitions"] != nil {
+		require.True(t, ok, "partitions of %v", line)
+	}
+	partitions := make([]int32, 0, len(list))
+	for _, v := range list {
+		n, ok := v.(float64)
+		require.True(t, ok, "partition %v", v)
+		partitions = append(partitions, int32(n))
+	}
+	sort.Slice(partitions, func(i, j int) bool { return partitions[i] < partitions[j] })
+	return partitions
+}
+
+// String names the process in messages.
+func (p *process) String() string {
+	return fmt.Sprintf("process %s (pid %d)", p.name, p.cmd.Process.Pid)
+}
