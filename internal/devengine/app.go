@@ -36,7 +36,11 @@ type Options struct {
 	Demo     int
 	// ExecutorLog is where the child executor's logs go.
 	ExecutorLog string
-	LogLevel    slog.Level
+	// ExecutorHTTPAddr, ExecutorGRPCPort and ExecutorRESTPort are where the
+	// child executor serves its probes, push server and REST intake.
+	ExecutorHTTPAddr                   string
+	ExecutorGRPCPort, ExecutorRESTPort int
+	LogLevel                           slog.Level
 }
 
 // parseOptions reads flags and DEVENGINE_* variables.
@@ -58,6 +62,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.Executor, "executor", "", "executor binary to start beside the engine (the one-command stack)")
 	fs.IntVar(&o.Demo, "demo", 0, "with -executor: demo tasks to submit per example type")
 	fs.StringVar(&o.ExecutorLog, "executor-log", "bin/executor.log", "with -executor: where its logs go")
+	fs.StringVar(&o.ExecutorHTTPAddr, "executor-http", "127.0.0.1:8090", "with -executor: its probes' address")
+	fs.IntVar(&o.ExecutorGRPCPort, "executor-grpc-port", 9090, "with -executor: its push server's port on 127.0.0.1")
+	fs.IntVar(&o.ExecutorRESTPort, "executor-rest-port", 8091, "with -executor: its REST intake's port on 127.0.0.1")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (DEVENGINE_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err

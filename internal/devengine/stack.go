@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -18,13 +20,6 @@ import (
 // The one-command stack: the engine starts the executor service beside
 // itself, submits a demo workload through gRPC and Kafka, shows progress,
 // prints a summary, and keeps both running until it is stopped.
-
-// Ports of the executor started by the stack.
-const (
-	stackExecutorHTTP = "127.0.0.1:8090"
-	stackExecutorGRPC = "9090"
-	stackExecutorREST = "8091"
-)
 
 // runStack supervises the executor until ctx ends (then stops it with
 // SIGTERM and waits for its drain) or it exits on its own (an error).
@@ -37,6 +32,10 @@ func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr
 		return fmt.Errorf("executor log: %w", err)
 	}
 	defer logFile.Close()
+	httpHost, httpPort, err := net.SplitHostPort(o.ExecutorHTTPAddr)
+	if err != nil {
+		return fmt.Errorf("executor HTTP address %q: %w", o.ExecutorHTTPAddr, err)
+	}
 	cmd := exec.Command(o.Executor)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group: a Ctrl-C in the terminal reaches the engine
@@ -47,12 +46,12 @@ func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr
 		"GAMELAN_EXECUTOR_ENGINE_URL=http://"+httpAddr,
 		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET="+grpcAddr,
 		"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS="+strings.Join(kafka, ","),
-		"GAMELAN_EXECUTOR_HTTP_HOST=127.0.0.1",
-		"GAMELAN_EXECUTOR_HTTP_PORT="+strings.TrimPrefix(stackExecutorHTTP, "127.0.0.1:"),
+		"GAMELAN_EXECUTOR_HTTP_HOST="+httpHost,
+		"GAMELAN_EXECUTOR_HTTP_PORT="+httpPort,
 		"GAMELAN_EXECUTOR_GRPC_HOST=127.0.0.1",
-		"GAMELAN_EXECUTOR_GRPC_PORT="+stackExecutorGRPC,
+		"GAMELAN_EXECUTOR_GRPC_PORT="+strconv.Itoa(o.ExecutorGRPCPort),
 		"GAMELAN_EXECUTOR_REST_HOST=127.0.0.1",
-		"GAMELAN_EXECUTOR_REST_PORT="+stackExecutorREST,
+		"GAMELAN_EXECUTOR_REST_PORT="+strconv.Itoa(o.ExecutorRESTPort),
 		"GAMELAN_EXECUTOR_INSTANCE_ID=local",
 		"PAYMENT_GATEWAY_DELAY=20ms",
 	)
@@ -70,7 +69,7 @@ func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr
 	demoDone := make(chan error, 1)
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	defer stopDemo()
-	go func() { demoDone <- demo(demoCtx, o.Demo, engine, httpAddr, out) }()
+	go func() { demoDone <- demo(demoCtx, o.Demo, engine, httpAddr, o.ExecutorHTTPAddr, out) }()
 
 	for {
 		select {
@@ -119,11 +118,11 @@ var demoTypes = []struct {
 // demo waits for the executor's four types, submits perType tasks of each
 // (one in ten with bad input, to show failures by code), shows progress and
 // prints the summary.
-func demo(ctx context.Context, perType int, engine *Engine, engineAddr string, out io.Writer) error {
-	if err := awaitReady(ctx, engine); err != nil {
+func demo(ctx context.Context, perType int, engine *Engine, engineAddr, executorAddr string, out io.Writer) error {
+	if err := awaitReady(ctx, engine, executorAddr); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "executor ready: http://%s/q/health/ready\n", stackExecutorHTTP)
+	fmt.Fprintf(out, "executor ready: http://%s/q/health/ready\n", executorAddr)
 	if perType <= 0 {
 		fmt.Fprintln(out, "no demo workload; submit tasks with POST /api/v1/tasks. Ctrl-C to stop.")
 		return nil
@@ -166,13 +165,13 @@ func demo(ctx context.Context, perType int, engine *Engine, engineAddr string, o
 	fmt.Fprintf(out, "all %d tasks answered.\n", total)
 	Summarize(engine.Tasks(), engine.Counters()).Print(out)
 	fmt.Fprintf(out, "\nservices stay up: engine API http://%s/api/v1/executors, executor probes http://%s/q/health. Ctrl-C to stop.\n",
-		engineAddr, stackExecutorHTTP)
+		engineAddr, executorAddr)
 	return nil
 }
 
 // awaitReady waits until the executor registered its four types and
 // answers its readiness probe.
-func awaitReady(ctx context.Context, engine *Engine) error {
+func awaitReady(ctx context.Context, engine *Engine, executorAddr string) error {
 	deadline, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	err := engine.WaitUntil(deadline, func() bool {
@@ -192,7 +191,7 @@ func awaitReady(ctx context.Context, engine *Engine) error {
 	}
 	client := &http.Client{Timeout: time.Second}
 	for {
-		resp, err := client.Get("http://" + stackExecutorHTTP + "/q/health/ready")
+		resp, err := client.Get("http://" + executorAddr + "/q/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
