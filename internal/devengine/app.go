@@ -182,6 +182,7 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpServer.Shutdown(shutdownCtx)
+	grpcSide.Stop()
 	grpcServer.GracefulStop()
 	stop(nil)
 	wg.Wait()

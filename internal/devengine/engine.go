@@ -41,7 +41,8 @@ type Task struct {
 	Context        map[string]any `json:"context,omitempty"`
 	Timeout        time.Duration  `json:"-"`
 	State          string         `json:"state"`
-	// ExecutorID is the executor it was last given to; Transport how.
+	// ExecutorID is the executor it was last given to; Transport how,
+	// once that executor accepted it or answered.
 	ExecutorID string `json:"executorId,omitempty"`
 	Transport  string `json:"transport,omitempty"`
 	// Deliveries counts how many times it was handed out (reassignments
@@ -53,6 +54,7 @@ type Task struct {
 	Result      *domain.Result `json:"result,omitempty"`
 
 	notBefore time.Time // delivery retries wait until then
+	route     string    // the transport its delivery in flight takes (see Router)
 }
 
 // Final reports whether the task has a result.
@@ -75,6 +77,15 @@ func (t *Task) Domain() domain.Task {
 // error puts the task back in the queue to be tried again.
 type Deliverer interface {
 	Deliver(ctx context.Context, to Executor, task domain.Task) (transport string, err error)
+}
+
+// Router is implemented by deliverers that can name, before delivering,
+// the transport a delivery to an executor takes now (what Deliver would
+// answer), so that a task whose result overtakes the return of its
+// delivery (an executor reports before its push ack is read) is not left
+// final without a transport.
+type Router interface {
+	Route(to Executor) string
 }
 
 // Canceller is implemented by deliverers that can cancel a task in flight.
@@ -268,7 +279,10 @@ func (e *Engine) dispatch(ctx context.Context) {
 				t.notBefore = now.Add(time.Second)
 				continue
 			}
-			t.State, t.ExecutorID = StateAssigned, ex.ID
+			t.State, t.ExecutorID, t.Transport, t.route = StateAssigned, ex.ID, "", ""
+			if r, ok := d.(Router); ok {
+				t.route = r.Route(ex)
+			}
 			t.Deliveries++
 			task := t.Domain()
 			e.deliveries.Go(func() { e.deliver(ctx, d, ex, t, task) })
@@ -291,7 +305,10 @@ func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task,
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err == nil {
-		if t.State == StateAssigned && t.ExecutorID == ex.ID {
+		// The result may have come in before the delivery returned: the
+		// transport is still this delivery's unless the task went back to
+		// the queue or to another executor meanwhile.
+		if t.State != StatePending && t.ExecutorID == ex.ID {
 			t.Transport = transport
 		}
 		e.notifyLocked()
@@ -409,6 +426,9 @@ func (e *Engine) Result(res domain.Result) bool {
 	}
 	if t.State == StateAssigned {
 		e.reg.release(t.ExecutorID)
+		if t.Transport == "" {
+			t.Transport = t.route // the result overtook its delivery's return
+		}
 	}
 	if res.ExecutorID != "" {
 		t.ExecutorID = res.ExecutorID

@@ -205,3 +205,38 @@ func TestSummary(t *testing.T) {
 	assert.Equal(t, 30.0, s.ByTransport["grpc-push"].P99Ms)
 	assert.InDelta(t, 2/0.03, s.ByTransport["grpc-push"].TasksPerSecond, 0.01)
 }
+
+// answeringDeliverer answers each task before its delivery returns, as an
+// executor that reports a result before its push ack is read, and holds
+// the delivery until release is closed.
+type answeringDeliverer struct {
+	engine  *Engine
+	release chan struct{}
+}
+
+func (d *answeringDeliverer) Route(Executor) string { return "grpc-push" }
+
+func (d *answeringDeliverer) Deliver(_ context.Context, _ Executor, task domain.Task) (string, error) {
+	d.engine.Result(domain.Result{RunID: task.RunID, NodeID: task.NodeID, Attempt: task.Attempt, Status: domain.StatusCompleted})
+	<-d.release
+	return "grpc-push", nil
+}
+
+func TestTransportIsRecordedWhenTheResultOvertakesTheDelivery(t *testing.T) {
+	e := New(Config{})
+	d := &answeringDeliverer{engine: e, release: make(chan struct{})}
+	e.SetDeliverer("GRPC", d)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 1})
+	task, err := e.Submit(TaskSpec{ExecutorType: "tax"})
+	require.NoError(t, err)
+
+	waitFor(t, e, "answered", func() bool { got, _ := e.Task(task.ID); return got.Final() })
+	got, _ := e.Task(task.ID)
+	assert.Equal(t, "grpc-push", got.Transport, "while the delivery has not returned")
+	assert.Equal(t, 1, Summarize(e.Tasks(), e.Counters()).ByTransport["grpc-push"].Answered)
+	close(d.release)
+}

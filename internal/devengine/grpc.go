@@ -37,19 +37,32 @@ type GRPC struct {
 	mu       sync.Mutex
 	sessions map[string]*session // executor id -> its open stream
 	clients  map[string]*ggrpc.ClientConn
+
+	stopping chan struct{} // closed by Stop: open streams end
+	stopOnce sync.Once
 }
 
 var (
 	_ gamelanv1.ExecutorServiceServer = (*GRPC)(nil)
 	_ Deliverer                       = (*GRPC)(nil)
 	_ Canceller                       = (*GRPC)(nil)
+	_ Router                          = (*GRPC)(nil)
 )
 
 // NewGRPC returns the engine's gRPC side. pushCredentials may be nil.
 func NewGRPC(engine *Engine, pushCredentials credentials.PerRPCCredentials, log *slog.Logger) *GRPC {
 	return &GRPC{engine: engine, log: log, pushCredentials: pushCredentials,
-		sessions: map[string]*session{}, clients: map[string]*ggrpc.ClientConn{}}
+		sessions: map[string]*session{}, clients: map[string]*ggrpc.ClientConn{}, stopping: make(chan struct{})}
 }
+
+// errStopping ends the streams of a stopping engine; executors reconnect.
+var errStopping = status.Error(codes.Unavailable, "the engine is stopping")
+
+// Stop ends every open StreamTasks and ExecuteStream stream (tasks queued
+// and not sent go back to the engine's queue) and refuses new ones, so
+// that the server's graceful stop need not wait for executors to close
+// them, which they never do on their own.
+func (g *GRPC) Stop() { g.stopOnce.Do(func() { close(g.stopping) }) }
 
 // session is an executor's open stream: tasks (and, on ExecuteStream,
 // cancellations) queued for its sender.
@@ -132,6 +145,8 @@ func (g *GRPC) StreamTasks(req *gamelanv1.StreamTasksRequest, stream gamelanv1.E
 			}
 		case <-stream.Context().Done():
 			return nil
+		case <-g.stopping:
+			return errStopping
 		}
 	}
 }
@@ -172,14 +187,32 @@ func (g *GRPC) ExecuteStream(stream gamelanv1.ExecutorService_ExecuteStreamServe
 			}
 		}
 	}()
+	sendTask := func(t domain.Task) error {
+		err := stream.Send(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: taskToProto(t)}})
+		if err != nil {
+			g.engine.GiveBack(t.TaskID, id)
+		}
+		return err
+	}
 	for {
 		select {
 		case t := <-s.tasks:
-			if err := stream.Send(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: taskToProto(t)}}); err != nil {
-				g.engine.GiveBack(t.TaskID, id)
+			if err := sendTask(t); err != nil {
 				return err
 			}
 		case c := <-s.cancellations:
+			// A cancellation must not overtake its task, which may still be
+			// queued: the tasks queued before it go first.
+			for queued := true; queued; {
+				select {
+				case t := <-s.tasks:
+					if err := sendTask(t); err != nil {
+						return err
+					}
+				default:
+					queued = false
+				}
+			}
 			if err := stream.Send(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Cancellation{Cancellation: c}}); err != nil {
 				return err
 			}
@@ -190,6 +223,8 @@ func (g *GRPC) ExecuteStream(stream gamelanv1.ExecutorService_ExecuteStreamServe
 			return err
 		case <-stream.Context().Done():
 			return nil
+		case <-g.stopping:
+			return errStopping
 		}
 	}
 }
@@ -234,6 +269,16 @@ func (g *GRPC) Deliver(ctx context.Context, to Executor, task domain.Task) (stri
 		}
 	}
 	return "grpc-push", g.push(ctx, to, task)
+}
+
+// Route implements Router: the executor's open stream, else push.
+func (g *GRPC) Route(to Executor) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s := g.sessions[to.ID]; s != nil {
+		return s.kind
+	}
+	return "grpc-push"
 }
 
 // push calls the executor's Execute endpoint.

@@ -30,7 +30,10 @@ type HTTP struct {
 	client *http.Client
 }
 
-var _ Deliverer = (*HTTP)(nil)
+var (
+	_ Deliverer = (*HTTP)(nil)
+	_ Router    = (*HTTP)(nil)
+)
 
 // NewHTTP returns the engine's HTTP side. verify and token may be nil.
 func NewHTTP(engine *Engine, verify func(string) error, token func() (string, error), log *slog.Logger) *HTTP {
@@ -206,6 +209,9 @@ func (h *HTTP) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// Route implements Router.
+func (h *HTTP) Route(Executor) string { return "rest" }
 
 // Deliver implements Deliverer for REST executors: a POST to the endpoint
 // with the task in headers and a JSON body, the way Gamelan's REST

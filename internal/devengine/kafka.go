@@ -63,7 +63,10 @@ type Kafka struct {
 	client  *kgo.Client
 }
 
-var _ Deliverer = (*Kafka)(nil)
+var (
+	_ Deliverer = (*Kafka)(nil)
+	_ Router    = (*Kafka)(nil)
+)
 
 // NewKafka starts the embedded broker (unless brokers are given) with its
 // topics, and connects. verify and token may be nil.
@@ -203,6 +206,9 @@ func resultFromMessage(m kafkamsg.ResultMessage) domain.Result {
 	}
 	return r
 }
+
+// Route implements Router.
+func (k *Kafka) Route(Executor) string { return "kafka" }
 
 // Deliver implements Deliverer: the task goes to the tasks topic, keyed by
 // run id, addressed to the executor; accepted once the broker acknowledges.

@@ -1,8 +1,10 @@
 // Package e2e runs the executor service as real processes (the binary of
-// cmd/executor, built once per test run) against a Kafka broker that the
+// cmd/executor, built once per test run) and checks what an engine sees
+// when they work, die or stop under load: against a Kafka broker that the
 // test itself runs on 127.0.0.1 (kafkatest, an in-process kfake cluster),
-// and checks what an engine would see when processes die or stop under
-// load.
+// and against the reference engine, cmd/devengine, run as a process too
+// (built once beside the service), with its embedded broker, driven
+// through its HTTP API.
 package e2e
 
 import (
@@ -25,49 +27,63 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// builtBinary is the service binary, built once for the package's tests.
-var builtBinary struct {
+// builtBinaries are the service and the reference engine, built once for
+// the package's tests into one directory.
+var builtBinaries struct {
 	once sync.Once
 	dir  string
-	path string
 	err  error
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if builtBinary.dir != "" {
-		os.RemoveAll(builtBinary.dir)
+	if builtBinaries.dir != "" {
+		os.RemoveAll(builtBinaries.dir)
 	}
 	os.Exit(code)
 }
 
-// executorBinary builds cmd/executor once and returns its path.
-func executorBinary(t *testing.T) string {
+// binaries builds cmd/executor and cmd/devengine once and returns the
+// directory holding them (named executor and devengine).
+func binaries(t *testing.T) string {
 	t.Helper()
-	builtBinary.once.Do(func() {
-		builtBinary.dir, builtBinary.err = os.MkdirTemp("", "executor-e2e-")
-		if builtBinary.err != nil {
+	builtBinaries.once.Do(func() {
+		builtBinaries.dir, builtBinaries.err = os.MkdirTemp("", "executor-e2e-")
+		if builtBinaries.err != nil {
 			return
 		}
-		builtBinary.path = filepath.Join(builtBinary.dir, "executor")
-		build := exec.Command("go", "build", "-o", builtBinary.path, "github.com/gamelan-go/executor/cmd/executor")
+		build := exec.Command("go", "build", "-o", builtBinaries.dir+string(filepath.Separator),
+			"github.com/gamelan-go/executor/cmd/executor", "github.com/gamelan-go/executor/cmd/devengine")
 		build.Stderr = os.Stderr
-		builtBinary.err = build.Run()
+		builtBinaries.err = build.Run()
 	})
-	require.NoError(t, builtBinary.err, "build the service binary")
-	return builtBinary.path
+	require.NoError(t, builtBinaries.err, "build the service and the reference engine")
+	return builtBinaries.dir
+}
+
+// executorBinary returns the path of the service binary.
+func executorBinary(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(binaries(t), "executor")
+}
+
+// devengineBinary returns the path of the reference engine binary.
+func devengineBinary(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(binaries(t), "devengine")
 }
 
 // startTimeout bounds how long a process may take to listen, and
 // stopTimeout how long it may take to exit once signalled.
 const startTimeout, stopTimeout = 20 * time.Second, 30 * time.Second
 
-// process is one executor process started by a test.
+// process is one process started by a test: an executor, or the
+// reference engine.
 type process struct {
 	name    string
-	baseURL string // of its HTTP server, from its "http server listening" line
+	baseURL string // of an executor's HTTP server, from its "http server listening" line
 	cmd     *exec.Cmd
-	stderr  bytes.Buffer // written by exec's copier until Wait returns
+	stderr  syncBuffer // written by exec's copier until Wait returns
 
 	mu      sync.Mutex
 	lines   []map[string]any // JSON log lines of stdout
@@ -78,15 +94,28 @@ type process struct {
 	waitErr error         // Wait's error, set before exited closes
 }
 
-// startProcess runs the binary with exactly vars as its environment and
-// waits until its HTTP server listens. The process is killed at the end of
-// the test if it is still running.
+// startProcess runs the service binary with exactly vars as its
+// environment and waits until its HTTP server listens. The process is
+// killed at the end of the test if it is still running.
 func startProcess(t *testing.T, name string, vars map[string]string) *process {
 	t.Helper()
 	cmd := exec.Command(executorBinary(t))
+	cmd.Env = []string{}
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	p := startCommand(t, name, cmd)
+	listening := p.waitForLine(t, startTimeout, "http server listening")
+	addr, _ := listening["addr"].(string)
+	require.NotEmpty(t, addr, "address in %v", listening)
+	p.baseURL = "http://" + addr
+	return p
+}
+
+// startCommand starts cmd, keeping every line of its stdout (and its
+// stderr), and kills it at the end of the test if it is still running.
+func startCommand(t *testing.T, name string, cmd *exec.Cmd) *process {
+	t.Helper()
 	p := &process{name: name, cmd: cmd, changed: make(chan struct{}), exited: make(chan struct{})}
 	cmd.Stderr = &p.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -118,11 +147,25 @@ func startProcess(t *testing.T, name string, vars map[string]string) *process {
 			t.Logf("process %s stdout:\n%s\nstderr:\n%s", p.name, p.text(), p.stderr.String())
 		}
 	})
-	listening := p.waitForLine(t, startTimeout, "http server listening")
-	addr, _ := listening["addr"].(string)
-	require.NotEmpty(t, addr, "address in %v", listening)
-	p.baseURL = "http://" + addr
 	return p
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and readers at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(data []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(data)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // waitReady waits until the process answers 200 on /q/health/ready.
@@ -179,23 +222,68 @@ func (p *process) linesWith(msg string) []map[string]any {
 // first.
 func (p *process) waitForLine(t *testing.T, d time.Duration, msg string) map[string]any {
 	t.Helper()
+	var line map[string]any
+	p.waitForOutput(t, d, fmt.Sprintf("a line with msg %q", msg), func() bool {
+		found := p.linesWith(msg)
+		if len(found) > 0 {
+			line = found[0]
+		}
+		return line != nil
+	})
+	return line
+}
+
+// linesContaining returns the lines of stdout (text or JSON) that contain
+// text, in order.
+func (p *process) linesContaining(text string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var found []string
+	for _, line := range p.raw {
+		if strings.Contains(line, text) {
+			found = append(found, line)
+		}
+	}
+	return found
+}
+
+// waitForText waits until the process writes a line of stdout containing
+// text and returns the first such line; it fails when the process exits or
+// d passes first.
+func (p *process) waitForText(t *testing.T, d time.Duration, text string) string {
+	t.Helper()
+	var line string
+	p.waitForOutput(t, d, fmt.Sprintf("a line containing %q", text), func() bool {
+		found := p.linesContaining(text)
+		if len(found) > 0 {
+			line = found[0]
+		}
+		return len(found) > 0
+	})
+	return line
+}
+
+// waitForOutput waits, checking on every line of stdout, until found
+// holds; it fails when the process exits or d passes first.
+func (p *process) waitForOutput(t *testing.T, d time.Duration, what string, found func() bool) {
+	t.Helper()
 	timeout := time.After(d)
 	for {
 		p.mu.Lock()
 		changed := p.changed
 		p.mu.Unlock()
-		if found := p.linesWith(msg); len(found) > 0 {
-			return found[0]
+		if found() {
+			return
 		}
 		select {
 		case <-changed:
 		case <-p.exited:
-			if found := p.linesWith(msg); len(found) > 0 {
-				return found[0]
+			if found() {
+				return
 			}
-			t.Fatalf("process %s exited (%v) without logging %q; stdout:\n%s\nstderr:\n%s", p.name, p.waitErr, msg, p.text(), p.stderr.String())
+			t.Fatalf("process %s exited (%v) without writing %s; stdout:\n%s\nstderr:\n%s", p.name, p.waitErr, what, p.text(), p.stderr.String())
 		case <-timeout:
-			t.Fatalf("process %s did not log %q within %s; stdout:\n%s", p.name, msg, d, p.text())
+			t.Fatalf("process %s did not write %s within %s; stdout:\n%s\nstderr:\n%s", p.name, what, d, p.text(), p.stderr.String())
 		}
 	}
 }
