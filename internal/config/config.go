@@ -74,7 +74,7 @@ type Config struct {
 	GRPCKeepAliveTimeoutSeconds int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIMEOUT_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds to wait for a keepalive answer before the connection is closed."`
 	GRPCMaxConcurrentStreams    int    `env:"GAMELAN_EXECUTOR_GRPC_MAX_CONCURRENT_STREAMS" envDefault:"1000" min:"1" doc:"Maximum concurrent streams per gRPC connection."`
 	GRPCFlowControlWindow       int    `env:"GAMELAN_EXECUTOR_GRPC_FLOW_CONTROL_WINDOW" envDefault:"1048576" min:"65535" doc:"Initial gRPC flow-control window in bytes, per stream and per connection."`
-	GRPCMaxMessageSize          int    `env:"GAMELAN_EXECUTOR_GRPC_MAX_MESSAGE_SIZE" envDefault:"4194304" min:"1024" doc:"Largest gRPC message in bytes, received or sent."`
+	GRPCMaxMessageSize          int    `env:"GAMELAN_EXECUTOR_GRPC_MAX_MESSAGE_SIZE" envDefault:"4194304" min:"1024" doc:"Largest gRPC message in bytes, received or sent; a larger result is sent as FAILED OUTPUT_TOO_LARGE."`
 	GRPCUseSSL                  bool   `env:"GAMELAN_EXECUTOR_GRPC_USE_SSL" envDefault:"false" doc:"Serve and dial gRPC with TLS; requires GRPC_CERTIFICATE_PATH and GRPC_PRIVATE_KEY_PATH."`
 	GRPCCertificatePath         string `env:"GAMELAN_EXECUTOR_GRPC_CERTIFICATE_PATH" envDefault:"" doc:"PEM certificate file for TLS; must be readable when set."`
 	GRPCPrivateKeyPath          string `env:"GAMELAN_EXECUTOR_GRPC_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key file for TLS; must be readable when set."`
@@ -95,7 +95,7 @@ type Config struct {
 	KafkaRegistrationsTopic    string   `env:"GAMELAN_EXECUTOR_KAFKA_REGISTRATIONS_TOPIC" envDefault:"executor-registrations" doc:"Topic registrations are produced to."`
 	KafkaHeartbeatsTopic       string   `env:"GAMELAN_EXECUTOR_KAFKA_HEARTBEATS_TOPIC" envDefault:"executor-heartbeats" doc:"Topic heartbeats are produced to."`
 	KafkaUnregistrationsTopic  string   `env:"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC" envDefault:"executor-unregistrations" doc:"Topic unregistrations are produced to."`
-	KafkaMaxMessageBytes       int      `env:"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES" envDefault:"1048576" min:"1024" doc:"Largest task record taken, in bytes; a larger one is answered FAILED INVALID_TASK."`
+	KafkaMaxMessageBytes       int      `env:"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES" envDefault:"1048576" min:"65536" doc:"Largest record taken or produced, in bytes; a larger task is answered FAILED INVALID_TASK, a larger result is sent as FAILED OUTPUT_TOO_LARGE."`
 	KafkaSASLMechanism         string   `env:"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM" envDefault:"" doc:"SASL mechanism for the brokers: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means no SASL."`
 	KafkaSASLUsername          string   `env:"GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME" envDefault:"" doc:"SASL user; required with a mechanism."`
 	KafkaSASLPassword          string   `env:"GAMELAN_EXECUTOR_KAFKA_SASL_PASSWORD" envDefault:"" doc:"SASL password. Never logged."`

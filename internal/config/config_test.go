@@ -286,7 +286,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "PLAIN", nil, "GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME=\"\": must be set when"},
 		{"GAMELAN_EXECUTOR_KAFKA_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with KAFKA_CLIENT_PRIVATE_KEY_PATH"},
 		{"GAMELAN_EXECUTOR_KAFKA_CA_CERTIFICATE_PATH", missing, nil, "cannot read: open"},
-		{"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES", "100", nil, "must be a whole number of at least 1024"},
+		{"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES", "100", nil, "must be a whole number of at least 65536"},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2", nil, `server "k2" must be host:port`},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,", nil, "must be a comma-separated list without empty items"},
 		{"GAMELAN_EXECUTOR_KAFKA_TASKS_TOPIC", "tasks topic", nil, "must be a Kafka topic name"},

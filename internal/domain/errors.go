@@ -25,6 +25,9 @@ const (
 	// CodeShutdown: the service stopped before the task could finish; the
 	// engine may run it again elsewhere.
 	CodeShutdown = "SHUTDOWN"
+	// CodeOutputTooLarge: the result did not fit in one message of the
+	// transport; its output and error details were dropped.
+	CodeOutputTooLarge = "OUTPUT_TOO_LARGE"
 )
 
 // Sentinel errors shared by the runtime and the adapters. Adapters translate

@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Status is the outcome of a task as the engine reads it.
 type Status string
@@ -73,4 +76,20 @@ func ResultFor(t *Task, status Status) Result {
 		ExecutionToken: t.ExecutionToken,
 		Status:         status,
 	}
+}
+
+// TooLarge returns r as a FAILED OUTPUT_TOO_LARGE result without output or
+// error details, for a transport that cannot carry r's size bytes in one
+// message of at most limit bytes. The identity, timing and original status
+// (in the message) are kept, so the engine still gets an answer for the
+// task rather than none.
+func (r Result) TooLarge(size, limit int) Result {
+	r.Output = nil
+	r.Error = &ErrorInfo{
+		Code: CodeOutputTooLarge,
+		Message: fmt.Sprintf("the %s result was %d bytes, more than the transport's limit of %d; output dropped",
+			r.Status, size, limit),
+	}
+	r.Status = StatusFailed
+	return r
 }

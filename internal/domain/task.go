@@ -83,6 +83,25 @@ func (t *Task) Validate() error {
 		return fmt.Errorf("%w: attempt %d is negative", ErrInvalidTask, t.Attempt)
 	case t.Timeout < 0:
 		return fmt.Errorf("%w: timeout %s is negative", ErrInvalidTask, t.Timeout)
+	case t.Timeout > MaxTimeout:
+		return fmt.Errorf("%w: timeout is more than %d seconds (365 days)", ErrInvalidTask, int64(MaxTimeout/time.Second))
 	}
 	return nil
+}
+
+// MaxTimeout is the longest task timeout accepted: a larger one is a unit
+// mistake, and would overflow a time.Duration soon after.
+const MaxTimeout = 365 * 24 * time.Hour
+
+// TimeoutFromSeconds converts a timeout in seconds from the wire without
+// overflowing: a value above MaxTimeout comes back above it, a negative one
+// negative, and Task.Validate refuses both.
+func TimeoutFromSeconds(seconds int64) time.Duration {
+	switch {
+	case seconds < 0:
+		return -time.Second
+	case seconds > int64(MaxTimeout/time.Second):
+		return MaxTimeout + time.Second
+	}
+	return time.Duration(seconds) * time.Second
 }

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ func TestTaskValidate(t *testing.T) {
 		{"empty node id", func(t *Task) { t.NodeID = "" }, "node id is empty"},
 		{"negative attempt", func(t *Task) { t.Attempt = -1 }, "attempt -1 is negative"},
 		{"negative timeout", func(t *Task) { t.Timeout = -time.Second }, "timeout -1s is negative"},
+		{"timeout above a year", func(t *Task) { t.Timeout = MaxTimeout + time.Second }, "timeout is more than 31536000 seconds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,5 +97,15 @@ func TestErrorsAreDistinct(t *testing.T) {
 				assert.False(t, errors.Is(a, b), "%v must not match %v", a, b)
 			}
 		}
+	}
+}
+
+func TestTimeoutFromSecondsDoesNotOverflow(t *testing.T) {
+	assert.Equal(t, 30*time.Second, TimeoutFromSeconds(30))
+	assert.Equal(t, time.Duration(0), TimeoutFromSeconds(0))
+	assert.Equal(t, MaxTimeout, TimeoutFromSeconds(int64(MaxTimeout/time.Second)))
+	for _, seconds := range []int64{-1, int64(MaxTimeout/time.Second) + 1, 18446744074, math.MaxInt64, math.MinInt64} {
+		task := Task{RunID: "run", NodeID: "node", Timeout: TimeoutFromSeconds(seconds)}
+		assert.Error(t, task.Validate(), "timeoutSeconds %d", seconds)
 	}
 }

@@ -24,7 +24,7 @@
 // out stays valid for at least TTL/3 - enough to cover clock skew and a slow
 // call. Tokens travel in call metadata and are checked when a call or stream
 // starts, so a long-lived stream is closed and reopened after
-// Minter.RefreshAfter (two thirds of the TTL), which makes it pick up a
+// Minter.RefreshAfter (a third of the TTL), which makes it pick up a
 // freshly minted token.
 //
 // # Verification

@@ -166,7 +166,7 @@ func (a *adapters) grpcIntake(served []domain.Registration) (*grpcadapter.TaskSo
 	a.grpcPush = push
 	a.closers = append(a.closers, func() { push.Close(pushCloseTimeout) })
 
-	intake := grpcadapter.IntakeConfig{Mode: a.cfg.GRPCIntake, Executors: served, Reconnect: streamReconnect}
+	intake := grpcadapter.IntakeConfig{Mode: a.cfg.GRPCIntake, Executors: served, Reconnect: streamReconnect, MaxMessageSize: a.cfg.GRPCMaxMessageSize}
 	if minter != nil {
 		intake.StreamLifetime = minter.RefreshAfter()
 	}

@@ -244,6 +244,6 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	if task.ExecutorType == "" {
 		task.ExecutorType = body.ExecutorType
 	}
-	task.Timeout = time.Duration(body.TimeoutSeconds) * time.Second
+	task.Timeout = domain.TimeoutFromSeconds(body.TimeoutSeconds)
 	return task, nil
 }

@@ -265,3 +265,17 @@ func TestNewIntakeFailsOnAPortInUse(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, intake.Addr().String())
 }
+
+// A timeoutSeconds too large for a time.Duration is refused, not wrapped
+// around to a short or negative timeout.
+func TestIntakeRefusesATimeoutAboveAYear(t *testing.T) {
+	intake, offers := startedIntake(t, IntakeConfig{}, 4)
+	p := headersOnly("run-timeout", "node-1")
+	p.Body = []byte(`{"context":{"amount":1},"timeoutSeconds":18446744074}`)
+	answer := post(t, intake, p)
+	if answer.Status == http.StatusAccepted {
+		offered := offers.Offers()[0].Task
+		t.Fatalf("accepted with a timeout of %s for timeoutSeconds 18446744074", offered.Timeout)
+	}
+	assert.Equal(t, http.StatusBadRequest, answer.Status, answer.Body)
+}

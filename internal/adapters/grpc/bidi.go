@@ -39,29 +39,71 @@ func newBidiSource(cfg pullConfig) *BidiSource {
 	return b
 }
 
-// bidiSender serialises sends on one stream (grpc-go allows one sender).
+// bidiSender is the one writer of a stream (grpc-go allows one sender at a
+// time): messages queue on out and a goroutine sends them, so that an engine
+// slow to read stalls the queue, not the callers. Acknowledgements wait for
+// room; mirrored results are dropped when there is none.
 type bidiSender struct {
-	mu     sync.Mutex
-	stream gamelanv1.ExecutorService_ExecuteStreamClient
+	out  chan *gamelanv1.ExecutorMessage
+	done chan struct{} // closed when the writer stops
+	err  error         // why it stopped; read after done
 }
 
-func (s *bidiSender) send(msg *gamelanv1.ExecutorMessage) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stream.Send(msg)
-}
+// mirrorQueue bounds the messages waiting for a slow engine.
+const mirrorQueue = 64
 
-// mirror writes results on the live stream of the executor that produced
-// them. A failed write is not an error: the acknowledged ReportResults
-// delivery follows.
-func (b *BidiSource) mirror(results []domain.Result) {
-	for _, r := range results {
-		b.mu.Lock()
-		sender := b.senders[r.ExecutorID]
-		b.mu.Unlock()
-		if sender != nil {
-			_ = sender.send(&gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{Result: resultToProto(r)}})
+func startBidiSender(ctx context.Context, stream gamelanv1.ExecutorService_ExecuteStreamClient) *bidiSender {
+	s := &bidiSender{out: make(chan *gamelanv1.ExecutorMessage, mirrorQueue), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			select {
+			case <-ctx.Done():
+				s.err = ctx.Err()
+				return
+			case msg := <-s.out:
+				if err := stream.Send(msg); err != nil {
+					s.err = err
+					return
+				}
+			}
 		}
+	}()
+	return s
+}
+
+// send queues msg, waiting for room.
+func (s *bidiSender) send(msg *gamelanv1.ExecutorMessage) error {
+	select {
+	case s.out <- msg:
+		return nil
+	case <-s.done:
+		return s.err
+	}
+}
+
+// offer queues msg if there is room, and reports whether it did.
+func (s *bidiSender) offer(msg *gamelanv1.ExecutorMessage) bool {
+	select {
+	case s.out <- msg:
+		return true
+	default:
+		return false
+	}
+}
+
+// mirror offers results to the live stream of the executor that produced
+// them, without waiting: the stream is a courtesy to the engine, the
+// acknowledged ReportResults delivery follows either way.
+func (b *BidiSource) mirror(executorID string, results []*gamelanv1.TaskResult) {
+	b.mu.Lock()
+	sender := b.senders[executorID]
+	b.mu.Unlock()
+	if sender == nil {
+		return
+	}
+	for _, r := range results {
+		sender.offer(&gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{Result: r}})
 	}
 }
 
@@ -73,7 +115,8 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 	if err != nil {
 		return 0, callError("execute stream", err)
 	}
-	sender := &bidiSender{stream: stream}
+	sender := startBidiSender(streamCtx, stream)
+	defer func() { cancel(); <-sender.done }()
 	hello := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Heartbeat{
 		Heartbeat: heartbeatToProto(domain.Heartbeat{ExecutorID: reg.ExecutorID, Status: domain.HealthHealthy}),
 	}}

@@ -33,7 +33,8 @@ type ClientConfig struct {
 	// raised to 10s if lower. KeepAliveTimeout is how long a ping may go
 	// unanswered before the connection is considered dead.
 	KeepAliveTime, KeepAliveTimeout time.Duration
-	// MaxMessageSize bounds messages sent and received, in bytes (4 MiB if 0).
+	// MaxMessageSize bounds messages sent and received, in bytes
+	// (DefaultMaxMessageSize if 0).
 	MaxMessageSize int
 }
 
@@ -58,10 +59,7 @@ func Dial(c ClientConfig) (*ggrpc.ClientConn, error) {
 	if c.TLS != nil {
 		transport = credentials.NewTLS(c.TLS)
 	}
-	maxSize := c.MaxMessageSize
-	if maxSize == 0 {
-		maxSize = 4 << 20
-	}
+	maxSize := orDefaultMaxSize(c.MaxMessageSize)
 	opts := []ggrpc.DialOption{
 		ggrpc.WithTransportCredentials(transport),
 		ggrpc.WithKeepaliveParams(keepalive.ClientParameters{

@@ -22,7 +22,7 @@ func TestResultSinkContract(t *testing.T) {
 	porttest.ResultSink(t, func(t *testing.T) porttest.ResultSinkHarness {
 		engine, conn := startEngine(t)
 		return porttest.ResultSinkHarness{
-			Sink: NewResultSink(gamelanv1.NewExecutorServiceClient(conn)),
+			Sink: NewResultSink(gamelanv1.NewExecutorServiceClient(conn), 0),
 			Received: func() []domain.Result {
 				var results []domain.Result
 				for _, r := range engine.Results() {

@@ -3,7 +3,6 @@ package grpc
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -30,13 +29,10 @@ func taskFromProto(t *gamelanv1.ExecutionTask) domain.Task {
 		ExecutionToken: t.GetExecutionToken(),
 		Context:        t.GetContext().AsMap(),
 		Configuration:  t.GetConfiguration().AsMap(),
-		Timeout:        time.Duration(t.GetTimeoutSeconds()) * time.Second,
+		Timeout:        domain.TimeoutFromSeconds(t.GetTimeoutSeconds()),
 	}
 	if t.GetScheduledAt() != nil {
 		task.ScheduledAt = t.GetScheduledAt().AsTime()
-	}
-	if t.GetTimeoutSeconds() < 0 || t.GetTimeoutSeconds() > int64(365*24*time.Hour/time.Second) {
-		task.Timeout = -1 // refused by Task.Validate, with the other checks
 	}
 	return task
 }

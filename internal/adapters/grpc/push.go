@@ -111,10 +111,7 @@ func NewPushServer(cfg ServerConfig, log *slog.Logger) (*PushServer, error) {
 }
 
 func serverOptions(cfg ServerConfig) []ggrpc.ServerOption {
-	maxSize := cfg.MaxMessageSize
-	if maxSize == 0 {
-		maxSize = 4 << 20
-	}
+	maxSize := orDefaultMaxSize(cfg.MaxMessageSize)
 	streams := cfg.MaxConcurrentStreams
 	if streams == 0 {
 		streams = 1000

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -16,32 +18,52 @@ import (
 // batch, closes the stream and waits for the engine's Empty, which
 // acknowledges the whole batch. Anything else is an error, and the runtime
 // resends the batch (the engine deduplicates on run id, node id and attempt).
+//
+// A result larger than the maximum message size could never be sent, and
+// would hold its batch back for ever: it is sent as a FAILED
+// OUTPUT_TOO_LARGE result without output instead (domain.Result.TooLarge).
 type ResultSink struct {
-	client gamelanv1.ExecutorServiceClient
-	// mirror, when set, also sends each result on a live ExecuteStream
-	// before the acknowledged delivery (bidi intake).
-	mirror func([]domain.Result)
+	client  gamelanv1.ExecutorServiceClient
+	maxSize int
+	// mirror, when set, also offers each result to a live ExecuteStream
+	// before the acknowledged delivery (bidi intake); it must not block.
+	mirror func(executorID string, results []*gamelanv1.TaskResult)
 }
 
 var _ ports.ResultSink = (*ResultSink)(nil)
 
-// NewResultSink returns a ResultSink calling the engine through client.
-func NewResultSink(client gamelanv1.ExecutorServiceClient) *ResultSink {
-	return &ResultSink{client: client}
+// DefaultMaxMessageSize is grpc-go's default limit on a received message,
+// which is the engine's unless it raised it.
+const DefaultMaxMessageSize = 4 << 20
+
+func orDefaultMaxSize(size int) int {
+	if size <= 0 {
+		return DefaultMaxMessageSize
+	}
+	return size
+}
+
+// NewResultSink returns a ResultSink calling the engine through client,
+// sending messages of at most maxMessageSize bytes (DefaultMaxMessageSize
+// if 0): the connection's limit, and the engine's.
+func NewResultSink(client gamelanv1.ExecutorServiceClient, maxMessageSize int) *ResultSink {
+	return &ResultSink{client: client, maxSize: orDefaultMaxSize(maxMessageSize)}
 }
 
 // Deliver implements ports.ResultSink. Results are sent in one stream per
 // executor id, so that each stream's token names the executor whose results
 // it carries; the batch is delivered when every stream is acknowledged.
 func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error {
-	if len(results) == 0 {
-		return nil
-	}
-	if s.mirror != nil {
-		s.mirror(results)
-	}
 	for _, group := range byExecutor(results) {
-		if err := s.report(security.WithSubject(ctx, group[0].ExecutorID), group); err != nil {
+		executorID := group[0].ExecutorID
+		messages := make([]*gamelanv1.TaskResult, len(group))
+		for i, r := range group {
+			messages[i] = s.message(r)
+		}
+		if s.mirror != nil {
+			s.mirror(executorID, messages)
+		}
+		if err := s.report(security.WithSubject(ctx, executorID), messages); err != nil {
 			return err
 		}
 	}
@@ -49,7 +71,7 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 }
 
 // report sends one ReportResults stream and waits for its Empty.
-func (s *ResultSink) report(ctx context.Context, results []domain.Result) error {
+func (s *ResultSink) report(ctx context.Context, results []*gamelanv1.TaskResult) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream if we return early
 	stream, err := s.client.ReportResults(ctx)
@@ -57,10 +79,12 @@ func (s *ResultSink) report(ctx context.Context, results []domain.Result) error 
 		return callError("report results", err)
 	}
 	for _, r := range results {
-		if err := stream.Send(resultToProto(r)); err != nil {
+		if err := stream.Send(r); err != nil {
 			if errors.Is(err, io.EOF) {
 				// The engine ended the stream; its status says why.
-				_, err = stream.CloseAndRecv()
+				if _, err = stream.CloseAndRecv(); err == nil {
+					err = errors.New("the engine ended the stream before taking every result")
+				}
 			}
 			return callError(fmt.Sprintf("report %d results", len(results)), err)
 		}
@@ -69,6 +93,16 @@ func (s *ResultSink) report(ctx context.Context, results []domain.Result) error 
 		return callError(fmt.Sprintf("report %d results", len(results)), err)
 	}
 	return nil
+}
+
+// message converts r, replacing it with its TooLarge answer when it would
+// exceed the maximum message size.
+func (s *ResultSink) message(r domain.Result) *gamelanv1.TaskResult {
+	msg := resultToProto(r)
+	if size := proto.Size(msg); size > s.maxSize {
+		msg = resultToProto(r.TooLarge(size, s.maxSize))
+	}
+	return msg
 }
 
 // byExecutor splits results by executor id, keeping their order.

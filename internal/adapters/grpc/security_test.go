@@ -225,7 +225,7 @@ func TestOutboundToken(t *testing.T) {
 
 		require.NoError(t, NewRegistrar(client).Register(testContext(t), taxRegistration()), "Register")
 		require.NoError(t, NewHeartbeater(client).Heartbeat(testContext(t), domain.Heartbeat{ExecutorID: taxExecutorID, Status: domain.HealthHealthy}), "Heartbeat")
-		require.NoError(t, NewResultSink(client).Deliver(testContext(t), []domain.Result{result}), "Deliver")
+		require.NoError(t, NewResultSink(client, 0).Deliver(testContext(t), []domain.Result{result}), "Deliver")
 		require.Len(t, engine.Results(), 1)
 
 		for _, mode := range []string{IntakeStream, IntakeBidi} {
@@ -265,7 +265,7 @@ func TestOutboundToken(t *testing.T) {
 		err = NewHeartbeater(client).Heartbeat(testContext(t), domain.Heartbeat{ExecutorID: taxExecutorID, Status: domain.HealthHealthy})
 		require.ErrorIs(t, err, domain.ErrUnauthenticated, "Heartbeat")
 		require.NotErrorIs(t, err, domain.ErrNotRegistered, "Heartbeat: a refused token is not a forgotten executor")
-		err = NewResultSink(client).Deliver(testContext(t), []domain.Result{result})
+		err = NewResultSink(client, 0).Deliver(testContext(t), []domain.Result{result})
 		require.ErrorIs(t, err, domain.ErrUnauthenticated, "Deliver")
 		assert.Empty(t, engine.Results(), "results recorded")
 

@@ -34,6 +34,9 @@ type IntakeConfig struct {
 	// StreamLifetime, when positive, reopens engine streams this often so
 	// that they present a fresh token.
 	StreamLifetime time.Duration
+	// MaxMessageSize is the largest message sent to the engine
+	// (DefaultMaxMessageSize if 0); see NewResultSink.
+	MaxMessageSize int
 }
 
 // TaskSource is the gRPC task intake: the push server, plus the StreamTasks
@@ -57,7 +60,7 @@ var (
 func NewIntake(conn ggrpc.ClientConnInterface, push *PushServer, cfg IntakeConfig, log *slog.Logger) (*TaskSource, *ResultSink, error) {
 	client := gamelanv1.NewExecutorServiceClient(conn)
 	source := &TaskSource{push: push}
-	sink := NewResultSink(client)
+	sink := NewResultSink(client, cfg.MaxMessageSize)
 	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime, sink: sink, log: log}
 	switch cfg.Mode {
 	case IntakePush:

@@ -21,8 +21,9 @@ type Config struct {
 	ClientID string
 	// Topic names (PROTOCOL.md defaults if empty).
 	TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic string
-	// MaxMessageBytes bounds a task record; a larger one is answered FAILED
-	// INVALID_TASK when its ids can be read (1 MiB, Gamelan's cap, if 0).
+	// MaxMessageBytes bounds a record, taken or produced (1 MiB, Gamelan's
+	// cap, if 0). A larger task is answered FAILED INVALID_TASK when its ids
+	// can be read; a larger result is produced as FAILED OUTPUT_TOO_LARGE.
 	MaxMessageBytes int
 	// SASL, when Mechanism is set, authenticates to the brokers: PLAIN,
 	// SCRAM-SHA-256 or SCRAM-SHA-512.
@@ -141,6 +142,7 @@ func (c Config) producerConfig() (*sarama.Config, error) {
 	sc.Producer.Retry.Max = 5
 	sc.Producer.Retry.Backoff = 100 * time.Millisecond
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.MaxMessageBytes = c.withDefaults().MaxMessageBytes
 	return sc, nil
 }
 

@@ -46,10 +46,7 @@ func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 		ExecutionToken: msg.Token,
 		IdempotencyKey: msg.IdempotencyKey,
 		Context:        plainNumbers(msg.Context),
-		Timeout:        time.Duration(msg.TimeoutSeconds) * time.Second,
-	}
-	if msg.TimeoutSeconds < 0 || msg.TimeoutSeconds > int64(365*24*time.Hour/time.Second) {
-		task.Timeout = -1 // refused by Task.Validate
+		Timeout:        domain.TimeoutFromSeconds(msg.TimeoutSeconds),
 	}
 	if msg.ScheduledAt != nil {
 		task.ScheduledAt = *msg.ScheduledAt

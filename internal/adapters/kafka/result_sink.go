@@ -13,23 +13,38 @@ import (
 // ResultSink produces results as ResultMessage JSON to the results topic,
 // keyed by run id, and returns once the brokers acknowledged every record
 // (acks=all).
+//
+// A result whose record would exceed MaxMessageBytes could never be
+// produced, and would hold its batch (and its task's offset) back for ever:
+// it is produced as a FAILED OUTPUT_TOO_LARGE result without output instead
+// (domain.Result.TooLarge).
 type ResultSink struct {
 	producer *Producer
 	topic    string
+	maxValue int
 }
 
 var _ ports.ResultSink = (*ResultSink)(nil)
 
+// recordOverhead is room kept in a record for its key, its authorization
+// header and the record's framing (half the record at most).
+const recordOverhead = 8 << 10
+
 // NewResultSink returns a sink producing to cfg's results topic.
 func NewResultSink(producer *Producer, cfg Config) *ResultSink {
-	return &ResultSink{producer: producer, topic: cfg.withDefaults().ResultsTopic}
+	cfg = cfg.withDefaults()
+	return &ResultSink{producer: producer, topic: cfg.ResultsTopic, maxValue: cfg.MaxMessageBytes - min(recordOverhead, cfg.MaxMessageBytes/2)}
 }
 
 // Deliver implements ports.ResultSink.
 func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error {
 	records := make([]record, len(results))
 	for i, r := range results {
-		records[i] = record{topic: s.topic, key: r.RunID, executorID: r.ExecutorID, value: encodeResult(r)}
+		value := encodeResult(r)
+		if len(value) > s.maxValue {
+			value = encodeResult(r.TooLarge(len(value), s.maxValue))
+		}
+		records[i] = record{topic: s.topic, key: r.RunID, executorID: r.ExecutorID, value: value}
 	}
 	if err := s.producer.send(ctx, records); err != nil {
 		return fmt.Errorf("deliver %d results: %w", len(results), err)

@@ -313,6 +313,20 @@ func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *off
 		}
 		task.ExecutorID, task.ExecutorType = "", target
 	}
+	// Answered outside offer's locks: retrying the answer while the
+	// brokers are away must not hold back the other partitions' claims.
+	if err := s.offer(ctx, intake, tracker, msg, &task); errors.Is(err, domain.ErrInvalidTask) {
+		if s.answerMalformed(ctx, msg.Value, err, log) {
+			tracker.finish(msg.Offset)
+		}
+	}
+}
+
+// offer offers a decoded task once the runtime has room, and returns nil
+// once it is admitted, ErrInvalidTask when the runtime refuses it as such,
+// or another error when it was not taken (stopped, draining, or the
+// session ended): the record is then not finished, so it is read again.
+func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage, task *domain.Task) error {
 	s.offering.RLock()
 	defer s.offering.RUnlock()
 	s.admitting.Lock()
@@ -320,32 +334,23 @@ func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *off
 	for {
 		// Checked under offering: once Stop holds it, ctx has ended, so
 		// no Offer follows Stop's return.
-		if ctx.Err() != nil {
-			return // stopped, or the session ended: not finished, so read again
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		_, err := intake.AwaitCapacity(ctx)
 		if err == nil {
 			tracker.begin()
-			err = intake.Offer(ctx, ports.Delivery{Task: &task, Redeliverable: true, Settle: func(err error) {
+			err = intake.Offer(ctx, ports.Delivery{Task: task, Redeliverable: true, Settle: func(err error) {
 				tracker.settle(msg, err)
 			}})
 			if err != nil {
 				tracker.end()
 			}
 		}
-		switch {
-		case err == nil:
-			return
-		case errors.Is(err, domain.ErrOverloaded):
-			continue // another source took the room
-		case errors.Is(err, domain.ErrInvalidTask):
-			if s.answerMalformed(ctx, msg.Value, err, log) {
-				tracker.finish(msg.Offset)
-			}
-			return
-		default:
-			return // draining or stopped: not finished, so redelivered
+		if !errors.Is(err, domain.ErrOverloaded) {
+			return err
 		}
+		// Overloaded: another source took the room; wait for more.
 	}
 }
 
