@@ -106,19 +106,20 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	engine := New(Config{HeartbeatExpiry: o.HeartbeatExpiry, Log: log})
 
 	var verify func(string) error
-	var verifySubject func(string) (string, error)
+	var verifyAt func(string, time.Time) (string, error)
 	var token func() (string, error)
 	var pushCredentials interface {
 		GetRequestMetadata(context.Context, ...string) (map[string]string, error)
 		RequireTransportSecurity() bool
 	}
 	if o.JWTSecret != "" {
-		verifier, err := security.NewVerifier(security.VerifierConfig{Secret: []byte(o.JWTSecret), Issuer: o.ExecutorIssuer})
+		verifierConfig := security.VerifierConfig{Secret: []byte(o.JWTSecret), Issuer: o.ExecutorIssuer}
+		verifier, err := security.NewVerifier(verifierConfig)
 		if err != nil {
 			return fmt.Errorf("token verifier: %w", err)
 		}
 		verify = func(t string) error { _, err := verifier.Verify(t); return err }
-		verifySubject = func(t string) (string, error) { c, err := verifier.Verify(t); return c.Subject, err }
+		verifyAt = verifyAsOf(verifierConfig)
 		minter, err := security.NewMinter(security.MinterConfig{Secret: []byte(o.JWTSecret), Issuer: "gamelan-engine",
 			Audience: "gamelan-executor", TTL: 5 * time.Minute, Subject: "devengine", Name: "devengine"})
 		if err != nil {
@@ -131,7 +132,7 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	grpcSide := NewGRPC(engine, pushCredentials, log)
 	defer grpcSide.Close()
 	httpSide := NewHTTP(engine, verify, token, log)
-	kafkaSide, err := NewKafka(o.Kafka, engine, verifySubject, token, log)
+	kafkaSide, err := NewKafka(o.Kafka, engine, verifyAt, token, log)
 	if err != nil {
 		return err
 	}
@@ -183,11 +184,24 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	defer cancel()
 	_ = httpServer.Shutdown(shutdownCtx)
 	grpcSide.Stop()
-	grpcServer.GracefulStop()
+	stopGRPC(shutdownCtx, grpcServer)
 	stop(nil)
 	wg.Wait()
 	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	return stackErr
+}
+
+// stopGRPC stops the server gracefully, or at once when ctx ends first (a
+// stream handler blocked sending to an executor that stopped reading).
+func stopGRPC(ctx context.Context, server *ggrpc.Server) {
+	stopped := make(chan struct{})
+	go func() { server.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		server.Stop()
+		<-stopped
+	}
 }

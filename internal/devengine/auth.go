@@ -2,9 +2,11 @@ package devengine
 
 import (
 	"context"
+	"time"
 
 	ggrpc "google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -50,12 +52,34 @@ func (a grpcAuth) stream(srv any, ss ggrpc.ServerStream, _ *ggrpc.StreamServerIn
 	return handler(srv, ss)
 }
 
+// executorKeepalive admits executors' keepalive pings: they ping every
+// GRPC_KEEP_ALIVE_TIME_SECONDS (at least 10s, grpc-go's client floor),
+// with or without open streams, which grpc-go's default enforcement (5m,
+// none without streams) answers with GOAWAY too_many_pings.
+var executorKeepalive = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+
 // serverOptions returns the gRPC server options of the engine, with token
 // verification when verify is set.
 func serverOptions(engine *Engine, verify func(string) error) []ggrpc.ServerOption {
+	options := []ggrpc.ServerOption{ggrpc.KeepaliveEnforcementPolicy(executorKeepalive)}
 	if verify == nil {
-		return nil
+		return options
 	}
 	auth := grpcAuth{engine: engine, verify: verify}
-	return []ggrpc.ServerOption{ggrpc.ChainUnaryInterceptor(auth.unary), ggrpc.ChainStreamInterceptor(auth.stream)}
+	return append(options, ggrpc.ChainUnaryInterceptor(auth.unary), ggrpc.ChainStreamInterceptor(auth.stream))
+}
+
+// verifyAsOf returns a check of executors' tokens as of a given time (a
+// Kafka record's production), returning the token's subject.
+func verifyAsOf(cfg security.VerifierConfig) func(token string, at time.Time) (string, error) {
+	return func(token string, at time.Time) (string, error) {
+		cfg := cfg
+		cfg.Now = func() time.Time { return at }
+		verifier, err := security.NewVerifier(cfg)
+		if err != nil {
+			return "", err
+		}
+		claims, err := verifier.Verify(token)
+		return claims.Subject, err
+	}
 }

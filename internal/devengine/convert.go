@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -49,10 +50,12 @@ var statusFromProto = map[gamelanv1.TaskStatus]domain.Status{
 	gamelanv1.TaskStatus_TASK_STATUS_SKIPPED:   domain.StatusSkipped,
 }
 
+// resultFromProto converts a result; a status a result may not carry keeps
+// its name (RUNNING), for the engine to refuse.
 func resultFromProto(pr *gamelanv1.TaskResult) domain.Result {
 	status, ok := statusFromProto[pr.GetStatus()]
 	if !ok {
-		status = domain.StatusFailed
+		status = domain.Status(strings.TrimPrefix(pr.GetStatus().String(), "TASK_STATUS_"))
 	}
 	r := domain.Result{
 		TaskID: pr.GetTaskId(), RunID: pr.GetRunId(), NodeID: pr.GetNodeId(), Attempt: int(pr.GetAttempt()),
@@ -99,4 +102,8 @@ func plainString(v any) string {
 	}
 	raw, _ := json.Marshal(v)
 	return string(raw)
+}
+
+func heartbeatFromProto(hb *gamelanv1.HeartbeatRequest) domain.Heartbeat {
+	return domain.Heartbeat{ExecutorID: hb.GetExecutorId(), CurrentTasks: int(hb.GetCurrentTaskCount()), Status: hb.GetHealth().GetStatus()}
 }

@@ -1,6 +1,7 @@
 package devengine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,14 +48,18 @@ type Task struct {
 	Transport  string `json:"transport,omitempty"`
 	// Deliveries counts how many times it was handed out (reassignments
 	// after an executor died, retries after refusals).
-	Deliveries  int            `json:"deliveries"`
-	SubmittedAt time.Time      `json:"submittedAt"`
-	CompletedAt time.Time      `json:"completedAt,omitzero"`
-	LatencyMs   float64        `json:"latencyMs,omitempty"`
-	Result      *domain.Result `json:"result,omitempty"`
+	Deliveries  int       `json:"deliveries"`
+	SubmittedAt time.Time `json:"submittedAt"`
+	CompletedAt time.Time `json:"completedAt,omitzero"`
+	LatencyMs   float64   `json:"latencyMs,omitempty"`
+	Result      *Result   `json:"result,omitempty"`
 
 	notBefore time.Time // delivery retries wait until then
 	route     string    // the transport its delivery in flight takes (see Router)
+	session   uint64    // the stream session it was given to (0: none)
+	// overdue, once the stream it was sent on has closed, is when it goes
+	// back to the queue unless answered meanwhile.
+	overdue time.Time
 }
 
 // Final reports whether the task has a result.
@@ -72,9 +77,38 @@ func (t *Task) Domain() domain.Task {
 	}
 }
 
+// Result is a task's recorded result, as the API shows it.
+type Result struct {
+	Status      domain.Status  `json:"status"`
+	Output      map[string]any `json:"output,omitempty"`
+	Error       *ResultError   `json:"error,omitempty"`
+	ExecutorID  string         `json:"executorId,omitempty"`
+	CompletedAt time.Time      `json:"completedAt,omitzero"`
+	DurationMs  float64        `json:"durationMs,omitempty"`
+}
+
+// ResultError is why a task did not complete.
+type ResultError struct {
+	Code       string         `json:"code"`
+	Message    string         `json:"message,omitempty"`
+	StackTrace string         `json:"stackTrace,omitempty"`
+	Context    map[string]any `json:"context,omitempty"`
+	Retryable  bool           `json:"retryable"`
+}
+
+func resultView(r domain.Result) *Result {
+	v := &Result{Status: r.Status, Output: r.Output, ExecutorID: r.ExecutorID, CompletedAt: r.CompletedAt,
+		DurationMs: float64(r.Duration.Microseconds()) / 1000}
+	if e := r.Error; e != nil {
+		v.Error = &ResultError{Code: e.Code, Message: e.Message, StackTrace: e.StackTrace, Context: e.Context, Retryable: e.Retryable}
+	}
+	return v
+}
+
 // Deliverer hands a task to an executor over one communication type. Deliver
-// returns nil when the executor (or the broker) has accepted the task; an
-// error puts the task back in the queue to be tried again.
+// returns nil when the executor (or the broker, or the executor's stream
+// session named by to) has accepted the task; an error puts the task back
+// in the queue to be tried again.
 type Deliverer interface {
 	Deliver(ctx context.Context, to Executor, task domain.Task) (transport string, err error)
 }
@@ -89,8 +123,11 @@ type Router interface {
 }
 
 // Canceller is implemented by deliverers that can cancel a task in flight.
+// Cancel queues a cancellation behind a task it delivered over stream
+// session (0: not over a stream), and reports false when that route cannot
+// carry one (any more).
 type Canceller interface {
-	Cancel(executorID, taskID, reason string) bool
+	Cancel(session uint64, taskID, reason string) bool
 }
 
 // Config configures the engine.
@@ -101,7 +138,14 @@ type Config struct {
 	// RetryDelay is the first wait before a refused delivery is retried;
 	// it doubles per refusal up to 2s (50ms).
 	RetryDelay time.Duration
-	Log        *slog.Logger
+	// TaskTimeout is the timeout assumed of a task that has none: the
+	// executor's default (5m).
+	TaskTimeout time.Duration
+	// ResultGrace is how long past its timeout the result of a task sent
+	// on a stream that then closed is awaited before the task is handed
+	// out again (10s).
+	ResultGrace time.Duration
+	Log         *slog.Logger
 	// Now is the clock (time.Now).
 	Now func() time.Time
 }
@@ -123,15 +167,19 @@ type Engine struct {
 	// queues holds the pending tasks, FIFO per (executor type, node type):
 	// dispatch stops scanning a queue at the first task nobody can take.
 	queues  map[string][]*Task
-	delayed []*Task       // refused deliveries waiting to be retried
+	delayed []*Task // refused deliveries waiting to be retried
+	// orphans were sent on streams that closed; they wait for their
+	// results until overdue.
+	orphans []*Task
 	changed chan struct{} // closed and replaced on every change
 
 	wake       chan struct{}
 	deliveries sync.WaitGroup
 
-	duplicates atomic.Int64
-	unknown    atomic.Int64
-	refused    atomic.Int64
+	duplicates     atomic.Int64
+	unknown        atomic.Int64
+	refused        atomic.Int64
+	refusedResults atomic.Int64
 }
 
 // New returns an engine; call SetDeliverer for each transport, then Run.
@@ -141,6 +189,12 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.RetryDelay == 0 {
 		cfg.RetryDelay = 50 * time.Millisecond
+	}
+	if cfg.TaskTimeout == 0 {
+		cfg.TaskTimeout = 5 * time.Minute
+	}
+	if cfg.ResultGrace == 0 {
+		cfg.ResultGrace = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -162,8 +216,9 @@ func (e *Engine) SetDeliverer(communicationType string, d Deliverer) {
 	e.deliverers[communicationType] = d
 }
 
-// Run dispatches tasks and expires silent executors until ctx ends, then
-// waits for deliveries in progress.
+// Run dispatches tasks, expires silent executors and hands out again the
+// tasks whose results are overdue until ctx ends, then waits for
+// deliveries in progress.
 func (e *Engine) Run(ctx context.Context) error {
 	ticker := time.NewTicker(min(e.cfg.HeartbeatExpiry/4, time.Second))
 	defer ticker.Stop()
@@ -175,6 +230,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-e.wake:
 		case <-ticker.C:
 			e.expire()
+			e.requeueOverdue()
 		}
 		e.dispatch(ctx)
 	}
@@ -198,8 +254,8 @@ func (e *Engine) Submit(spec TaskSpec) (Task, error) {
 	if spec.ExecutorType == "" && spec.NodeType == "" {
 		return Task{}, errors.New("a task needs an executorType or a nodeType")
 	}
-	if spec.TimeoutSeconds < 0 {
-		return Task{}, errors.New("timeoutSeconds must not be negative")
+	if spec.TimeoutSeconds < 0 || time.Duration(spec.TimeoutSeconds) > domain.MaxTimeout/time.Second {
+		return Task{}, fmt.Errorf("timeoutSeconds must be between 0 and %d (365 days)", domain.MaxTimeout/time.Second)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -273,19 +329,19 @@ func (e *Engine) dispatch(ctx context.Context) {
 			queue = queue[1:]
 			d := e.deliverers[ex.CommunicationType]
 			if d == nil {
-				e.reg.release(ex.ID)
+				e.reg.release(ex.ID, ex.session)
 				e.log.Warn("no transport for executor", slog.String("executor_id", ex.ID), slog.String("communication_type", ex.CommunicationType))
 				e.delayed = append(e.delayed, t)
 				t.notBefore = now.Add(time.Second)
 				continue
 			}
-			t.State, t.ExecutorID, t.Transport, t.route = StateAssigned, ex.ID, "", ""
+			t.State, t.ExecutorID, t.Transport, t.route, t.session = StateAssigned, ex.ID, "", "", ex.session
 			if r, ok := d.(Router); ok {
 				t.route = r.Route(ex)
 			}
 			t.Deliveries++
-			task := t.Domain()
-			e.deliveries.Go(func() { e.deliver(ctx, d, ex, t, task) })
+			task, delivery := t.Domain(), t.Deliveries
+			e.deliveries.Go(func() { e.deliver(ctx, d, ex, t, task, delivery) })
 		}
 		if len(queue) == 0 {
 			delete(e.queues, k)
@@ -299,31 +355,41 @@ func (e *Engine) dispatch(ctx context.Context) {
 	}
 }
 
-// deliver hands one task over; a refusal puts it back in the queue.
-func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task, task domain.Task) {
+// deliver hands one task over (its delivery-th); a refusal puts it back
+// in the queue.
+func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task, task domain.Task, delivery int) {
 	transport, err := d.Deliver(ctx, ex, task)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Meanwhile the task may have been answered, taken back (which
+	// released its slot) or handed out again.
+	current := t.Deliveries == delivery
 	if err == nil {
-		// The result may have come in before the delivery returned: the
-		// transport is still this delivery's unless the task went back to
-		// the queue or to another executor meanwhile.
-		if t.State != StatePending && t.ExecutorID == ex.ID {
+		// A result that came in before the delivery returned leaves the
+		// transport to this delivery.
+		if current && t.State != StatePending {
 			t.Transport = transport
 		}
 		e.notifyLocked()
 		return
 	}
-	e.reg.release(ex.ID)
-	if t.State != StateAssigned || t.ExecutorID != ex.ID {
-		return // answered or reassigned meanwhile
+	if !current || t.State != StateAssigned {
+		return
 	}
 	e.log.Debug("delivery refused, will retry", slog.String("task_id", t.ID), slog.String("executor_id", ex.ID), slog.Any("error", err))
+	e.takeBackLocked(t)
 	delay := e.cfg.RetryDelay << min(t.Deliveries-1, 6)
-	t.State, t.ExecutorID, t.notBefore = StatePending, "", e.cfg.Now().Add(min(delay, 2*time.Second))
+	t.notBefore = e.cfg.Now().Add(min(delay, 2*time.Second))
 	e.delayed = append(e.delayed, t)
 	e.notifyLocked()
 	e.poke()
+}
+
+// takeBackLocked takes an assigned task back from its executor, freeing
+// its slot, for the caller to queue again. Callers hold mu.
+func (e *Engine) takeBackLocked(t *Task) {
+	e.reg.release(t.ExecutorID, t.session)
+	t.State, t.ExecutorID, t.session, t.overdue = StatePending, "", 0, time.Time{}
 }
 
 // expire handles executors whose heartbeats stopped: the tasks they held
@@ -348,8 +414,7 @@ func (e *Engine) expire() {
 func (e *Engine) requeueHeldLocked(executorID string) {
 	for _, t := range e.tasks {
 		if t.State == StateAssigned && t.ExecutorID == executorID {
-			e.reg.release(executorID)
-			t.State, t.ExecutorID = StatePending, ""
+			e.takeBackLocked(t)
 			e.enqueueLocked(t, true)
 		}
 	}
@@ -364,11 +429,68 @@ func (e *Engine) GiveBack(taskID, executorID string) {
 	if t == nil || t.State != StateAssigned || t.ExecutorID != executorID {
 		return
 	}
-	e.reg.release(executorID)
-	t.State, t.ExecutorID = StatePending, ""
+	e.takeBackLocked(t)
 	e.enqueueLocked(t, true)
 	e.notifyLocked()
 	e.poke()
+}
+
+// OpenSession makes a new task stream of an executor the route of the
+// tasks it is given from now on, with at most limit of them unanswered at
+// a time (0: no limit beyond its max concurrent tasks), and returns the
+// session's number, which the Executor a Deliverer is given names.
+func (e *Engine) OpenSession(executorID string, limit int) uint64 {
+	n := e.reg.openSession(executorID, limit)
+	e.poke()
+	return n
+}
+
+// CloseSession ends an executor's stream session n; give the tasks never
+// sent on it back first. The executor may not have read the tasks sent
+// on it before it closed, or may be running them (it drains, or reopens
+// its stream for a fresh token): each unanswered one goes back to the
+// queue once its result is overdue, after its timeout (TaskTimeout when
+// it has none) and ResultGrace.
+func (e *Engine) CloseSession(executorID string, n uint64) {
+	e.reg.closeSession(executorID, n)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.cfg.Now()
+	for _, t := range e.tasks {
+		if t.State == StateAssigned && t.ExecutorID == executorID && t.session == n {
+			t.overdue = now.Add(cmp.Or(t.Timeout, e.cfg.TaskTimeout) + e.cfg.ResultGrace)
+			e.orphans = append(e.orphans, t)
+		}
+	}
+}
+
+// requeueOverdue puts the tasks of closed sessions whose results are
+// overdue back in the queue.
+func (e *Engine) requeueOverdue() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.cfg.Now()
+	waiting := e.orphans[:0]
+	requeued := false
+	for _, t := range e.orphans {
+		switch {
+		case t.State != StateAssigned || t.overdue.IsZero(): // answered or taken back meanwhile
+		case now.Before(t.overdue):
+			waiting = append(waiting, t)
+		default:
+			e.log.Warn("no result for a task sent on a stream that closed; handing it out again",
+				slog.String("task_id", t.ID), slog.String("executor_id", t.ExecutorID))
+			e.takeBackLocked(t)
+			e.enqueueLocked(t, true)
+			requeued = true
+		}
+	}
+	clear(e.orphans[len(waiting):])
+	e.orphans = waiting
+	if requeued {
+		e.notifyLocked()
+		e.poke()
+	}
 }
 
 // Register adds or refreshes an executor.
@@ -394,9 +516,11 @@ func (e *Engine) Unregister(id string) bool {
 }
 
 // Heartbeat records a heartbeat; ErrUnknownExecutor tells the executor to
-// register again.
-func (e *Engine) Heartbeat(id string, load int) error {
-	err := e.reg.heartbeat(id, load)
+// register again. Status DRAINING stops new tasks going to the executor
+// (the tasks it holds stay with it); any other status lifts that, and an
+// empty one (a heartbeat that carries none) changes nothing.
+func (e *Engine) Heartbeat(hb domain.Heartbeat) error {
+	err := e.reg.heartbeat(hb)
 	if err == nil {
 		e.poke() // an unhealthy executor may be back
 	}
@@ -411,8 +535,14 @@ func (e *Engine) changedNow() {
 }
 
 // Result records a result, deduplicated on (run id, node id, attempt). It
-// reports whether the result was new.
+// reports whether the result was new. A result whose status is not one a
+// result may carry, or whose execution token is not the task's, is
+// refused and counted.
 func (e *Engine) Result(res domain.Result) bool {
+	if !res.Status.Valid() {
+		e.refuseResult(res, fmt.Sprintf("invalid status %q", res.Status))
+		return false
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := e.byKey[res.Key()]
@@ -420,12 +550,15 @@ func (e *Engine) Result(res domain.Result) bool {
 	case t == nil:
 		e.unknown.Add(1)
 		return false
+	case res.ExecutionToken != t.ExecutionToken:
+		e.refuseResult(res, "wrong execution token")
+		return false
 	case t.Final():
 		e.duplicates.Add(1)
 		return false
 	}
 	if t.State == StateAssigned {
-		e.reg.release(t.ExecutorID)
+		e.reg.release(t.ExecutorID, t.session)
 		if t.Transport == "" {
 			t.Transport = t.route // the result overtook its delivery's return
 		}
@@ -433,8 +566,7 @@ func (e *Engine) Result(res domain.Result) bool {
 	if res.ExecutorID != "" {
 		t.ExecutorID = res.ExecutorID
 	}
-	r := res
-	t.Result, t.State = &r, string(res.Status)
+	t.Result, t.State = resultView(res), string(res.Status)
 	t.CompletedAt = e.cfg.Now()
 	t.LatencyMs = float64(t.CompletedAt.Sub(t.SubmittedAt).Microseconds()) / 1000
 	e.notifyLocked()
@@ -442,36 +574,40 @@ func (e *Engine) Result(res domain.Result) bool {
 	return true
 }
 
+// refuseResult counts and logs a result that breaks the protocol.
+func (e *Engine) refuseResult(res domain.Result, reason string) {
+	e.refusedResults.Add(1)
+	e.log.Warn("result refused: "+reason, slog.String("run_id", res.RunID), slog.String("node_id", res.NodeID),
+		slog.Int("attempt", res.Attempt), slog.String("executor_id", res.ExecutorID))
+}
+
 // Cancel cancels a task: a queued one at once, a delivered one through its
 // transport when the transport can (the executor then answers CANCELLED).
+// It holds mu throughout, so that the task cannot change hands meanwhile.
 func (e *Engine) Cancel(taskID, reason string) (bool, error) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	t := e.tasks[taskID]
-	if t == nil {
-		e.mu.Unlock()
+	switch {
+	case t == nil:
 		return false, fmt.Errorf("no task %s", taskID)
-	}
-	switch t.State {
-	case StatePending:
+	case t.State == StatePending:
 		t.State = string(domain.StatusCancelled)
 		t.CompletedAt = e.cfg.Now()
-		t.Result = &domain.Result{TaskID: t.ID, RunID: t.RunID, NodeID: t.NodeID, Attempt: t.Attempt, Status: domain.StatusCancelled,
-			Error: &domain.ErrorInfo{Code: domain.CodeCancelled, Message: reason}}
+		t.Result = &Result{Status: domain.StatusCancelled, Error: &ResultError{Code: domain.CodeCancelled, Message: reason}}
 		e.notifyLocked()
-		e.mu.Unlock()
 		return true, nil
-	case StateAssigned:
-		executorID := t.ExecutorID
-		ex, _ := e.reg.get(executorID)
-		e.mu.Unlock()
-		if c, ok := e.deliverers[ex.CommunicationType].(Canceller); ok && c.Cancel(executorID, taskID, reason) {
-			return true, nil
-		}
-		return false, fmt.Errorf("task %s is running on %s, whose transport cannot cancel it", taskID, executorID)
-	default:
-		e.mu.Unlock()
+	case t.Final():
 		return false, fmt.Errorf("task %s already finished %s", taskID, t.State)
+	case t.Transport == "":
+		// Until its delivery returns, a cancellation could overtake it.
+		return false, fmt.Errorf("task %s is being delivered to %s; cancel it once delivered", taskID, t.ExecutorID)
 	}
+	ex, _ := e.reg.get(t.ExecutorID)
+	if c, ok := e.deliverers[ex.CommunicationType].(Canceller); ok && c.Cancel(t.session, taskID, reason) {
+		return true, nil
+	}
+	return false, fmt.Errorf("task %s is running on %s, whose transport cannot cancel it", taskID, t.ExecutorID)
 }
 
 // Task returns a copy of a task.
@@ -523,12 +659,15 @@ func (e *Engine) WaitUntil(ctx context.Context, cond func() bool) error {
 type Counters struct {
 	Duplicates     int64 `json:"duplicateResults"`
 	UnknownResults int64 `json:"unknownResults"`
+	// RefusedResults have an invalid status or a wrong execution token.
+	RefusedResults int64 `json:"refusedResults"`
 	Refused        int64 `json:"refusedCalls"`
 }
 
 // Counters returns the totals so far.
 func (e *Engine) Counters() Counters {
-	return Counters{Duplicates: e.duplicates.Load(), UnknownResults: e.unknown.Load(), Refused: e.refused.Load()}
+	return Counters{Duplicates: e.duplicates.Load(), UnknownResults: e.unknown.Load(),
+		RefusedResults: e.refusedResults.Load(), Refused: e.refused.Load()}
 }
 
 // Refused counts an inbound call refused for its credentials.

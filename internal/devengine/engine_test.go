@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gamelan-go/executor/internal/domain"
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
 // recordingDeliverer records deliveries and can refuse them.
@@ -63,11 +66,17 @@ func startEngine(t *testing.T, clock *fakeClock) (*Engine, *recordingDeliverer) 
 	e := New(cfg)
 	d := &recordingDeliverer{}
 	e.SetDeliverer("GRPC", d)
+	runEngine(t, e)
+	return e, d
+}
+
+// runEngine runs e until the test ends.
+func runEngine(t *testing.T, e *Engine) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = e.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return e, d
 }
 
 func waitFor(t *testing.T, e *Engine, what string, cond func() bool) {
@@ -79,7 +88,19 @@ func waitFor(t *testing.T, e *Engine, what string, cond func() bool) {
 
 func answer(e *Engine, taskID string, status domain.Status) bool {
 	t, _ := e.Task(taskID)
-	return e.Result(domain.Result{RunID: t.RunID, NodeID: t.NodeID, Attempt: t.Attempt, Status: status, ExecutorID: t.ExecutorID})
+	return e.Result(resultOf(t, status))
+}
+
+func resultOf(t Task, status domain.Status) domain.Result {
+	return domain.Result{RunID: t.RunID, NodeID: t.NodeID, Attempt: t.Attempt, ExecutionToken: t.ExecutionToken,
+		Status: status, ExecutorID: t.ExecutorID}
+}
+
+func submit(t *testing.T, e *Engine, spec TaskSpec) Task {
+	t.Helper()
+	task, err := e.Submit(spec)
+	require.NoError(t, err)
+	return task
 }
 
 func TestDispatchIsLeastLoadedAndNeverAboveMaxConcurrent(t *testing.T) {
@@ -129,18 +150,18 @@ func TestSilentExecutorsTasksAreReassigned(t *testing.T) {
 
 	e.Register(Executor{ID: "healthy", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 5})
 	clock.advance(31 * time.Second)
-	require.NoError(t, e.Heartbeat("healthy", 0))
+	require.NoError(t, e.Heartbeat(domain.Heartbeat{ExecutorID: "healthy"}))
 	e.expire()
 	waitFor(t, e, "reassigned", func() bool { return d.count("healthy") == 1 })
 	ex, _ := e.Executor("dying")
 	assert.False(t, ex.Healthy)
 
 	clock.advance(31 * time.Second)
-	require.NoError(t, e.Heartbeat("healthy", 0))
+	require.NoError(t, e.Heartbeat(domain.Heartbeat{ExecutorID: "healthy"}))
 	e.expire()
 	_, known := e.Executor("dying")
 	assert.False(t, known, "an executor silent for twice the expiry is removed")
-	assert.ErrorIs(t, e.Heartbeat("dying", 0), ErrUnknownExecutor)
+	assert.ErrorIs(t, e.Heartbeat(domain.Heartbeat{ExecutorID: "dying"}), ErrUnknownExecutor)
 
 	// A late result from the dead executor still counts, once.
 	require.True(t, answer(e, task.ID, domain.StatusCompleted))
@@ -175,6 +196,10 @@ func TestCancelAndSubmitValidation(t *testing.T) {
 	assert.Error(t, err)
 	_, err = e.Submit(TaskSpec{})
 	assert.Error(t, err, "a task without executor type or node type was accepted")
+	for _, seconds := range []int{-1, 365*24*3600 + 1, 18446744074} {
+		_, err = e.Submit(TaskSpec{ExecutorType: "tax", TimeoutSeconds: seconds})
+		assert.ErrorContains(t, err, "timeoutSeconds must be between 0 and 31536000", "timeoutSeconds %d", seconds)
+	}
 }
 
 func TestNodeTypeRouting(t *testing.T) {
@@ -193,7 +218,7 @@ func TestSummary(t *testing.T) {
 		{State: "COMPLETED", Transport: "grpc-push", SubmittedAt: now, CompletedAt: now.Add(10 * time.Millisecond), LatencyMs: 10},
 		{State: "COMPLETED", Transport: "grpc-push", SubmittedAt: now, CompletedAt: now.Add(30 * time.Millisecond), LatencyMs: 30},
 		{State: "FAILED", Transport: "kafka", SubmittedAt: now, CompletedAt: now.Add(time.Second), LatencyMs: 1000,
-			Result: &domain.Result{Error: &domain.ErrorInfo{Code: "INVALID_INPUT"}}},
+			Result: &Result{Status: domain.StatusFailed, Error: &ResultError{Code: "INVALID_INPUT"}}},
 		{State: StatePending},
 	}
 	s := Summarize(tasks, Counters{Duplicates: 2})
@@ -217,7 +242,8 @@ type answeringDeliverer struct {
 func (d *answeringDeliverer) Route(Executor) string { return "grpc-push" }
 
 func (d *answeringDeliverer) Deliver(_ context.Context, _ Executor, task domain.Task) (string, error) {
-	d.engine.Result(domain.Result{RunID: task.RunID, NodeID: task.NodeID, Attempt: task.Attempt, Status: domain.StatusCompleted})
+	d.engine.Result(domain.Result{RunID: task.RunID, NodeID: task.NodeID, Attempt: task.Attempt, ExecutionToken: task.ExecutionToken,
+		Status: domain.StatusCompleted})
 	<-d.release
 	return "grpc-push", nil
 }
@@ -239,4 +265,161 @@ func TestTransportIsRecordedWhenTheResultOvertakesTheDelivery(t *testing.T) {
 	assert.Equal(t, "grpc-push", got.Transport, "while the delivery has not returned")
 	assert.Equal(t, 1, Summarize(e.Tasks(), e.Counters()).ByTransport["grpc-push"].Answered)
 	close(d.release)
+}
+
+// gatedDeliverer hands every delivery to the test, which decides when and
+// how it ends, and records cancellations.
+type gatedDeliverer struct {
+	calls chan gatedDelivery
+
+	mu        sync.Mutex
+	cancelled []string
+}
+
+type gatedDelivery struct {
+	task  domain.Task
+	reply chan error
+}
+
+func (d *gatedDeliverer) Deliver(ctx context.Context, _ Executor, task domain.Task) (string, error) {
+	call := gatedDelivery{task: task, reply: make(chan error, 1)}
+	select {
+	case d.calls <- call:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	select {
+	case err := <-call.reply:
+		if err != nil {
+			return "", err
+		}
+		return "gated", nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (d *gatedDeliverer) Cancel(_ uint64, taskID, _ string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cancelled = append(d.cancelled, taskID)
+	return true
+}
+
+func (d *gatedDeliverer) cancellations() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.cancelled)
+}
+
+func (d *gatedDeliverer) next(t *testing.T) gatedDelivery {
+	t.Helper()
+	select {
+	case call := <-d.calls:
+		return call
+	case <-time.After(5 * time.Second):
+		t.Fatal("no delivery within 5s")
+		return gatedDelivery{}
+	}
+}
+
+func startGatedEngine(t *testing.T, communicationType string) (*Engine, *gatedDeliverer) {
+	t.Helper()
+	e := New(Config{RetryDelay: time.Millisecond})
+	d := &gatedDeliverer{calls: make(chan gatedDelivery, 4)}
+	e.SetDeliverer(communicationType, d)
+	runEngine(t, e)
+	return e, d
+}
+
+// TestFailedDeliveryOfAnAnsweredTaskReleasesItsSlotOnce: a push whose ack
+// is lost after the executor ran the task and reported its result must not
+// free the executor's slot a second time.
+func TestFailedDeliveryOfAnAnsweredTaskReleasesItsSlotOnce(t *testing.T) {
+	e, d := startGatedEngine(t, "GRPC")
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 1})
+
+	first := submit(t, e, TaskSpec{ExecutorType: "tax"})
+	firstDelivery := d.next(t)
+	require.True(t, answer(e, first.ID, domain.StatusCompleted), "the result comes before the ack")
+	second := submit(t, e, TaskSpec{ExecutorType: "tax"})
+	secondDelivery := d.next(t)
+	require.Equal(t, second.ID, secondDelivery.task.TaskID)
+	secondDelivery.reply <- nil
+	firstDelivery.reply <- errors.New("push ack lost: deadline exceeded")
+	e.deliveries.Wait() // nothing else is pending, so no delivery starts meanwhile
+
+	ex, _ := e.Executor("a")
+	assert.Equal(t, 1, ex.Assigned, "a holds the second task only")
+	third := submit(t, e, TaskSpec{ExecutorType: "tax"})
+	e.dispatch(t.Context())
+	got, _ := e.Task(third.ID)
+	assert.Equal(t, StatePending, got.State, "a third task went to a, full with the second")
+}
+
+// TestResultsBreakingTheProtocolAreRefused: a result must carry a final
+// status and the execution token it was sent (PROTOCOL.md 1.3).
+func TestResultsBreakingTheProtocolAreRefused(t *testing.T) {
+	e, d := startGatedEngine(t, "GRPC")
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
+	task := submit(t, e, TaskSpec{ExecutorType: "tax"})
+	d.next(t).reply <- nil
+	waitFor(t, e, "delivered", func() bool { got, _ := e.Task(task.ID); return got.Transport == "gated" })
+	task, _ = e.Task(task.ID)
+
+	wrongToken := resultOf(task, domain.StatusCompleted)
+	wrongToken.ExecutionToken = "not-" + task.ExecutionToken
+	noToken := resultOf(task, domain.StatusCompleted)
+	noToken.ExecutionToken = ""
+	for i, res := range []domain.Result{resultOf(task, "PENDING"), resultOf(task, ""), resultOf(task, "RUNNING"), wrongToken, noToken} {
+		assert.False(t, e.Result(res), "status %q, token %q recorded", res.Status, res.ExecutionToken)
+		assert.Equal(t, int64(i+1), e.Counters().RefusedResults)
+	}
+	got, _ := e.Task(task.ID)
+	assert.Equal(t, StateAssigned, got.State)
+	assert.True(t, e.Result(resultOf(task, domain.StatusSkipped)))
+}
+
+// TestDrainingExecutorGetsNoNewTasks: a heartbeat with status DRAINING
+// (gRPC here) stops dispatch to the executor; a HEALTHY one resumes it.
+func TestDrainingExecutorGetsNoNewTasks(t *testing.T) {
+	e, d := startEngine(t, nil)
+	g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
+	e.Register(Executor{ID: "b", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
+	_, err := g.Heartbeat(t.Context(), &gamelanv1.HeartbeatRequest{ExecutorId: "a", CurrentTaskCount: 1,
+		Health: &gamelanv1.ExecutorHealth{Status: domain.HealthDraining}})
+	require.NoError(t, err)
+	ex, _ := e.Executor("a")
+	require.True(t, ex.Draining)
+
+	for range 3 {
+		submit(t, e, TaskSpec{ExecutorType: "tax"})
+	}
+	waitFor(t, e, "three tasks delivered", func() bool { return d.count("b") == 3 })
+	assert.Zero(t, d.count("a"), "tasks went to the draining executor")
+
+	require.NoError(t, e.Heartbeat(domain.Heartbeat{ExecutorID: "a", Status: domain.HealthHealthy}))
+	submit(t, e, TaskSpec{ExecutorType: "tax"})
+	waitFor(t, e, "the next task delivered to a, less loaded", func() bool { return d.count("a") == 1 })
+}
+
+// TestCancelOfATaskBeingDeliveredIsRefused: until its delivery returns, a
+// cancellation could overtake the task on its stream, so it is refused.
+func TestCancelOfATaskBeingDeliveredIsRefused(t *testing.T) {
+	e, d := startGatedEngine(t, "GRPC")
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 1})
+	task := submit(t, e, TaskSpec{ExecutorType: "tax"})
+	delivery := d.next(t)
+
+	_, err := e.Cancel(task.ID, "too early")
+	require.Error(t, err)
+	assert.Empty(t, d.cancellations())
+
+	delivery.reply <- nil
+	waitFor(t, e, "delivered", func() bool { got, _ := e.Task(task.ID); return got.Transport == "gated" })
+	cancelled, err := e.Cancel(task.ID, "now")
+	require.NoError(t, err)
+	assert.True(t, cancelled)
+	assert.Equal(t, []string{task.ID}, d.cancellations())
 }

@@ -35,7 +35,7 @@ type GRPC struct {
 	pushCredentials credentials.PerRPCCredentials
 
 	mu       sync.Mutex
-	sessions map[string]*session // executor id -> its open stream
+	sessions map[uint64]*session // open streams, by the engine's session number
 	clients  map[string]*ggrpc.ClientConn
 
 	stopping chan struct{} // closed by Stop: open streams end
@@ -52,7 +52,7 @@ var (
 // NewGRPC returns the engine's gRPC side. pushCredentials may be nil.
 func NewGRPC(engine *Engine, pushCredentials credentials.PerRPCCredentials, log *slog.Logger) *GRPC {
 	return &GRPC{engine: engine, log: log, pushCredentials: pushCredentials,
-		sessions: map[string]*session{}, clients: map[string]*ggrpc.ClientConn{}, stopping: make(chan struct{})}
+		sessions: map[uint64]*session{}, clients: map[string]*ggrpc.ClientConn{}, stopping: make(chan struct{})}
 }
 
 // errStopping ends the streams of a stopping engine; executors reconnect.
@@ -64,13 +64,61 @@ var errStopping = status.Error(codes.Unavailable, "the engine is stopping")
 // them, which they never do on their own.
 func (g *GRPC) Stop() { g.stopOnce.Do(func() { close(g.stopping) }) }
 
-// session is an executor's open stream: tasks (and, on ExecuteStream,
-// cancellations) queued for its sender.
+// session is an executor's open stream: the messages queued for its
+// sender, in order, so that a cancellation never overtakes its task.
+// Once closed, nothing more is queued.
 type session struct {
-	kind          string // "grpc-stream" or "grpc-bidi"
-	tasks         chan domain.Task
-	cancellations chan *gamelanv1.TaskCancellation // nil on StreamTasks
-	done          chan struct{}
+	n           uint64 // the engine's number for it
+	executorID  string
+	kind        string // "grpc-stream" or "grpc-bidi"
+	cancellable bool   // ExecuteStream carries cancellations
+	ready       chan struct{}
+
+	mu     sync.Mutex
+	closed bool
+	outbox []*gamelanv1.EngineMessage
+}
+
+// queue adds a message for the sender; false once the session is closed.
+func (s *session) queue(m *gamelanv1.EngineMessage) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.outbox = append(s.outbox, m)
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// next takes the first queued message, nil when there is none.
+func (s *session) next() *gamelanv1.EngineMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.outbox) == 0 {
+		return nil
+	}
+	m := s.outbox[0]
+	s.outbox[0] = nil
+	s.outbox = s.outbox[1:]
+	return m
+}
+
+// end closes the session and returns the tasks it never sent.
+func (s *session) end() (unsent []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, m := range s.outbox {
+		if t := m.GetTask(); t != nil {
+			unsent = append(unsent, t.GetTaskId())
+		}
+	}
+	s.outbox = nil
+	return unsent
 }
 
 // RegisterExecutor implements ExecutorService.
@@ -105,7 +153,7 @@ func (g *GRPC) UnregisterExecutor(_ context.Context, req *gamelanv1.UnregisterEx
 // Heartbeat implements ExecutorService: NotFound for an executor the
 // engine does not know, so that it registers again.
 func (g *GRPC) Heartbeat(_ context.Context, req *gamelanv1.HeartbeatRequest) (*emptypb.Empty, error) {
-	if err := g.engine.Heartbeat(req.GetExecutorId(), int(req.GetCurrentTaskCount())); err != nil {
+	if err := g.engine.Heartbeat(heartbeatFromProto(req)); err != nil {
 		return nil, status.Errorf(codes.NotFound, "executor %s is not registered", req.GetExecutorId())
 	}
 	return &emptypb.Empty{}, nil
@@ -127,28 +175,17 @@ func (g *GRPC) ReportResults(stream gamelanv1.ExecutorService_ReportResultsServe
 }
 
 // StreamTasks implements ExecutorService: it keeps the stream open and
-// sends the tasks the engine assigns to the executor.
+// sends the tasks the engine assigns to the executor, at most
+// max_concurrent of them unanswered when the request sets it.
 func (g *GRPC) StreamTasks(req *gamelanv1.StreamTasksRequest, stream gamelanv1.ExecutorService_StreamTasksServer) error {
 	ex, ok := g.engine.Executor(req.GetExecutorId())
 	if !ok {
 		return status.Errorf(codes.NotFound, "executor %s is not registered", req.GetExecutorId())
 	}
-	s := &session{kind: "grpc-stream", tasks: make(chan domain.Task, max(ex.MaxConcurrent, 1)), done: make(chan struct{})}
-	g.open(ex.ID, s)
-	defer g.close(ex.ID, s)
-	for {
-		select {
-		case t := <-s.tasks:
-			if err := stream.Send(taskToProto(t)); err != nil {
-				g.engine.GiveBack(t.TaskID, ex.ID)
-				return err
-			}
-		case <-stream.Context().Done():
-			return nil
-		case <-g.stopping:
-			return errStopping
-		}
-	}
+	s := g.open(ex.ID, "grpc-stream", int(req.GetMaxConcurrent()))
+	defer g.close(s)
+	send := func(m *gamelanv1.EngineMessage) error { return stream.Send(m.GetTask()) }
+	return g.serve(stream.Context(), s, send, nil)
 }
 
 // ExecuteStream implements ExecutorService. The executor's first message
@@ -160,15 +197,12 @@ func (g *GRPC) ExecuteStream(stream gamelanv1.ExecutorService_ExecuteStreamServe
 		return err
 	}
 	id := first.GetHeartbeat().GetExecutorId()
-	ex, ok := g.engine.Executor(id)
-	if !ok {
+	if _, ok := g.engine.Executor(id); !ok {
 		return status.Errorf(codes.NotFound, "executor %q is not registered (the stream must open with its heartbeat)", id)
 	}
-	_ = g.engine.Heartbeat(id, int(first.GetHeartbeat().GetCurrentTaskCount()))
-	s := &session{kind: "grpc-bidi", tasks: make(chan domain.Task, max(ex.MaxConcurrent, 1)),
-		cancellations: make(chan *gamelanv1.TaskCancellation, 16), done: make(chan struct{})}
-	g.open(id, s)
-	defer g.close(id, s)
+	_ = g.engine.Heartbeat(heartbeatFromProto(first.GetHeartbeat()))
+	s := g.open(id, "grpc-bidi", 0)
+	defer g.close(s)
 
 	received := make(chan error, 1)
 	go func() {
@@ -180,48 +214,37 @@ func (g *GRPC) ExecuteStream(stream gamelanv1.ExecutorService_ExecuteStreamServe
 			}
 			switch m := msg.GetMessage().(type) {
 			case *gamelanv1.ExecutorMessage_Heartbeat:
-				_ = g.engine.Heartbeat(id, int(m.Heartbeat.GetCurrentTaskCount()))
+				_ = g.engine.Heartbeat(heartbeatFromProto(m.Heartbeat))
 			case *gamelanv1.ExecutorMessage_Result:
 				g.engine.Result(resultFromProto(m.Result))
 			case *gamelanv1.ExecutorMessage_Ack:
 			}
 		}
 	}()
-	sendTask := func(t domain.Task) error {
-		err := stream.Send(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: taskToProto(t)}})
-		if err != nil {
-			g.engine.GiveBack(t.TaskID, id)
-		}
-		return err
-	}
+	return g.serve(stream.Context(), s, stream.Send, received)
+}
+
+// serve sends what is queued on s until the stream ends, the executor's
+// side of it ends (received, nil on StreamTasks) or the engine stops. A
+// task whose send failed goes back to the queue.
+func (g *GRPC) serve(ctx context.Context, s *session, send func(*gamelanv1.EngineMessage) error, received <-chan error) error {
 	for {
-		select {
-		case t := <-s.tasks:
-			if err := sendTask(t); err != nil {
-				return err
-			}
-		case c := <-s.cancellations:
-			// A cancellation must not overtake its task, which may still be
-			// queued: the tasks queued before it go first.
-			for queued := true; queued; {
-				select {
-				case t := <-s.tasks:
-					if err := sendTask(t); err != nil {
-						return err
-					}
-				default:
-					queued = false
+		for m := s.next(); m != nil; m = s.next() {
+			if err := send(m); err != nil {
+				if t := m.GetTask(); t != nil {
+					g.engine.GiveBack(t.GetTaskId(), s.executorID)
 				}
-			}
-			if err := stream.Send(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Cancellation{Cancellation: c}}); err != nil {
 				return err
 			}
+		}
+		select {
+		case <-s.ready:
 		case err := <-received:
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
-		case <-stream.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case <-g.stopping:
 			return errStopping
@@ -229,53 +252,51 @@ func (g *GRPC) ExecuteStream(stream gamelanv1.ExecutorService_ExecuteStreamServe
 	}
 }
 
-// open makes s the executor's session, replacing an older one.
-func (g *GRPC) open(executorID string, s *session) {
+// open starts a session of the executor with the engine.
+func (g *GRPC) open(executorID, kind string, limit int) *session {
+	s := &session{executorID: executorID, kind: kind, cancellable: kind == "grpc-bidi", ready: make(chan struct{}, 1)}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.sessions[executorID] = s
+	s.n = g.engine.OpenSession(executorID, limit)
+	g.sessions[s.n] = s
+	return s
 }
 
-// close ends a session and gives back the tasks it had not sent.
-func (g *GRPC) close(executorID string, s *session) {
+// close ends a session: the tasks it never sent go back to the queue at
+// once, those it sent once their results are overdue (Engine.CloseSession).
+func (g *GRPC) close(s *session) {
+	unsent := s.end()
 	g.mu.Lock()
-	if g.sessions[executorID] == s {
-		delete(g.sessions, executorID)
-	}
-	close(s.done)
+	delete(g.sessions, s.n)
 	g.mu.Unlock()
-	for {
-		select {
-		case t := <-s.tasks:
-			g.engine.GiveBack(t.TaskID, executorID)
-		default:
-			return
-		}
+	for _, taskID := range unsent {
+		g.engine.GiveBack(taskID, s.executorID)
 	}
+	g.engine.CloseSession(s.executorID, s.n)
 }
 
-// Deliver implements Deliverer.
+// Deliver implements Deliverer: over the stream session the engine chose
+// (to names it), else by push.
 func (g *GRPC) Deliver(ctx context.Context, to Executor, task domain.Task) (string, error) {
-	g.mu.Lock()
-	s := g.sessions[to.ID]
-	g.mu.Unlock()
-	if s != nil {
-		select {
-		case s.tasks <- task:
-			return s.kind, nil
-		case <-s.done:
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
+	if to.session == 0 {
+		return "grpc-push", g.push(ctx, to, task)
 	}
-	return "grpc-push", g.push(ctx, to, task)
+	s := g.session(to.session)
+	if s == nil || !s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: taskToProto(task)}}) {
+		return "", fmt.Errorf("the stream of %s closed before task %s was queued on it", to.ID, task.TaskID)
+	}
+	return s.kind, nil
 }
 
-// Route implements Router: the executor's open stream, else push.
-func (g *GRPC) Route(to Executor) string {
+func (g *GRPC) session(n uint64) *session {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s := g.sessions[to.ID]; s != nil {
+	return g.sessions[n]
+}
+
+// Route implements Router: the stream session to names, else push.
+func (g *GRPC) Route(to Executor) string {
+	if s := g.session(to.session); s != nil {
 		return s.kind
 	}
 	return "grpc-push"
@@ -317,21 +338,12 @@ func (g *GRPC) client(endpoint string) (*ggrpc.ClientConn, error) {
 	return conn, nil
 }
 
-// Cancel implements Canceller: only an ExecuteStream can carry a
+// Cancel implements Canceller: only an open ExecuteStream can carry a
 // cancellation.
-func (g *GRPC) Cancel(executorID, taskID, reason string) bool {
-	g.mu.Lock()
-	s := g.sessions[executorID]
-	g.mu.Unlock()
-	if s == nil || s.cancellations == nil {
-		return false
-	}
-	select {
-	case s.cancellations <- &gamelanv1.TaskCancellation{TaskId: taskID, Reason: reason}:
-		return true
-	case <-s.done:
-		return false
-	}
+func (g *GRPC) Cancel(session uint64, taskID, reason string) bool {
+	s := g.session(session)
+	return s != nil && s.cancellable && s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Cancellation{
+		Cancellation: &gamelanv1.TaskCancellation{TaskId: taskID, Reason: reason}}})
 }
 
 // Close closes the push connections.

@@ -2,16 +2,23 @@ package devengine
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	ggrpc "google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
@@ -77,7 +84,7 @@ func TestCancellationNeverOvertakesItsTask(t *testing.T) {
 		stream := &fakeExecuteStream{ctx: ctx, executorID: "a", goAhead: make(chan struct{}, 16)}
 		streamDone := make(chan struct{})
 		go func() { _ = g.ExecuteStream(stream); close(streamDone) }()
-		waitFor(t, e, "the session open", func() bool { return g.Route(Executor{ID: "a"}) == "grpc-bidi" })
+		waitSessions(t, g, 1)
 
 		first, err := e.Submit(TaskSpec{ExecutorType: "tax"})
 		require.NoError(t, err)
@@ -111,4 +118,298 @@ func TestCancellationNeverOvertakesItsTask(t *testing.T) {
 		<-streamDone
 		<-engineDone
 	}
+}
+
+// fakeTaskStream is the server side of a StreamTasks call: Send records
+// what the engine wrote, and the executor goes away when ctx ends.
+type fakeTaskStream struct {
+	ggrpc.ServerStream
+	ctx  context.Context
+	sent chan *gamelanv1.ExecutionTask
+}
+
+func (s *fakeTaskStream) Context() context.Context { return s.ctx }
+
+func (s *fakeTaskStream) Send(t *gamelanv1.ExecutionTask) error {
+	select {
+	case s.sent <- t:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+func (s *fakeTaskStream) next(t *testing.T) *gamelanv1.ExecutionTask {
+	t.Helper()
+	select {
+	case task := <-s.sent:
+		return task
+	case <-time.After(5 * time.Second):
+		t.Fatal("no task sent on the stream within 5s")
+		return nil
+	}
+}
+
+// openTaskStream opens a StreamTasks stream of an executor, waits until
+// the engine holds it, and returns it with a func that closes it and waits
+// for its handler to return.
+func openTaskStream(t *testing.T, g *GRPC, executorID string, maxConcurrent int32) (*fakeTaskStream, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stream := &fakeTaskStream{ctx: ctx, sent: make(chan *gamelanv1.ExecutionTask, 16)}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_ = g.StreamTasks(&gamelanv1.StreamTasksRequest{ExecutorId: executorID, MaxConcurrent: maxConcurrent}, stream)
+	}()
+	closeStream := func() { cancel(); <-ended }
+	t.Cleanup(closeStream)
+	waitSessions(t, g, 1)
+	return stream, closeStream
+}
+
+// waitSessions waits until the engine holds n open streams.
+func waitSessions(t *testing.T, g *GRPC, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.sessions) == n
+	}, 5*time.Second, time.Millisecond, "not %d open streams", n)
+}
+
+func startGRPCEngine(t *testing.T, cfg Config) (*Engine, *GRPC) {
+	t.Helper()
+	e := New(cfg)
+	g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
+	e.SetDeliverer("GRPC", g)
+	runEngine(t, e)
+	return e, g
+}
+
+// TestTaskSentOnAClosedStreamIsHandedOutAgainOnceOverdue: a task sent on a
+// stream that then closed may never have been read (the executor reopens
+// its stream for a fresh token, having stopped reading while full), or may
+// be running: it is handed out again once its result is overdue.
+func TestTaskSentOnAClosedStreamIsHandedOutAgainOnceOverdue(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
+	e, g := startGRPCEngine(t, Config{Now: clock.Now, ResultGrace: 10 * time.Second})
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 2})
+
+	first, closeFirst := openTaskStream(t, g, "a", 2)
+	lost := submit(t, e, TaskSpec{ExecutorType: "tax", TimeoutSeconds: 1})
+	answered := submit(t, e, TaskSpec{ExecutorType: "tax", TimeoutSeconds: 1})
+	assert.ElementsMatch(t, []string{lost.ID, answered.ID}, []string{first.next(t).GetTaskId(), first.next(t).GetTaskId()})
+	closeFirst()
+	require.True(t, answer(e, answered.ID, domain.StatusCompleted), "answered after its stream closed")
+
+	second, _ := openTaskStream(t, g, "a", 2)
+	e.requeueOverdue()
+	got, _ := e.Task(lost.ID)
+	require.Equal(t, StateAssigned, got.State, "handed out again before its result was overdue")
+
+	clock.advance(time.Second + 10*time.Second) // its timeout and the grace
+	e.requeueOverdue()
+	assert.Equal(t, lost.ID, second.next(t).GetTaskId())
+	got, _ = e.Task(lost.ID)
+	assert.Equal(t, 2, got.Deliveries)
+	ex, _ := e.Executor("a")
+	assert.Equal(t, 1, ex.Assigned)
+}
+
+// TestStreamTasksHonoursMaxConcurrent: a stream opened with max_concurrent
+// 1 has at most one unanswered task, whatever the registration allows.
+func TestStreamTasksHonoursMaxConcurrent(t *testing.T) {
+	e, g := startGRPCEngine(t, Config{})
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 5})
+	stream, _ := openTaskStream(t, g, "a", 1)
+	for range 3 {
+		submit(t, e, TaskSpec{ExecutorType: "tax"})
+	}
+
+	first := stream.next(t).GetTaskId()
+	e.dispatch(t.Context())
+	ex, _ := e.Executor("a")
+	assert.Equal(t, 1, ex.Assigned, "more than max_concurrent tasks given to the stream")
+
+	require.True(t, answer(e, first, domain.StatusCompleted))
+	assert.NotEqual(t, first, stream.next(t).GetTaskId(), "an answer makes room for the next")
+}
+
+// TestClosedSessionTakesNothingMore: a delivery or a cancellation racing
+// with the end of a session must fail, not sit in a queue nobody reads.
+func TestClosedSessionTakesNothingMore(t *testing.T) {
+	e := New(Config{})
+	g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 1})
+	s := g.open("a", "grpc-bidi", 0)
+	g.close(s)
+
+	// Deliver and Cancel found s before it closed:
+	assert.False(t, s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: &gamelanv1.ExecutionTask{TaskId: "task-1"}}}))
+	// or look for it after:
+	_, err := g.Deliver(t.Context(), Executor{ID: "a", session: s.n}, domain.Task{TaskID: "task-1"})
+	assert.Error(t, err)
+	assert.False(t, g.Cancel(s.n, "task-1", "too late"))
+}
+
+// freeAddress returns an address of 127.0.0.1 that was free a moment ago.
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// TestEngineStopsWithAnExecutorStreamOpen: the engine process stops at
+// once although an executor holds a StreamTasks stream open, which it
+// never ends on its own.
+func TestEngineStopsWithAnExecutorStreamOpen(t *testing.T) {
+	grpcAddr, httpAddr := freeAddress(t), freeAddress(t)
+	o := Options{HTTPAddr: httpAddr, GRPCAddr: grpcAddr, Kafka: KafkaConfig{EmbeddedAddress: freeAddress(t), Partitions: 1}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- run(ctx, o, io.Discard, slog.New(slog.DiscardHandler)) }()
+
+	conn, err := ggrpc.NewClient(grpcAddr, ggrpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := gamelanv1.NewExecutorServiceClient(conn)
+	require.Eventually(t, func() bool {
+		_, err := client.RegisterExecutor(context.Background(), &gamelanv1.RegisterExecutorRequest{
+			ExecutorId: "exec-1", ExecutorType: "tax", MaxConcurrentTasks: 4,
+			CommunicationType: gamelanv1.CommunicationType_COMMUNICATION_TYPE_GRPC,
+		})
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "engine never answered RegisterExecutor")
+
+	streamCtx, closeStream := context.WithCancel(context.Background())
+	defer closeStream()
+	stream, err := client.StreamTasks(streamCtx, &gamelanv1.StreamTasksRequest{ExecutorId: "exec-1", MaxConcurrent: 4})
+	require.NoError(t, err)
+	// A task through the API proves the stream's handler is running.
+	resp, err := http.Post("http://"+httpAddr+"/api/v1/tasks", "application/json", strings.NewReader(`{"executorType":"tax"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	_, err = stream.Recv()
+	require.NoError(t, err)
+
+	cancel()
+	select {
+	case err := <-stopped:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		closeStream()
+		<-stopped
+		t.Fatal("the engine did not stop within 10s while an executor's stream was open")
+	}
+}
+
+// HTTP/2 frames the keepalive test writes and reads (RFC 9113).
+const (
+	frameSettings = 0x4
+	framePing     = 0x6
+	frameGoAway   = 0x7
+	flagAck       = 0x1
+)
+
+// h2Client is a bare HTTP/2 client connection: grpc-go's client will not
+// ping more often than every 10s, which would make the test slow.
+type h2Client struct {
+	conn    net.Conn
+	mu      sync.Mutex // one writer at a time
+	pingAck chan uint64
+	goAway  chan uint32 // its error code
+}
+
+func dialH2(t *testing.T, addr string) *h2Client {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	c := &h2Client{conn: conn, pingAck: make(chan uint64, 1), goAway: make(chan uint32, 1)}
+	_, err = io.WriteString(conn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, c.write(frameSettings, 0, nil))
+	go c.read()
+	return c
+}
+
+func (c *h2Client) write(frameType, flags byte, payload []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(payload)
+	header := []byte{byte(n >> 16), byte(n >> 8), byte(n), frameType, flags, 0, 0, 0, 0}
+	_, err := c.conn.Write(append(header, payload...))
+	return err
+}
+
+func (c *h2Client) ping(data uint64) error {
+	return c.write(framePing, 0, binary.BigEndian.AppendUint64(nil, data))
+}
+
+// read acknowledges the server's settings and reports ping acks and
+// GOAWAY until the connection ends.
+func (c *h2Client) read() {
+	var header [9]byte
+	for {
+		if _, err := io.ReadFull(c.conn, header[:]); err != nil {
+			return
+		}
+		payload := make([]byte, int(header[0])<<16|int(header[1])<<8|int(header[2]))
+		if _, err := io.ReadFull(c.conn, payload); err != nil {
+			return
+		}
+		switch frameType, flags := header[3], header[4]; {
+		case frameType == frameSettings && flags&flagAck == 0:
+			_ = c.write(frameSettings, flagAck, nil)
+		case frameType == framePing && flags&flagAck != 0:
+			c.pingAck <- binary.BigEndian.Uint64(payload)
+		case frameType == frameGoAway && len(payload) >= 8:
+			c.goAway <- binary.BigEndian.Uint32(payload[4:8])
+			return
+		}
+	}
+}
+
+// TestEngineToleratesExecutorKeepalivePings pings an idle connection to
+// the engine's gRPC server every 5.5s, more often than executors do (10s
+// at least, with or without streams): grpc-go's default enforcement
+// answers the fourth ping with GOAWAY ENHANCE_YOUR_CALM.
+func TestEngineToleratesExecutorKeepalivePings(t *testing.T) {
+	t.Parallel()
+	e := New(Config{})
+	server := ggrpc.NewServer(serverOptions(e, nil)...)
+	gamelanv1.RegisterExecutorServiceServer(server, NewGRPC(e, nil, slog.New(slog.DiscardHandler)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(l) }()
+	t.Cleanup(func() { server.Stop(); <-served })
+
+	c := dialH2(t, l.Addr().String())
+	roundTrip := func(i uint64) {
+		t.Helper()
+		require.NoError(t, c.ping(i))
+		select {
+		case data := <-c.pingAck:
+			require.Equal(t, i, data)
+		case code := <-c.goAway:
+			t.Fatalf("ping %d answered with GOAWAY, error code %#x", i+1, code)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("ping %d not answered within 5s", i+1)
+		}
+	}
+	for i := range uint64(4) {
+		if i > 0 {
+			<-time.After(5500 * time.Millisecond) // the pace under test
+		}
+		roundTrip(i)
+	}
+	// A GOAWAY follows the ack of the ping that earned it: one more ping,
+	// at once (a single strike is tolerated), shows the connection is up.
+	roundTrip(4)
 }

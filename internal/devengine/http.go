@@ -47,8 +47,8 @@ func NewHTTP(engine *Engine, verify func(string) error, token func() (string, er
 //	POST   /api/v1/tasks/{id}/cancel        cancel a task
 //	GET    /api/v1/summary                  counts, failures by code, latency percentiles
 //	POST   /api/v1/executors                register (ExecutorInfo)
-//	GET    /api/v1/executors[/healthy]      executors with load and health
-//	GET    /api/v1/executors/{id}           one executor (404 when unknown)
+//	GET    /api/v1/executors[/healthy]      executors with load and health (operator reads, open like the task API)
+//	GET    /api/v1/executors/{id}           one executor (404 when unknown; an executor's own look-up, token required)
 //	DELETE /api/v1/executors/{id}           unregister
 //	POST   /api/v1/executors/{id}/heartbeat heartbeat (404 when unknown)
 func (h *HTTP) Handler() http.Handler {
@@ -59,7 +59,7 @@ func (h *HTTP) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/summary", h.summary)
 	mux.HandleFunc("GET /api/v1/executors", h.executors(false))
 	mux.HandleFunc("GET /api/v1/executors/healthy", h.executors(true))
-	mux.HandleFunc("GET /api/v1/executors/{id}", h.executor)
+	mux.HandleFunc("GET /api/v1/executors/{id}", h.authenticated(h.executor))
 	mux.HandleFunc("POST /api/v1/executors", h.authenticated(h.register))
 	mux.HandleFunc("DELETE /api/v1/executors/{id}", h.authenticated(h.unregister))
 	mux.HandleFunc("POST /api/v1/executors/{id}/heartbeat", h.authenticated(h.heartbeat))
@@ -203,7 +203,8 @@ func (h *HTTP) unregister(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *HTTP) heartbeat(w http.ResponseWriter, r *http.Request) {
-	if err := h.engine.Heartbeat(r.PathValue("id"), 0); err != nil {
+	// The REST heartbeat has no body: neither load nor status.
+	if err := h.engine.Heartbeat(domain.Heartbeat{ExecutorID: r.PathValue("id")}); err != nil {
 		writeError(w, http.StatusNotFound, fmt.Errorf("executor %s: %w", r.PathValue("id"), err))
 		return
 	}

@@ -1,6 +1,7 @@
 package devengine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,12 +53,12 @@ func (c *KafkaConfig) defaults() {
 // Kafka is the engine's Kafka side: it produces tasks to the tasks topic
 // (targetExecutor set) and consumes results, registrations, heartbeats and
 // unregistrations. Records whose authorization header fails verification
-// (when tokens are on) are refused, counted and dropped.
+// (when tokens are on) are refused, counted and dropped (see handle).
 type Kafka struct {
 	cfg     KafkaConfig
 	engine  *Engine
 	log     *slog.Logger
-	verify  func(token string) (subject string, err error)
+	verify  func(token string, at time.Time) (subject string, err error)
 	token   func() (string, error)
 	cluster *kfake.Cluster // nil with an external cluster
 	client  *kgo.Client
@@ -69,8 +70,9 @@ var (
 )
 
 // NewKafka starts the embedded broker (unless brokers are given) with its
-// topics, and connects. verify and token may be nil.
-func NewKafka(cfg KafkaConfig, engine *Engine, verify func(string) (string, error), token func() (string, error), log *slog.Logger) (*Kafka, error) {
+// topics, and connects. verify (a token as of a time, see verifyAsOf) and
+// token may be nil.
+func NewKafka(cfg KafkaConfig, engine *Engine, verify func(token string, at time.Time) (string, error), token func() (string, error), log *slog.Logger) (*Kafka, error) {
 	cfg.defaults()
 	k := &Kafka{cfg: cfg, engine: engine, log: log, verify: verify, token: token}
 	brokers := cfg.Brokers
@@ -140,59 +142,91 @@ func (k *Kafka) Run(ctx context.Context) {
 	}
 }
 
-// handle takes one record from the executor side.
+// handle takes one record from the executor side. With tokens on, the
+// record's token is checked as of when the record was produced (one read
+// late, after its token expired, still counts), and the executor id the
+// record speaks for, when it names one, must be the token's subject.
 func (k *Kafka) handle(r *kgo.Record) {
-	if k.verify != nil {
-		token := ""
-		for _, h := range r.Headers {
-			if h.Key == kafkamsg.AuthorizationHeader {
-				token = string(h.Value)
-			}
-		}
-		bearer, err := security.BearerToken(token)
-		if err == nil {
-			_, err = k.verify(bearer)
-		}
-		if err != nil {
-			k.engine.Refused()
-			k.log.Warn("kafka record refused", slog.String("topic", r.Topic), slog.Int64("offset", r.Offset), slog.Any("error", err))
-			return
+	subject, err := k.authenticate(r)
+	if err != nil {
+		k.refuse(r, err)
+		return
+	}
+	executorID, apply, err := k.decode(r)
+	switch {
+	case err != nil:
+		k.log.Warn("malformed kafka record dropped", slog.String("topic", r.Topic), slog.Int64("offset", r.Offset), slog.Any("error", err))
+	case subject != "" && executorID != "" && executorID != subject:
+		k.refuse(r, fmt.Errorf("a token of %s on a record of %s", subject, executorID))
+	default:
+		apply()
+	}
+}
+
+// authenticate returns the subject of the record's token, "" when tokens
+// are off.
+func (k *Kafka) authenticate(r *kgo.Record) (string, error) {
+	if k.verify == nil {
+		return "", nil
+	}
+	authorization := ""
+	for _, h := range r.Headers {
+		if h.Key == kafkamsg.AuthorizationHeader {
+			authorization = string(h.Value)
 		}
 	}
-	var err error
+	token, err := security.BearerToken(authorization)
+	if err != nil {
+		return "", err
+	}
+	return k.verify(token, producedAt(r))
+}
+
+// producedAt is the record's timestamp, or now when it has none or one in
+// the future.
+func producedAt(r *kgo.Record) time.Time {
+	now := time.Now()
+	if r.Timestamp.Unix() <= 0 || r.Timestamp.After(now) {
+		return now
+	}
+	return r.Timestamp
+}
+
+func (k *Kafka) refuse(r *kgo.Record, err error) {
+	k.engine.Refused()
+	k.log.Warn("kafka record refused", slog.String("topic", r.Topic), slog.Int64("offset", r.Offset), slog.Any("error", err))
+}
+
+// decode reads a record: the executor it speaks for, and what the engine
+// does with it.
+func (k *Kafka) decode(r *kgo.Record) (executorID string, apply func(), err error) {
 	switch r.Topic {
 	case k.cfg.ResultsTopic:
 		var m kafkamsg.ResultMessage
-		if err = json.Unmarshal(r.Value, &m); err == nil {
-			k.engine.Result(resultFromMessage(m))
-		}
+		err = json.Unmarshal(r.Value, &m)
+		return m.ExecutorID, func() { k.engine.Result(resultFromMessage(m)) }, err
 	case k.cfg.RegistrationsTopic:
 		var m kafkamsg.RegistrationMessage
-		if err = json.Unmarshal(r.Value, &m); err == nil {
-			communication := m.CommunicationType
-			if communication == "" {
-				communication = "KAFKA"
-			}
-			k.engine.Register(Executor{ID: m.ExecutorID, Type: m.ExecutorType, CommunicationType: communication,
+		err = json.Unmarshal(r.Value, &m)
+		return m.ExecutorID, func() {
+			k.engine.Register(Executor{ID: m.ExecutorID, Type: m.ExecutorType, CommunicationType: cmp.Or(m.CommunicationType, "KAFKA"),
 				Endpoint: m.Endpoint, SupportedNodeTypes: m.SupportedTypes, MaxConcurrent: m.MaxConcurrentTasks,
 				Metadata: m.Metadata, Via: "kafka"})
-		}
+		}, err
 	case k.cfg.HeartbeatsTopic:
 		var m kafkamsg.HeartbeatMessage
-		if err = json.Unmarshal(r.Value, &m); err == nil {
-			// A heartbeat of an unknown executor cannot be answered on a
-			// topic; the executor's periodic re-registration brings it back.
-			_ = k.engine.Heartbeat(m.ExecutorID, m.CurrentTaskCount)
-		}
+		err = json.Unmarshal(r.Value, &m)
+		// A heartbeat of an unknown executor cannot be answered on a topic;
+		// the executor's periodic re-registration brings it back.
+		return m.ExecutorID, func() {
+			_ = k.engine.Heartbeat(domain.Heartbeat{ExecutorID: m.ExecutorID, CurrentTasks: m.CurrentTaskCount, Status: m.Health.Status})
+		}, err
 	case k.cfg.UnregistrationsTopic:
 		var m kafkamsg.UnregistrationMessage
-		if err = json.Unmarshal(r.Value, &m); err == nil {
-			k.engine.Unregister(m.ExecutorID)
-		}
+		err = json.Unmarshal(r.Value, &m)
+		return m.ExecutorID, func() { k.engine.Unregister(m.ExecutorID) }, err
 	}
-	if err != nil {
-		k.log.Warn("malformed kafka record dropped", slog.String("topic", r.Topic), slog.Int64("offset", r.Offset), slog.Any("error", err))
-	}
+	return "", nil, fmt.Errorf("unexpected topic %s", r.Topic)
 }
 
 func resultFromMessage(m kafkamsg.ResultMessage) domain.Result {

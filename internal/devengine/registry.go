@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // ErrUnknownExecutor is returned for calls about an executor the registry
@@ -27,10 +29,17 @@ type Executor struct {
 	RegisteredAt  time.Time `json:"registeredAt"`
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
 	Healthy       bool      `json:"healthy"`
+	// Draining is set by a heartbeat with status DRAINING (the executor is
+	// shutting down) and cleared by any other status or a registration.
+	Draining bool `json:"draining"`
 	// Assigned is how many tasks the engine has given it and not had answered.
 	Assigned int `json:"assignedTasks"`
 	// ReportedLoad is the task count of its last heartbeat.
 	ReportedLoad int `json:"reportedLoad"`
+
+	// session is the stream session that the task just assigned goes to
+	// (0: none); set only on the copies assign returns.
+	session uint64
 }
 
 // supports reports whether the executor takes tasks of this executor type
@@ -42,16 +51,37 @@ func (e *Executor) supports(executorType, nodeType string) bool {
 	return nodeType == e.Type || slices.Contains(e.SupportedNodeTypes, nodeType)
 }
 
+// takesTasks reports whether new tasks may go to the executor. A draining
+// Kafka executor still takes them: its tasks go to the consumer group of
+// its replicas, which a draining replica has already left.
+func (e *Executor) takesTasks() bool {
+	return e.Healthy && (!e.Draining || e.CommunicationType == "KAFKA")
+}
+
+// streamSession is an executor's open task stream (StreamTasks or
+// ExecuteStream) as the registry counts it.
+type streamSession struct {
+	id uint64
+	// limit is the max_concurrent the stream was opened with: at most that
+	// many of the tasks given to it unanswered (0: no limit of its own).
+	limit    int
+	assigned int
+}
+
 // registry holds the executors. All methods are safe for concurrent use.
 type registry struct {
 	mu        sync.Mutex
 	executors map[string]*Executor
-	expiry    time.Duration
-	now       func() time.Time
+	// sessions holds each executor's latest open stream; it outlives a
+	// registration (an expired executor may register again on it).
+	sessions    map[string]*streamSession
+	lastSession uint64
+	expiry      time.Duration
+	now         func() time.Time
 }
 
 func newRegistry(expiry time.Duration, now func() time.Time) *registry {
-	return &registry{executors: make(map[string]*Executor), expiry: expiry, now: now}
+	return &registry{executors: make(map[string]*Executor), sessions: make(map[string]*streamSession), expiry: expiry, now: now}
 }
 
 // register adds or refreshes an executor; what the engine counted against
@@ -80,14 +110,18 @@ func (r *registry) unregister(id string) bool {
 }
 
 // heartbeat records a heartbeat; ErrUnknownExecutor when the id is unknown.
-func (r *registry) heartbeat(id string, load int) error {
+// A heartbeat without a status leaves Draining as it was.
+func (r *registry) heartbeat(hb domain.Heartbeat) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.executors[id]
+	e, ok := r.executors[hb.ExecutorID]
 	if !ok {
 		return ErrUnknownExecutor
 	}
-	e.LastHeartbeat, e.Healthy, e.ReportedLoad = r.now(), true, load
+	e.LastHeartbeat, e.Healthy, e.ReportedLoad = r.now(), true, hb.CurrentTasks
+	if hb.Status != "" {
+		e.Draining = hb.Status == domain.HealthDraining
+	}
 	return nil
 }
 
@@ -135,15 +169,23 @@ func (r *registry) expire() (lost []string) {
 	return lost
 }
 
-// assign picks the least-loaded healthy executor that supports the task
-// and has room, counts the task against it, and returns a copy. ok is false
-// when none can take it now.
+// hasRoom reports whether the executor, and its open stream if it has
+// one, can take one more task. Callers hold mu.
+func (r *registry) hasRoom(e *Executor) bool {
+	s := r.sessions[e.ID]
+	return e.Assigned < e.MaxConcurrent && (s == nil || s.limit <= 0 || s.assigned < s.limit)
+}
+
+// assign picks the least-loaded executor that takes tasks, supports the
+// task and has room, counts the task against it (and its open stream),
+// and returns a copy naming that stream. ok is false when none can take
+// it now.
 func (r *registry) assign(executorType, nodeType string) (Executor, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var best *Executor
 	for _, e := range r.executors {
-		if !e.Healthy || e.Assigned >= e.MaxConcurrent || !e.supports(executorType, nodeType) {
+		if !e.takesTasks() || !r.hasRoom(e) || !e.supports(executorType, nodeType) {
 			continue
 		}
 		// Least loaded relative to capacity; ties go to the lower id.
@@ -156,15 +198,43 @@ func (r *registry) assign(executorType, nodeType string) (Executor, bool) {
 		return Executor{}, false
 	}
 	best.Assigned++
-	return *best, true
+	assigned := *best
+	if s := r.sessions[best.ID]; s != nil {
+		s.assigned++
+		assigned.session = s.id
+	}
+	return assigned, true
 }
 
-// release uncounts a task from an executor (answered, or given back).
-func (r *registry) release(id string) {
+// release uncounts a task from an executor (answered, or taken back) and
+// from the stream session it was given to, if that is still open.
+func (r *registry) release(id string, session uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.executors[id]; ok && e.Assigned > 0 {
 		e.Assigned--
+	}
+	if s := r.sessions[id]; s != nil && s.id == session && s.assigned > 0 {
+		s.assigned--
+	}
+}
+
+// openSession makes a new stream the executor's session, replacing an
+// older one, and returns its number.
+func (r *registry) openSession(id string, limit int) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastSession++
+	r.sessions[id] = &streamSession{id: r.lastSession, limit: limit}
+	return r.lastSession
+}
+
+// closeSession forgets session n unless a newer one replaced it.
+func (r *registry) closeSession(id string, n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.sessions[id]; s != nil && s.id == n {
+		delete(r.sessions, id)
 	}
 }
 

@@ -176,12 +176,12 @@ type apiTask struct {
 
 // apiResult is a task's recorded result.
 type apiResult struct {
-	Status string         `json:"Status"`
-	Output map[string]any `json:"Output"`
+	Status string         `json:"status"`
+	Output map[string]any `json:"output"`
 	Error  *struct {
-		Code    string `json:"Code"`
-		Message string `json:"Message"`
-	} `json:"Error"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
 }
 
 // final reports whether the task has a result.

@@ -255,6 +255,16 @@ func replicaEnv(engine *engineProcess, instance, delay string) map[string]string
 	return env
 }
 
+// startHeartbeatingReplica starts a payment-processor replica with a 1s
+// gateway delay that heartbeats every second, so that an engine with a 2s
+// expiry notices within a few seconds when it stops heartbeating.
+func startHeartbeatingReplica(t *testing.T, engine *engineProcess, instance string) *process {
+	env := replicaEnv(engine, instance, "1s")
+	env["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "1"
+	env["GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS"] = "3"
+	return engine.startExecutor(t, instance, env, paymentID(instance))
+}
+
 // paymentIDs are the executor ids of the payment-processor replicas.
 func paymentID(instance string) string { return "executor-payment-processor-" + instance }
 
@@ -310,12 +320,7 @@ func TestEngineReplicasShareLoad(t *testing.T) {
 func TestEngineSIGKILLReassigns(t *testing.T) {
 	t.Parallel()
 	engine := startEngine(t, "engine-sigkill", map[string]string{"DEVENGINE_HEARTBEAT_EXPIRY_SECONDS": "2"})
-	start := func(instance string) *process {
-		env := replicaEnv(engine, instance, "1s")
-		env["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "1"
-		env["GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS"] = "3"
-		return engine.startExecutor(t, instance, env, paymentID(instance))
-	}
+	start := func(instance string) *process { return startHeartbeatingReplica(t, engine, instance) }
 	victim, survivor := start("victim"), start("survivor")
 
 	specs := mixedWorkload(30, "payment-processor")
@@ -577,12 +582,7 @@ func TestEngineStopsWithStreamsOpen(t *testing.T) {
 func TestEngineFrozenExecutorIsDeduplicated(t *testing.T) {
 	t.Parallel()
 	engine := startEngine(t, "engine-sigstop", map[string]string{"DEVENGINE_HEARTBEAT_EXPIRY_SECONDS": "2"})
-	start := func(instance string) *process {
-		env := replicaEnv(engine, instance, "1s")
-		env["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "1"
-		env["GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS"] = "3"
-		return engine.startExecutor(t, instance, env, paymentID(instance))
-	}
+	start := func(instance string) *process { return startHeartbeatingReplica(t, engine, instance) }
 	frozen, steady := start("frozen"), start("steady")
 	frozenID, steadyID := paymentID("frozen"), paymentID("steady")
 

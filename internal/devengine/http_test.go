@@ -1,0 +1,77 @@
+package devengine
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// TestExecutorLookUpRequiresAToken: with tokens on, GET
+// /api/v1/executors/{id} (the REST heartbeater's look-up) shows an
+// executor's endpoint and metadata only to a valid token.
+func TestExecutorLookUpRequiresAToken(t *testing.T) {
+	e := New(Config{})
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", Endpoint: "10.0.0.7:9090", MaxConcurrent: 1})
+	verify := func(token string) error {
+		if token != "valid" {
+			return errors.New("bad token")
+		}
+		return nil
+	}
+	handler := NewHTTP(e, verify, nil, slog.New(slog.DiscardHandler)).Handler()
+	get := func(authorization string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/executors/a", nil)
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		return rec
+	}
+
+	for _, authorization := range []string{"", "Bearer forged"} {
+		rec := get(authorization)
+		assert.Equal(t, http.StatusUnauthorized, rec.Code, "authorization %q", authorization)
+		assert.NotContains(t, rec.Body.String(), "10.0.0.7")
+	}
+	assert.Equal(t, int64(2), e.Counters().Refused)
+	rec := get("Bearer valid")
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.Contains(t, rec.Body.String(), "10.0.0.7:9090")
+}
+
+// TestTaskAPIShowsTheResultInCamelCase: GET /api/v1/tasks/{id} shows a
+// recorded result with the API's JSON names.
+func TestTaskAPIShowsTheResultInCamelCase(t *testing.T) {
+	e := New(Config{})
+	task, err := e.Submit(TaskSpec{ExecutorType: "tax"})
+	require.NoError(t, err)
+	res := domain.ResultFor(new(task.Domain()), domain.StatusFailed)
+	res.ExecutorID, res.Duration = "tax-1", 1500*time.Microsecond
+	res.Error = &domain.ErrorInfo{Code: "INVALID_INPUT", Message: "amount is missing", Context: map[string]any{"field": "amount"}}
+	require.True(t, e.Result(res))
+
+	rec := httptest.NewRecorder()
+	NewHTTP(e, nil, nil, slog.New(slog.DiscardHandler)).Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/tasks/"+task.ID, nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	var body struct {
+		State  string         `json:"state"`
+		Result map[string]any `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	assert.Equal(t, "FAILED", body.State)
+	assert.Equal(t, "FAILED", body.Result["status"])
+	assert.Equal(t, "tax-1", body.Result["executorId"])
+	assert.Equal(t, 1.5, body.Result["durationMs"])
+	assert.Equal(t, map[string]any{"code": "INVALID_INPUT", "message": "amount is missing",
+		"context": map[string]any{"field": "amount"}, "retryable": false}, body.Result["error"])
+}
