@@ -265,6 +265,17 @@ func startHeartbeatingReplica(t *testing.T, engine *engineProcess, instance stri
 	return engine.startExecutor(t, instance, env, paymentID(instance))
 }
 
+// pushedTo returns the ids of the tasks executorID holds, accepted over push.
+func pushedTo(tasks []apiTask, executorID string) []string {
+	var ids []string
+	for _, task := range tasks {
+		if task.State == "ASSIGNED" && task.ExecutorID == executorID && task.Transport == "grpc-push" {
+			ids = append(ids, task.TaskID)
+		}
+	}
+	return ids
+}
+
 // paymentIDs are the executor ids of the payment-processor replicas.
 func paymentID(instance string) string { return "executor-payment-processor-" + instance }
 
@@ -389,12 +400,7 @@ func TestEngineSIGTERMDrains(t *testing.T) {
 	taskIDs := engine.api.submitAll(t, specs)
 	var acceptedBefore []string
 	engine.api.waitTasks(t, startTimeout, "the executor at full capacity", taskIDs, func(tasks []apiTask) bool {
-		acceptedBefore = nil
-		for _, task := range tasks {
-			if task.State == "ASSIGNED" && task.ExecutorID == firstID && task.Transport == "grpc-push" {
-				acceptedBefore = append(acceptedBefore, task.TaskID)
-			}
-		}
+		acceptedBefore = pushedTo(tasks, firstID)
 		return len(acceptedBefore) == 10
 	})
 	first.signal(t, sigterm)
@@ -590,12 +596,7 @@ func TestEngineFrozenExecutorIsDeduplicated(t *testing.T) {
 	taskIDs := engine.api.submitAll(t, specs)
 	var held []string
 	engine.api.waitTasks(t, startTimeout, "the frozen replica holding five tasks", taskIDs, func(tasks []apiTask) bool {
-		held = nil
-		for _, task := range tasks {
-			if task.State == "ASSIGNED" && task.ExecutorID == frozenID && task.Transport == "grpc-push" {
-				held = append(held, task.TaskID)
-			}
-		}
+		held = pushedTo(tasks, frozenID)
 		return len(held) >= 5
 	})
 	frozen.signal(t, syscall.SIGSTOP)
