@@ -29,8 +29,9 @@
 //   - Security: when a secret is set, every inbound executor call (gRPC
 //     metadata, HTTP header, Kafka record header) must carry a valid token
 //     issued by the executor side; refusals are counted. A Kafka record's
-//     token is checked as of the record's timestamp, so that records read
-//     late still count, and must name the executor the record speaks for.
+//     token is checked as of the record's timestamp (no further back than
+//     KafkaConfig.TokenLag), so that records read late still count, and
+//     must name the executor the record speaks for.
 //     Tasks the engine delivers carry its own token. The engine's gRPC
 //     server admits executors' keepalive pings (every 5s at most).
 package devengine

@@ -30,6 +30,11 @@ type KafkaConfig struct {
 	TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic string
 	// Group is the engine's consumer group ("gamelan-devengine").
 	Group string
+	// TokenLag is how far back a record's timestamp may date the check of
+	// its token (10m): a record read late (consumer lag, an engine
+	// restart) still counts although its token expired meanwhile, while a
+	// producer that backdates its records gains no more than this.
+	TokenLag time.Duration
 }
 
 func (c *KafkaConfig) defaults() {
@@ -47,6 +52,9 @@ func (c *KafkaConfig) defaults() {
 	def(&c.Group, "gamelan-devengine")
 	if c.Partitions == 0 {
 		c.Partitions = 6
+	}
+	if c.TokenLag == 0 {
+		c.TokenLag = 10 * time.Minute
 	}
 }
 
@@ -179,15 +187,19 @@ func (k *Kafka) authenticate(r *kgo.Record) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return k.verify(token, producedAt(r))
+	return k.verify(token, k.tokenTime(r))
 }
 
-// producedAt is the record's timestamp, or now when it has none or one in
-// the future.
-func producedAt(r *kgo.Record) time.Time {
+// tokenTime is when a record's token is checked: its timestamp (the
+// producer's clock), but no earlier than TokenLag ago, and now when it has
+// none or one in the future.
+func (k *Kafka) tokenTime(r *kgo.Record) time.Time {
 	now := time.Now()
-	if r.Timestamp.Unix() <= 0 || r.Timestamp.After(now) {
+	switch {
+	case r.Timestamp.Unix() <= 0 || r.Timestamp.After(now):
 		return now
+	case r.Timestamp.Before(now.Add(-k.cfg.TokenLag)):
+		return now.Add(-k.cfg.TokenLag)
 	}
 	return r.Timestamp
 }

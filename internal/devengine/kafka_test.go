@@ -18,9 +18,10 @@ import (
 )
 
 // TestKafkaRecordTokensAreCheckedAsOfTheirProduction: a result record read
-// long after it was produced (consumer lag, an outage), its token expired
-// meanwhile, still counts; one whose token had expired when it was
-// produced, or names another executor, is refused.
+// late (consumer lag, an outage), its token expired meanwhile, still counts
+// within TokenLag; one whose token had expired when it was produced, one
+// dated back further than TokenLag (a replayed old token), or one naming
+// another executor is refused.
 func TestKafkaRecordTokensAreCheckedAsOfTheirProduction(t *testing.T) {
 	secret := []byte(strings.Repeat("k", security.MinSecretBytes))
 	e, d := startGatedEngine(t, "KAFKA")
@@ -38,7 +39,7 @@ func TestKafkaRecordTokensAreCheckedAsOfTheirProduction(t *testing.T) {
 	producer, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...), kgo.DefaultProduceTopic(k.cfg.ResultsTopic))
 	require.NoError(t, err)
 	t.Cleanup(producer.Close)
-	tenMinutesAgo := time.Now().Add(-10 * time.Minute)
+	tenMinutesAgo := time.Now().Add(-10 * time.Minute) // TokenLag's default
 	// result produces the result of a new task at producedAt, with a token
 	// of subject minted at mintedAt (valid 5 minutes).
 	result := func(subject string, mintedAt, producedAt time.Time) Task {
@@ -57,17 +58,19 @@ func TestKafkaRecordTokensAreCheckedAsOfTheirProduction(t *testing.T) {
 			Headers: []kgo.RecordHeader{{Key: kafkamsg.AuthorizationHeader, Value: []byte("Bearer " + token)}}}).FirstErr())
 		return task
 	}
+	aYearAgo := time.Now().AddDate(-1, 0, 0)
 	expiredWhenProduced := result(executorID, tenMinutesAgo, tenMinutesAgo.Add(6*time.Minute))
 	anotherExecutors := result("intruder", tenMinutesAgo, tenMinutesAgo)
-	lagging := result(executorID, tenMinutesAgo, tenMinutesAgo)
+	backdated := result(executorID, aYearAgo, aYearAgo)
+	lagging := result(executorID, tenMinutesAgo.Add(time.Minute), tenMinutesAgo.Add(time.Minute))
 
 	// One partition: once the last record counts, the others were read.
 	waitFor(t, e, "the lagging result recorded", func() bool { got, _ := e.Task(lagging.ID); return got.Final() })
 	got, _ := e.Task(lagging.ID)
 	assert.Equal(t, string(domain.StatusCompleted), got.State)
-	for _, refused := range []Task{expiredWhenProduced, anotherExecutors} {
+	for _, refused := range []Task{expiredWhenProduced, anotherExecutors, backdated} {
 		got, _ := e.Task(refused.ID)
 		assert.Equal(t, StateAssigned, got.State)
 	}
-	assert.Equal(t, int64(2), e.Counters().Refused)
+	assert.Equal(t, int64(3), e.Counters().Refused)
 }

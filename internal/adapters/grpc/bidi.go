@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -72,8 +73,13 @@ func startBidiSender(ctx context.Context, stream gamelanv1.ExecutorService_Execu
 	return s
 }
 
-// send queues msg, waiting for room.
+// send queues msg, waiting for room; it fails once the writer stopped.
 func (s *bidiSender) send(msg *gamelanv1.ExecutorMessage) error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+	}
 	select {
 	case s.out <- msg:
 		return nil
@@ -94,7 +100,9 @@ func (s *bidiSender) offer(msg *gamelanv1.ExecutorMessage) bool {
 
 // mirror offers results to the live stream of the executor that produced
 // them, without waiting: the stream is a courtesy to the engine, the
-// acknowledged ReportResults delivery follows either way.
+// acknowledged ReportResults delivery follows either way. A result that
+// fits in ReportResults but not in an ExecutorMessage (a few bytes more)
+// is not mirrored: grpc-go would end the stream over it.
 func (b *BidiSource) mirror(executorID string, results []*gamelanv1.TaskResult) {
 	b.mu.Lock()
 	sender := b.senders[executorID]
@@ -103,7 +111,10 @@ func (b *BidiSource) mirror(executorID string, results []*gamelanv1.TaskResult) 
 		return
 	}
 	for _, r := range results {
-		sender.offer(&gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{Result: r}})
+		msg := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{Result: r}}
+		if proto.Size(msg) <= b.cfg.maxMessageSize {
+			sender.offer(msg)
+		}
 	}
 }
 

@@ -123,7 +123,9 @@ type pullConfig struct {
 	streamLifetime time.Duration
 	// sink answers tasks the runtime refuses (see offerPulled).
 	sink ports.ResultSink
-	log  *slog.Logger
+	// maxMessageSize bounds a message sent on a stream.
+	maxMessageSize int
+	log            *slog.Logger
 }
 
 // puller keeps one engine stream per executor type open until Stop: it

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	ggrpc "google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
 	"github.com/gamelan-go/executor/internal/domain"
@@ -95,4 +96,51 @@ func TestBidiDeliverIsNotHeldByAStalledStream(t *testing.T) {
 		require.NoError(t, source.Stop(context.Background())) // ends the stream, releasing Deliver
 		<-delivered
 	}
+}
+
+// A result that fits the limit as a TaskResult, and so goes out whole
+// through ReportResults, but not once wrapped in an ExecutorMessage, is
+// not mirrored on the ExecuteStream: grpc-go would end the stream over it.
+func TestBidiMirrorSkipsAResultAtTheLimit(t *testing.T) {
+	const limit = 64 << 10
+	engine := grpctest.NewEngine()
+	conn := dial(t, ClientConfig{Target: engine.Start(t), MaxMessageSize: limit})
+	require.NoError(t, NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)).Register(testContext(t), taxRegistration()))
+	source, sink, err := NewIntake(conn, newPushServer(t, ServerConfig{}), IntakeConfig{
+		Mode: IntakeBidi, Executors: []domain.Registration{taxRegistration()}, Reconnect: fastReconnect, MaxMessageSize: limit,
+	}, testLogger())
+	require.NoError(t, err)
+	startSource(t, source, porttest.NewIntake(4))
+	bidi := source.pull.(*BidiSource)
+	liveSender := func() *bidiSender {
+		bidi.mu.Lock()
+		defer bidi.mu.Unlock()
+		return bidi.senders[taxExecutorID]
+	}
+	require.Eventually(t, func() bool { return liveSender() != nil }, waitTimeout, time.Millisecond, "the ExecuteStream never opened")
+	sender := liveSender()
+
+	result := func(id string, outputBytes int) domain.Result {
+		return domain.Result{TaskID: "t" + id, RunID: "run-" + id, NodeID: "calculate", Attempt: 1, ExecutionToken: "token-" + id,
+			ExecutorID: taxExecutorID, Status: domain.StatusCompleted, CompletedAt: time.Now(),
+			Output: map[string]any{"report": strings.Repeat("x", outputBytes)}}
+	}
+	atLimit := result("1", limit-300)
+	atLimit.Output["report"] = strings.Repeat("x", limit-300+limit-proto.Size(resultToProto(atLimit)))
+	require.Equal(t, limit, proto.Size(resultToProto(atLimit)))
+
+	require.NoError(t, sink.Deliver(testContext(t), []domain.Result{atLimit}))
+	require.NoError(t, sink.Deliver(testContext(t), []domain.Result{result("2", 10)}))
+	// The small result, sent after, arrives twice (stream and
+	// ReportResults): the stream outlived the result at the limit.
+	require.Eventually(t, func() bool { return len(engine.Results()) == 3 }, waitTimeout, time.Millisecond,
+		"results received: %d", len(engine.Results()))
+	assert.Same(t, sender, liveSender(), "the ExecuteStream was reopened")
+	select {
+	case <-sender.done:
+		t.Fatalf("the stream's writer stopped: %v", sender.err)
+	default:
+	}
+	got := engine.UniqueResults()[domain.IdempotencyKey("run-1", "calculate", 1)]
+	assert.Equal(t, gamelanv1.TaskStatus_TASK_STATUS_COMPLETED, got.GetStatus(), "the result at the limit was sent whole")
 }

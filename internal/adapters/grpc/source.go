@@ -61,7 +61,8 @@ func NewIntake(conn ggrpc.ClientConnInterface, push *PushServer, cfg IntakeConfi
 	client := gamelanv1.NewExecutorServiceClient(conn)
 	source := &TaskSource{push: push}
 	sink := NewResultSink(client, cfg.MaxMessageSize)
-	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime, sink: sink, log: log}
+	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime,
+		sink: sink, maxMessageSize: sink.maxSize, log: log}
 	switch cfg.Mode {
 	case IntakePush:
 	case IntakeStream:
