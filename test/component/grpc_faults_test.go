@@ -27,8 +27,7 @@ func TestGRPCPushMalformedRequestIsRefused(t *testing.T) {
 	vars := serviceEnv(addr, "push")
 	vars["GAMELAN_EXECUTOR_LOG_LEVEL"] = "debug"
 	r := startService(t, vars)
-	endpoint := waitForRegistration(t, engine, taxExecutorID).GetEndpoint()
-	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
+	endpoint := waitForServing(t, engine, r, taxExecutorID).GetEndpoint()
 
 	malformed := map[string]*dispatcherpb.ExecutionRequest{
 		"no run id":            taxPush("", "n1", "10"),
@@ -70,7 +69,7 @@ func TestGRPCUnparsableVariablesFailWithInvalidInput(t *testing.T) {
 			engine := grpctest.NewEngine()
 			addr := engine.Start(t)
 			r := startService(t, serviceEnv(addr, intake))
-			endpoint := waitForRegistration(t, engine, taxExecutorID).GetEndpoint()
+			endpoint := waitForServing(t, engine, r, taxExecutorID).GetEndpoint()
 			const run = "run-unparsable"
 			send := func(node, amount string) {
 				t.Helper()
@@ -124,7 +123,7 @@ func TestGRPCMessageTooLarge(t *testing.T) {
 		vars := serviceEnv(addr, "push")
 		vars["GAMELAN_EXECUTOR_GRPC_MAX_MESSAGE_SIZE"] = "1024"
 		r := startService(t, vars)
-		endpoint := waitForRegistration(t, engine, taxExecutorID).GetEndpoint()
+		endpoint := waitForServing(t, engine, r, taxExecutorID).GetEndpoint()
 
 		oversized := taxPush("run-big", "big", "10")
 		oversized.Variables["padding"] = big

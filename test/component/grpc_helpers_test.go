@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -65,6 +66,17 @@ func waitForRegistration(t *testing.T, engine *grpctest.Engine, executorID strin
 		reg, ok = engine.Registration(executorID)
 		return ok
 	}, conditionTimeout, conditionTick, "%s never registered; registered: %v", executorID, engine.Registrations())
+	return reg
+}
+
+// waitForServing waits until executorID is registered and the service is
+// ready. The runtime registers before it starts intake, so a task pushed
+// in between is refused with 503 (which an engine retries; a test that
+// pushes once must not).
+func waitForServing(t *testing.T, engine *grpctest.Engine, r *running, executorID string) *gamelanv1.RegisterExecutorRequest {
+	t.Helper()
+	reg := waitForRegistration(t, engine, executorID)
+	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
 	return reg
 }
 

@@ -97,7 +97,7 @@ func TestGRPCInboundJWT(t *testing.T) {
 	vars["GAMELAN_EXECUTOR_JWT_SECRET"] = secret
 	vars["GAMELAN_EXECUTOR_LOG_LEVEL"] = "debug"
 	r := startService(t, vars)
-	endpoint := waitForRegistration(t, engine, taxExecutorID).GetEndpoint()
+	endpoint := waitForServing(t, engine, r, taxExecutorID).GetEndpoint()
 
 	valid := engineMinterConfig(secret)
 	expired := valid
@@ -156,7 +156,7 @@ func TestGRPCInboundJWTOff(t *testing.T) {
 	vars["GAMELAN_EXECUTOR_JWT_SECRET"] = secret
 	vars["GAMELAN_EXECUTOR_JWT_INBOUND"] = "off"
 	r := startService(t, vars)
-	endpoint := waitForRegistration(t, engine, taxExecutorID).GetEndpoint()
+	endpoint := waitForServing(t, engine, r, taxExecutorID).GetEndpoint()
 
 	ack, err := engine.Push(deadline(t, conditionTimeout), endpoint, taxPush("run-open", "n1", "7"))
 	require.NoError(t, err)
