@@ -1,17 +1,13 @@
 package component
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/kafka/kafkatest"
@@ -127,154 +123,9 @@ func checkKafkaIdentity(t *testing.T, res kafka.ResultMessage, msg kafka.TaskMes
 	return ok
 }
 
-// taskKey is the engine's deduplication key of a task.
-func taskKey(msg kafka.TaskMessage) string {
-	return fmt.Sprintf("%s:%s:%d", msg.RunID, msg.NodeID, msg.Attempt)
-}
-
-// bulkProducer writes many task records fast, as an engine under load
-// does: a franz-go client of the test's own (kafkatest's Produce waits for
-// each record), acks=all, snappy as Gamelan, records keyed by run id, many
-// in flight at once. It remembers which tasks the broker acknowledged.
-type bulkProducer struct {
-	client *kgo.Client
-
-	mu    sync.Mutex
-	acked map[string]bool // task keys the broker acknowledged
-	err   error           // the first failed produce
-}
-
-func newBulkProducer(t testing.TB, broker *kafkatest.Broker) *bulkProducer {
-	t.Helper()
-	opts := append(broker.ClientOptions(),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-		kgo.ProducerBatchCompression(kgo.SnappyCompression(), kgo.NoCompression()),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	)
-	client, err := kgo.NewClient(opts...)
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	return &bulkProducer{client: client, acked: make(map[string]bool)}
-}
-
-// produce sends msg to the tasks topic without waiting; flush waits.
-func (p *bulkProducer) produce(ctx context.Context, msg kafka.TaskMessage) {
-	value, err := json.Marshal(msg)
-	if err != nil {
-		panic(err) // a TaskMessage always encodes
-	}
-	key := taskKey(msg)
-	p.client.Produce(ctx, &kgo.Record{Topic: kafkatest.TasksTopic, Key: []byte(msg.RunID), Value: value},
-		func(_ *kgo.Record, err error) {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			if err != nil {
-				if p.err == nil {
-					p.err = fmt.Errorf("produce %s: %w", key, err)
-				}
-				return
-			}
-			p.acked[key] = true
-		})
-}
-
-// flush waits until every record produced so far is acknowledged, and
-// fails t if one was not.
-func (p *bulkProducer) flush(t testing.TB, ctx context.Context) {
-	t.Helper()
-	require.NoError(t, p.client.Flush(ctx), "flush the task producer")
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	require.NoError(t, p.err)
-}
-
-// acknowledged returns how many distinct tasks the broker acknowledged.
-func (p *bulkProducer) acknowledged() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.acked)
-}
-
-// resultTally reads the results topic from its start and counts results
-// as the engine deduplicates them (first per runId:nodeId:attempt wins),
-// decoding each record once however long the topic grows. It is used from
-// the test's goroutine only.
-type resultTally struct {
-	reader    *kafkatest.Reader
-	read      int // records decoded so far
-	unique    map[string]kafka.ResultMessage
-	malformed []string
-}
-
-func newResultTally(t testing.TB, broker *kafkatest.Broker) *resultTally {
-	t.Helper()
-	return &resultTally{
-		reader: broker.NewReader(t, kafkatest.ResultsTopic),
-		unique: make(map[string]kafka.ResultMessage),
-	}
-}
-
-// add decodes the records not yet seen.
-func (r *resultTally) add(records []kafkatest.Record) {
-	for _, rec := range records[r.read:] {
-		var res kafka.ResultMessage
-		if err := json.Unmarshal(rec.Value, &res); err != nil {
-			r.malformed = append(r.malformed, fmt.Sprintf("%d@%d: %v: %q", rec.Partition, rec.Offset, err, rec.Value))
-			continue
-		}
-		key := kafkatest.ResultKey(res)
-		if _, seen := r.unique[key]; !seen {
-			r.unique[key] = res
-		}
-	}
-	r.read = len(records)
-}
-
-// waitUnique waits until results for n distinct tasks have been read. It
-// wakes on every fetched batch, never by polling.
-func (r *resultTally) waitUnique(ctx context.Context, n int) error {
-	err := r.reader.WaitUntil(ctx, func(records []kafkatest.Record) bool {
-		r.add(records)
-		return len(r.unique) >= n
-	})
-	if err != nil {
-		return fmt.Errorf("%d of %d unique results (%d duplicates): %w", len(r.unique), n, r.duplicates(), err)
-	}
-	return nil
-}
-
-// duplicates returns how many results repeat an earlier one's key.
-func (r *resultTally) duplicates() int { return r.read - len(r.malformed) - len(r.unique) }
-
 // waitForLagZero waits until the executor's group has committed every
 // record of the tasks topic.
 func waitForLagZero(t *testing.T, broker *kafkatest.Broker, d time.Duration) {
 	t.Helper()
 	require.NoError(t, broker.WaitForLag(deadline(t, d), kafkaGroup, kafkatest.TasksTopic, 0))
-}
-
-// catchUp waits until the tally has read every record the results topic
-// holds now, so that a check of "no other result" sees everything written
-// before it.
-func (r *resultTally) catchUp(t *testing.T, broker *kafkatest.Broker) {
-	t.Helper()
-	written := topicRecords(t, broker, kafkatest.ResultsTopic)
-	err := r.reader.WaitUntil(deadline(t, conditionTimeout), func(records []kafkatest.Record) bool {
-		r.add(records)
-		return int64(len(records)) >= written
-	})
-	require.NoError(t, err, "read the %d results written", written)
-}
-
-// topicRecords returns how many records topic holds now.
-func topicRecords(t *testing.T, broker *kafkatest.Broker, topic string) int64 {
-	t.Helper()
-	cluster := broker.Cluster()
-	require.NotNil(t, cluster, "broker closed")
-	var written int64
-	for _, p := range cluster.PartitionInfos(topic) {
-		written += p.HighWatermark - p.LogStartOffset
-	}
-	return written
 }

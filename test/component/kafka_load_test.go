@@ -38,8 +38,8 @@ func TestKafkaLoadPaymentsAndTaxes(t *testing.T) {
 	broker := kafkatest.Start(t)
 	registrations, unregistrations := broker.Registrations(t), broker.Unregistrations(t)
 	r := startKafkaService(t, broker, kafkaEnv(broker))
-	tally := newResultTally(t, broker)
-	producer := newBulkProducer(t, broker)
+	tally := broker.Results(t)
+	producer := broker.BulkProducer(t)
 	ctx := deadline(t, 3*time.Minute)
 
 	tasks := make(map[string]kafka.TaskMessage, 2*kafkaLoadTasks)
@@ -47,29 +47,30 @@ func TestKafkaLoadPaymentsAndTaxes(t *testing.T) {
 	for i := range kafkaLoadTasks {
 		pay := kafkaPaymentTask(fmt.Sprintf("run-pay-%02d", i%40), i)
 		tax := kafkaTaxTask(fmt.Sprintf("run-tax-%02d", i%40), i)
-		tasks[taskKey(pay)], tasks[taskKey(tax)] = pay, tax
-		producer.produce(ctx, pay)
-		producer.produce(ctx, tax)
+		tasks[kafkatest.TaskKey(pay)], tasks[kafkatest.TaskKey(tax)] = pay, tax
+		producer.Produce(ctx, pay)
+		producer.Produce(ctx, tax)
 		if i%(kafkaLoadTasks/kafkaForeignTasks) == 0 {
 			foreign := kafkaTaxTask("run-foreign", i)
 			foreign.TargetExecutor = "elsewhere-calculate-tax"
-			producer.produce(ctx, foreign)
+			producer.Produce(ctx, foreign)
 		}
 	}
-	producer.flush(t, ctx)
+	require.NoError(t, producer.Flush(ctx))
 	produced := time.Since(began)
-	require.Equal(t, len(tasks)+kafkaForeignTasks, producer.acknowledged(), "tasks acknowledged by the broker")
+	require.Equal(t, len(tasks)+kafkaForeignTasks, producer.Acknowledged(), "tasks acknowledged by the broker")
 
-	require.NoError(t, tally.waitUnique(ctx, len(tasks)))
+	require.NoError(t, tally.WaitForUnique(ctx, len(tasks)))
 	answered := time.Since(began)
 	waitForLagZero(t, broker, 30*time.Second)
-	tally.catchUp(t, broker)
+	require.NoError(t, tally.CatchUp(deadline(t, conditionTimeout)))
 
-	require.Empty(t, tally.malformed, "records on the results topic that are not results")
-	require.Len(t, tally.unique, len(tasks), "unique results: one per task, none for another executor's")
+	require.Empty(t, tally.Malformed(), "records on the results topic that are not results")
+	unique := tally.UniqueResults()
+	require.Len(t, unique, len(tasks), "unique results: one per task, none for another executor's")
 	failures := 0
 	for key, msg := range tasks {
-		res, ok := tally.unique[key]
+		res, ok := unique[key]
 		if !assert.True(t, ok, "no result for %s", key) {
 			failures++
 		} else if msg.Context["amount"] != nil {
@@ -85,7 +86,7 @@ func TestKafkaLoadPaymentsAndTaxes(t *testing.T) {
 	}
 	t.Logf("%d tasks (%d payment-processor, %d calculate-tax, %d for another executor) produced in %s, answered in %s (%.0f tasks/s); %d duplicate results",
 		len(tasks)+kafkaForeignTasks, kafkaLoadTasks, kafkaLoadTasks, kafkaForeignTasks,
-		produced.Round(time.Millisecond), answered.Round(time.Millisecond), float64(len(tasks))/answered.Seconds(), tally.duplicates())
+		produced.Round(time.Millisecond), answered.Round(time.Millisecond), float64(len(tasks))/answered.Seconds(), tally.Duplicates())
 	require.NoError(t, r.stop(t))
 
 	// REGISTRAR=kafka: each type registered on its topic as a KAFKA

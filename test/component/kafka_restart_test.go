@@ -30,42 +30,43 @@ func TestKafkaBrokerRestartUnderLoad(t *testing.T) {
 	}
 	broker := kafkatest.Start(t, kafkatest.WithPersistence())
 	r := startKafkaService(t, broker, kafkaEnv(broker))
-	tally := newResultTally(t, broker)
-	producer := newBulkProducer(t, broker)
+	tally := broker.Results(t)
+	producer := broker.BulkProducer(t)
 	ctx := deadline(t, 2*time.Minute)
 
 	tasks := make(map[string]kafka.TaskMessage, 2*restartTasks)
 	produce := func(runID string, from, to int) {
 		for i := from; i < to; i++ {
 			msg := kafkaTaxTask(fmt.Sprintf("%s-%02d", runID, i%16), i)
-			tasks[taskKey(msg)] = msg
-			producer.produce(ctx, msg)
+			tasks[kafkatest.TaskKey(msg)] = msg
+			producer.Produce(ctx, msg)
 		}
 	}
 	// The first half is in the service's hands, partly answered, when the
 	// broker goes down; the start of the second half is still on its way
 	// to the broker.
 	produce("run-before", 0, restartTasks)
-	require.NoError(t, tally.waitUnique(ctx, restartTasks/4))
+	require.NoError(t, tally.WaitForUnique(ctx, restartTasks/4))
 	produce("run-during", 0, restartTasks/2)
-	answeredBefore := len(tally.unique)
+	answeredBefore := tally.Unique()
 	restartBegan := time.Now()
 	broker.Restart(t)
 	restarted := time.Since(restartBegan)
 	produce("run-after", restartTasks/2, restartTasks)
-	producer.flush(t, ctx)
-	require.Equal(t, len(tasks), producer.acknowledged(), "tasks acknowledged by the broker")
+	require.NoError(t, producer.Flush(ctx))
+	require.Equal(t, len(tasks), producer.Acknowledged(), "tasks acknowledged by the broker")
 
-	require.NoError(t, tally.waitUnique(ctx, len(tasks)), "logs:\n%s", r.logs.text())
+	require.NoError(t, tally.WaitForUnique(ctx, len(tasks)), "logs:\n%s", r.logs.text())
 	recovered := time.Since(restartBegan)
 	waitForLagZero(t, broker, 30*time.Second)
-	tally.catchUp(t, broker)
+	require.NoError(t, tally.CatchUp(deadline(t, conditionTimeout)))
 
-	require.Empty(t, tally.malformed)
-	require.Len(t, tally.unique, len(tasks), "unique results == tasks produced")
+	require.Empty(t, tally.Malformed())
+	unique := tally.UniqueResults()
+	require.Len(t, unique, len(tasks), "unique results == tasks produced")
 	failures := 0
 	for key, msg := range tasks {
-		res, ok := tally.unique[key]
+		res, ok := unique[key]
 		if !assert.True(t, ok, "no result for %s", key) || !checkKafkaTaxResult(t, res, msg) {
 			failures++
 		}
@@ -74,6 +75,6 @@ func TestKafkaBrokerRestartUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d tasks produced, %d answered before the restart (which took %s), all %d answered %s after it began; %d duplicate results",
-		len(tasks), answeredBefore, restarted.Round(time.Millisecond), len(tally.unique), recovered.Round(time.Millisecond), tally.duplicates())
+		len(tasks), answeredBefore, restarted.Round(time.Millisecond), tally.Unique(), recovered.Round(time.Millisecond), tally.Duplicates())
 	require.NoError(t, r.stop(t))
 }

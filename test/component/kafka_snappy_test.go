@@ -46,6 +46,6 @@ func TestKafkaJavaFramedSnappyTask(t *testing.T) {
 	assert.Equal(t, "snappy", tasks.Records()[0].Compression, "the task batch is snappy-compressed")
 
 	require.NoError(t, results.WaitForUnique(deadline(t, 20*time.Second), 1))
-	res := results.UniqueResults()[taskKey(msg)]
+	res := results.UniqueResults()[kafkatest.TaskKey(msg)]
 	checkKafkaTaxResult(t, res, msg)
 }

@@ -75,8 +75,8 @@ func groupUnderLoad(t *testing.T, sig syscall.Signal) ([]int32, int) {
 	victimPartitions := assignment[victim]
 	require.NotEmpty(t, victimPartitions, "the victim holds partitions")
 
-	tally := newResultTally(t, broker)
-	producer := newBulkProducer(t, broker)
+	tally := broker.Results(t)
+	producer := broker.BulkProducer(t)
 	tasks := make(map[string]kafka.TaskMessage, groupTasks)
 	// The engine keeps groupWindow tasks unanswered: a steady load that is
 	// still being produced when the victim goes, and that stalls on the
@@ -84,23 +84,23 @@ func groupUnderLoad(t *testing.T, sig syscall.Signal) ([]int32, int) {
 	produced := 0
 	produceUntil := func(answered int) {
 		t.Helper()
-		for produced < groupTasks && len(tally.unique) < answered {
-			require.NoError(t, tally.waitUnique(ctx, produced-groupWindow+1))
-			for ; produced < groupTasks && produced-len(tally.unique) < groupWindow; produced++ {
+		for produced < groupTasks && tally.Unique() < answered {
+			require.NoError(t, tally.WaitForUnique(ctx, produced-groupWindow+1))
+			for ; produced < groupTasks && produced-tally.Unique() < groupWindow; produced++ {
 				msg := taxTask(fmt.Sprintf("run-group-%02d", produced%24), produced)
-				tasks[taskKey(msg)] = msg
-				producer.produce(ctx, msg)
+				tasks[kafkatest.TaskKey(msg)] = msg
+				producer.Produce(ctx, msg)
 			}
 		}
 	}
 	produceUntil(groupTasks / 3)
 	lagAtStop := victimLag(t, broker, victimPartitions)
-	producedAtStop, answeredAtStop := produced, len(tally.unique)
+	producedAtStop, answeredAtStop := produced, tally.Unique()
 	victim.signal(t, sig)
 	stopped := time.Now()
 	produceUntil(groupTasks)
-	producer.flush(t, ctx)
-	require.Equal(t, groupTasks, producer.acknowledged(), "tasks acknowledged by the broker")
+	require.NoError(t, producer.Flush(ctx))
+	require.Equal(t, groupTasks, producer.Acknowledged(), "tasks acknowledged by the broker")
 
 	exitErr := victim.wait(t)
 	if sig == syscall.SIGKILL {
@@ -123,16 +123,17 @@ func groupUnderLoad(t *testing.T, sig syscall.Signal) ([]int32, int) {
 	slices.Sort(held)
 	require.Equal(t, allPartitions(), held, "the two survivors hold every partition: %v", moved)
 
-	require.NoError(t, tally.waitUnique(ctx, len(tasks)))
+	require.NoError(t, tally.WaitForUnique(ctx, len(tasks)))
 	answered := time.Since(stopped)
 	require.NoError(t, broker.WaitForLag(ctx, kafkaGroup, kafkatest.TasksTopic, 0))
-	tally.catchUp(t, ctx, broker)
+	require.NoError(t, tally.CatchUp(ctx))
 
-	require.Empty(t, tally.malformed)
-	require.Len(t, tally.unique, len(tasks), "unique results == tasks produced")
+	require.Empty(t, tally.Malformed())
+	unique := tally.UniqueResults()
+	require.Len(t, unique, len(tasks), "unique results == tasks produced")
 	failures := 0
 	for key, msg := range tasks {
-		res, ok := tally.unique[key]
+		res, ok := unique[key]
 		amount := msg.Context["amount"].(float64)
 		if !assert.True(t, ok, "no result for %s", key) ||
 			!assert.Equal(t, "COMPLETED", res.Status, key) ||
@@ -148,10 +149,10 @@ func groupUnderLoad(t *testing.T, sig syscall.Signal) ([]int32, int) {
 
 	// A duplicate is a redelivery: a task of a partition that moved from
 	// the victim, answered by it but not committed before it went.
-	duplicated := tally.duplicatedKeys()
+	duplicated := tally.DuplicatedKeys()
 	var elsewhere []string
 	for _, key := range duplicated {
-		partition, ok := producer.partition(key)
+		partition, ok := producer.Partition(key)
 		require.True(t, ok, "duplicate result %s of a task never produced", key)
 		if !slices.Contains(victimPartitions, partition) {
 			elsewhere = append(elsewhere, fmt.Sprintf("%s (partition %d)", key, partition))
@@ -160,7 +161,7 @@ func groupUnderLoad(t *testing.T, sig syscall.Signal) ([]int32, int) {
 	assert.Empty(t, elsewhere, "duplicate results of tasks on partitions the victim (%v) did not hold", victimPartitions)
 	t.Logf("%s sent to %s with %d tasks produced, %d answered, %d of its partitions' records uncommitted; all %d tasks answered %s later; %d duplicate results for %d tasks",
 		signalName(sig), victim, producedAtStop, answeredAtStop, lagAtStop,
-		len(tasks), answered.Round(time.Millisecond), tally.duplicates(), len(duplicated))
+		len(tasks), answered.Round(time.Millisecond), tally.Duplicates(), len(duplicated))
 
 	for _, p := range survivors {
 		p.signal(t, syscall.SIGTERM)
@@ -168,7 +169,7 @@ func groupUnderLoad(t *testing.T, sig syscall.Signal) ([]int32, int) {
 	for _, p := range survivors {
 		require.NoError(t, p.wait(t), "%s exits cleanly", p)
 	}
-	return victimPartitions, tally.duplicates()
+	return victimPartitions, tally.Duplicates()
 }
 
 // waitForAssignment waits until each process has logged joining the

@@ -3,6 +3,7 @@ package kafkatest
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -214,6 +215,7 @@ func TestTypedReaders(t *testing.T) {
 	require.NoError(t, results.WaitForMessages(ctx, 3))
 	assert.Len(t, results.All(), 3)
 	assert.Equal(t, 1, results.Duplicates())
+	assert.Equal(t, []string{"run-1:n1:1"}, results.DuplicatedKeys())
 	unique := results.UniqueResults()
 	require.Len(t, unique, 2)
 	assert.Equal(t, first, unique["run-1:n1:1"], "the first result wins")
@@ -234,6 +236,35 @@ func TestTypedReaders(t *testing.T) {
 	assert.Equal(t, []kafka.HeartbeatMessage{heartbeat}, heartbeats.Messages())
 	assert.Equal(t, []kafka.UnregistrationMessage{unregistration}, unregistrations.Messages())
 	assert.Equal(t, []byte("ex-1"), registrations.Records()[0].Key)
+}
+
+// TestBulkProducerAndCatchUp: the bulk producer's tasks are acknowledged,
+// with their partitions remembered, and a reader that caught up has read
+// every one of them.
+func TestBulkProducerAndCatchUp(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := Start(t)
+	producer := b.BulkProducer(t)
+	const n = 50
+	for i := range n {
+		producer.Produce(ctx, kafka.TaskMessage{RunID: fmt.Sprint("run-", i%5), NodeID: fmt.Sprint("n", i), Attempt: 1})
+	}
+	require.NoError(t, producer.Flush(ctx))
+	assert.Equal(t, n, producer.Acknowledged())
+	first, ok := producer.Partition(TaskKey(kafka.TaskMessage{RunID: "run-0", NodeID: "n0", Attempt: 1}))
+	require.True(t, ok)
+	same, _ := producer.Partition(TaskKey(kafka.TaskMessage{RunID: "run-0", NodeID: "n5", Attempt: 1}))
+	assert.Equal(t, first, same, "tasks of one run share a partition")
+	_, ok = producer.Partition("run-0:unknown:1")
+	assert.False(t, ok)
+
+	tasks := b.Tasks(t)
+	require.NoError(t, tasks.CatchUp(ctx))
+	assert.Len(t, tasks.Messages(), n)
+	for _, rec := range tasks.Records() {
+		assert.Equal(t, "snappy", rec.Compression)
+	}
 }
 
 // consumeAndCommit joins group on topic with a franz-go consumer, consumes

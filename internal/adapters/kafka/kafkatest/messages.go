@@ -1,9 +1,12 @@
 package kafkatest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 
@@ -141,9 +144,18 @@ func (r *MessageReader[T]) WaitForMessagesFunc(ctx context.Context, done func(me
 
 // ResultReader reads results (kafka.ResultMessage) and deduplicates them as
 // the engine does, on "runId:nodeId:attempt" with the first result winning.
-// Create it with Broker.Results or Broker.ResultsFrom.
+// It counts each record once, however long the topic grows, so that a load
+// of many thousand results is cheap to wait on. Create it with
+// Broker.Results or Broker.ResultsFrom.
 type ResultReader struct {
 	*MessageReader[kafka.ResultMessage]
+
+	// mu guards the tally of the first counted records.
+	mu        sync.Mutex
+	counted   int
+	unique    map[string]kafka.ResultMessage
+	counts    map[string]int
+	malformed error // the first record that is not a result
 }
 
 // Results reads the results topic (ResultsTopic).
@@ -156,13 +168,43 @@ func (b *Broker) Results(t testing.TB) *ResultReader {
 // another results topic.
 func (b *Broker) ResultsFrom(t testing.TB, topic string) *ResultReader {
 	t.Helper()
-	return &ResultReader{MessageReader: NewMessageReader[kafka.ResultMessage](t, b, topic)}
+	return &ResultReader{MessageReader: NewMessageReader[kafka.ResultMessage](t, b, topic),
+		unique: make(map[string]kafka.ResultMessage), counts: make(map[string]int)}
 }
 
 // ResultKey returns the key results are deduplicated on,
 // "runId:nodeId:attempt" (domain.IdempotencyKey).
 func ResultKey(m kafka.ResultMessage) string {
 	return domain.IdempotencyKey(m.RunID, m.NodeID, m.Attempt)
+}
+
+// tally counts the results among records not counted yet, and returns
+// the first malformed record met so far, if any.
+func (r *ResultReader) tally(records []Record) error {
+	decoded := r.decodeAll(records)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range decoded[min(r.counted, len(decoded)):] {
+		if d.err != nil {
+			r.malformed = cmp.Or(r.malformed, d.err)
+			continue
+		}
+		key := ResultKey(d.message)
+		if _, seen := r.unique[key]; !seen {
+			r.unique[key] = d.message
+		}
+		r.counts[key]++
+	}
+	r.counted = max(r.counted, len(decoded))
+	return r.malformed
+}
+
+// locked tallies the records read so far and runs fn on the tally.
+func (r *ResultReader) locked(fn func()) {
+	_ = r.tally(r.snapshot())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn()
 }
 
 // All returns every result read so far, duplicates included, in the order
@@ -173,32 +215,67 @@ func (r *ResultReader) All() []kafka.ResultMessage {
 
 // UniqueResults returns the first result read for each ResultKey.
 func (r *ResultReader) UniqueResults() map[string]kafka.ResultMessage {
-	return uniqueResults(r.All())
+	var unique map[string]kafka.ResultMessage
+	r.locked(func() { unique = maps.Clone(r.unique) })
+	return unique
+}
+
+// Unique returns how many distinct ResultKeys have been read so far.
+func (r *ResultReader) Unique() int {
+	n := 0
+	r.locked(func() { n = len(r.unique) })
+	return n
 }
 
 // Duplicates returns how many results read so far repeat the ResultKey of
 // an earlier one.
 func (r *ResultReader) Duplicates() int {
-	all := r.All()
-	return len(all) - len(uniqueResults(all))
+	duplicates := 0
+	r.locked(func() { duplicates = r.duplicatesLocked() })
+	return duplicates
+}
+
+func (r *ResultReader) duplicatesLocked() int {
+	n := 0
+	for _, count := range r.counts {
+		n += count - 1
+	}
+	return n
+}
+
+// DuplicatedKeys returns the ResultKeys answered more than once so far,
+// sorted.
+func (r *ResultReader) DuplicatedKeys() []string {
+	var keys []string
+	r.locked(func() {
+		for key, count := range r.counts {
+			if count > 1 {
+				keys = append(keys, key)
+			}
+		}
+	})
+	slices.Sort(keys)
+	return keys
 }
 
 // WaitForUnique waits until results for at least n distinct ResultKeys have
-// been read, and fails as WaitForMessagesFunc does.
+// been read. It fails at once when a malformed record arrives, naming it,
+// and otherwise as Reader.WaitUntil does, saying how far it got.
 func (r *ResultReader) WaitForUnique(ctx context.Context, n int) error {
-	return r.WaitForMessagesFunc(ctx, func(results []kafka.ResultMessage) bool {
-		return len(uniqueResults(results)) >= n
+	var malformed error
+	err := r.WaitUntil(ctx, func(records []Record) bool {
+		malformed = r.tally(records)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return malformed != nil || len(r.unique) >= n
 	})
-}
-
-// uniqueResults keeps the first of results for each ResultKey.
-func uniqueResults(results []kafka.ResultMessage) map[string]kafka.ResultMessage {
-	unique := make(map[string]kafka.ResultMessage, len(results))
-	for _, m := range results {
-		key := ResultKey(m)
-		if _, seen := unique[key]; !seen {
-			unique[key] = m
-		}
+	switch {
+	case err != nil:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return fmt.Errorf("%d of %d unique results (%d duplicates): %w", len(r.unique), n, r.duplicatesLocked(), err)
+	case malformed != nil:
+		return fmt.Errorf("kafkatest: reader of %s: %w", r.Topic(), malformed)
 	}
-	return unique
+	return nil
 }

@@ -38,6 +38,7 @@ type Record struct {
 // Reader consumes one topic from its first offset into memory, without a
 // consumer group, for the life of a test. Create it with Broker.NewReader.
 type Reader struct {
+	broker *Broker
 	topic  string
 	client *kgo.Client
 	cancel context.CancelFunc
@@ -81,6 +82,7 @@ func (b *Broker) NewReader(t testing.TB, topic string) *Reader {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Reader{
+		broker:  b,
 		topic:   topic,
 		client:  client,
 		cancel:  cancel,
@@ -169,6 +171,15 @@ func (r *Reader) Records() []Record {
 	return append([]Record(nil), r.records...)
 }
 
+// snapshot returns the records read so far without copying them: records
+// are only ever appended, and the full slice expression keeps an append
+// from writing into the reader's backing array.
+func (r *Reader) snapshot() []Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.records[:len(r.records):len(r.records)]
+}
+
 // Len returns the number of records read so far.
 func (r *Reader) Len() int {
 	r.mu.Lock()
@@ -212,6 +223,23 @@ func (r *Reader) WaitUntil(ctx context.Context, done func(records []Record) bool
 			return err
 		}
 	}
+}
+
+// CatchUp waits until every record the topic holds now (up to its high
+// watermarks) has been read, so that a check that something is absent sees
+// everything written before it. It fails as WaitFor does.
+func (r *Reader) CatchUp(ctx context.Context) error {
+	var written int64
+	err := r.broker.inspect(func(c *kfake.Cluster) error {
+		for _, p := range c.PartitionInfos(r.topic) {
+			written += p.HighWatermark - p.LogStartOffset
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kafkatest: reader of %s: %w", r.topic, err)
+	}
+	return r.WaitFor(ctx, int(written))
 }
 
 // Close stops reading and closes the reader's client; the records read stay
