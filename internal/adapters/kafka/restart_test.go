@@ -172,6 +172,9 @@ func startWorker(t *testing.T, in *porttest.Intake, sink *kafka.ResultSink) *wor
 	return w
 }
 
+// retryPace paces a worker's deliveries while the broker is away.
+var retryPace = domain.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
+
 func (w *worker) run(ctx context.Context) {
 	for {
 		if w.in.WaitUntil(ctx, func() bool { return len(w.in.Outstanding()) > 0 }) != nil {
@@ -184,12 +187,9 @@ func (w *worker) run(ctx context.Context) {
 			results[i].ExecutorID = taxExecutorID
 			results[i].Output = map[string]any{"answered": o.Task.RunID}
 		}
-		for !w.deliver(ctx, results) {
-			// Pace the retries while the broker is away.
-			select {
-			case <-ctx.Done():
+		for retry := 0; !w.deliver(ctx, results); retry++ {
+			if retryPace.Wait(ctx, retry) != nil {
 				return
-			case <-time.After(20 * time.Millisecond):
 			}
 		}
 		for _, o := range batch {
