@@ -64,15 +64,21 @@ var errStopping = status.Error(codes.Unavailable, "the engine is stopping")
 // them, which they never do on their own.
 func (g *GRPC) Stop() { g.stopOnce.Do(func() { close(g.stopping) }) }
 
+// The transports of gRPC deliveries, as tasks and the summary name them.
+const (
+	transportPush   = "grpc-push"
+	transportStream = "grpc-stream"
+	transportBidi   = "grpc-bidi"
+)
+
 // session is an executor's open stream: the messages queued for its
 // sender, in order, so that a cancellation never overtakes its task.
 // Once closed, nothing more is queued.
 type session struct {
-	n           uint64 // the engine's number for it
-	executorID  string
-	kind        string // "grpc-stream" or "grpc-bidi"
-	cancellable bool   // ExecuteStream carries cancellations
-	ready       chan struct{}
+	n          uint64 // the engine's number for it
+	executorID string
+	kind       string // transportStream or transportBidi
+	ready      chan struct{}
 
 	mu     sync.Mutex
 	closed bool
@@ -182,7 +188,7 @@ func (g *GRPC) StreamTasks(req *gamelanv1.StreamTasksRequest, stream gamelanv1.E
 	if !ok {
 		return status.Errorf(codes.NotFound, "executor %s is not registered", req.GetExecutorId())
 	}
-	s := g.open(ex.ID, "grpc-stream", int(req.GetMaxConcurrent()))
+	s := g.open(ex.ID, transportStream, int(req.GetMaxConcurrent()))
 	defer g.close(s)
 	send := func(m *gamelanv1.EngineMessage) error { return stream.Send(m.GetTask()) }
 	return g.serve(stream.Context(), s, send, nil)
@@ -201,7 +207,7 @@ func (g *GRPC) ExecuteStream(stream gamelanv1.ExecutorService_ExecuteStreamServe
 		return status.Errorf(codes.NotFound, "executor %q is not registered (the stream must open with its heartbeat)", id)
 	}
 	_ = g.engine.Heartbeat(heartbeatFromProto(first.GetHeartbeat()))
-	s := g.open(id, "grpc-bidi", 0)
+	s := g.open(id, transportBidi, 0)
 	defer g.close(s)
 
 	received := make(chan error, 1)
@@ -254,7 +260,7 @@ func (g *GRPC) serve(ctx context.Context, s *session, send func(*gamelanv1.Engin
 
 // open starts a session of the executor with the engine.
 func (g *GRPC) open(executorID, kind string, limit int) *session {
-	s := &session{executorID: executorID, kind: kind, cancellable: kind == "grpc-bidi", ready: make(chan struct{}, 1)}
+	s := &session{executorID: executorID, kind: kind, ready: make(chan struct{}, 1)}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s.n = g.engine.OpenSession(executorID, limit)
@@ -279,7 +285,7 @@ func (g *GRPC) close(s *session) {
 // (to names it), else by push.
 func (g *GRPC) Deliver(ctx context.Context, to Executor, task domain.Task) (string, error) {
 	if to.session == 0 {
-		return "grpc-push", g.push(ctx, to, task)
+		return transportPush, g.push(ctx, to, task)
 	}
 	s := g.session(to.session)
 	if s == nil || !s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: taskToProto(task)}}) {
@@ -299,7 +305,7 @@ func (g *GRPC) Route(to Executor) string {
 	if s := g.session(to.session); s != nil {
 		return s.kind
 	}
-	return "grpc-push"
+	return transportPush
 }
 
 // push calls the executor's Execute endpoint.
@@ -342,7 +348,7 @@ func (g *GRPC) client(endpoint string) (*ggrpc.ClientConn, error) {
 // cancellation.
 func (g *GRPC) Cancel(session uint64, taskID, reason string) bool {
 	s := g.session(session)
-	return s != nil && s.cancellable && s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Cancellation{
+	return s != nil && s.kind == transportBidi && s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Cancellation{
 		Cancellation: &gamelanv1.TaskCancellation{TaskId: taskID, Reason: reason}}})
 }
 
