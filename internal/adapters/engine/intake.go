@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,7 +52,7 @@ type Intake struct {
 	server   *http.Server
 	listener net.Listener
 	served   chan struct{}
-	ids      map[string]domain.Registration
+	ids      map[string]bool
 	types    map[string]bool
 
 	mu     sync.RWMutex
@@ -70,9 +71,9 @@ func NewIntake(cfg IntakeConfig, log *slog.Logger) (*Intake, error) {
 		return nil, fmt.Errorf("rest intake: listen on %s: %w", cfg.Address, err)
 	}
 	in := &Intake{cfg: cfg, log: log, listener: listener, served: make(chan struct{}),
-		ids: map[string]domain.Registration{}, types: map[string]bool{}}
+		ids: map[string]bool{}, types: map[string]bool{}}
 	for _, reg := range cfg.Executors {
-		in.ids[reg.ExecutorID] = reg
+		in.ids[reg.ExecutorID] = true
 		in.types[reg.Descriptor.Type] = true
 	}
 	mux := http.NewServeMux()
@@ -206,7 +207,7 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	}
 	if id := r.Header.Get("X-Executor-Id"); id != "" {
 		switch {
-		case in.ids[id].ExecutorID != "":
+		case in.ids[id]:
 			task.ExecutorID = id
 		case in.types[id]:
 			task.ExecutorType = id
@@ -221,7 +222,7 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	if int64(len(raw)) > in.cfg.MaxBodyBytes {
 		return domain.Task{}, fmt.Errorf("body larger than %d bytes", in.cfg.MaxBodyBytes)
 	}
-	if len(strings.TrimSpace(string(raw))) == 0 {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		task.Context = map[string]any{}
 		return task, nil
 	}

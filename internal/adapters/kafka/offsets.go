@@ -52,13 +52,15 @@ func (t *offsetTracker) finish(offset int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.done[offset] = true
+	next := int64(-1)
 	for len(t.pending) > 0 && t.done[t.pending[0]] {
 		delete(t.done, t.pending[0])
-		next := t.pending[0] + 1
+		next = t.pending[0] + 1
 		t.pending = t.pending[1:]
-		if !t.closed {
-			t.session.MarkOffset(t.topic, t.partition, next, "")
-		}
+	}
+	// Marking keeps only the highest offset: once is enough.
+	if next >= 0 && !t.closed {
+		t.session.MarkOffset(t.topic, t.partition, next, "")
 	}
 }
 

@@ -49,8 +49,6 @@ var answerBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 type TaskSource struct {
 	cfg      Config
 	consumer *sarama.Config
-	// group is set by the consume loop once connected.
-	group sarama.ConsumerGroup
 	// answer delivers FAILED results for malformed records.
 	answer    ports.ResultSink
 	ids       map[string]bool // executor ids served over Kafka
@@ -297,17 +295,16 @@ func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *o
 // take decodes, filters and offers a tracked record: one just read, or one
 // the runtime handed back.
 func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
-	log := s.log.With(slog.String("topic", msg.Topic), slog.Int("partition", int(msg.Partition)), slog.Int64("offset", msg.Offset))
 	task, err := decodeTask(msg.Value, s.cfg.MaxMessageBytes)
 	if err != nil {
-		if s.answerMalformed(ctx, msg.Value, err, log) {
+		if s.answerMalformed(ctx, msg, err) {
 			tracker.finish(msg.Offset)
 		}
 		return
 	}
 	if target := task.ExecutorID; target != "" && !s.ids[target] {
 		if !s.types[target] {
-			log.Debug("task for another executor skipped", slog.String("target_executor", target))
+			s.recordLog(msg).Debug("task for another executor skipped", slog.String("target_executor", target))
 			tracker.finish(msg.Offset)
 			return
 		}
@@ -316,7 +313,7 @@ func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *off
 	// Answered outside offer's locks: retrying the answer while the
 	// brokers are away must not hold back the other partitions' claims.
 	if err := s.offer(ctx, intake, tracker, msg, &task); errors.Is(err, domain.ErrInvalidTask) {
-		if s.answerMalformed(ctx, msg.Value, err, log) {
+		if s.answerMalformed(ctx, msg, err) {
 			tracker.finish(msg.Offset)
 		}
 	}
@@ -354,13 +351,20 @@ func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *of
 	}
 }
 
+// recordLog is the logger of lines about one record, built only when a
+// line is written.
+func (s *TaskSource) recordLog(msg *sarama.ConsumerMessage) *slog.Logger {
+	return s.log.With(slog.String("topic", msg.Topic), slog.Int("partition", int(msg.Partition)), slog.Int64("offset", msg.Offset))
+}
+
 // answerMalformed answers a record that cannot run: FAILED INVALID_TASK
 // to its run and node when they can be read, else a log line with its
 // offset. It retries the answer until it is acknowledged or ctx ends, and
 // reports whether the record is dealt with (answered or skipped); if not, it
 // stays uncommitted and is read again later.
-func (s *TaskSource) answerMalformed(ctx context.Context, value []byte, cause error, log *slog.Logger) bool {
-	task, ok := recoverIdentity(value)
+func (s *TaskSource) answerMalformed(ctx context.Context, msg *sarama.ConsumerMessage, cause error) bool {
+	log := s.recordLog(msg)
+	task, ok := recoverIdentity(msg.Value)
 	if !ok {
 		log.Error("malformed task record skipped: no run id and node id to answer", slog.Any("error", cause))
 		return true
