@@ -18,7 +18,10 @@ import (
 // The engine side's conversions between the domain and the wire.
 
 func taskToProto(t domain.Task) *gamelanv1.ExecutionTask {
-	ctx, err := structpb.NewStruct(jsonSafe(t.Context))
+	ctx, err := structpb.NewStruct(t.Context)
+	if err != nil { // values Struct does not know: through JSON
+		ctx, err = structpb.NewStruct(jsonSafe(t.Context))
+	}
 	if err != nil {
 		ctx = nil
 	}
@@ -83,7 +86,7 @@ func pushRequest(t domain.Task, executorID string) *dispatcherpb.ExecutionReques
 	}
 	return &dispatcherpb.ExecutionRequest{
 		RunId: t.RunID, NodeId: t.NodeID, Attempt: int32(t.Attempt), Token: t.ExecutionToken, Variables: vars,
-		IdempotencyKey: t.Key(), Signature: base64.StdEncoding.EncodeToString([]byte(t.RunID + executorID)),
+		IdempotencyKey: t.Key(), Signature: signature(t.RunID, executorID),
 	}
 }
 
@@ -106,4 +109,10 @@ func plainString(v any) string {
 
 func heartbeatFromProto(hb *gamelanv1.HeartbeatRequest) domain.Heartbeat {
 	return domain.Heartbeat{ExecutorID: hb.GetExecutorId(), CurrentTasks: int(hb.GetCurrentTaskCount()), Status: hb.GetHealth().GetStatus()}
+}
+
+// signature is the push and REST signature Gamelan's dispatchers send: the
+// run id and the executor id, base64-encoded.
+func signature(runID, executorID string) string {
+	return base64.StdEncoding.EncodeToString([]byte(runID + executorID))
 }

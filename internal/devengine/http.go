@@ -3,7 +3,6 @@ package devengine
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	engineapi "github.com/gamelan-go/executor/internal/adapters/engine"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/security"
 )
@@ -160,18 +160,8 @@ func (h *HTTP) executor(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, e)
 }
 
-// executorInfo is the registry's request body (PROTOCOL.md section 3).
-type executorInfo struct {
-	ExecutorID        string            `json:"executorId"`
-	ExecutorType      string            `json:"executorType"`
-	CommunicationType string            `json:"communicationType"`
-	Endpoint          string            `json:"endpoint"`
-	Timeout           int64             `json:"timeout"`
-	Metadata          map[string]string `json:"metadata"`
-}
-
 func (h *HTTP) register(w http.ResponseWriter, r *http.Request) {
-	var info executorInfo
+	var info engineapi.ExecutorInfo
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&info); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 		return
@@ -180,9 +170,9 @@ func (h *HTTP) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("executorId and executorType are required"))
 		return
 	}
-	maxConcurrent, _ := strconv.Atoi(info.Metadata["maxConcurrentTasks"])
+	maxConcurrent, _ := strconv.Atoi(info.Metadata[engineapi.MetadataMaxConcurrentTasks])
 	var supported []string
-	if s := info.Metadata["supportedNodeTypes"]; s != "" {
+	if s := info.Metadata[engineapi.MetadataSupportedNodeTypes]; s != "" {
 		supported = strings.Split(s, ",")
 	}
 	h.engine.Register(Executor{
@@ -233,7 +223,7 @@ func (h *HTTP) Deliver(ctx context.Context, to Executor, task domain.Task) (stri
 	req.Header.Set("X-Node-Id", task.NodeID)
 	req.Header.Set("X-Attempt", strconv.Itoa(task.Attempt))
 	req.Header.Set("X-Idempotency-Key", task.Key())
-	req.Header.Set("X-Signature", base64.StdEncoding.EncodeToString([]byte(task.RunID+to.ID)))
+	req.Header.Set("X-Signature", signature(task.RunID, to.ID))
 	if h.token != nil {
 		token, err := h.token()
 		if err != nil {

@@ -237,16 +237,3 @@ func (r *registry) closeSession(id string, n uint64) {
 		delete(r.sessions, id)
 	}
 }
-
-// anySupports reports whether any registered executor could ever take the
-// task (healthy or not), to tell "wait" from "no such executor".
-func (r *registry) anySupports(executorType, nodeType string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.executors {
-		if e.supports(executorType, nodeType) {
-			return true
-		}
-	}
-	return false
-}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,12 +176,9 @@ func awaitReady(ctx context.Context, engine *Engine, executorAddr string) error 
 	deadline, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	err := engine.WaitUntil(deadline, func() bool {
+		executors := engine.Executors()
 		for _, dt := range demoTypes {
-			found := false
-			for _, e := range engine.Executors() {
-				found = found || (e.Type == dt.executorType && e.Healthy)
-			}
-			if !found {
+			if !slices.ContainsFunc(executors, func(e Executor) bool { return e.Type == dt.executorType && e.Healthy }) {
 				return false
 			}
 		}

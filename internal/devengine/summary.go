@@ -3,6 +3,7 @@ package devengine
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -71,29 +72,20 @@ func percentile(sorted []float64, p float64) float64 {
 // Print writes the summary as a small table.
 func (s Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "tasks: %d\n", s.Tasks)
-	for _, state := range sortedKeys(s.ByState) {
+	for _, state := range slices.Sorted(maps.Keys(s.ByState)) {
 		fmt.Fprintf(w, "  %-10s %d\n", state, s.ByState[state])
 	}
 	if len(s.FailuresByCode) > 0 {
 		fmt.Fprintln(w, "failures by code:")
-		for _, code := range sortedKeys(s.FailuresByCode) {
+		for _, code := range slices.Sorted(maps.Keys(s.FailuresByCode)) {
 			fmt.Fprintf(w, "  %-16s %d\n", code, s.FailuresByCode[code])
 		}
 	}
 	fmt.Fprintln(w, "by transport:")
 	fmt.Fprintf(w, "  %-12s %9s %10s %10s %10s\n", "transport", "answered", "tasks/s", "p50 ms", "p99 ms")
-	for _, transport := range sortedKeys(s.ByTransport) {
+	for _, transport := range slices.Sorted(maps.Keys(s.ByTransport)) {
 		st := s.ByTransport[transport]
 		fmt.Fprintf(w, "  %-12s %9d %10.0f %10.1f %10.1f\n", transport, st.Answered, st.TasksPerSecond, st.P50Ms, st.P99Ms)
 	}
 	fmt.Fprintf(w, "duplicate results dropped: %d, refused calls: %d\n", s.Counters.Duplicates, s.Counters.Refused)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

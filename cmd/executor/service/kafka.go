@@ -13,8 +13,12 @@ import (
 // one producer (results, registrations, heartbeats) and one consumer group,
 // never sharing a client.
 
-// kafkaConfig maps the service configuration onto the Kafka adapters'.
+// kafkaConfig maps the service configuration onto the Kafka adapters', once
+// (certificates read and the result validated).
 func (a *adapters) kafkaConfig() (kafkaadapter.Config, error) {
+	if a.kafkaConf != nil {
+		return *a.kafkaConf, nil
+	}
 	cfg := kafkaadapter.Config{
 		Brokers:              a.cfg.KafkaBootstrapServers,
 		GroupID:              a.cfg.KafkaGroupID,
@@ -38,7 +42,11 @@ func (a *adapters) kafkaConfig() (kafkaadapter.Config, error) {
 		}
 		cfg.TLS = tlsConfig
 	}
-	return cfg, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	a.kafkaConf = &cfg
+	return cfg, nil
 }
 
 // kafkaProducerFor returns the process's Kafka producer; its records carry
@@ -67,8 +75,11 @@ func (a *adapters) kafkaProducerFor() (*kafkaadapter.Producer, error) {
 	return producer, nil
 }
 
-// kafkaResultSink returns the sink producing results.
+// kafkaResultSink returns the sink producing results, one per process.
 func (a *adapters) kafkaResultSink() (*kafkaadapter.ResultSink, error) {
+	if a.kafkaSink != nil {
+		return a.kafkaSink, nil
+	}
 	producer, err := a.kafkaProducerFor()
 	if err != nil {
 		return nil, err
@@ -77,7 +88,8 @@ func (a *adapters) kafkaResultSink() (*kafkaadapter.ResultSink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kafkaadapter.NewResultSink(producer, cfg), nil
+	a.kafkaSink = kafkaadapter.NewResultSink(producer, cfg)
+	return a.kafkaSink, nil
 }
 
 // kafkaTaskSource returns the consumer-group source of the tasks topic. It

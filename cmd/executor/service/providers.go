@@ -43,7 +43,9 @@ type adapters struct {
 	grpcSource *grpcadapter.TaskSource
 	grpcSink   *grpcadapter.ResultSink
 
+	kafkaConf     *kafkaadapter.Config
 	kafkaProducer *kafkaadapter.Producer
+	kafkaSink     *kafkaadapter.ResultSink
 	kafkaSource   *kafkaadapter.TaskSource
 
 	restClient *engine.Client
