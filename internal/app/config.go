@@ -38,7 +38,11 @@ type Config struct {
 	RegisterBackoff domain.Backoff
 	// ResultBackoff paces result redelivery.
 	ResultBackoff domain.Backoff
-	// OutboxSize bounds the results waiting for delivery per transport (1000).
+	// OutboxSize is the backlog of results waiting for delivery at which a
+	// transport's intake pauses (1000): its Offer refuses and its
+	// AwaitCapacity waits until the backlog falls below it. Tasks admitted
+	// before may still add their results, so the backlog is bounded by
+	// OutboxSize plus Workers and QueueSize.
 	OutboxSize int
 	// ResultBatchSize bounds the results sent in one Deliver call (100).
 	ResultBatchSize int

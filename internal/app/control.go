@@ -16,7 +16,7 @@ func (r *Runtime) registerAll(ctx context.Context) error {
 	for _, e := range r.executors {
 		wg.Go(func() {
 			for attempt := 0; ; attempt++ {
-				if r.register(ctx, e) == nil {
+				if r.register(ctx, e, true) == nil {
 					return
 				}
 				if r.cfg.RegisterBackoff.Wait(ctx, attempt) != nil {
@@ -29,14 +29,20 @@ func (r *Runtime) registerAll(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// register makes one registration attempt for e.
-func (r *Runtime) register(ctx context.Context, e *hostedExecutor) error {
+// register makes one registration attempt for e. A failure marks e
+// unregistered (hence not ready) only when needed is set: the engine may not
+// know e (start-up, a failed heartbeat). A periodic refresh that fails while
+// heartbeats succeed leaves e registered, and is tried again at the next
+// heartbeat.
+func (r *Runtime) register(ctx context.Context, e *hostedExecutor, needed bool) error {
 	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	defer cancel()
 	err := r.registrar.Register(callCtx, e.reg)
 	if err != nil {
-		e.registered.Store(false)
-		e.registerErr.Store(&err)
+		if needed {
+			e.registered.Store(false)
+			e.registerErr.Store(&err)
+		}
 		r.cfg.Observer.RegistrationFailed(e.desc.Type)
 		r.log.Warn("registration failed", slog.String("executor_id", e.reg.ExecutorID),
 			slog.String("executor_type", e.desc.Type), slog.Any("error", err))
@@ -88,16 +94,18 @@ func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {
 	}
 	if err != nil {
 		r.log.Warn("heartbeat failed, re-registering", slog.String("executor_id", e.reg.ExecutorID), slog.Any("error", err))
-		_ = r.register(ctx, e)
+		_ = r.register(ctx, e, true)
 		return
 	}
 	// A re-registration that failed (the engine was down when a heartbeat
 	// failed) leaves the type unregistered, hence not ready, although the
 	// engine, back with its state, now accepts its heartbeats: register it
 	// again rather than wait for the periodic re-registration.
-	if !e.registered.Load() ||
-		(r.cfg.ReregisterInterval > 0 && sinceUnixNano(e.lastRegistered.Load()) >= r.cfg.ReregisterInterval) {
-		_ = r.register(ctx, e)
+	switch {
+	case !e.registered.Load():
+		_ = r.register(ctx, e, true)
+	case r.cfg.ReregisterInterval > 0 && sinceUnixNano(e.lastRegistered.Load()) >= r.cfg.ReregisterInterval:
+		_ = r.register(ctx, e, false)
 	}
 }
 

@@ -169,6 +169,12 @@ type fakeSink struct {
 	failAll bool
 	// gate, when set, blocks Deliver until closed or ctx ends.
 	gate chan struct{}
+	// rejects, when set, refuses for good (domain.ErrResultRejected) every
+	// batch holding a result it reports true for; batches records the size
+	// of every batch offered.
+	rejects    func(domain.Result) bool
+	rejectWith error // what a rejection wraps: domain.ErrResultRejected if nil
+	batches    []int
 }
 
 var _ ports.ResultSink = (*fakeSink)(nil)
@@ -186,6 +192,18 @@ func (s *fakeSink) Deliver(ctx context.Context, results []domain.Result) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.batches = append(s.batches, len(results))
+	if s.rejects != nil {
+		for _, r := range results {
+			if s.rejects(r) {
+				rejection := s.rejectWith
+				if rejection == nil {
+					rejection = domain.ErrResultRejected
+				}
+				return fmt.Errorf("report results: %w: message larger than the engine takes", rejection)
+			}
+		}
+	}
 	if s.failAll || s.failN > 0 {
 		s.failN--
 		return errors.New("engine unavailable")

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -19,58 +20,102 @@ var _ ports.Intake = (*intake)(nil)
 
 // Offer implements ports.Intake.
 func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
-	r := in.rt
+	r, tr := in.rt, in.transport
 	if d.Task == nil {
-		r.cfg.Observer.TaskRefused(in.transport.Name, "invalid")
+		r.cfg.Observer.TaskRefused(tr.Name, "invalid")
 		return fmt.Errorf("%w: no task", domain.ErrInvalidTask)
 	}
 	if r.draining.Load() {
-		r.cfg.Observer.TaskRefused(in.transport.Name, "draining")
+		r.cfg.Observer.TaskRefused(tr.Name, "draining")
 		return domain.ErrDraining
 	}
-	if err := d.Task.Validate(); err != nil {
-		r.cfg.Observer.TaskRefused(in.transport.Name, "invalid")
-		return err
-	}
 	task := d.Task
-	key := task.Key()
+	problem := task.Validate()
+	if d.Malformed != nil {
+		problem = fmt.Errorf("%w: %w", domain.ErrInvalidTask, d.Malformed)
+	}
+	if problem != nil && (d.Refusable || !task.Addressable()) {
+		r.cfg.Observer.TaskRefused(tr.Name, "invalid")
+		return problem
+	}
+	if full, _ := tr.outbox.full(); full {
+		r.cfg.Observer.TaskRefused(tr.Name, "overloaded")
+		return fmt.Errorf("%w: %d results of transport %s wait for the engine's acknowledgement", domain.ErrOverloaded, tr.outbox.limit, tr.Name)
+	}
+	j := &job{key: task.Key(), task: task, transport: tr, redeliverable: d.Redeliverable, settles: []func(error){d.Settle}}
 
 	r.tasks.mu.Lock()
 	defer r.tasks.mu.Unlock()
-	if j := r.tasks.active[key]; j != nil {
+	switch {
+	case problem != nil:
+		// Answered, not run, and not tracked: an invalid task must neither
+		// be taken for nor stand in for a valid one with the same identity.
+		j.answer, j.untracked = r.answerFor(task, domain.CodeInvalidTask, problem.Error()), true
+	case r.tasks.active[j.key] != nil:
 		// A duplicate of a task in flight: not run twice; settled with the original.
-		j.settles = append(j.settles, d.Settle)
+		original := r.tasks.active[j.key]
+		original.settles = append(original.settles, d.Settle)
 		return nil
-	}
-	j := &job{key: key, task: task, transport: in.transport, redeliverable: d.Redeliverable, settles: []func(error){d.Settle}}
-	if res, ok := r.tasks.finished.get(key); ok {
-		// The same result, addressed to this delivery: an engine that
-		// re-dispatched the attempt may have given it a new token.
-		stamp(&res, task)
-		j.answer, j.resend = &res, true
-	} else if e, reason := r.route(task, in.transport); e != nil {
-		j.exec, j.lane = e, e.lane
-	} else {
-		res := failedResult(task, &domain.ErrorInfo{Code: domain.CodeNoExecutor, Message: reason})
-		j.answer = &res
+	default:
+		if res, ok := r.tasks.finished.get(j.key); ok {
+			// The same result, addressed to this delivery: an engine that
+			// re-dispatched the attempt may have given it a new token.
+			stamp(&res, task)
+			j.answer, j.untracked = &res, true
+		} else if e, reason := r.route(task, tr); e != nil && r.sched.stalled(e.lane) {
+			j.answer = stalledAnswer(task, e)
+		} else if e != nil {
+			j.exec, j.lane = e, e.lane
+		} else {
+			j.answer = r.answerFor(task, domain.CodeNoExecutor, reason)
+		}
 	}
 	if !r.sched.admit(j) {
 		if r.draining.Load() {
-			r.cfg.Observer.TaskRefused(in.transport.Name, "draining")
+			r.cfg.Observer.TaskRefused(tr.Name, "draining")
 			return domain.ErrDraining
 		}
-		r.cfg.Observer.TaskRefused(in.transport.Name, "overloaded")
+		r.cfg.Observer.TaskRefused(tr.Name, "overloaded")
 		return fmt.Errorf("%w: %d tasks admitted", domain.ErrOverloaded, r.sched.limit)
 	}
-	if !j.resend {
+	if !j.untracked {
 		r.tasks.add(j)
 	}
 	return nil
 }
 
-// AwaitCapacity implements ports.Intake.
+// answerFor returns a FAILED result for a task answered without running,
+// from the executor the task was sent to when that one is hosted here.
+func (r *Runtime) answerFor(task *domain.Task, code, message string) *domain.Result {
+	res := failedResult(task, &domain.ErrorInfo{Code: code, Message: domain.Clip(message, domain.MaxErrorMessageBytes)})
+	if r.byID[task.ExecutorID] != nil {
+		res.ExecutorID = task.ExecutorID
+	}
+	return &res
+}
+
+// AwaitCapacity implements ports.Intake: it waits until the runtime has room
+// for a task and this transport's results are not backed up.
 func (in *intake) AwaitCapacity(ctx context.Context) (int, error) {
-	return in.rt.sched.awaitRoom(ctx)
+	for {
+		if full, drained := in.transport.outbox.full(); full {
+			select {
+			case <-drained:
+			case <-in.rt.sched.draining:
+				return 0, domain.ErrDraining
+			case <-ctx.Done():
+				return 0, context.Cause(ctx)
+			}
+			continue
+		}
+		free, err := in.rt.sched.awaitRoom(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if room := in.transport.outbox.room(); room > 0 {
+			return min(free, room), nil
+		}
+	}
 }
 
 // Cancel implements ports.Intake.
@@ -79,7 +124,7 @@ func (in *intake) Cancel(taskID, reason string) bool {
 	if reason == "" {
 		reason = "cancelled by the engine"
 	}
-	cause := &domain.Error{Code: domain.CodeCancelled, Message: reason}
+	cause := &domain.Error{Code: domain.CodeCancelled, Message: domain.Clip(reason, domain.MaxErrorMessageBytes)}
 
 	r.tasks.mu.Lock()
 	defer r.tasks.mu.Unlock()
@@ -99,52 +144,128 @@ func (in *intake) Cancel(taskID, reason string) bool {
 	return true
 }
 
-// route picks the executor for a task, or explains why none fits. Each rule
-// applies only when its field is present, and a named type that is not
-// hosted is an answer, not a reason to guess:
-// executor id, executor type, node type, context.__node_type__, a node id
-// equal to a supported node type, the only type served by the transport.
+// route picks the executor for a valid task, or explains why none may run
+// it. One rule for every transport:
+//
+//  1. The task's declared types decide: its executor type, else its node
+//     type, else its context's __node_type__. The executor chosen must
+//     support every type the task declares: a handler never receives a task
+//     of a type it does not declare.
+//  2. The executor id the task was sent to (a push signature, the stream it
+//     came on, a Kafka target) is a hint: used when the task declares no
+//     type, or when it agrees with the declared types (of several executors
+//     supporting a node type, the engine's choice wins). An executor id that
+//     contradicts the declared types is an answer: NO_EXECUTOR, naming both.
+//     An executor id not hosted here is ignored.
+//  3. With neither, a node id equal to a supported node type, else the only
+//     type the task's transport serves.
 func (r *Runtime) route(t *domain.Task, tr *transport) (*hostedExecutor, string) {
-	if e := r.byID[t.ExecutorID]; e != nil {
-		return e, ""
+	hint := r.byID[t.ExecutorID]
+	declared := declaredTypes(t)
+	if len(declared) == 0 {
+		switch {
+		case hint != nil:
+			return hint, ""
+		case r.supporting(t.NodeID) != nil:
+			return r.supporting(t.NodeID), ""
+		case len(tr.executors) == 1:
+			return tr.executors[0], ""
+		}
+		return nil, fmt.Sprintf("the task declares no executor type or node type, node id %s is not a supported node type, and transport %s serves %d executor types",
+			domain.Quote(t.NodeID), tr.Name, len(tr.executors))
 	}
+	if hint != nil {
+		for _, d := range declared {
+			if !d.supportedBy(hint) {
+				return nil, fmt.Sprintf("the task declares %s %s, but it was sent to executor %s of type %s, which does not support it",
+					d.field, domain.Quote(d.value), hint.reg.ExecutorID, hint.desc.Type)
+			}
+		}
+		return hint, ""
+	}
+	first := declared[0]
+	candidates := r.supportingAll(first.value)
+	if first.field == "executor type" {
+		candidates = nil
+		if e := r.byType[first.value]; e != nil {
+			candidates = []*hostedExecutor{e}
+		}
+	}
+	if len(candidates) == 0 {
+		if first.field == "executor type" {
+			return nil, fmt.Sprintf("executor type %s is not hosted here", domain.Quote(first.value))
+		}
+		return nil, fmt.Sprintf("no hosted executor supports %s %s", first.field, domain.Quote(first.value))
+	}
+	for _, e := range candidates {
+		if supportsAll(e, declared) {
+			return e, ""
+		}
+	}
+	names := make([]string, len(declared))
+	for i, d := range declared {
+		names[i] = d.field + " " + domain.Quote(d.value)
+	}
+	return nil, fmt.Sprintf("the task declares %s, which no hosted executor type supports together", strings.Join(names, " and "))
+}
+
+// supportsAll reports whether e supports every declared type.
+func supportsAll(e *hostedExecutor, declared []declaredType) bool {
+	for _, d := range declared {
+		if !d.supportedBy(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// declaredType is one type a task declares, and the field that declares it.
+type declaredType struct{ field, value string }
+
+// supportedBy reports whether e may run a task declaring d: an executor
+// type must be e's own, a node type one e supports.
+func (d declaredType) supportedBy(e *hostedExecutor) bool {
+	if d.field == "executor type" {
+		return d.value == e.desc.Type
+	}
+	return e.desc.Supports(d.value)
+}
+
+// declaredTypes returns the types a task declares, most specific first.
+func declaredTypes(t *domain.Task) []declaredType {
+	var declared []declaredType
 	if t.ExecutorType != "" {
-		if e := r.byType[t.ExecutorType]; e != nil {
-			return e, ""
-		}
-		return nil, fmt.Sprintf("executor type %q is not hosted here", t.ExecutorType)
+		declared = append(declared, declaredType{"executor type", t.ExecutorType})
 	}
-	nodeType, field := t.NodeType, "node type"
-	if nodeType == "" {
-		nodeType, _ = t.Context[domain.NodeTypeKey].(string)
-		field = "context " + domain.NodeTypeKey
+	if t.NodeType != "" {
+		declared = append(declared, declaredType{"node type", t.NodeType})
 	}
-	if nodeType != "" {
-		if e := r.supporting(nodeType); e != nil {
-			return e, ""
-		}
-		return nil, fmt.Sprintf("no hosted executor supports %s %q", field, nodeType)
+	if nodeType, _ := t.Context[domain.NodeTypeKey].(string); nodeType != "" {
+		declared = append(declared, declaredType{"context " + domain.NodeTypeKey, nodeType})
 	}
-	if e := r.supporting(t.NodeID); e != nil {
-		return e, ""
-	}
-	if len(tr.executors) == 1 {
-		return tr.executors[0], ""
-	}
-	return nil, fmt.Sprintf("task names no executor type or node type, node id %q is not a supported node type, and transport %s serves %d executor types",
-		t.NodeID, tr.Name, len(tr.executors))
+	return declared
 }
 
 // supporting returns the executor of that type, else the first that lists
 // it among its supported node types.
 func (r *Runtime) supporting(nodeType string) *hostedExecutor {
-	if e := r.byType[nodeType]; e != nil {
-		return e
-	}
-	for _, e := range r.executors {
-		if e.desc.Supports(nodeType) {
-			return e
-		}
+	if all := r.supportingAll(nodeType); len(all) > 0 {
+		return all[0]
 	}
 	return nil
+}
+
+// supportingAll returns the executors supporting a node type: the one of
+// that type first, then those listing it, in hosting order.
+func (r *Runtime) supportingAll(nodeType string) []*hostedExecutor {
+	var all []*hostedExecutor
+	if e := r.byType[nodeType]; e != nil {
+		all = append(all, e)
+	}
+	for _, e := range r.executors {
+		if e.desc.Type != nodeType && e.desc.Supports(nodeType) {
+			all = append(all, e)
+		}
+	}
+	return all
 }

@@ -21,11 +21,30 @@ import (
 //   - a panic yields FAILED PANIC with the stack;
 //   - a returned error yields FAILED with the code of the *domain.Error in its
 //     chain, else EXECUTION_ERROR (retryable);
+//   - the error message and stack trace are bounded (domain.Result.Bounded);
 //   - hooks run in order: BeforeExecute, Execute, OnError, AfterExecute.
+//     AfterExecute never runs beside the handler: for an abandoned handler
+//     it runs, with the decided result, once the handler has returned.
 //
-// The runtime's workers and the executortest harness both call Invoke, so a
-// handler behaves the same in unit tests and in production.
+// The runtime's workers and the executortest harness both run tasks this
+// way, so a handler behaves the same in unit tests and in production.
 func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultTimeout time.Duration) domain.Result {
+	return invoke(ctx, ex, task, defaultTimeout).result
+}
+
+// invocation is what invoke returns: the task's result, and the state of
+// the handler, which may outlive it.
+type invocation struct {
+	result domain.Result
+	// handlerDone is closed once the handler has returned (and, if it was
+	// abandoned, its AfterExecute hook has run).
+	handlerDone <-chan struct{}
+	// abandoned: the result was decided when the handler's context ended,
+	// and the handler was still running then.
+	abandoned bool
+}
+
+func invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultTimeout time.Duration) invocation {
 	timeout := task.Timeout
 	if timeout <= 0 {
 		timeout = defaultTimeout
@@ -41,12 +60,29 @@ func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 		ctx, cancel = context.WithCancel(ctx)
 	}
 	defer cancel()
+	after, hasAfter := ex.(domain.AfterExecuteHook)
 
 	started := time.Now()
-	outcome := make(chan handlerOutcome, 1) // buffered: an abandoned handler never blocks
-	go func() { outcome <- runHandler(ctx, ex, task) }()
+	// outcome is unbuffered: the handler's outcome is handed over only to an
+	// invoke still waiting for it. Once invoke has abandoned the handler, it
+	// sends the decided result on abandoned instead, for AfterExecute.
+	outcome := make(chan handlerOutcome)
+	abandoned := make(chan domain.Result, 1)
+	handlerDone := make(chan struct{})
+	go func() {
+		defer close(handlerDone)
+		o := runHandler(ctx, ex, task)
+		select {
+		case outcome <- o:
+		case res := <-abandoned:
+			if hasAfter {
+				callAfterHook(ctx, after, task, &res)
+			}
+		}
+	}()
 
 	var res domain.Result
+	wasAbandoned := false
 	select {
 	case o := <-outcome:
 		res = o.toResult(ctx, task)
@@ -56,14 +92,19 @@ func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 			res = o.toResult(ctx, task)
 		default:
 			res = causeResult(ctx, task)
+			wasAbandoned = true
 		}
 	}
 	res.Duration = time.Since(started)
 	res.CompletedAt = time.Now().UTC()
-	if h, ok := ex.(domain.AfterExecuteHook); ok {
-		callAfterHook(ctx, h, task, &res)
+	res = res.Bounded()
+	switch {
+	case wasAbandoned:
+		abandoned <- res // buffered: never blocks
+	case hasAfter:
+		callAfterHook(ctx, after, task, &res)
 	}
-	return res
+	return invocation{result: res, handlerDone: handlerDone, abandoned: wasAbandoned}
 }
 
 type handlerOutcome struct {

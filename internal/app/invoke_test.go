@@ -601,16 +601,26 @@ func TestInvokeAfterExecuteSeesTheFinalResult(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ex := &invokeHookedExecutor{execute: tt.execute(invokeBlockUntilTestEnds(t))}
+			release := make(chan struct{})
+			ex := &invokeHookedExecutor{execute: tt.execute(release)}
 			task := newInvokeTask()
 			task.Timeout = tt.timeout
 
 			res := invokeAwait(t, context.Background(), ex, task, invokeNoDeadline)
-
+			afterCalled := func() bool {
+				ex.mu.Lock()
+				defer ex.mu.Unlock()
+				return ex.afterCalled
+			}
+			if tt.timeout > 0 {
+				// The handler still runs: AfterExecute waits for it.
+				assert.False(t, afterCalled(), "AfterExecute ran while the abandoned handler still ran")
+			}
+			close(release)
+			require.Eventually(t, afterCalled, invokePromptly, time.Millisecond, "AfterExecute was not called")
 			ex.mu.Lock()
-			saw, called := ex.afterSaw, ex.afterCalled
+			saw := ex.afterSaw
 			ex.mu.Unlock()
-			require.True(t, called, "AfterExecute was not called")
 			assert.Equal(t, res, saw, "AfterExecute must see exactly the result Invoke returns")
 			assert.Positive(t, saw.Duration, "timing is set before AfterExecute")
 			assert.False(t, saw.CompletedAt.IsZero(), "timing is set before AfterExecute")

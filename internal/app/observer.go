@@ -24,6 +24,13 @@ type Observer interface {
 	DeliveryRetried(transport string)
 	// ResultsUndelivered reports results given up at shutdown.
 	ResultsUndelivered(transport string, results int)
+	// ResultDeadLettered reports a result the engine refused for good, even
+	// in its minimal FAILED form: it was logged and dropped.
+	ResultDeadLettered(transport string)
+	// HandlerAbandoned reports a handler still running when its context
+	// ended (deadline, cancellation, shutdown): its result was decided
+	// without it.
+	HandlerAbandoned(executorType string)
 	// HeartbeatFailed and RegistrationFailed report failed control-plane calls.
 	HeartbeatFailed(executorType string)
 	RegistrationFailed(executorType string)
@@ -37,5 +44,7 @@ func (nopObserver) TaskRefused(string, string)                        {}
 func (nopObserver) ResultsDelivered(string, int, time.Duration)       {}
 func (nopObserver) DeliveryRetried(string)                            {}
 func (nopObserver) ResultsUndelivered(string, int)                    {}
+func (nopObserver) ResultDeadLettered(string)                         {}
+func (nopObserver) HandlerAbandoned(string)                           {}
 func (nopObserver) HeartbeatFailed(string)                            {}
 func (nopObserver) RegistrationFailed(string)                         {}

@@ -2,7 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,109 +14,305 @@ import (
 )
 
 // outbox holds one transport's results until its sink acknowledges them.
-// It is bounded: put blocks while it is full, which holds the worker and so
-// slows intake (backpressure) instead of buffering without bound. Senders
-// take batches and resend each with backoff until it is acknowledged or the
-// outbox's context ends.
+//
+// A worker's put never blocks: a transport whose sink is down or slow must
+// not hold workers that other transports need. Instead the outbox's backlog
+// (results queued or being delivered) gates that transport's own intake:
+// once it reaches limit, Offer refuses the transport's tasks and its
+// AwaitCapacity waits (see intake), so the backlog is bounded by limit plus
+// the tasks already admitted.
+//
+// Senders take batches and deliver each until it is acknowledged: a
+// transient failure is resent with backoff until the outbox's context ends;
+// a permanent refusal (domain.ErrResultRejected) of a batch is bisected to
+// isolate the result at fault, which is replaced by its minimal FAILED form,
+// and dead-lettered (logged, counted, settled with domain.ErrUndeliverable)
+// if even that is refused (see deliver for when a refusal is pinned on a
+// result). One poison result never stops the others.
 type outbox struct {
 	transport   string
 	sink        ports.ResultSink
-	items       chan outboxItem
-	sealed      chan struct{} // closed when no more puts will come
+	limit       int // backlog at which the transport's intake pauses
 	batchSize   int
 	callTimeout time.Duration
 	backoff     domain.Backoff
 	log         *slog.Logger
 	observer    Observer
 	// done is called once per item with nil when acknowledged, or with the
-	// reason it was given up.
+	// reason it was given up (wrapping domain.ErrUndeliverable when it was
+	// dead-lettered).
 	done func(outboxItem, error)
 
+	mu      sync.Mutex
+	queue   []outboxItem
+	backlog int  // queued plus taken by senders and not yet done
+	sealed  bool // no more puts will come
+	// ready holds one wake-up for a sender when the queue is not empty or
+	// the outbox is sealed; a sender that leaves work behind passes it on.
+	ready chan struct{}
+	// drained is closed and replaced whenever the backlog falls below limit
+	// again, waking intakes waiting for room.
+	drained chan struct{}
+
 	retries atomic.Int64
+	// acked counts acknowledged deliveries: the evidence that the engine
+	// takes results, which pins a refusal on the result refused.
+	acked atomic.Int64
 }
 
 type outboxItem struct {
 	result domain.Result
 	job    *job
+	// minimal: the result is already the minimal FAILED form of a refused
+	// one; if it is refused too, it is dead-lettered.
+	minimal bool
 }
 
-// put queues it, blocking while the outbox is full. It returns false if ctx
-// ended first; the item was not queued.
-func (o *outbox) put(ctx context.Context, it outboxItem) bool {
-	if ctx.Err() != nil {
+func newOutbox(name string, sink ports.ResultSink, cfg Config, log *slog.Logger, done func(outboxItem, error)) *outbox {
+	return &outbox{
+		transport:   name,
+		sink:        sink,
+		limit:       cfg.OutboxSize,
+		batchSize:   cfg.ResultBatchSize,
+		callTimeout: cfg.CallTimeout,
+		backoff:     cfg.ResultBackoff,
+		log:         log,
+		observer:    cfg.Observer,
+		done:        done,
+		ready:       make(chan struct{}, 1),
+		drained:     make(chan struct{}),
+	}
+}
+
+// put queues it for delivery without blocking. It returns false once the
+// outbox is sealed; the item was not queued.
+func (o *outbox) put(it outboxItem) bool {
+	o.mu.Lock()
+	if o.sealed {
+		o.mu.Unlock()
 		return false
 	}
+	o.queue = append(o.queue, it)
+	o.backlog++
+	o.mu.Unlock()
+	o.wake()
+	return true
+}
+
+func (o *outbox) wake() {
 	select {
-	case o.items <- it:
-		return true
-	case <-ctx.Done():
-		return false
+	case o.ready <- struct{}{}:
+	default: // a wake-up is pending already
 	}
+}
+
+// full reports whether the backlog has reached the limit, and returns the
+// channel closed when it next falls below it.
+func (o *outbox) full() (bool, <-chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.backlog >= o.limit, o.drained
+}
+
+// room returns how many more results the transport may admit before its
+// intake pauses (at least 0).
+func (o *outbox) room() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return max(0, o.limit-o.backlog)
+}
+
+// settled records that n items taken by a sender are done.
+func (o *outbox) settled(n int) {
+	o.mu.Lock()
+	wasFull := o.backlog >= o.limit
+	o.backlog -= n
+	if wasFull && o.backlog < o.limit {
+		close(o.drained)
+		o.drained = make(chan struct{})
+	}
+	o.mu.Unlock()
+}
+
+// take removes up to batchSize queued items. It reports false, with nothing
+// taken, when the queue is empty.
+func (o *outbox) take() ([]outboxItem, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := min(len(o.queue), o.batchSize)
+	if n == 0 {
+		return nil, false
+	}
+	batch := make([]outboxItem, n)
+	copy(batch, o.queue)
+	clear(o.queue[:n])
+	o.queue = o.queue[n:]
+	if len(o.queue) == 0 {
+		o.queue = nil // let the backing array go
+	}
+	return batch, true
+}
+
+func (o *outbox) isSealed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sealed
 }
 
 // seal tells the senders that no more items will be put: they deliver what
 // is queued and return.
-func (o *outbox) seal() { close(o.sealed) }
+func (o *outbox) seal() {
+	o.mu.Lock()
+	o.sealed = true
+	o.mu.Unlock()
+	o.wake()
+}
 
 // send is one sender's loop. It returns once the outbox is sealed and empty,
 // or ctx has ended (every item it still holds or finds is then given up).
 func (o *outbox) send(ctx context.Context) {
 	for {
-		var first outboxItem
-		select {
-		case first = <-o.items:
-		case <-o.sealed:
-			for o.deliverQueued(ctx) {
-			}
+		if batch, ok := o.take(); ok {
+			o.wake() // more may be queued: let another sender take it too
+			o.deliver(ctx, batch)
+			continue
+		}
+		if o.isSealed() {
+			o.wake() // the next sender sees the seal too
 			return
+		}
+		select {
+		case <-o.ready:
 		case <-ctx.Done():
 			o.giveUpQueued(context.Cause(ctx))
 			return
 		}
-		o.deliver(ctx, o.fillBatch(first))
 	}
 }
 
-// fillBatch adds whatever is queued now to first, up to the batch size,
-// without waiting: latency is never traded for batch size.
-func (o *outbox) fillBatch(first outboxItem) []outboxItem {
-	batch := []outboxItem{first}
-	for len(batch) < o.batchSize {
-		select {
-		case it := <-o.items:
-			batch = append(batch, it)
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
-// deliverQueued delivers one batch of what is queued; it reports false when
-// nothing was.
-func (o *outbox) deliverQueued(ctx context.Context) bool {
-	select {
-	case it := <-o.items:
-		o.deliver(ctx, o.fillBatch(it))
-		return true
-	default:
-		return false
-	}
-}
-
+// giveUpQueued settles every queued item with cause.
 func (o *outbox) giveUpQueued(cause error) {
 	for {
-		select {
-		case it := <-o.items:
-			o.done(it, cause)
-		default:
+		batch, ok := o.take()
+		if !ok {
+			return
+		}
+		o.finish(batch, cause)
+	}
+}
+
+// finish settles a batch taken from the queue.
+func (o *outbox) finish(batch []outboxItem, err error) {
+	for _, it := range batch {
+		o.done(it, err)
+	}
+	o.settled(len(batch))
+}
+
+// refusal is a result the sink refused for good, alone, and why.
+type refusal struct {
+	item outboxItem
+	err  error
+	// pinned: the refusal is the result's own fault (see deliver).
+	pinned bool
+}
+
+// deliver sends batch until every result in it is settled: acknowledged,
+// replaced by its minimal FAILED form and acknowledged, dead-lettered, or
+// given up when the outbox's context ends.
+//
+// A refusal for good is pinned on one result only with evidence. A result
+// too large for the engine is its own fault. For any other refusal (an
+// invalid argument, say), the engine must have acknowledged another
+// delivery after this batch was first refused, and before the result was
+// sent again and refused again: an engine that refuses everything (it forgot
+// the executor, it is misconfigured) is in trouble of its own, and its
+// refusals are treated as transient, so that no output is lost to them.
+func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
+	o.deliverSince(ctx, batch, -1)
+}
+
+// deliverSince is deliver, with the acknowledgements counted when the batch
+// was first refused (-1: not yet).
+func (o *outbox) deliverSince(ctx context.Context, batch []outboxItem, firstRefusal int64) {
+	for attempt := 0; len(batch) > 0; attempt++ {
+		refused := o.deliverSplitting(ctx, batch, &firstRefusal)
+		batch = batch[:0:0]
+		var lastErr error
+		for _, r := range refused {
+			if r.pinned {
+				o.replace(ctx, r, &firstRefusal)
+				continue
+			}
+			batch, lastErr = append(batch, r.item), r.err
+		}
+		if len(batch) == 0 {
+			return
+		}
+		o.retries.Add(1)
+		o.observer.DeliveryRetried(o.transport)
+		o.log.Warn("the engine refuses results as if for good while it acknowledges none; retrying",
+			slog.String("transport", o.transport), slog.Int("results", len(batch)), slog.Int("attempt", attempt+1), slog.Any("error", lastErr))
+		if o.backoff.Wait(ctx, attempt) != nil {
+			o.finish(batch, lastErr)
 			return
 		}
 	}
 }
 
-// deliver sends batch until the sink acknowledges it or ctx ends.
-func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
+// deliverSplitting sends batch, halving a batch the sink refuses for good
+// until each refused result is alone. It settles what is acknowledged (and
+// everything, when the outbox's context ends) and returns the results
+// refused alone, pinned as deliver says.
+func (o *outbox) deliverSplitting(ctx context.Context, batch []outboxItem, firstRefusal *int64) []refusal {
+	sentAt := o.acked.Load()
+	err := o.deliverOnce(ctx, batch)
+	switch {
+	case err == nil:
+		o.finish(batch, nil)
+		return nil
+	case !errors.Is(err, domain.ErrResultRejected):
+		o.finish(batch, err) // the outbox's context ended while retrying
+		return nil
+	}
+	if *firstRefusal < 0 {
+		*firstRefusal = sentAt
+	}
+	if len(batch) == 1 {
+		pinned := errors.Is(err, domain.ErrResultTooLarge) || sentAt > *firstRefusal
+		return []refusal{{item: batch[0], err: err, pinned: pinned}}
+	}
+	half := len(batch) / 2
+	return append(o.deliverSplitting(ctx, batch[:half], firstRefusal), o.deliverSplitting(ctx, batch[half:], firstRefusal)...)
+}
+
+// replace settles a result refused for good by its own fault: it sends its
+// minimal FAILED form in its place, and dead-letters it if that is refused
+// for its own fault too.
+func (o *outbox) replace(ctx context.Context, r refusal, firstRefusal *int64) {
+	it := r.item
+	if it.minimal {
+		o.observer.ResultDeadLettered(o.transport)
+		o.resultLog(it.result).Error("result dead-lettered: the engine refused even its minimal FAILED form", slog.Any("error", r.err))
+		o.finish([]outboxItem{it}, fmt.Errorf("%w: %w", domain.ErrUndeliverable, r.err))
+		return
+	}
+	code := domain.CodeResultRejected
+	if errors.Is(r.err, domain.ErrResultTooLarge) {
+		code = domain.CodeOutputTooLarge
+	}
+	o.resultLog(it.result).Warn("result refused by the engine for good; sending a minimal FAILED result in its place",
+		slog.String("status", string(it.result.Status)), slog.String("code", code), slog.Any("error", r.err))
+	it.result = it.result.Minimal(code, fmt.Sprintf("the engine refused the %s result: %v", it.result.Status, r.err))
+	it.minimal = true
+	o.deliverSince(ctx, []outboxItem{it}, *firstRefusal) // still one item of the backlog; the evidence holds
+}
+
+// deliverOnce sends batch, resending it with backoff after transient
+// failures. It returns nil when acknowledged, an error wrapping
+// domain.ErrResultRejected when the sink refused it for good, or the last
+// transient error once ctx has ended.
+func (o *outbox) deliverOnce(ctx context.Context, batch []outboxItem) error {
 	results := make([]domain.Result, len(batch))
 	for i, it := range batch {
 		results[i] = it.result
@@ -129,11 +328,12 @@ func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
 					oldest = r.CompletedAt
 				}
 			}
+			o.acked.Add(1)
 			o.observer.ResultsDelivered(o.transport, len(batch), time.Since(oldest))
-			for _, it := range batch {
-				o.done(it, nil)
-			}
-			return
+			return nil
+		}
+		if errors.Is(err, domain.ErrResultRejected) {
+			return err
 		}
 		o.retries.Add(1)
 		o.observer.DeliveryRetried(o.transport)
@@ -141,10 +341,12 @@ func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
 			slog.String("transport", o.transport), slog.Int("results", len(batch)),
 			slog.Int("attempt", attempt+1), slog.Any("error", err))
 		if werr := o.backoff.Wait(ctx, attempt); werr != nil {
-			for _, it := range batch {
-				o.done(it, err)
-			}
-			return
+			return err
 		}
 	}
+}
+
+func (o *outbox) resultLog(r domain.Result) *slog.Logger {
+	return o.log.With(slog.String("transport", o.transport), slog.String("run_id", r.RunID), slog.String("node_id", r.NodeID),
+		slog.String("task_id", r.TaskID), slog.Int("attempt", r.Attempt), slog.String("executor_id", r.ExecutorID))
 }

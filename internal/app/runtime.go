@@ -80,10 +80,15 @@ type Runtime struct {
 	outboxCtx    context.Context
 	cancelOutbox context.CancelCauseFunc
 
+	// overran owns the waits for handlers abandoned at their deadline that
+	// still run; Cleanup hooks wait for them (see cleanup).
+	overran handlerWaits
+
 	intakeStarted atomic.Bool
 	draining      atomic.Bool
 	delivered     atomic.Int64
 	undelivered   atomic.Int64
+	deadLettered  atomic.Int64
 	ran           atomic.Bool
 }
 
@@ -124,18 +129,7 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 			return nil, fmt.Errorf("runtime: transport %q given twice", t.Name)
 		}
 		tr := &transport{Transport: t}
-		tr.outbox = &outbox{
-			transport:   t.Name,
-			sink:        t.Sink,
-			items:       make(chan outboxItem, cfg.OutboxSize),
-			sealed:      make(chan struct{}),
-			batchSize:   cfg.ResultBatchSize,
-			callTimeout: cfg.CallTimeout,
-			backoff:     cfg.ResultBackoff,
-			log:         log,
-			observer:    cfg.Observer,
-			done:        r.settle,
-		}
+		tr.outbox = newOutbox(t.Name, t.Sink, cfg, log, r.settle)
 		byName[t.Name] = tr
 		r.transports = append(r.transports, tr)
 	}
@@ -240,7 +234,15 @@ func (r *Runtime) initialize(ctx context.Context) ([]*hostedExecutor, error) {
 	return done, nil
 }
 
+// cleanup runs the Cleanup hooks in reverse order, once abandoned handlers
+// still running have returned or CallTimeout has passed (a handler that
+// never returns cannot be stopped; the log says so).
 func (r *Runtime) cleanup(initialized []*hostedExecutor) {
+	overranCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
+	if !r.overran.wait(overranCtx) {
+		r.log.Error("handlers abandoned at their deadline still run; cleaning up anyway")
+	}
+	cancel()
 	for i := len(initialized) - 1; i >= 0; i-- {
 		e := initialized[i]
 		if c, ok := e.executor.(domain.Cleaner); ok {
@@ -301,7 +303,7 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 	}
 
 	// Results still in the outboxes get FlushTimeout more; after that the
-	// outbox context ends, senders give up and blocked workers are released.
+	// outbox context ends and senders give up what they hold.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), r.cfg.FlushTimeout)
 	defer cancelFlush()
 	stopOutboxes := context.AfterFunc(flushCtx, func() {
@@ -330,7 +332,8 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 	}
 	r.log.Info("runtime drained",
 		slog.Int64("results_delivered", r.delivered.Load()),
-		slog.Int64("results_undelivered", r.undelivered.Load()))
+		slog.Int64("results_undelivered", r.undelivered.Load()),
+		slog.Int64("results_dead_lettered", r.deadLettered.Load()))
 }
 
 // abandonAdmitted ends what the drain deadline left: running handlers are
@@ -366,7 +369,7 @@ func (r *Runtime) handBack(j *job) { r.giveUp(j, nil) }
 // delivers it again, and the engine reassigns it otherwise.
 func (r *Runtime) giveUp(j *job, cause error) {
 	r.tasks.mu.Lock()
-	if !j.resend {
+	if !j.untracked {
 		r.tasks.remove(j)
 	}
 	settles := j.settles
@@ -386,19 +389,56 @@ func (r *Runtime) giveUp(j *job, cause error) {
 	}
 }
 
-// work is one worker's loop.
+// work is one worker's loop. A worker never blocks on result delivery: the
+// outbox takes every result, and a transport whose results back up pauses
+// its own intake instead (see outbox).
 func (r *Runtime) work() {
 	for {
 		j := r.sched.next()
 		if j == nil {
 			return
 		}
-		res := r.answer(j)
-		if !j.transport.outbox.put(r.outboxCtx, outboxItem{result: res, job: j}) {
-			r.settle(outboxItem{result: res, job: j}, context.Cause(r.outboxCtx))
+		it := outboxItem{result: r.answer(j), job: j}
+		if !j.transport.outbox.put(it) {
+			r.settle(it, errors.New("executor stopped before the result could be sent"))
 		}
 		r.sched.release(j)
+		if j.overran {
+			r.answerStalled(j.exec)
+		}
 	}
+}
+
+// answerStalled answers the tasks waiting for e when all its slots are held
+// by handlers that ignored their deadline: they could not start until one
+// returns, which may be never, and waiting they would fill the shared queue
+// and stop every other type. They are answered FAILED HANDLERS_STALLED,
+// retryable, and so is every task of e offered while it stays stalled (see
+// Offer).
+func (r *Runtime) answerStalled(e *hostedExecutor) {
+	r.tasks.mu.Lock()
+	defer r.tasks.mu.Unlock()
+	if !r.sched.stalled(e.lane) {
+		return
+	}
+	queued := r.sched.queuedIn(e.lane)
+	r.log.Warn("every slot of the executor type is held by a handler that ignored its deadline; its tasks are answered HANDLERS_STALLED until one returns",
+		slog.String("executor_type", e.desc.Type), slog.Int("queued", len(queued)))
+	for _, j := range queued {
+		if j.answer == nil {
+			j.answer = stalledAnswer(j.task, e)
+		}
+		r.sched.expedite(j)
+	}
+}
+
+// stalledAnswer is the answer to a task of a stalled executor type.
+func stalledAnswer(task *domain.Task, e *hostedExecutor) *domain.Result {
+	res := failedResult(task, &domain.ErrorInfo{Code: domain.CodeHandlersStalled, Retryable: true,
+		Message: fmt.Sprintf("every one of the %d slots of executor type %s is held by a handler that ignored its deadline; run the task again later or elsewhere",
+			e.desc.MaxConcurrentTasks, e.desc.Type)})
+	res.ExecutorID = e.reg.ExecutorID
+	return &res
 }
 
 // answer produces j's result: the answer decided at intake or by a
@@ -422,10 +462,16 @@ func (r *Runtime) answer(j *job) domain.Result {
 
 	e := j.exec
 	e.running.Add(1)
-	res := Invoke(ctx, e.executor, j.task, r.cfg.DefaultTaskTimeout)
-	e.running.Add(-1)
+	inv := invoke(ctx, e.executor, j.task, r.cfg.DefaultTaskTimeout)
 	cancel(nil)
+	res := inv.result
 	res.ExecutorID = e.reg.ExecutorID
+	if inv.abandoned {
+		r.abandoned(j, inv.handlerDone)
+	} else {
+		<-inv.handlerDone // returning now: its outcome was just handed over
+		e.running.Add(-1)
+	}
 	r.cfg.Observer.TaskFinished(e.desc.Type, res.Status, res.Duration)
 	if res.Status == domain.StatusCompleted || res.Status == domain.StatusSkipped {
 		e.completed.Add(1)
@@ -440,28 +486,97 @@ func (r *Runtime) answer(j *job) domain.Result {
 	return res
 }
 
+// abandoned keeps account of a handler that ignored its context's end: its
+// result is sent now, but the handler still runs, so it keeps its lane's
+// slot (and counts as running) until it returns. Abandoned handlers of a
+// type are thus bounded by its MaxConcurrentTasks, never piling up.
+func (r *Runtime) abandoned(j *job, handlerDone <-chan struct{}) {
+	e, lane := j.exec, j.lane
+	j.overran = true
+	r.cfg.Observer.HandlerAbandoned(e.desc.Type)
+	log := r.taskLogger(j)
+	log.Warn("handler ignored the end of its context and still runs; its slot stays taken until it returns")
+	abandonedAt := time.Now()
+	r.overran.add()
+	go func() {
+		defer r.overran.done()
+		<-handlerDone
+		e.running.Add(-1)
+		r.sched.releaseLane(lane)
+		log.Info("abandoned handler returned", durationMS(time.Since(abandonedAt)))
+	}()
+}
+
+// handlerWaits counts goroutines waiting for abandoned handlers. Unlike a
+// sync.WaitGroup, it may be added to while someone waits.
+type handlerWaits struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed and replaced when n drops to zero
+}
+
+func (w *handlerWaits) add() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.idle == nil {
+		w.idle = make(chan struct{})
+	}
+	w.n++
+}
+
+func (w *handlerWaits) done() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n--
+	if w.n == 0 {
+		close(w.idle)
+		w.idle = make(chan struct{})
+	}
+}
+
+// wait reports whether n dropped to zero before ctx ended.
+func (w *handlerWaits) wait(ctx context.Context) bool {
+	for {
+		w.mu.Lock()
+		n, idle := w.n, w.idle
+		w.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // settle is called once per result when its delivery ends: acknowledged
-// (err nil) or given up. It settles the task's deliveries and, on success,
-// remembers the result for duplicates.
+// (err nil), dead-lettered (err wraps ErrUndeliverable) or given up. It
+// settles the task's deliveries and, on success, remembers the result for
+// duplicates.
 func (r *Runtime) settle(it outboxItem, err error) {
 	j := it.job
 	r.tasks.mu.Lock()
 	settles := j.settles
 	j.settles = nil
-	if !j.resend {
+	if !j.untracked {
 		r.tasks.remove(j)
 		if err == nil {
 			r.tasks.finished.add(j.key, it.result)
 		}
 	}
 	r.tasks.mu.Unlock()
-	if err != nil {
+	switch {
+	case err == nil:
+		r.delivered.Add(1)
+	case errors.Is(err, domain.ErrUndeliverable):
+		r.deadLettered.Add(1) // logged and counted by the outbox
+	default:
 		r.undelivered.Add(1)
 		r.cfg.Observer.ResultsUndelivered(j.transport.Name, 1)
 		r.taskLogger(j).Error("result not delivered", slog.String("status", string(it.result.Status)), slog.Any("error", err))
 		err = fmt.Errorf("%w: result not acknowledged: %v", domain.ErrHandedBack, err)
-	} else {
-		r.delivered.Add(1)
 	}
 	for _, s := range settles {
 		if s != nil {
@@ -531,8 +646,9 @@ type Stats struct {
 	Running map[string]int
 	// Completed and Failed count finished tasks by executor type.
 	Completed, Failed map[string]int
-	// Delivered and Undelivered count results acknowledged and given up.
-	Delivered, Undelivered int
+	// Delivered, Undelivered and DeadLettered count results acknowledged,
+	// given up at shutdown, and refused for good in every form.
+	Delivered, Undelivered, DeadLettered int
 	// DeliveryRetries counts failed Deliver calls that were retried.
 	DeliveryRetries int
 }
@@ -540,12 +656,13 @@ type Stats struct {
 // Stats returns the runtime's counters now.
 func (r *Runtime) Stats() Stats {
 	s := Stats{
-		Admitted:    r.sched.limit - r.sched.free(),
-		Running:     make(map[string]int),
-		Completed:   make(map[string]int),
-		Failed:      make(map[string]int),
-		Delivered:   int(r.delivered.Load()),
-		Undelivered: int(r.undelivered.Load()),
+		Admitted:     r.sched.limit - r.sched.free(),
+		Running:      make(map[string]int),
+		Completed:    make(map[string]int),
+		Failed:       make(map[string]int),
+		Delivered:    int(r.delivered.Load()),
+		Undelivered:  int(r.undelivered.Load()),
+		DeadLettered: int(r.deadLettered.Load()),
 	}
 	for _, e := range r.executors {
 		s.Running[e.desc.Type] = int(e.running.Load())

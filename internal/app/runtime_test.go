@@ -109,12 +109,19 @@ func TestBackpressureRefusesBeyondWorkersAndQueue(t *testing.T) {
 	h.sinks["t"].waitResults(t, 5)
 }
 
-func TestTimeoutYieldsTimeoutAndFreesSlot(t *testing.T) {
+// A handler that ignores its context is answered TIMEOUT at its deadline,
+// but it still runs, so it keeps its type's slot until it returns: handlers
+// that ignore their deadline never pile up beyond MaxConcurrentTasks.
+func TestTimeoutAnswersAtOnceAndHoldsTheSlotUntilTheHandlerReturns(t *testing.T) {
+	releaseStuck, releaseBlocker := make(chan struct{}), make(chan struct{})
 	ignoresContext := funcExecutor{
-		desc: domain.Descriptor{Type: "stuck", MaxConcurrentTasks: 1},
+		desc: domain.Descriptor{Type: "stuck", MaxConcurrentTasks: 2},
 		run: func(_ context.Context, task *domain.Task) (*domain.Result, error) {
-			if task.NodeID == "stuck" {
-				select {} // ignores its context entirely
+			switch task.NodeID {
+			case "stuck":
+				<-releaseStuck // ignores its context
+			case "blocker":
+				<-releaseBlocker
 			}
 			return &domain.Result{Status: domain.StatusCompleted}, nil
 		},
@@ -124,17 +131,28 @@ func TestTimeoutYieldsTimeoutAndFreesSlot(t *testing.T) {
 
 	stuck := task("run", "stuck", 1)
 	stuck.Timeout = 20 * time.Millisecond
-	h.sources["t"].mustOffer(t, stuck)
-	next := h.sources["t"].mustOffer(t, task("run", "next", 1))
-
+	stuckSettled := h.sources["t"].mustOffer(t, stuck)
+	require.NoError(t, stuckSettled.wait(t), "the timed-out task is answered without waiting for its handler")
 	res := h.sinks["t"].byKey(t, "run:stuck:1")
 	assert.Equal(t, domain.StatusFailed, res.Status)
 	require.NotNil(t, res.Error)
 	assert.Equal(t, domain.CodeTimeout, res.Error.Code)
 	assert.True(t, res.Error.Retryable)
 
-	require.NoError(t, next.wait(t), "the slot was not freed after the timeout")
+	blocker := h.sources["t"].mustOffer(t, task("run", "blocker", 1)) // takes the second slot
+	require.Eventually(t, func() bool { return h.rt.Stats().Running["stuck"] == 2 }, 5*time.Second, time.Millisecond)
+	next := h.sources["t"].mustOffer(t, task("run", "next", 1))
+	stats := h.rt.Stats()
+	assert.Equal(t, 2, stats.Running["stuck"], "the abandoned handler still counts as running")
+	assert.Equal(t, 2, stats.Admitted, "next waits for the slot the abandoned handler holds")
+	assert.False(t, next.settled(), "next ran beside the abandoned handler, beyond MaxConcurrentTasks")
+
+	close(releaseStuck)
+	require.NoError(t, next.wait(t), "the slot was not freed when the handler returned")
 	assert.Equal(t, domain.StatusCompleted, h.sinks["t"].byKey(t, "run:next:1").Status)
+	close(releaseBlocker)
+	require.NoError(t, blocker.wait(t))
+	require.Eventually(t, func() bool { return h.rt.Stats().Running["stuck"] == 0 }, 5*time.Second, time.Millisecond)
 }
 
 func TestPanicYieldsPanicAndNextTaskRuns(t *testing.T) {
@@ -290,38 +308,60 @@ func TestCancelQueuedTaskNeverRuns(t *testing.T) {
 	assert.False(t, ranQueued, "a cancelled queued task ran")
 }
 
+// TestRouting checks the one routing rule of every transport: declared
+// types decide, the executor id the task was sent to is a hint used when it
+// agrees, and a contradiction is answered NO_EXECUTOR naming both.
 func TestRouting(t *testing.T) {
 	tax := completing("calculate-tax", 5)
 	mail := funcExecutor{desc: domain.Descriptor{Type: "notification-sender", SupportedNodeTypes: []string{"email", "sms"}}, run: tax.run}
+	sms := funcExecutor{desc: domain.Descriptor{Type: "sms-gateway", SupportedNodeTypes: []string{"sms"}}, run: tax.run}
 	solo := completing("solo", 5)
-	h := newHarness(t, testConfig(), on("shared", tax), on("shared", mail), on("own", solo))
+	h := newHarness(t, testConfig(), on("shared", tax), on("shared", sms), on("shared", mail), on("own", solo))
 	h.run(t)
 
 	cases := []struct {
 		name     string
 		task     domain.Task
 		source   string
-		executor string // "" means NO_EXECUTOR
+		executor string   // "" means NO_EXECUTOR
+		names    []string // what a NO_EXECUTOR message must name
 	}{
-		{"executor id", domain.Task{NodeID: "x", ExecutorID: "test-notification-sender", ExecutorType: "calculate-tax"}, "shared", "notification-sender"},
-		{"executor type", domain.Task{NodeID: "x", ExecutorType: "calculate-tax", NodeType: "email"}, "shared", "calculate-tax"},
-		{"unknown executor type", domain.Task{NodeID: "x", ExecutorType: "nope"}, "shared", ""},
-		{"node type", domain.Task{NodeID: "x", NodeType: "sms"}, "shared", "notification-sender"},
-		{"unknown node type", domain.Task{NodeID: "x", NodeType: "fax"}, "own", ""},
-		{"context node type", domain.Task{NodeID: "x", Context: map[string]any{domain.NodeTypeKey: "email"}}, "shared", "notification-sender"},
-		{"node id is a node type", domain.Task{NodeID: "calculate-tax"}, "shared", "calculate-tax"},
-		{"only type on transport", domain.Task{NodeID: "whatever"}, "own", "solo"},
-		{"ambiguous", domain.Task{NodeID: "whatever"}, "shared", ""},
+		{"executor id alone", domain.Task{NodeID: "x", ExecutorID: "test-notification-sender"}, "shared", "notification-sender", nil},
+		{"executor id agreeing with the executor type", domain.Task{NodeID: "x", ExecutorID: "test-calculate-tax", ExecutorType: "calculate-tax"}, "shared", "calculate-tax", nil},
+		{"executor id contradicting the executor type", domain.Task{NodeID: "x", ExecutorID: "test-notification-sender", ExecutorType: "calculate-tax"}, "shared", "",
+			[]string{`executor type "calculate-tax"`, "test-notification-sender", "notification-sender"}},
+		{"executor id contradicting the node type", domain.Task{NodeID: "x", ExecutorID: "test-notification-sender", NodeType: "calculate-tax"}, "shared", "",
+			[]string{`node type "calculate-tax"`, "test-notification-sender"}},
+		{"executor id contradicting the context node type", domain.Task{NodeID: "x", ExecutorID: "test-calculate-tax", Context: map[string]any{domain.NodeTypeKey: "email"}}, "shared", "",
+			[]string{`__node_type__ "email"`, "test-calculate-tax"}},
+		{"executor id choosing among supporters of the node type", domain.Task{NodeID: "x", ExecutorID: "test-sms-gateway", NodeType: "sms"}, "shared", "sms-gateway", nil},
+		{"executor id not hosted here is ignored", domain.Task{NodeID: "x", ExecutorID: "elsewhere", NodeType: "email"}, "shared", "notification-sender", nil},
+		{"executor type", domain.Task{NodeID: "x", ExecutorType: "calculate-tax"}, "shared", "calculate-tax", nil},
+		{"executor type and a node type it supports", domain.Task{NodeID: "x", ExecutorType: "notification-sender", NodeType: "sms"}, "shared", "notification-sender", nil},
+		{"executor type and a node type it does not support", domain.Task{NodeID: "x", ExecutorType: "calculate-tax", NodeType: "email"}, "shared", "",
+			[]string{`executor type "calculate-tax"`, `node type "email"`}},
+		{"unknown executor type", domain.Task{NodeID: "x", ExecutorType: "nope"}, "shared", "", []string{`"nope"`}},
+		{"node type", domain.Task{NodeID: "x", NodeType: "email"}, "shared", "notification-sender", nil},
+		{"node types only a later supporter supports together", domain.Task{NodeID: "x", NodeType: "sms", Context: map[string]any{domain.NodeTypeKey: "email"}}, "shared", "notification-sender", nil},
+		{"node types no executor supports together", domain.Task{NodeID: "x", NodeType: "sms", Context: map[string]any{domain.NodeTypeKey: "calculate-tax"}}, "shared", "",
+			[]string{`node type "sms"`, `__node_type__ "calculate-tax"`, "together"}},
+		{"unknown node type", domain.Task{NodeID: "x", NodeType: "fax"}, "own", "", []string{`"fax"`}},
+		{"context node type", domain.Task{NodeID: "x", Context: map[string]any{domain.NodeTypeKey: "email"}}, "shared", "notification-sender", nil},
+		{"node id is a node type", domain.Task{NodeID: "calculate-tax"}, "shared", "calculate-tax", nil},
+		{"only type on transport", domain.Task{NodeID: "whatever"}, "own", "solo", nil},
+		{"ambiguous", domain.Task{NodeID: "whatever"}, "shared", "", []string{`"whatever"`, "3 executor types"}},
 	}
 	for i, c := range cases {
-		c.task.RunID = fmt.Sprintf("route%d", i)
+		c.task.RunID, c.task.Attempt = fmt.Sprintf("route%d", i), 1
 		require.NoError(t, h.sources[c.source].mustOffer(t, c.task).wait(t), c.name)
 		res := h.sinks[c.source].byKey(t, c.task.Key())
 		if c.executor == "" {
 			assert.Equal(t, domain.StatusFailed, res.Status, c.name)
 			if assert.NotNil(t, res.Error, c.name) {
 				assert.Equal(t, domain.CodeNoExecutor, res.Error.Code, c.name)
-				assert.NotEmpty(t, res.Error.Message, c.name)
+				for _, name := range c.names {
+					assert.Contains(t, res.Error.Message, name, c.name)
+				}
 			}
 			continue
 		}
@@ -337,7 +377,7 @@ func TestInvalidTaskIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, domain.ErrInvalidTask)
 	_, err = h.sources["t"].offer(t, domain.Task{RunID: "r"}, false)
 	require.ErrorIs(t, err, domain.ErrInvalidTask)
-	require.NoError(t, h.sources["t"].mustOffer(t, task("r", "n", 0)).wait(t), "a valid task after refusals was not run")
+	require.NoError(t, h.sources["t"].mustOffer(t, task("r", "n", 1)).wait(t), "a valid task after refusals was not run")
 	assert.Len(t, h.sinks["t"].all(), 1)
 }
 
@@ -352,29 +392,40 @@ func TestResultsAreResentUntilAcknowledged(t *testing.T) {
 	assert.GreaterOrEqual(t, h.rt.Stats().DeliveryRetries, 3)
 }
 
-func TestFullOutboxHoldsWorkersAndRefusesIntake(t *testing.T) {
+// Results that the engine does not acknowledge back-pressure their own
+// transport's intake, without holding a worker: once OutboxSize results
+// wait, Offer refuses and AwaitCapacity waits, while workers stay free.
+func TestUnacknowledgedResultsPauseTheirIntakeWithoutHoldingWorkers(t *testing.T) {
 	cfg := testConfig()
-	cfg.Workers, cfg.QueueSize, cfg.OutboxSize, cfg.ResultSenders, cfg.ResultBatchSize = 1, 0, 1, 1, 1
+	cfg.Workers, cfg.QueueSize, cfg.OutboxSize, cfg.ResultSenders, cfg.ResultBatchSize = 1, 0, 2, 1, 1
 	h := newHarness(t, cfg, on("t", completing("calc", 1)))
 	gate := make(chan struct{})
 	h.sinks["t"].gate = gate
 	h.run(t)
 	src := h.sources["t"]
 
-	// r1 is held by the blocked sender, r2 fills the outbox, r3's worker
-	// waits for room: the runtime is full and must say so.
-	for i := range 3 {
+	// n0 is held by the blocked sender, n1 waits in the outbox: the
+	// transport's backlog is full, though no worker is busy.
+	for i := range 2 {
 		require.Eventually(t, func() bool {
 			_, err := src.offer(t, task("run", fmt.Sprintf("n%d", i), 1), false)
 			return err == nil
 		}, 5*time.Second, time.Millisecond)
 	}
-	require.Eventually(t, func() bool { return h.rt.Stats().Admitted == 1 }, 5*time.Second, time.Millisecond)
-	_, err := src.offer(t, task("run", "n3", 1), false)
+	require.Eventually(t, func() bool { return h.rt.Stats().Admitted == 0 }, 5*time.Second, time.Millisecond, "a worker is held by the outbox")
+	_, err := src.offer(t, task("run", "n2", 1), false)
 	require.ErrorIs(t, err, domain.ErrOverloaded)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, err = src.in().AwaitCapacity(ctx)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "AwaitCapacity promised room while the results back up")
 
 	close(gate)
-	h.sinks["t"].waitResults(t, 3)
+	h.sinks["t"].waitResults(t, 2)
+	free, err := src.in().AwaitCapacity(context.Background())
+	require.NoError(t, err)
+	assert.Positive(t, free)
+	require.NoError(t, src.mustOffer(t, task("run", "n2", 1)).wait(t))
 }
 
 func TestRegistersEveryTypeBeforeIntakeStarts(t *testing.T) {
@@ -654,11 +705,13 @@ func (h *hookedExecutor) AfterExecute(_ context.Context, _ *domain.Task, r *doma
 
 // recordingObserver counts what the runtime reports for metrics.
 type recordingObserver struct {
-	mu        sync.Mutex
-	finished  map[string]int // "type/status"
-	refused   map[string]int // "transport/reason"
-	delivered int
-	retried   int
+	mu           sync.Mutex
+	finished     map[string]int // "type/status"
+	refused      map[string]int // "transport/reason"
+	delivered    int
+	retried      int
+	deadLettered int
+	abandoned    int
 }
 
 func (o *recordingObserver) TaskFinished(typ string, status domain.Status, _ time.Duration) {
@@ -678,6 +731,8 @@ func (o *recordingObserver) ResultsDelivered(_ string, n int, _ time.Duration) {
 }
 func (o *recordingObserver) DeliveryRetried(string)         { o.mu.Lock(); o.retried++; o.mu.Unlock() }
 func (o *recordingObserver) ResultsUndelivered(string, int) {}
+func (o *recordingObserver) ResultDeadLettered(string)      { o.mu.Lock(); o.deadLettered++; o.mu.Unlock() }
+func (o *recordingObserver) HandlerAbandoned(string)        { o.mu.Lock(); o.abandoned++; o.mu.Unlock() }
 func (o *recordingObserver) HeartbeatFailed(string)         {}
 func (o *recordingObserver) RegistrationFailed(string)      {}
 

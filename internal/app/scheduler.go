@@ -34,6 +34,9 @@ type lane struct {
 	queue   []*job
 	running int
 	max     int
+	// overran counts running slots held by handlers abandoned at their
+	// deadline; when it reaches max the lane is stalled (see stalled).
+	overran int
 }
 
 func newScheduler(limit int) *scheduler {
@@ -107,17 +110,47 @@ func (s *scheduler) pick() *job {
 	return nil
 }
 
-// release frees j's slot (and its lane's, if it ran in one).
+// release frees j's slot, and its lane's if it ran in one, unless its
+// handler overran (then releaseLane frees the lane's slot when the handler
+// returns).
 func (s *scheduler) release(j *job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if j.lane != nil && j.started {
-		j.lane.running--
+		if j.overran {
+			j.lane.overran++ // its slot is freed by releaseLane
+		} else {
+			j.lane.running--
+		}
 	}
 	s.admitted--
 	close(s.roomFreed)
 	s.roomFreed = make(chan struct{})
 	s.workReady.Signal()
+}
+
+// releaseLane frees one running slot of l, held by a handler that overran.
+func (s *scheduler) releaseLane(l *lane) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.running--
+	l.overran--
+	s.workReady.Signal()
+}
+
+// stalled reports whether every slot of l is held by a handler abandoned
+// at its deadline: no task of l can start until one of them returns.
+func (s *scheduler) stalled(l *lane) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return l.overran >= l.max
+}
+
+// queuedIn returns the jobs waiting in l.
+func (s *scheduler) queuedIn(l *lane) []*job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*job(nil), l.queue...)
 }
 
 // expedite moves a queued job to the immediate lane (its answer is already

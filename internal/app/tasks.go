@@ -17,13 +17,17 @@ type job struct {
 	transport *transport
 	// redeliverable: the source delivers the task again if it is handed back.
 	redeliverable bool
-	// resend: the job answers a duplicate of a finished task with its stored
-	// result; it is not tracked in the task table.
-	resend bool
+	// untracked: the job is not in the task table, so it is neither found
+	// by duplicates nor remembered when it finishes. It answers a duplicate
+	// of a finished task with its stored result, or an invalid task.
+	untracked bool
 
 	// Guarded by scheduler.mu.
 	lane    *lane // nil: the immediate lane
 	started bool  // a worker took it from its lane
+	// overran: its handler was abandoned at its deadline and still runs,
+	// holding its lane's slot until it returns (see Runtime.work).
+	overran bool
 
 	// Guarded by taskTable.mu.
 	answer   *domain.Result // decided without running the handler

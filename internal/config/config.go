@@ -109,7 +109,10 @@ type Config struct {
 	JWTAudience      string `env:"GAMELAN_EXECUTOR_JWT_AUDIENCE" envDefault:"gamelan-engine" doc:"Audience of the tokens this service signs."`
 	JWTTTLSeconds    int    `env:"GAMELAN_EXECUTOR_JWT_TTL_SECONDS" envDefault:"300" min:"30" max:"86400" doc:"Lifetime of the tokens this service signs, in seconds."`
 	JWTInboundIssuer string `env:"GAMELAN_EXECUTOR_JWT_INBOUND_ISSUER" envDefault:"gamelan-engine" doc:"Issuer that inbound tokens (the engine's, on push calls) must carry."`
-	JWTInbound       string `env:"GAMELAN_EXECUTOR_JWT_INBOUND" envDefault:"required" doc:"Whether inbound tasks must carry a valid token when JWT_SECRET is set: required or off (accepts unauthenticated tasks, logged loudly)."`
+	// JWTInboundAudience is the audience inbound tokens must name: a token
+	// signed with the shared secret for another service is not for us.
+	JWTInboundAudience string `env:"GAMELAN_EXECUTOR_JWT_INBOUND_AUDIENCE" envDefault:"gamelan-executor" doc:"Audience that inbound tokens (push calls, REST tasks) must name, the one the engine's tokens for executors carry; empty skips the check."`
+	JWTInbound         string `env:"GAMELAN_EXECUTOR_JWT_INBOUND" envDefault:"required" doc:"Whether inbound tasks must carry a valid token when JWT_SECRET is set: required or off (accepts unauthenticated tasks, logged loudly)."`
 
 	HeartbeatIntervalSeconds  int `env:"GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds between heartbeats; must be below HEARTBEAT_TIMEOUT_SECONDS."`
 	HeartbeatTimeoutSeconds   int `env:"GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS" envDefault:"60" min:"1" max:"31536000" doc:"Seconds after which the engine forgets an executor that stopped heartbeating."`

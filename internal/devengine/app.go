@@ -18,6 +18,7 @@ import (
 
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/security"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // Options configure the reference engine process.
@@ -27,8 +28,14 @@ type Options struct {
 	HeartbeatExpiry    time.Duration
 	// JWTSecret, when set, turns tokens on in both directions.
 	JWTSecret string
-	// ExecutorIssuer is the issuer executors' tokens must carry.
+	// ExecutorIssuer is the issuer executors' tokens must carry
+	// (DEVENGINE_EXECUTOR_ISSUER, gamelan-executor).
 	ExecutorIssuer string
+	// ExecutorAudience is the audience executors' tokens must carry: the
+	// executors' GAMELAN_EXECUTOR_JWT_AUDIENCE (DEVENGINE_EXECUTOR_AUDIENCE,
+	// gamelan-engine, the executors' default). A token for another
+	// audience is refused.
+	ExecutorAudience string
 	// Executor, when set, is an executor binary to start beside the engine
 	// (the one-command stack); Demo tasks of each example type are then
 	// submitted once it is ready.
@@ -82,6 +89,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	o.JWTSecret = env("JWT_SECRET", "")
 	o.ExecutorIssuer = env("EXECUTOR_ISSUER", "gamelan-executor")
+	o.ExecutorAudience = env("EXECUTOR_AUDIENCE", "gamelan-engine")
 	if err := o.LogLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return Options{}, fmt.Errorf("DEVENGINE_LOG_LEVEL=%q: must be debug, info, warn or error", *logLevel)
 	}
@@ -98,7 +106,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if o.Executor != "" {
 		logOut = stderr // stdout shows the demo's progress
 	}
-	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: o.LogLevel}))
+	log := telemetry.NewLogger(logOut, o.LogLevel, true)
 	return run(ctx, o, stdout, log)
 }
 
@@ -113,7 +121,7 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		RequireTransportSecurity() bool
 	}
 	if o.JWTSecret != "" {
-		verifierConfig := security.VerifierConfig{Secret: []byte(o.JWTSecret), Issuer: o.ExecutorIssuer}
+		verifierConfig := security.VerifierConfig{Secret: []byte(o.JWTSecret), Issuer: o.ExecutorIssuer, Audience: o.ExecutorAudience}
 		verifier, err := security.NewVerifier(verifierConfig)
 		if err != nil {
 			return fmt.Errorf("token verifier: %w", err)
@@ -174,7 +182,11 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 
 	var stackErr error
 	if o.Executor != "" {
-		stackErr = runStack(runCtx, o, engine, httpListener.Addr().String(), grpcListener.Addr().String(), kafkaSide.Brokers(), stdout, log)
+		httpAddr := httpListener.Addr().String()
+		workload := func(ctx context.Context) error {
+			return demo(ctx, o.Demo, engine, httpAddr, o.ExecutorHTTPAddr, stdout)
+		}
+		stackErr = runStack(runCtx, o, httpAddr, grpcListener.Addr().String(), kafkaSide.Brokers(), stdout, log, workload)
 		if stackErr != nil {
 			stop(stackErr)
 		}

@@ -3,6 +3,7 @@ package devengine
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -17,13 +18,20 @@ import (
 
 // The engine side's conversions between the domain and the wire.
 
-func taskToProto(t domain.Task) *gamelanv1.ExecutionTask {
+// taskToProto converts a task for ExecuteStream and StreamTasks. Its
+// context is converted through JSON when Struct refuses a value; a context
+// that cannot be converted either way is an error, never an empty context
+// (Engine.Submit refuses such contexts, so that a task never has one).
+func taskToProto(t domain.Task) (*gamelanv1.ExecutionTask, error) {
 	ctx, err := structpb.NewStruct(t.Context)
 	if err != nil { // values Struct does not know: through JSON
-		ctx, err = structpb.NewStruct(jsonSafe(t.Context))
+		var plain map[string]any
+		if plain, err = jsonSafe(t.Context); err == nil {
+			ctx, err = structpb.NewStruct(plain)
+		}
 	}
 	if err != nil {
-		ctx = nil
+		return nil, fmt.Errorf("task %s: %w", t.TaskID, err)
 	}
 	pt := &gamelanv1.ExecutionTask{
 		TaskId: t.TaskID, RunId: t.RunID, NodeId: t.NodeID, NodeType: t.NodeType, Attempt: int32(t.Attempt),
@@ -32,18 +40,23 @@ func taskToProto(t domain.Task) *gamelanv1.ExecutionTask {
 	if !t.ScheduledAt.IsZero() {
 		pt.ScheduledAt = timestamppb.New(t.ScheduledAt)
 	}
-	return pt
+	return pt, nil
 }
 
-// jsonSafe round-trips a map through JSON so that Struct accepts it.
-func jsonSafe(m map[string]any) map[string]any {
+// jsonSafe round-trips a task context through JSON, so that it holds
+// only what JSON carries (which Struct, and every transport, accepts):
+// numbers as float64, typed slices as []any, times as RFC 3339 strings.
+// A context JSON cannot carry (a func, a channel, NaN) is an error.
+func jsonSafe(m map[string]any) (map[string]any, error) {
 	raw, err := json.Marshal(m)
 	if err != nil {
-		return map[string]any{}
+		return nil, fmt.Errorf("context is not representable as JSON: %w", err)
 	}
 	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	return out
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("context is not representable as JSON: %w", err)
+	}
+	return out, nil
 }
 
 var statusFromProto = map[gamelanv1.TaskStatus]domain.Status{
@@ -91,7 +104,8 @@ func pushRequest(t domain.Task, executorID string) *dispatcherpb.ExecutionReques
 }
 
 // plainString renders a variable as text: strings as they are, numbers in
-// their shortest form, anything else as JSON.
+// their shortest form, anything else as JSON, which cannot fail: a task's
+// context holds only what JSON carries (see jsonSafe).
 func plainString(v any) string {
 	switch x := v.(type) {
 	case string:

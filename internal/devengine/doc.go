@@ -21,17 +21,30 @@
 //     unanswered tasks. When a stream closes, the tasks it never sent are
 //     queued again at once, and those it sent once their results are
 //     overdue (their timeout and a grace).
+//   - Tasks: Submit (POST /api/v1/tasks) refuses, with a 400, a node id
+//     that breaks Gamelan's id rules (^[a-zA-Z0-9_-]{1,255}$, which
+//     executors enforce) and a context JSON cannot carry; a context is kept
+//     as JSON carries it, so that every transport delivers it whole.
 //   - Results arrive through ReportResults, ExecuteStream and the results
 //     topic, deduplicated on (run id, node id, attempt), and are recorded
 //     with status, output, error and latency. A result with a status other
 //     than COMPLETED, FAILED, CANCELLED or SKIPPED, or without the task's
 //     execution token, is refused and counted.
+//   - Retention: the engine keeps every task not yet final and at most
+//     Config.RetainFinished final ones (100000), forgetting the first to
+//     finish first. The task API answers 404 for a forgotten task, the
+//     summary no longer counts it, and a late result of it counts as
+//     unknown. The periodic work (expiry, overdue results) visits only
+//     the assigned tasks it concerns, never final ones.
 //   - Security: when a secret is set, every inbound executor call (gRPC
 //     metadata, HTTP header, Kafka record header) must carry a valid token
-//     issued by the executor side; refusals are counted. A Kafka record's
-//     token is checked as of the record's timestamp (no further back than
-//     KafkaConfig.TokenLag), so that records read late still count, and
-//     must name the executor the record speaks for.
+//     issued by the executor side (DEVENGINE_EXECUTOR_ISSUER) for the
+//     engine (its aud, DEVENGINE_EXECUTOR_AUDIENCE, gamelan-engine by
+//     default: the executors' GAMELAN_EXECUTOR_JWT_AUDIENCE); refusals are
+//     counted. A Kafka record's token is checked as of the record's
+//     timestamp (no further back than KafkaConfig.TokenLag), so that
+//     records read late still count, and must name the executor the record
+//     speaks for.
 //     Tasks the engine delivers carry its own token. The engine's gRPC
 //     server admits executors' keepalive pings (every 5s at most).
 package devengine

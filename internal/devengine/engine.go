@@ -23,9 +23,16 @@ const (
 
 // TaskSpec is a task submitted through the API.
 type TaskSpec struct {
-	ExecutorType   string         `json:"executorType"`
-	NodeType       string         `json:"nodeType"`
-	NodeID         string         `json:"nodeId"`
+	ExecutorType string `json:"executorType"`
+	NodeType     string `json:"nodeType"`
+	// NodeID, when set, must follow Gamelan's id rules
+	// (^[a-zA-Z0-9_-]{1,255}$), which executors enforce; when empty the
+	// engine makes one.
+	NodeID string `json:"nodeId"`
+	// Context is the task's variables. The task keeps them as JSON carries
+	// them (numbers as float64, typed slices as []any, times as RFC 3339
+	// strings), which every transport can deliver; a context JSON cannot
+	// carry (a func, a channel, NaN) is refused.
 	Context        map[string]any `json:"context"`
 	TimeoutSeconds int            `json:"timeoutSeconds"`
 }
@@ -145,7 +152,13 @@ type Config struct {
 	// on a stream that then closed is awaited before the task is handed
 	// out again (10s).
 	ResultGrace time.Duration
-	Log         *slog.Logger
+	// RetainFinished is how many final tasks (answered or cancelled) the
+	// engine keeps for the task API and the summary (100000). Past it, the
+	// task that finished first is forgotten first: the API answers 404 for
+	// it, and a late result of it counts as unknown, not as a duplicate.
+	// Tasks not yet final are always kept.
+	RetainFinished int
+	Log            *slog.Logger
 	// Now is the clock (time.Now).
 	Now func() time.Time
 }
@@ -162,16 +175,28 @@ type Engine struct {
 
 	mu    sync.Mutex
 	seq   int
-	tasks map[string]*Task // by task id
-	byKey map[string]*Task // by run:node:attempt
+	tasks map[string]*Task // by task id: those not final, and the retained final ones
+	byKey map[string]*Task // by run:node:attempt, the same tasks
+	// finished holds the retained final tasks in the order they became
+	// final, the next to forget first (see Config.RetainFinished).
+	finished []*Task
 	// queues holds the pending tasks, FIFO per (executor type, node type):
 	// dispatch stops scanning a queue at the first task nobody can take.
 	queues  map[string][]*Task
 	delayed []*Task // refused deliveries waiting to be retried
-	// orphans were sent on streams that closed; they wait for their
-	// results until overdue.
-	orphans []*Task
+	// held indexes the assigned tasks by executor id, then task id, so
+	// that what an executor's loss, unregistration or closed stream
+	// concerns is found without visiting every task.
+	held map[string]map[string]*Task
+	// orphans, by task id, are assigned tasks sent on streams that
+	// closed; they wait for their results until overdue. A task leaves
+	// it once answered or taken back.
+	orphans map[string]*Task
 	changed chan struct{} // closed and replaced on every change
+	// scanned counts the tasks that the scans for an executor's tasks and
+	// for overdue results have visited: they visit only assigned tasks of
+	// that executor, or orphans, never final tasks.
+	scanned int
 
 	wake       chan struct{}
 	deliveries sync.WaitGroup
@@ -196,6 +221,9 @@ func New(cfg Config) *Engine {
 	if cfg.ResultGrace == 0 {
 		cfg.ResultGrace = 10 * time.Second
 	}
+	if cfg.RetainFinished < 1 {
+		cfg.RetainFinished = 100_000
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -206,6 +234,7 @@ func New(cfg Config) *Engine {
 		cfg: cfg, reg: newRegistry(cfg.HeartbeatExpiry, cfg.Now), log: cfg.Log,
 		deliverers: map[string]Deliverer{},
 		tasks:      map[string]*Task{}, byKey: map[string]*Task{}, queues: map[string][]*Task{},
+		held: map[string]map[string]*Task{}, orphans: map[string]*Task{},
 		changed: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 }
@@ -249,7 +278,10 @@ func (e *Engine) notifyLocked() {
 	e.changed = make(chan struct{})
 }
 
-// Submit queues a task and returns it.
+// Submit queues a task and returns it. It refuses a task without an
+// executor type or node type, with a timeout out of range, with a node id
+// that breaks Gamelan's id rules, or with a context JSON cannot carry
+// (see TaskSpec); the HTTP API answers 400 with the error.
 func (e *Engine) Submit(spec TaskSpec) (Task, error) {
 	if spec.ExecutorType == "" && spec.NodeType == "" {
 		return Task{}, errors.New("a task needs an executorType or a nodeType")
@@ -257,13 +289,20 @@ func (e *Engine) Submit(spec TaskSpec) (Task, error) {
 	if spec.TimeoutSeconds < 0 || time.Duration(spec.TimeoutSeconds) > domain.MaxTimeout/time.Second {
 		return Task{}, fmt.Errorf("timeoutSeconds must be between 0 and %d (365 days)", domain.MaxTimeout/time.Second)
 	}
+	if spec.NodeID != "" && !domain.ValidID(spec.NodeID) {
+		return Task{}, fmt.Errorf("nodeId must match ^[a-zA-Z0-9_-]{1,255}$ (Gamelan's id rules, which executors enforce), got %q", spec.NodeID)
+	}
+	variables, err := jsonSafe(spec.Context)
+	if err != nil {
+		return Task{}, err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.seq++
 	n := strconv.Itoa(e.seq)
 	t := &Task{
 		ID: "task-" + n, RunID: "run-" + n, NodeID: spec.NodeID, Attempt: 1, ExecutionToken: "token-" + n,
-		ExecutorType: spec.ExecutorType, NodeType: spec.NodeType, Context: spec.Context,
+		ExecutorType: spec.ExecutorType, NodeType: spec.NodeType, Context: variables,
 		Timeout: time.Duration(spec.TimeoutSeconds) * time.Second, State: StatePending, SubmittedAt: e.cfg.Now(),
 	}
 	if t.NodeID == "" {
@@ -336,6 +375,7 @@ func (e *Engine) dispatch(ctx context.Context) {
 				continue
 			}
 			t.State, t.ExecutorID, t.Transport, t.route, t.session = StateAssigned, ex.ID, "", "", ex.session
+			e.holdLocked(t)
 			if r, ok := d.(Router); ok {
 				t.route = r.Route(ex)
 			}
@@ -389,7 +429,44 @@ func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task,
 // its slot, for the caller to queue again. Callers hold mu.
 func (e *Engine) takeBackLocked(t *Task) {
 	e.reg.release(t.ExecutorID, t.session)
-	t.State, t.ExecutorID, t.session, t.overdue = StatePending, "", 0, time.Time{}
+	e.unholdLocked(t)
+	t.State, t.ExecutorID, t.session = StatePending, "", 0
+}
+
+// holdLocked indexes a task just assigned to t.ExecutorID. Callers hold mu.
+func (e *Engine) holdLocked(t *Task) {
+	tasks := e.held[t.ExecutorID]
+	if tasks == nil {
+		tasks = map[string]*Task{}
+		e.held[t.ExecutorID] = tasks
+	}
+	tasks[t.ID] = t
+}
+
+// unholdLocked takes an assigned task out of the indexes of assigned
+// tasks and orphans, before it is answered or taken back. Callers hold mu.
+func (e *Engine) unholdLocked(t *Task) {
+	if tasks := e.held[t.ExecutorID]; tasks != nil {
+		delete(tasks, t.ID)
+		if len(tasks) == 0 {
+			delete(e.held, t.ExecutorID)
+		}
+	}
+	delete(e.orphans, t.ID)
+	t.overdue = time.Time{}
+}
+
+// finishLocked records that a task became final, and forgets the final
+// tasks that finished first beyond RetainFinished. Callers hold mu.
+func (e *Engine) finishLocked(t *Task) {
+	e.finished = append(e.finished, t)
+	for len(e.finished) > e.cfg.RetainFinished {
+		old := e.finished[0]
+		e.finished[0] = nil
+		e.finished = e.finished[1:]
+		delete(e.tasks, old.ID)
+		delete(e.byKey, old.key())
+	}
 }
 
 // expire handles executors whose heartbeats stopped: the tasks they held
@@ -412,11 +489,10 @@ func (e *Engine) expire() {
 // requeueHeldLocked puts the tasks assigned to an executor back in the
 // queue. Callers hold mu.
 func (e *Engine) requeueHeldLocked(executorID string) {
-	for _, t := range e.tasks {
-		if t.State == StateAssigned && t.ExecutorID == executorID {
-			e.takeBackLocked(t)
-			e.enqueueLocked(t, true)
-		}
+	for _, t := range e.held[executorID] { // takeBackLocked deletes t from it: allowed while ranging
+		e.scanned++
+		e.takeBackLocked(t)
+		e.enqueueLocked(t, true)
 	}
 }
 
@@ -456,37 +532,34 @@ func (e *Engine) CloseSession(executorID string, n uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.cfg.Now()
-	for _, t := range e.tasks {
-		if t.State == StateAssigned && t.ExecutorID == executorID && t.session == n {
+	for _, t := range e.held[executorID] {
+		e.scanned++
+		if t.session == n {
 			t.overdue = now.Add(cmp.Or(t.Timeout, e.cfg.TaskTimeout) + e.cfg.ResultGrace)
-			e.orphans = append(e.orphans, t)
+			e.orphans[t.ID] = t
 		}
 	}
 }
 
 // requeueOverdue puts the tasks of closed sessions whose results are
-// overdue back in the queue.
+// overdue back in the queue. It visits the orphans only: answered and
+// taken-back tasks have left them.
 func (e *Engine) requeueOverdue() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.cfg.Now()
-	waiting := e.orphans[:0]
 	requeued := false
-	for _, t := range e.orphans {
-		switch {
-		case t.State != StateAssigned || t.overdue.IsZero(): // answered or taken back meanwhile
-		case now.Before(t.overdue):
-			waiting = append(waiting, t)
-		default:
-			e.log.Warn("no result for a task sent on a stream that closed; handing it out again",
-				slog.String("task_id", t.ID), slog.String("executor_id", t.ExecutorID))
-			e.takeBackLocked(t)
-			e.enqueueLocked(t, true)
-			requeued = true
+	for _, t := range e.orphans { // takeBackLocked deletes t from it: allowed while ranging
+		e.scanned++
+		if now.Before(t.overdue) {
+			continue
 		}
+		e.log.Warn("no result for a task sent on a stream that closed; handing it out again",
+			slog.String("task_id", t.ID), slog.String("executor_id", t.ExecutorID))
+		e.takeBackLocked(t)
+		e.enqueueLocked(t, true)
+		requeued = true
 	}
-	clear(e.orphans[len(waiting):])
-	e.orphans = waiting
 	if requeued {
 		e.notifyLocked()
 		e.poke()
@@ -559,6 +632,7 @@ func (e *Engine) Result(res domain.Result) bool {
 	}
 	if t.State == StateAssigned {
 		e.reg.release(t.ExecutorID, t.session)
+		e.unholdLocked(t)
 		if t.Transport == "" {
 			t.Transport = t.route // the result overtook its delivery's return
 		}
@@ -569,6 +643,7 @@ func (e *Engine) Result(res domain.Result) bool {
 	t.Result, t.State = resultView(res), string(res.Status)
 	t.CompletedAt = e.cfg.Now()
 	t.LatencyMs = float64(t.CompletedAt.Sub(t.SubmittedAt).Microseconds()) / 1000
+	e.finishLocked(t)
 	e.notifyLocked()
 	e.poke()
 	return true
@@ -581,20 +656,26 @@ func (e *Engine) refuseResult(res domain.Result, reason string) {
 		slog.Int("attempt", res.Attempt), slog.String("executor_id", res.ExecutorID))
 }
 
+// ErrNoTask is returned for a task the engine does not know: never
+// submitted, or final and forgotten (see Config.RetainFinished).
+var ErrNoTask = errors.New("no such task")
+
 // Cancel cancels a task: a queued one at once, a delivered one through its
 // transport when the transport can (the executor then answers CANCELLED).
 // It holds mu throughout, so that the task cannot change hands meanwhile.
+// A task the engine does not know is an error wrapping ErrNoTask.
 func (e *Engine) Cancel(taskID, reason string) (bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := e.tasks[taskID]
 	switch {
 	case t == nil:
-		return false, fmt.Errorf("no task %s", taskID)
+		return false, fmt.Errorf("task %s: %w", taskID, ErrNoTask)
 	case t.State == StatePending:
 		t.State = string(domain.StatusCancelled)
 		t.CompletedAt = e.cfg.Now()
 		t.Result = &Result{Status: domain.StatusCancelled, Error: &ResultError{Code: domain.CodeCancelled, Message: reason}}
+		e.finishLocked(t)
 		e.notifyLocked()
 		return true, nil
 	case t.Final():
@@ -610,7 +691,8 @@ func (e *Engine) Cancel(taskID, reason string) (bool, error) {
 	return false, fmt.Errorf("task %s is running on %s, whose transport cannot cancel it", taskID, t.ExecutorID)
 }
 
-// Task returns a copy of a task.
+// Task returns a copy of a task; false when the engine does not know it
+// (never submitted, or final and forgotten: see Config.RetainFinished).
 func (e *Engine) Task(id string) (Task, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -621,7 +703,8 @@ func (e *Engine) Task(id string) (Task, bool) {
 	return *t, true
 }
 
-// Tasks returns copies of every task.
+// Tasks returns copies of every task not final and of the final tasks
+// retained (see Config.RetainFinished).
 func (e *Engine) Tasks() []Task {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -422,4 +425,123 @@ func TestCancelOfATaskBeingDeliveredIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, cancelled)
 	assert.Equal(t, []string{task.ID}, d.cancellations())
+}
+
+// TestFinishedTasksAreEvictedAndNeverScanned: with RetainFinished 3 the
+// engine keeps the three tasks that finished last (the task API answers
+// 404 for the others, and a late result of one counts as unknown), and
+// the periodic work (expiry of a silent executor, the overdue results of
+// a closed stream) and the close of a stream visit only the unanswered
+// tasks they concern, however many tasks finished before.
+func TestFinishedTasksAreEvictedAndNeverScanned(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1_000_000, 0)}
+	e := New(Config{RetainFinished: 3, Now: clock.Now, ResultGrace: time.Second})
+	d := &recordingDeliverer{}
+	e.SetDeliverer("GRPC", d)
+	// No Run loop: the test does the dispatch and the tick's work itself.
+	dispatch := func() { e.dispatch(t.Context()); e.deliveries.Wait() }
+	tick := func() { e.expire(); e.requeueOverdue() }
+	scanned := func(work func()) int {
+		e.mu.Lock()
+		before := e.scanned
+		e.mu.Unlock()
+		work()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.scanned - before
+	}
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 100})
+
+	cancelled := submit(t, e, TaskSpec{ExecutorType: "nobody-serves-this"})
+	_, err := e.Cancel(cancelled.ID, "not wanted")
+	require.NoError(t, err)
+	finished := []Task{cancelled}
+	var answered []Task
+	for range 20 {
+		answered = append(answered, submit(t, e, TaskSpec{ExecutorType: "tax"}))
+	}
+	dispatch()
+	require.Equal(t, 20, d.count("a"))
+	for _, task := range answered {
+		require.True(t, answer(e, task.ID, domain.StatusCompleted))
+		finished = append(finished, task)
+	}
+
+	var kept []string
+	for _, task := range e.Tasks() {
+		kept = append(kept, task.ID)
+	}
+	retained := finished[len(finished)-3:]
+	assert.ElementsMatch(t, []string{retained[0].ID, retained[1].ID, retained[2].ID}, kept, "not the last three to finish")
+	e.mu.Lock()
+	assert.Len(t, e.tasks, 3)
+	assert.Len(t, e.byKey, 3)
+	e.mu.Unlock()
+	api := NewHTTP(e, nil, nil, slog.New(slog.DiscardHandler)).Handler()
+	get := func(id string) int {
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/tasks/"+id, nil))
+		return rec.Code
+	}
+	assert.Equal(t, http.StatusNotFound, get(cancelled.ID), "the first to finish")
+	assert.Equal(t, http.StatusNotFound, get(finished[len(finished)-4].ID), "the last evicted")
+	assert.Equal(t, http.StatusOK, get(retained[0].ID))
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v1/tasks/"+cancelled.ID+"/cancel", nil))
+	assert.Equal(t, http.StatusNotFound, rec.Code, "cancel of a forgotten task")
+	assert.False(t, e.Result(resultOf(finished[1], domain.StatusCompleted)), "a late result of an evicted task")
+	assert.Equal(t, int64(1), e.Counters().UnknownResults)
+
+	// a falls silent holding one task: the tick visits that task only.
+	held := submit(t, e, TaskSpec{ExecutorType: "tax"})
+	dispatch()
+	e.Register(Executor{ID: "b", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 100})
+	clock.advance(31 * time.Second)
+	require.NoError(t, e.Heartbeat(domain.Heartbeat{ExecutorID: "b"}))
+	assert.Equal(t, 1, scanned(tick), "the tick visited other tasks than the one a held")
+	dispatch()
+	got, _ := e.Task(held.ID)
+	require.Equal(t, "b", got.ExecutorID, "reassigned")
+	require.True(t, answer(e, held.ID, domain.StatusCompleted))
+
+	// A stream of b closes with two tasks sent on it, and one is answered:
+	// the tick visits the other only, until it is handed out again.
+	session := e.OpenSession("b", 0)
+	first := submit(t, e, TaskSpec{ExecutorType: "tax", TimeoutSeconds: 1})
+	second := submit(t, e, TaskSpec{ExecutorType: "tax", TimeoutSeconds: 1})
+	dispatch()
+	assert.Equal(t, 2, scanned(func() { e.CloseSession("b", session) }), "closing the stream visited tasks not sent on it")
+	require.True(t, answer(e, first.ID, domain.StatusCompleted))
+	assert.Equal(t, 1, scanned(tick), "the tick visited an answered task")
+	clock.advance(2 * time.Second) // the timeout and the grace
+	assert.Equal(t, 1, scanned(tick))
+	got, _ = e.Task(second.ID)
+	assert.Equal(t, StatePending, got.State, "not handed out again once overdue")
+	assert.Zero(t, scanned(tick), "the tick visited a task handed out again")
+	assert.Len(t, e.Tasks(), 4, "three finished tasks and the pending one")
+}
+
+// TestTaskContextsReachTheWireWhole: a context that Struct cannot hold as
+// it is (a typed slice, a time) is converted through JSON at Submit and
+// reaches a gRPC executor whole; one that JSON cannot carry either (a
+// func, a channel, NaN) is refused at Submit, never sent as {}.
+func TestTaskContextsReachTheWireWhole(t *testing.T) {
+	e, g := startGRPCEngine(t, Config{})
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
+	stream, _ := openTaskStream(t, g, "a", 4)
+	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	task := submit(t, e, TaskSpec{ExecutorType: "tax", Context: map[string]any{"tags": []string{"x", "y"}, "at": at, "amount": 7}})
+	want := map[string]any{"tags": []any{"x", "y"}, "at": "2025-01-02T03:04:05Z", "amount": 7.0}
+	assert.Equal(t, want, task.Context, "the task's context, as the API shows it")
+	assert.Equal(t, want, stream.next(t).GetContext().AsMap(), "the context sent")
+
+	for name, value := range map[string]map[string]any{
+		"a func":    {"callback": func() {}},
+		"a channel": {"nested": map[string]any{"ch": make(chan int)}},
+		"NaN":       {"ratio": math.NaN()},
+	} {
+		_, err := e.Submit(TaskSpec{ExecutorType: "tax", Context: value})
+		assert.ErrorContains(t, err, "context is not representable as JSON", name)
+	}
+	assert.Len(t, e.Tasks(), 1, "a refused task was created")
 }

@@ -287,8 +287,12 @@ func (g *GRPC) Deliver(ctx context.Context, to Executor, task domain.Task) (stri
 	if to.session == 0 {
 		return transportPush, g.push(ctx, to, task)
 	}
+	pt, err := taskToProto(task)
+	if err != nil {
+		return "", err
+	}
 	s := g.session(to.session)
-	if s == nil || !s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: taskToProto(task)}}) {
+	if s == nil || !s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: pt}}) {
 		return "", fmt.Errorf("the stream of %s closed before task %s was queued on it", to.ID, task.TaskID)
 	}
 	return s.kind, nil

@@ -42,15 +42,19 @@ func NewHTTP(engine *Engine, verify func(string) error, token func() (string, er
 
 // Handler serves the API and the registry.
 //
-//	POST   /api/v1/tasks                    submit {executorType|nodeType, context, timeoutSeconds} -> task
-//	GET    /api/v1/tasks/{id}               a task, its status and result
-//	POST   /api/v1/tasks/{id}/cancel        cancel a task
-//	GET    /api/v1/summary                  counts, failures by code, latency percentiles
+//	POST   /api/v1/tasks                    submit {executorType|nodeType, nodeId, context, timeoutSeconds} -> task (400 when Engine.Submit refuses it)
+//	GET    /api/v1/tasks/{id}               a task, its status and result (404 when unknown or forgotten)
+//	POST   /api/v1/tasks/{id}/cancel        cancel a task (404 when unknown or forgotten, 409 when it cannot be cancelled)
+//	GET    /api/v1/summary                  counts, failures by code, latency percentiles, of the tasks kept
 //	POST   /api/v1/executors                register (ExecutorInfo)
 //	GET    /api/v1/executors[/healthy]      executors with load and health (operator reads, open like the task API)
 //	GET    /api/v1/executors/{id}           one executor (404 when unknown; an executor's own look-up, token required)
 //	DELETE /api/v1/executors/{id}           unregister
 //	POST   /api/v1/executors/{id}/heartbeat heartbeat (404 when unknown)
+//
+// The engine forgets the final tasks that finished first beyond
+// Config.RetainFinished: the task API answers 404 for them, and the
+// summary no longer counts them.
 func (h *HTTP) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/tasks", h.submit)
@@ -124,7 +128,11 @@ func (h *HTTP) task(w http.ResponseWriter, r *http.Request) {
 
 func (h *HTTP) cancel(w http.ResponseWriter, r *http.Request) {
 	ok, err := h.engine.Cancel(r.PathValue("id"), "cancelled through the API")
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNoTask):
+		writeError(w, http.StatusNotFound, err)
+		return
+	case err != nil:
 		writeError(w, http.StatusConflict, err)
 		return
 	}

@@ -1,11 +1,13 @@
 package devengine
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,4 +76,39 @@ func TestTaskAPIShowsTheResultInCamelCase(t *testing.T) {
 	assert.Equal(t, 1.5, body.Result["durationMs"])
 	assert.Equal(t, map[string]any{"code": "INVALID_INPUT", "message": "amount is missing",
 		"context": map[string]any{"field": "amount"}, "retryable": false}, body.Result["error"])
+}
+
+// TestSubmitRefusesNodeIDsGamelanRefuses: executors refuse tasks whose
+// node id breaks Gamelan's id rules, so POST /api/v1/tasks answers 400 for
+// one, saying why, and creates no task; valid ids, and none (the engine
+// makes one), are accepted.
+func TestSubmitRefusesNodeIDsGamelanRefuses(t *testing.T) {
+	e := New(Config{})
+	api := NewHTTP(e, nil, nil, slog.New(slog.DiscardHandler)).Handler()
+	post := func(nodeID string) *httptest.ResponseRecorder {
+		t.Helper()
+		body, err := json.Marshal(map[string]any{"executorType": "tax", "nodeId": nodeID})
+		require.NoError(t, err)
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v1/tasks", bytes.NewReader(body)))
+		return rec
+	}
+
+	for _, bad := range []string{"has space", "dotted.id", "slash/id", "colon:id", "ünïcode", "new\nline", strings.Repeat("n", 256)} {
+		rec := post(bad)
+		assert.Equal(t, http.StatusBadRequest, rec.Code, "nodeId %q", bad)
+		assert.Contains(t, rec.Body.String(), "nodeId must match ^[a-zA-Z0-9_-]{1,255}$", "nodeId %q", bad)
+	}
+	assert.Empty(t, e.Tasks(), "a task was created with an invalid node id")
+
+	for _, good := range []string{"node_1-A", strings.Repeat("n", 255), ""} {
+		rec := post(good)
+		require.Equal(t, http.StatusCreated, rec.Code, "nodeId %q: %s", good, rec.Body.String())
+		var task Task
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &task))
+		if good != "" {
+			assert.Equal(t, good, task.NodeID)
+		}
+		assert.True(t, domain.ValidID(task.NodeID), "node id %q", task.NodeID)
+	}
 }

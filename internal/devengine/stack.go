@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -24,7 +25,11 @@ import (
 
 // runStack supervises the executor until ctx ends (then stops it with
 // SIGTERM and waits for its drain) or it exits on its own (an error).
-func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr string, kafka []string, out io.Writer, log *slog.Logger) error {
+// Meanwhile it runs workload (the demo) beside the executor; it owns that
+// goroutine: whatever its way out, it cancels the workload's context and
+// returns only once the workload has returned. An error of the workload
+// is logged, not returned.
+func runStack(ctx context.Context, o Options, httpAddr, grpcAddr string, kafka []string, out io.Writer, log *slog.Logger, workload func(context.Context) error) error {
 	if err := os.MkdirAll(filepath.Dir(o.ExecutorLog), 0o755); err != nil {
 		return fmt.Errorf("executor log: %w", err)
 	}
@@ -58,6 +63,13 @@ func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr
 	)
 	if o.JWTSecret != "" {
 		cmd.Env = append(cmd.Env, "GAMELAN_EXECUTOR_JWT_SECRET="+o.JWTSecret)
+		// The executor's tokens must carry what the engine checks.
+		if o.ExecutorIssuer != "" {
+			cmd.Env = append(cmd.Env, "GAMELAN_EXECUTOR_JWT_ISSUER="+o.ExecutorIssuer)
+		}
+		if o.ExecutorAudience != "" {
+			cmd.Env = append(cmd.Env, "GAMELAN_EXECUTOR_JWT_AUDIENCE="+o.ExecutorAudience)
+		}
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start executor %s: %w", o.Executor, err)
@@ -67,10 +79,13 @@ func runStack(ctx context.Context, o Options, engine *Engine, httpAddr, grpcAddr
 	fmt.Fprintf(out, "engine: http://%s (API), %s (gRPC), Kafka %s\nexecutor: pid %d, logs in %s\n",
 		httpAddr, grpcAddr, strings.Join(kafka, ","), cmd.Process.Pid, o.ExecutorLog)
 
-	demoDone := make(chan error, 1)
+	// Deferred in this order, stopDemo runs first, then the wait.
+	var demoRunning sync.WaitGroup
+	defer demoRunning.Wait()
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	defer stopDemo()
-	go func() { demoDone <- demo(demoCtx, o.Demo, engine, httpAddr, o.ExecutorHTTPAddr, out) }()
+	demoDone := make(chan error, 1) // never blocks the demo goroutine
+	demoRunning.Go(func() { demoDone <- workload(demoCtx) })
 
 	for {
 		select {
@@ -147,7 +162,9 @@ func demo(ctx context.Context, perType int, engine *Engine, engineAddr, executor
 	done := func() int {
 		n := 0
 		for _, id := range ids {
-			if t, ok := engine.Task(id); ok && t.Final() {
+			// The engine forgets final tasks only: one it no longer knows
+			// was answered.
+			if t, ok := engine.Task(id); !ok || t.Final() {
 				n++
 			}
 		}

@@ -28,6 +28,13 @@ const (
 	// CodeOutputTooLarge: the result did not fit in one message of the
 	// transport; its output and error details were dropped.
 	CodeOutputTooLarge = "OUTPUT_TOO_LARGE"
+	// CodeHandlersStalled: every slot of the executor type is held by a
+	// handler that ignored its deadline; the task was not run (retryable).
+	CodeHandlersStalled = "HANDLERS_STALLED"
+	// CodeResultRejected: the engine or broker refused the result for good
+	// (an invalid argument, a size its own limit refuses); this minimal
+	// FAILED result was sent in its place.
+	CodeResultRejected = "RESULT_REJECTED"
 )
 
 // Sentinel errors shared by the runtime and the adapters. Adapters translate
@@ -49,6 +56,19 @@ var (
 	ErrNotRegistered = errors.New("executor not registered with the engine")
 	// ErrUnauthenticated: a call's credentials were missing or invalid (HTTP 401).
 	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrResultRejected: the engine or broker refused a result for good
+	// (too large for it, malformed); sending it again cannot succeed. Result
+	// sinks wrap such refusals in it, and the runtime isolates the result
+	// instead of retrying.
+	ErrResultRejected = errors.New("result refused by the engine")
+	// ErrResultTooLarge: a refusal for good because the result is larger
+	// than the engine or broker takes. It wraps ErrResultRejected.
+	ErrResultTooLarge = fmt.Errorf("%w: too large", ErrResultRejected)
+	// ErrUndeliverable: a task's result could not be delivered in any form
+	// and was dead-lettered (logged and counted). Its delivery is settled
+	// with this error: the source must not deliver the task again, which
+	// would only repeat the failure (Kafka commits its offset).
+	ErrUndeliverable = errors.New("result undeliverable")
 )
 
 // Error is a failure with a code the engine can read and a retryable flag.

@@ -78,18 +78,51 @@ func ResultFor(t *Task, status Status) Result {
 	}
 }
 
-// TooLarge returns r as a FAILED OUTPUT_TOO_LARGE result without output or
-// error details, for a transport that cannot carry r's size bytes in one
-// message of at most limit bytes. The identity, timing and original status
-// (in the message) are kept, so the engine still gets an answer for the
-// task rather than none.
-func (r Result) TooLarge(size, limit int) Result {
-	r.Output = nil
-	r.Error = &ErrorInfo{
-		Code: CodeOutputTooLarge,
-		Message: fmt.Sprintf("the %s result was %d bytes, more than the transport's limit of %d; output dropped",
-			r.Status, size, limit),
+// Bounds on what a result's error carries: a handler's message may quote
+// its whole input, and every byte of it travels to the engine and to logs.
+const (
+	MaxErrorMessageBytes = 4 << 10
+	MaxStackTraceBytes   = 32 << 10
+)
+
+// Bounded returns r with its error message and stack trace clipped to
+// MaxErrorMessageBytes and MaxStackTraceBytes. r's ErrorInfo is copied, not
+// changed.
+func (r Result) Bounded() Result {
+	if r.Error == nil || (len(r.Error.Message) <= MaxErrorMessageBytes && len(r.Error.StackTrace) <= MaxStackTraceBytes) {
+		return r
 	}
-	r.Status = StatusFailed
+	info := *r.Error
+	info.Message = Clip(info.Message, MaxErrorMessageBytes)
+	info.StackTrace = Clip(info.StackTrace, MaxStackTraceBytes)
+	r.Error = &info
 	return r
+}
+
+// Minimal returns r reduced to its identity, timing and executor, as FAILED
+// with the given code and message and nothing else: no output, no error
+// context, no stack. It is what is sent in place of a result that a
+// transport cannot carry or that the engine refused, so that the engine
+// still gets an answer for the task rather than none.
+func (r Result) Minimal(code, message string) Result {
+	return Result{
+		TaskID:         r.TaskID,
+		RunID:          r.RunID,
+		NodeID:         r.NodeID,
+		Attempt:        r.Attempt,
+		ExecutionToken: r.ExecutionToken,
+		ExecutorID:     r.ExecutorID,
+		Status:         StatusFailed,
+		Error:          &ErrorInfo{Code: code, Message: Clip(message, MaxErrorMessageBytes)},
+		CompletedAt:    r.CompletedAt,
+		Duration:       r.Duration,
+	}
+}
+
+// TooLarge returns r's Minimal form with code OUTPUT_TOO_LARGE, for a
+// transport that cannot carry r's size bytes in one message of at most
+// limit bytes. The original status is named in the message.
+func (r Result) TooLarge(size, limit int) Result {
+	return r.Minimal(CodeOutputTooLarge, fmt.Sprintf("the %s result was %d bytes, more than the transport's limit of %d; output dropped",
+		r.Status, size, limit))
 }

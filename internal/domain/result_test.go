@@ -1,8 +1,10 @@
 package domain
 
 import (
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -28,4 +30,43 @@ func TestTooLargeKeepsIdentityAndDropsOutput(t *testing.T) {
 	assert.Equal(t, done, got.CompletedAt)
 	assert.Equal(t, time.Second, got.Duration)
 	assert.NotNil(t, r.Output, "the original is not modified")
+}
+
+func TestMinimalKeepsOnlyTheIdentity(t *testing.T) {
+	r := Result{TaskID: "t1", RunID: "run-1", NodeID: "n1", Attempt: 2, ExecutionToken: "tok", ExecutorID: "ex-1",
+		Status: StatusFailed, Output: map[string]any{"x": 1},
+		Error: &ErrorInfo{Code: "BIG", Message: "m", StackTrace: "stack", Context: map[string]any{"k": "v"}, Retryable: true}}
+
+	got := r.Minimal(CodeResultRejected, strings.Repeat("m", 3*MaxErrorMessageBytes))
+
+	assert.Equal(t, Result{TaskID: "t1", RunID: "run-1", NodeID: "n1", Attempt: 2, ExecutionToken: "tok", ExecutorID: "ex-1",
+		Status: StatusFailed, Error: got.Error}, got)
+	assert.Equal(t, CodeResultRejected, got.Error.Code)
+	assert.LessOrEqual(t, len(got.Error.Message), MaxErrorMessageBytes+32, "the message is bounded")
+	assert.Empty(t, got.Error.StackTrace)
+	assert.Nil(t, got.Error.Context)
+}
+
+func TestBoundedClipsMessageAndStackWithoutChangingTheOriginal(t *testing.T) {
+	original := &ErrorInfo{Code: "X", Message: strings.Repeat("é", MaxErrorMessageBytes), StackTrace: strings.Repeat("s", 2*MaxStackTraceBytes)}
+	r := Result{Status: StatusFailed, Error: original}
+
+	got := r.Bounded()
+
+	assert.LessOrEqual(t, len(got.Error.Message), MaxErrorMessageBytes+32)
+	assert.True(t, utf8.ValidString(got.Error.Message), "cut at a character boundary")
+	assert.Contains(t, got.Error.Message, "more bytes)")
+	assert.LessOrEqual(t, len(got.Error.StackTrace), MaxStackTraceBytes+32)
+	assert.Len(t, original.Message, 2*MaxErrorMessageBytes, "the original is not modified")
+
+	small := Result{Status: StatusFailed, Error: &ErrorInfo{Code: "X", Message: "short"}}
+	assert.Same(t, small.Error, small.Bounded().Error, "nothing copied when nothing is clipped")
+}
+
+func TestClip(t *testing.T) {
+	assert.Equal(t, "abc", Clip("abc", 3))
+	assert.Equal(t, "ab…(1 more bytes)", Clip("abc", 2))
+	assert.Equal(t, "…(2 more bytes)", Clip("é", 1), "never half a character")
+	assert.Equal(t, `"aaaa`, Quote(strings.Repeat("a", 1000))[:5])
+	assert.Less(t, len(Quote(strings.Repeat("a", 1<<20))), 100)
 }

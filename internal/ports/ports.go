@@ -34,11 +34,18 @@ type Intake interface {
 	// Offer hands one task to the runtime without blocking. It returns nil
 	// when the runtime has taken responsibility for the task: the runtime
 	// will call d.Settle exactly once. It returns an error wrapping
-	// domain.ErrOverloaded when full, domain.ErrDraining when shutting down,
-	// or domain.ErrInvalidTask when the task cannot be answered (no run id or
-	// node id); then Settle is never called and the source keeps ownership.
-	// A task that names no hosted executor is accepted and answered with a
-	// FAILED NO_EXECUTOR result.
+	// domain.ErrOverloaded when full (or when this transport's results are
+	// not being acknowledged, so that its own intake slows down and no
+	// other's), domain.ErrDraining when shutting down, or
+	// domain.ErrInvalidTask when the task is refused as invalid; then Settle
+	// is never called and the source keeps ownership.
+	//
+	// Invalid tasks (domain.Task.Validate, or d.Malformed) are refused when
+	// d.Refusable is set or when no result could name them
+	// (domain.Task.Addressable); otherwise the runtime takes them and
+	// answers them FAILED INVALID_TASK through the transport's sink, like
+	// any other result. A valid task that no hosted executor may run is
+	// taken and answered FAILED NO_EXECUTOR.
 	Offer(ctx context.Context, d Delivery) error
 	// AwaitCapacity blocks until the runtime can take at least one more task
 	// and returns how many it could take now. It returns ctx's error when
@@ -60,8 +67,11 @@ type Delivery struct {
 	// Settle is called exactly once after a successful Offer. A nil error
 	// means the task's result was acknowledged by the ResultSink (or the
 	// task was a duplicate of one whose result was): Kafka sources commit
-	// the offset here. A non-nil error (wrapping domain.ErrHandedBack) means
-	// the runtime gave the task back without a delivered result, and a
+	// the offset here. An error wrapping domain.ErrUndeliverable means the
+	// result could never be delivered and was dead-lettered: the task is
+	// done with too (commit it), since delivering it again would only fail
+	// again. Any other error (wrapping domain.ErrHandedBack) means the
+	// runtime gave the task back without a delivered result, and a
 	// redelivering source should deliver it again. Settle must not block for
 	// long; it may be nil.
 	Settle func(err error)
@@ -70,6 +80,15 @@ type Delivery struct {
 	// answers a task it must abandon with a retryable FAILED SHUTDOWN result
 	// instead, so that the engine learns of it.
 	Redeliverable bool
+	// Refusable reports that the engine waits for the source's own answer
+	// to this delivery (a push ack, an HTTP response), so that an invalid
+	// task is refused there (400) rather than answered with a result.
+	Refusable bool
+	// Malformed, when set, says why the source could not decode the task:
+	// Task then holds only the identity the source could recover, and the
+	// runtime answers it FAILED INVALID_TASK (or refuses it, see Offer)
+	// without running anything.
+	Malformed error
 }
 
 // HealthReporter is implemented by sources whose connection to the engine can
@@ -86,8 +105,12 @@ type ResultSink interface {
 	// answered with Empty, a Kafka produce with acks=all). On error, some,
 	// all or none may have been delivered: the caller resends the batch, and
 	// the engine deduplicates on (run id, node id, attempt), so delivering a
-	// result twice is safe. Deliver is safe for concurrent use and returns
-	// promptly with an error when ctx ends.
+	// result twice is safe. An error wrapping domain.ErrResultRejected says
+	// that the engine or broker refused the batch for good (a message too
+	// large for it, an invalid argument): the caller does not resend it as
+	// it is, but isolates the result at fault. Any other error is transient
+	// and the batch is resent with backoff. Deliver is safe for concurrent
+	// use and returns promptly with an error when ctx ends.
 	Deliver(ctx context.Context, results []domain.Result) error
 }
 

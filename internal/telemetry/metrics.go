@@ -39,6 +39,8 @@ type Metrics struct {
 	deliveryLatency     *prometheus.HistogramVec
 	deliveryRetries     *prometheus.CounterVec
 	undelivered         *prometheus.CounterVec
+	deadLettered        *prometheus.CounterVec
+	abandoned           *prometheus.CounterVec
 	heartbeatFailures   *prometheus.CounterVec
 	registrationFailure *prometheus.CounterVec
 }
@@ -71,6 +73,14 @@ func NewMetrics() *Metrics {
 		undelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "results_undelivered_total", Help: "Results given up at shutdown, by transport.",
 		}, []string{"transport"}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "results_dead_lettered_total",
+			Help: "Results the engine or broker refused for good, even in their minimal FAILED form, and dropped, by transport.",
+		}, []string{"transport"}),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "handlers_abandoned_total",
+			Help: "Handlers still running when their context ended (deadline, cancellation, shutdown), by executor type.",
+		}, []string{"executor_type"}),
 		heartbeatFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "heartbeat_failures_total", Help: "Failed heartbeats, by executor type.",
 		}, []string{"executor_type"}),
@@ -80,7 +90,7 @@ func NewMetrics() *Metrics {
 	}
 	m.registry.MustRegister(
 		m.tasks, m.taskDuration, m.refused, m.delivered, m.deliveryLatency, m.deliveryRetries,
-		m.undelivered, m.heartbeatFailures, m.registrationFailure,
+		m.undelivered, m.deadLettered, m.abandoned, m.heartbeatFailures, m.registrationFailure,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -127,6 +137,16 @@ func (m *Metrics) DeliveryRetried(transport string) {
 // ResultsUndelivered implements the runtime's Observer.
 func (m *Metrics) ResultsUndelivered(transport string, results int) {
 	m.undelivered.WithLabelValues(transport).Add(float64(results))
+}
+
+// ResultDeadLettered implements the runtime's Observer.
+func (m *Metrics) ResultDeadLettered(transport string) {
+	m.deadLettered.WithLabelValues(transport).Inc()
+}
+
+// HandlerAbandoned implements the runtime's Observer.
+func (m *Metrics) HandlerAbandoned(executorType string) {
+	m.abandoned.WithLabelValues(executorType).Inc()
 }
 
 // HeartbeatFailed implements the runtime's Observer.

@@ -11,7 +11,10 @@ import (
 
 // Intake is a test double of the runtime's side of a TaskSource. It behaves
 // like the runtime where a source can tell: Offer never blocks, refuses a
-// nil or invalid task with domain.ErrInvalidTask, refuses with
+// nil task, and an invalid (domain.Task.Validate) or malformed one when the
+// delivery is Refusable or no result could name it, with
+// domain.ErrInvalidTask (it accepts other invalid tasks, as the runtime
+// does to answer them FAILED INVALID_TASK: see Offered.Invalid), refuses with
 // domain.ErrOverloaded while capacity offered tasks are unsettled, and with
 // domain.ErrDraining after Drain; AwaitCapacity blocks until there is room.
 // Unlike the runtime it runs nothing: the test settles each accepted task
@@ -32,6 +35,13 @@ type Intake struct {
 	outstanding    int
 	maxOutstanding int
 	awaitCalls     int
+	block          *offerBlock // holds the next Offer (BlockNextOffer)
+}
+
+// offerBlock holds one Offer: entered is closed when it starts waiting,
+// release when it may go on.
+type offerBlock struct {
+	entered, release chan struct{}
 }
 
 var _ ports.Intake = (*Intake)(nil)
@@ -40,8 +50,12 @@ var _ ports.Intake = (*Intake)(nil)
 type Offered struct {
 	// Task is a copy of the offered task as the source built it.
 	Task domain.Task
-	// Redeliverable is the Delivery's flag.
-	Redeliverable bool
+	// Redeliverable and Refusable are the Delivery's flags.
+	Redeliverable, Refusable bool
+	// Invalid is why the task is invalid (the delivery's Malformed, or
+	// what domain.Task.Validate found), for a task accepted only to be
+	// answered FAILED INVALID_TASK; nil for a valid task.
+	Invalid error
 
 	intake  *Intake
 	settle  func(error)
@@ -80,8 +94,16 @@ func (in *Intake) notifyLocked() {
 }
 
 // Offer implements ports.Intake. Refusals are checked in this order: no
-// task, Drain, RefuseNext, RefuseMatching, task.Validate, capacity.
+// task, Drain, RefuseNext, RefuseMatching, validity, capacity.
 func (in *Intake) Offer(_ context.Context, d ports.Delivery) error {
+	in.mu.Lock()
+	block := in.block
+	in.block = nil
+	in.mu.Unlock()
+	if block != nil {
+		close(block.entered)
+		<-block.release
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if d.Task == nil {
@@ -101,13 +123,18 @@ func (in *Intake) Offer(_ context.Context, d ports.Delivery) error {
 			return in.refuseLocked(task, rule.err)
 		}
 	}
-	if err := task.Validate(); err != nil {
-		return in.refuseLocked(task, err)
+	problem := task.Validate()
+	if d.Malformed != nil {
+		problem = fmt.Errorf("%w: %w", domain.ErrInvalidTask, d.Malformed)
+	}
+	if problem != nil && (d.Refusable || !task.Addressable()) {
+		return in.refuseLocked(task, problem)
 	}
 	if in.outstanding >= in.capacity {
 		return in.refuseLocked(task, fmt.Errorf("porttest intake: %w: %d of %d tasks unsettled", domain.ErrOverloaded, in.outstanding, in.capacity))
 	}
-	in.offers = append(in.offers, &Offered{Task: task, Redeliverable: d.Redeliverable, intake: in, settle: d.Settle})
+	in.offers = append(in.offers, &Offered{Task: task, Redeliverable: d.Redeliverable, Refusable: d.Refusable, Invalid: problem,
+		intake: in, settle: d.Settle})
 	in.outstanding++
 	in.maxOutstanding = max(in.maxOutstanding, in.outstanding)
 	in.notifyLocked()
@@ -163,6 +190,19 @@ func (in *Intake) Cancel(taskID, reason string) bool {
 	in.cancels = append(in.cancels, CancelCall{TaskID: taskID, Reason: reason, Found: found})
 	in.notifyLocked()
 	return found
+}
+
+// BlockNextOffer makes the next Offer wait, before it does anything, until
+// release is called; entered is closed when it starts waiting. It stands for
+// an Offer that a concurrent Stop catches in progress (a goroutine that
+// lost the processor in the middle of it): Stop must wait for it.
+func (in *Intake) BlockNextOffer() (entered <-chan struct{}, release func()) {
+	block := &offerBlock{entered: make(chan struct{}), release: make(chan struct{})}
+	in.mu.Lock()
+	in.block = block
+	in.mu.Unlock()
+	var once sync.Once
+	return block.entered, func() { once.Do(func() { close(block.release) }) }
 }
 
 // RefuseNext makes the next Offer, of any task, return err. Calls queue up:

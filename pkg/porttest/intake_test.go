@@ -132,12 +132,12 @@ func TestIntakeCancel(t *testing.T) {
 	in := porttest.NewIntake(4)
 	ctx := context.Background()
 	withKey := task("b")
-	withKey.IdempotencyKey = "idem-b"
+	withKey.IdempotencyKey = withKey.Key()
 	require.NoError(t, in.Offer(ctx, ports.Delivery{Task: task("a")}))
 	require.NoError(t, in.Offer(ctx, ports.Delivery{Task: withKey}))
 
 	assert.True(t, in.Cancel("task-a", "by task id"))
-	assert.True(t, in.Cancel("idem-b", "by idempotency key"))
+	assert.True(t, in.Cancel("run-1:b:1", "by idempotency key"))
 	assert.True(t, in.Cancel("run-1:a:1", "by run:node:attempt"))
 	assert.False(t, in.Cancel("task-zzz", "unknown"))
 	require.True(t, in.Offers()[0].Settle(nil))

@@ -109,6 +109,7 @@ func TaskSource(t *testing.T, newHarness func(t *testing.T) TaskSourceHarness) {
 		{"Cancellation", testSourceCancellation},
 		{"StopWithoutStart", testSourceStopWithoutStart},
 		{"Stop", testSourceStop},
+		{"StopWaitsForAnOfferInProgress", testSourceStopWaitsForAnOfferInProgress},
 		{"Draining", testSourceDraining},
 		{"CancelledStartContext", testSourceCancelledStartContext},
 	})
@@ -136,7 +137,7 @@ func (s *sourceScenario) task(i int) domain.Task {
 		ExecutorID:     "tax-service-tax-calculator",
 		Attempt:        1 + i%3,
 		ExecutionToken: fmt.Sprintf("token-%d-%s", i, s.run),
-		IdempotencyKey: fmt.Sprintf("idem-%d-%s", i, s.run),
+		IdempotencyKey: domain.IdempotencyKey(s.run, fmt.Sprintf("node-%d", i), 1+i%3),
 		Context: map[string]any{
 			"orderId":  fmt.Sprintf("ORDER-%d", i),
 			"amount":   1234.5 + float64(i),
@@ -264,6 +265,7 @@ func (s *sourceScenario) sentinel(in *Intake, i int) {
 	s.t.Helper()
 	task := s.task(i)
 	task.NodeID = fmt.Sprintf("sentinel-%d", i)
+	task.IdempotencyKey = task.Key()
 	s.publish(task)
 	s.waitAccepted(in, task)
 	s.settle(accepted(in, task)[0], nil)
@@ -496,6 +498,49 @@ func testSourceStop(s *sourceScenario) {
 	}
 	s.waitAccepted(next, expected...)
 	require.Equal(s.t, attempts, in.Attempts(), "Offer calls on the stopped source's intake after Stop returned")
+}
+
+// testSourceStopWaitsForAnOfferInProgress holds an Offer in progress and
+// stops the source meanwhile: Stop must not return before that Offer has,
+// since no Offer may follow Stop's return, and none may start afterwards.
+func testSourceStopWaitsForAnOfferInProgress(s *sourceScenario) {
+	in := NewIntake(4)
+	entered, release := in.BlockNextOffer()
+	s.t.Cleanup(release)
+	s.stopAtCleanup(s.h.Source, in)
+	require.NoError(s.t, s.h.Source.Start(s.t.Context(), in), "Start")
+	first := s.task(0)
+	s.publish(first)
+	select {
+	case <-entered:
+	case <-time.After(s.wait):
+		s.t.Fatalf("waited %s for an Offer; %s", s.wait, in)
+	}
+
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*s.wait)
+		defer cancel()
+		stopped <- s.h.Source.Stop(ctx)
+	}()
+	select {
+	case err := <-stopped:
+		s.t.Fatalf("Stop returned (%v) while an Offer was in progress: that Offer follows Stop's return", err)
+	case <-time.After(s.quiet):
+	}
+	release()
+	select {
+	case err := <-stopped:
+		require.NoError(s.t, err, "Stop")
+	case <-time.After(s.wait):
+		s.t.Fatalf("Stop did not return within %s of the Offer in progress returning", s.wait)
+	}
+	for _, o := range in.Outstanding() {
+		s.settle(o, nil)
+	}
+	attempts := in.Attempts()
+	s.publish(s.task(1))
+	staysTrue(s.t, in, s.quiet, "the source offered a task after Stop returned", func() bool { return in.Attempts() == attempts })
 }
 
 func testSourceDraining(s *sourceScenario) {

@@ -53,7 +53,7 @@ func printableSecret(t *testing.T) string {
 // engineMinterConfig is how an engine signs the tokens it sends on push.
 func engineMinterConfig(secret string) security.MinterConfig {
 	return security.MinterConfig{
-		Secret: []byte(secret), Issuer: engineIssuer, Audience: "executor",
+		Secret: []byte(secret), Issuer: engineIssuer, Audience: "gamelan-executor",
 		TTL: 5 * time.Minute, Subject: "gamelan-engine",
 	}
 }
@@ -108,6 +108,10 @@ func TestGRPCInboundJWT(t *testing.T) {
 	wrongIssuer.Issuer = "someone-else"
 	executorsOwn := valid
 	executorsOwn.Issuer = executorIssuer // a token like the executor's own, replayed at it
+	// Issue 10, failure 6: a token signed with the shared secret for another
+	// service is not for this executor.
+	otherAudience := valid
+	otherAudience.Audience = "some-other-service"
 
 	refused := map[string]string{
 		"no token":           "",
@@ -116,6 +120,7 @@ func TestGRPCInboundJWT(t *testing.T) {
 		"alg none":           unsignedToken(t, engineToken(t, valid)),
 		"wrong issuer":       engineToken(t, wrongIssuer),
 		"executor's issuer":  engineToken(t, executorsOwn),
+		"another audience":   engineToken(t, otherAudience),
 		"not a token at all": "not-a-jwt",
 	}
 	const run = "run-jwt"

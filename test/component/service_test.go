@@ -28,7 +28,7 @@ func TestServiceRunsExampleTasksEndToEnd(t *testing.T) {
 		{RunID: "run-1", NodeID: "tax", ExecutorType: "calculate-tax", Attempt: 1, Context: map[string]any{"amount": "250.5"}},
 		{RunID: "run-1", NodeID: "tax-bad", ExecutorType: "calculate-tax", Attempt: 1, Context: map[string]any{"amount": "lots"}},
 		{RunID: "run-1", NodeID: "order", NodeType: "order-validator", Attempt: 1, Context: map[string]any{"orderId": "ORDER-42"}},
-		{RunID: "run-1", NodeID: "order-bad", Context: map[string]any{domain.NodeTypeKey: "order-validator", "orderId": "42"}},
+		{RunID: "run-1", NodeID: "order-bad", Attempt: 1, Context: map[string]any{domain.NodeTypeKey: "order-validator", "orderId": "42"}},
 		{RunID: "run-1", NodeID: "pay", ExecutorType: "payment-processor", Attempt: 1, Context: map[string]any{"totalAmount": 99.9, "customerId": "C-7"}},
 		{RunID: "run-1", NodeID: "notification-sender", Attempt: 1, Context: map[string]any{"recipient": "ops@example.com", "message": "done"}},
 		{RunID: "run-1", NodeID: "mystery", ExecutorType: "not-hosted", Attempt: 1},
@@ -52,7 +52,7 @@ func TestServiceRunsExampleTasksEndToEnd(t *testing.T) {
 	assert.Equal(t, true, order.Output["valid"])
 	_, err := time.Parse(time.RFC3339, order.Output["validatedAt"].(string))
 	assert.NoError(t, err)
-	badOrder := results["run-1:order-bad:0"]
+	badOrder := results["run-1:order-bad:1"]
 	assert.Equal(t, "INVALID_ORDER", badOrder.Error.Code)
 	assert.Equal(t, "42", badOrder.Error.Context["orderId"])
 
@@ -133,7 +133,7 @@ func TestShutdownDrainsInFlightTasksWhileNotReady(t *testing.T) {
 	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
 
 	for i := range 5 {
-		r.engine.Submit(domain.Task{RunID: "drain", NodeID: fmt.Sprintf("pay-%d", i), ExecutorType: "payment-processor",
+		r.engine.Submit(domain.Task{RunID: "drain", NodeID: fmt.Sprintf("pay-%d", i), ExecutorType: "payment-processor", Attempt: 1,
 			Context: map[string]any{"totalAmount": "10", "customerId": "C"}})
 	}
 	// Wait until all five handlers run (the heartbeat reports them), so that
@@ -156,7 +156,7 @@ func TestShutdownDrainsInFlightTasksWhileNotReady(t *testing.T) {
 	}
 	results := r.engine.UniqueResults()
 	for i := range 5 {
-		res, ok := results[fmt.Sprintf("drain:pay-%d:0", i)]
+		res, ok := results[fmt.Sprintf("drain:pay-%d:1", i)]
 		require.True(t, ok, "task %d lost in the drain", i)
 		assert.Equal(t, domain.StatusCompleted, res.Status)
 	}

@@ -63,8 +63,9 @@ func (a *adapters) inboundAuthenticator() (func(string) error, error) {
 		return nil, nil
 	}
 	verifier, err := security.NewVerifier(security.VerifierConfig{
-		Secret: []byte(a.cfg.JWTSecret),
-		Issuer: a.cfg.JWTInboundIssuer,
+		Secret:   []byte(a.cfg.JWTSecret),
+		Issuer:   a.cfg.JWTInboundIssuer,
+		Audience: a.cfg.JWTInboundAudience,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("token verifier: %w", err)
@@ -123,7 +124,7 @@ func (a *adapters) grpcConnection() (*ggrpc.ClientConn, error) {
 		return nil, err
 	}
 	a.grpcConn = conn
-	a.closers = append(a.closers, func() { _ = conn.Close() })
+	a.onClose("grpc connection to the engine", conn.Close)
 	return conn, nil
 }
 
@@ -164,7 +165,7 @@ func (a *adapters) grpcIntake(served []domain.Registration) (*grpcadapter.TaskSo
 		return nil, nil, err
 	}
 	a.grpcPush = push
-	a.closers = append(a.closers, func() { push.Close(pushCloseTimeout) })
+	a.onClose("grpc push server", func() error { push.Close(pushCloseTimeout); return nil })
 
 	intake := grpcadapter.IntakeConfig{Mode: a.cfg.GRPCIntake, Executors: served, Reconnect: streamReconnect, MaxMessageSize: a.cfg.GRPCMaxMessageSize}
 	if minter != nil {

@@ -71,7 +71,7 @@ func (a *adapters) kafkaProducerFor() (*kafkaadapter.Producer, error) {
 		producer.WithTokens(minter.Token)
 	}
 	a.kafkaProducer = producer
-	a.closers = append(a.closers, func() { _ = producer.Close() })
+	a.onClose("kafka producer", producer.Close)
 	return producer, nil
 }
 
@@ -92,26 +92,21 @@ func (a *adapters) kafkaResultSink() (*kafkaadapter.ResultSink, error) {
 	return a.kafkaSink, nil
 }
 
-// kafkaTaskSource returns the consumer-group source of the tasks topic. It
-// is closed (leaving the group) before the producer, so that the last
-// commits happen while results can still be answered.
+// kafkaTaskSource returns the consumer-group source of the tasks topic;
+// closing it leaves the group, committing what the runtime settled.
 func (a *adapters) kafkaTaskSource(served []domain.Registration) (*kafkaadapter.TaskSource, error) {
 	if a.kafkaSource != nil {
 		return a.kafkaSource, nil
-	}
-	sink, err := a.kafkaResultSink()
-	if err != nil {
-		return nil, err
 	}
 	cfg, err := a.kafkaConfig()
 	if err != nil {
 		return nil, err
 	}
-	source, err := kafkaadapter.NewTaskSource(cfg, sink, served, a.log.With(slog.String("transport", "kafka")))
+	source, err := kafkaadapter.NewTaskSource(cfg, served, a.log.With(slog.String("transport", "kafka")))
 	if err != nil {
 		return nil, err
 	}
 	a.kafkaSource = source
-	a.closers = append(a.closers, func() { _ = source.Close() })
+	a.onClose("kafka task source", source.Close)
 	return source, nil
 }

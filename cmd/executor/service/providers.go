@@ -31,7 +31,7 @@ type adapters struct {
 	cfg           config.Config
 	log           *slog.Logger
 	executorTypes []string // every hosted type, for the tokens' claims
-	closers       []func()
+	closers       []closer
 
 	memory *memory.Engine
 
@@ -59,9 +59,22 @@ func newAdapters(cfg config.Config, executors []executor.Executor, log *slog.Log
 	}
 	return a, func() {
 		for i := len(a.closers) - 1; i >= 0; i-- {
-			a.closers[i]()
+			if err := a.closers[i].close(); err != nil {
+				log.Error("close "+a.closers[i].name, slog.Any("error", err))
+			}
 		}
 	}
+}
+
+// closer closes one adapter when the service stops; its error is logged.
+type closer struct {
+	name  string
+	close func() error
+}
+
+// onClose adds what to close, in reverse order of opening.
+func (a *adapters) onClose(name string, close func() error) {
+	a.closers = append(a.closers, closer{name: name, close: close})
 }
 
 // memoryEngine returns the in-process engine that every memory adapter of

@@ -55,7 +55,7 @@ func (a *adapters) restIntake(served []domain.Registration) (*engine.Intake, err
 		return nil, err
 	}
 	a.restSource = intake
-	a.closers = append(a.closers, func() { intake.Close(pushCloseTimeout) })
+	a.onClose("rest intake", func() error { intake.Close(pushCloseTimeout); return nil })
 	return intake, nil
 }
 

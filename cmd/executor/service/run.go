@@ -10,6 +10,7 @@ import (
 
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/telemetry"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -99,12 +100,10 @@ func enabledExecutors(cfg config.Config, hosted []executor.Executor) ([]executor
 	return enabled, nil
 }
 
+// newLogger returns the service's logger; every value it writes is bounded
+// (telemetry.MaxLogValueBytes), whatever its source.
 func newLogger(cfg config.Config, stdout io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
-	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(stdout, opts))
-	}
-	return slog.New(slog.NewJSONHandler(stdout, opts))
+	return telemetry.NewLogger(stdout, cfg.SlogLevel(), cfg.LogFormat == "text")
 }
 
 // VariablesTable renders every configuration variable as a Markdown table,

@@ -18,6 +18,7 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/security"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // TaskPath is where the REST intake takes tasks; the registered endpoint is
@@ -53,8 +54,12 @@ type Intake struct {
 	listener net.Listener
 	served   chan struct{}
 	ids      map[string]bool
-	types    map[string]bool
+	types    map[string]string // executor type -> its executor id
+	refusals *telemetry.Throttle
 
+	// mu is held for reading from the moment a request reads intake until
+	// its Offer returns, so that Stop, which takes it for writing, returns
+	// only once no Offer is in progress or can follow.
 	mu     sync.RWMutex
 	intake ports.Intake
 }
@@ -71,10 +76,10 @@ func NewIntake(cfg IntakeConfig, log *slog.Logger) (*Intake, error) {
 		return nil, fmt.Errorf("rest intake: listen on %s: %w", cfg.Address, err)
 	}
 	in := &Intake{cfg: cfg, log: log, listener: listener, served: make(chan struct{}),
-		ids: map[string]bool{}, types: map[string]bool{}}
+		ids: map[string]bool{}, types: map[string]string{}, refusals: telemetry.NewThrottle(0, 0)}
 	for _, reg := range cfg.Executors {
 		in.ids[reg.ExecutorID] = true
-		in.types[reg.Descriptor.Type] = true
+		in.types[reg.Descriptor.Type] = reg.ExecutorID
 	}
 	mux := http.NewServeMux()
 	mux.Handle(TaskPath, in)
@@ -103,7 +108,8 @@ func (in *Intake) Start(ctx context.Context, intake ports.Intake) error {
 	return nil
 }
 
-// Stop implements ports.TaskSource: tasks are refused with 503 from now on.
+// Stop implements ports.TaskSource: tasks are refused with 503 from now on,
+// and no Offer follows its return (it waits for those in progress).
 func (in *Intake) Stop(context.Context) error {
 	in.mu.Lock()
 	in.intake = nil
@@ -146,32 +152,39 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = in.cfg.Authenticate(token)
 		}
 		if err != nil {
-			in.log.Warn("rest task refused: authentication failed", slog.String("run_id", r.Header.Get("X-Run-Id")), slog.Any("error", err))
+			in.refused("auth", "rest task refused: authentication failed", r, err)
 			reply(w, http.StatusUnauthorized, err.Error())
 			return
 		}
 	}
 	task, err := in.parse(r)
 	if err != nil {
+		in.refused("invalid", "rest task refused: invalid", r, err)
 		reply(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	in.mu.RLock()
-	intake := in.intake
-	in.mu.RUnlock()
-	if intake == nil {
+	defer in.mu.RUnlock()
+	if in.intake == nil {
 		reply(w, http.StatusServiceUnavailable, "executor is not accepting tasks (starting or shutting down)")
 		return
 	}
-	switch err := intake.Offer(r.Context(), ports.Delivery{Task: &task}); {
+	switch err := in.intake.Offer(r.Context(), ports.Delivery{Task: &task, Refusable: true}); {
 	case err == nil:
 		reply(w, http.StatusAccepted, "accepted")
 	case errors.Is(err, domain.ErrOverloaded), errors.Is(err, domain.ErrDraining):
 		w.Header().Set("Retry-After", "1")
 		reply(w, http.StatusServiceUnavailable, err.Error())
 	default:
+		in.refused("invalid", "rest task refused: invalid", r, err)
 		reply(w, http.StatusBadRequest, err.Error())
 	}
+}
+
+// refused logs a refusal, throttled per kind, with bounded ids.
+func (in *Intake) refused(kind, msg string, r *http.Request, err error) {
+	in.refusals.Log(in.log, slog.LevelWarn, kind, msg, slog.String("run_id", domain.Clip(r.Header.Get("X-Run-Id"), domain.QuoteBytes)),
+		slog.String("node_id", domain.Clip(r.Header.Get("X-Node-Id"), domain.QuoteBytes)), slog.Any("error", err))
 }
 
 // taskBody is the optional JSON body: a TaskMessage-like object whose
@@ -198,21 +211,23 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	if task.RunID == "" || task.NodeID == "" {
 		return domain.Task{}, errors.New("X-Run-Id and X-Node-Id are required")
 	}
-	if a := r.Header.Get("X-Attempt"); a != "" {
-		attempt, err := strconv.Atoi(strings.TrimSpace(a))
-		if err != nil || attempt < 0 {
-			return domain.Task{}, fmt.Errorf("X-Attempt %q is not a non-negative whole number", a)
-		}
-		task.Attempt = attempt
+	a := strings.TrimSpace(r.Header.Get("X-Attempt"))
+	if a == "" {
+		return domain.Task{}, errors.New("X-Attempt is required")
 	}
+	attempt, err := strconv.ParseInt(a, 10, 64)
+	if err != nil {
+		return domain.Task{}, fmt.Errorf("X-Attempt %s is not a whole number", domain.Quote(a))
+	}
+	task.Attempt = int(attempt) // the runtime checks its range
 	if id := r.Header.Get("X-Executor-Id"); id != "" {
 		switch {
 		case in.ids[id]:
 			task.ExecutorID = id
-		case in.types[id]:
-			task.ExecutorType = id
+		case in.types[id] != "":
+			task.ExecutorID = in.types[id] // that type's executor: a routing hint
 		default:
-			return domain.Task{}, fmt.Errorf("X-Executor-Id %q names no executor hosted here", id)
+			return domain.Task{}, fmt.Errorf("X-Executor-Id %s names no executor hosted here", domain.Quote(id))
 		}
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, in.cfg.MaxBodyBytes+1))
@@ -242,9 +257,7 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	}
 	task.Context, task.Configuration = body.Context, body.Configuration
 	task.TaskID, task.NodeName, task.NodeType, task.ExecutionToken = body.TaskID, body.NodeName, body.NodeType, body.Token
-	if task.ExecutorType == "" {
-		task.ExecutorType = body.ExecutorType
-	}
+	task.ExecutorType = body.ExecutorType
 	task.Timeout = domain.TimeoutFromSeconds(body.TimeoutSeconds)
 	return task, nil
 }

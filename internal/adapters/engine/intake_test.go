@@ -107,8 +107,9 @@ func TestIntakeTakesAJSONBody(t *testing.T) {
 	assert.Equal(t, taxExecutorID, got.ExecutorID)
 	assert.Equal(t, "exec-token", got.ExecutionToken)
 	assert.Equal(t, 30*time.Second, got.Timeout)
-	assert.Equal(t, taxExecutorType, offered[2].Task.ExecutorType)
-	assert.Empty(t, offered[2].Task.ExecutorID)
+	// A type names that type's executor: a routing hint, not a declared type.
+	assert.Equal(t, taxExecutorID, offered[2].Task.ExecutorID)
+	assert.Empty(t, offered[2].Task.ExecutorType)
 }
 
 func TestIntakeRefusesMalformedRequests(t *testing.T) {
@@ -134,6 +135,11 @@ func TestIntakeRefusesMalformedRequests(t *testing.T) {
 		"no identity at all":           {Body: []byte(`{"amount": 1}`)},
 		"X-Attempt not a number":       withHeader("X-Attempt", "one"),
 		"X-Attempt negative":           withHeader("X-Attempt", "-1"),
+		"X-Attempt zero":               withHeader("X-Attempt", "0"),
+		"X-Attempt beyond 32 bits":     withHeader("X-Attempt", "2147483648"),
+		"no X-Attempt":                 without("X-Attempt"),
+		"X-Run-Id against the id rule": withHeader("X-Run-Id", "run 1"),
+		"another run's key":            withHeader("X-Idempotency-Key", "run-2:n:1"),
 		"X-Executor-Id not hosted":     withHeader("X-Executor-Id", "someone-else"),
 		"malformed JSON":               withBody(`{"amount": `),
 		"JSON array":                   withBody(`[1, 2]`),
@@ -145,7 +151,10 @@ func TestIntakeRefusesMalformedRequests(t *testing.T) {
 	for name, p := range cases {
 		requireAnswer(t, http.StatusBadRequest, post(t, intake, p), name)
 	}
-	assert.Zero(t, offers.Attempts(), "nothing malformed was offered: %s", offers)
+	assert.Empty(t, offers.Offers(), "something malformed was accepted: %s", offers)
+	for _, r := range offers.Refusals() {
+		assert.ErrorIs(t, r.Err, domain.ErrInvalidTask)
+	}
 
 	// The bound is the body's size: exactly MaxBodyBytes is taken.
 	exact := withBody(`{"pad": "` + strings.Repeat("x", 1024-len(`{"pad": ""}`)) + `"}`)

@@ -2,8 +2,11 @@ package grpc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
+
+	ggrpc "google.golang.org/grpc"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,11 +20,19 @@ import (
 // served over gRPC. A stream opens with a heartbeat naming its executor id
 // (which identifies the stream to the engine); each task that arrives is
 // offered to the runtime and acknowledged on the stream once accepted; a
-// TaskCancellation cancels the running handler's context, which yields a
-// CANCELLED result. Results are written back on the stream by the bidi
-// ResultSink (see NewBidiResultSink) and also delivered through
-// ReportResults, because a stream write is not an acknowledgement.
-// Reconnection follows the same backoff rules as StreamSource.
+// TaskCancellation cancels the task: a running handler's context, a queued
+// task before it starts, or a task still waiting on the stream for room,
+// which is then answered CANCELLED without being offered. Results are
+// written back on the stream by the bidi ResultSink (see NewBidiResultSink)
+// and also delivered through ReportResults, because a stream write is not
+// an acknowledgement. Reconnection follows the same backoff rules as
+// StreamSource.
+//
+// Receiving never waits for room in the runtime: tasks wait for room in a
+// queue of the stream's own, bounded by the executor type's max concurrent
+// tasks (what the engine may have in flight on it), while messages behind
+// them, cancellations above all, are read and applied at once. Only an
+// engine that sends beyond that bound is pushed back on by flow control.
 type BidiSource struct {
 	puller
 
@@ -118,11 +129,12 @@ func (b *BidiSource) mirror(executorID string, results []*gamelanv1.TaskResult) 
 	}
 }
 
-// stream runs one ExecuteStream session.
+// stream runs one ExecuteStream session: this goroutine offers the tasks
+// that receive queues, in order, and acknowledges them.
 func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain.Registration, _ int, log *slog.Logger) (int, error) {
 	streamCtx, cancel := b.streamContext(ctx, reg.ExecutorID)
 	defer cancel()
-	stream, err := b.cfg.client.ExecuteStream(streamCtx)
+	stream, err := b.cfg.client.ExecuteStream(streamCtx, ggrpc.ForceCodecV2(frameCodec{}))
 	if err != nil {
 		return 0, callError("execute stream", err)
 	}
@@ -148,34 +160,216 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 		b.mu.Unlock()
 	}()
 
+	waiting := newWaitingTasks(max(1, reg.Descriptor.MaxConcurrentTasks))
+	received := make(chan error, 1)
+	go func() { received <- b.receive(ctx, streamCtx, stream, intake, waiting, reg, log) }()
 	delivered := 0
 	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			return delivered, endOfStream("execute stream", ctx, streamCtx, err)
+		task, ok := waiting.next()
+		if !ok {
+			break // receiving ended and every task it queued was taken
+		}
+		if err := b.offer(ctx, intake, waiting, task, log); err != nil {
+			cancel() // receive stops at once; tasks still queued are never acknowledged
+			<-received
+			// The runtime is stopping: the tasks received and not offered are
+			// answered at once (retryable SHUTDOWN, or CANCELLED), so that
+			// the engine runs them elsewhere without waiting for their
+			// timeouts.
+			b.cfg.answerAll(waiting.drop(), log)
+			return delivered, err
+		}
+		delivered++
+		ack := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Ack{Ack: &gamelanv1.TaskAcknowledgement{
+			TaskId: task.task.ID(), AcknowledgedAt: timestamppb.Now(),
+		}}}
+		if err := sender.send(ack); err != nil && streamCtx.Err() == nil {
+			log.Debug("task acknowledgement not sent: the stream ended", slog.Any("error", err))
+		}
+	}
+	return delivered, <-received
+}
+
+// offer offers one waiting task once the runtime has room, unless the
+// engine cancelled it meanwhile: then it is answered CANCELLED instead.
+func (b *BidiSource) offer(ctx context.Context, intake ports.Intake, waiting *waitingTasks, w *waitingTask, log *slog.Logger) error {
+	defer w.stopWaiting()
+	for {
+		_, err := intake.AwaitCapacity(w.ctx) // ends early if the engine cancels w
+		if err != nil && !waiting.isCancelled(w) {
+			return b.cfg.offerOutcome(w.task, err, log)
+		}
+		// Offered under the queue's lock: a cancellation either finds the
+		// task waiting, or finds it in the runtime.
+		reason, err := waiting.take(w, func() error {
+			return intake.Offer(ctx, ports.Delivery{Task: w.task, Malformed: w.malformed})
+		})
+		switch {
+		case reason != "":
+			b.cfg.answer(*w.task, &domain.ErrorInfo{Code: domain.CodeCancelled, Message: reason}, log)
+			return nil
+		case errors.Is(err, domain.ErrOverloaded):
+			continue // another source took the room
+		}
+		return b.cfg.offerOutcome(w.task, err, log)
+	}
+}
+
+// receive reads the stream until it ends, queueing tasks and applying
+// cancellations at once, and returns why it ended (nil for a normal end).
+func (b *BidiSource) receive(ctx, streamCtx context.Context, stream gamelanv1.ExecutorService_ExecuteStreamClient,
+	intake ports.Intake, waiting *waitingTasks, reg domain.Registration, log *slog.Logger) error {
+	defer waiting.close()
+	for {
+		var f frame
+		if err := stream.RecvMsg(&f); err != nil {
+			return endOfStream("execute stream", ctx, streamCtx, err)
 		}
 		b.state.set(reg.ExecutorID, nil)
-		switch m := msg.GetMessage().(type) {
-		case *gamelanv1.EngineMessage_Task:
-			task := taskFromProto(m.Task)
-			if task.ExecutorID == "" {
-				task.ExecutorID = reg.ExecutorID
+		msg, err := decodeEngineMessage(f.data)
+		switch {
+		case err != nil:
+			b.cfg.refusals.Log(log, slog.LevelWarn, "undecodable", "message from the engine ignored", slog.Any("error", err))
+		case msg.task != nil:
+			// The task came on this executor's stream: a routing hint the
+			// runtime checks against the task's declared type.
+			msg.task.ExecutorID = reg.ExecutorID
+			if !waiting.put(streamCtx, newWaitingTask(ctx, msg.task, msg.malformed)) {
+				return nil // the session is ending
 			}
-			if err := b.cfg.offerPulled(ctx, intake, task, log); err != nil {
-				return delivered, err
+		case msg.cancellation != nil:
+			id, reason := msg.cancellation.GetTaskId(), domain.Clip(msg.cancellation.GetReason(), domain.MaxErrorMessageBytes)
+			if reason == "" {
+				reason = "cancelled by the engine"
 			}
-			delivered++
-			ack := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Ack{Ack: &gamelanv1.TaskAcknowledgement{
-				TaskId: task.ID(), AcknowledgedAt: timestamppb.Now(),
-			}}}
-			if err := sender.send(ack); err != nil {
-				return delivered, callError("execute stream", err)
+			found := waiting.cancel(id, reason)
+			if !found {
+				found = intake.Cancel(id, reason)
 			}
-		case *gamelanv1.EngineMessage_Cancellation:
-			found := intake.Cancel(m.Cancellation.GetTaskId(), m.Cancellation.GetReason())
-			log.Info("cancellation from the engine", slog.String("task_id", m.Cancellation.GetTaskId()), slog.Bool("found", found))
-		case *gamelanv1.EngineMessage_ConfigUpdate:
+			log.Info("cancellation from the engine", slog.String("task_id", id), slog.Bool("found", found))
+		default:
 			log.Info("configuration update from the engine ignored: executors are configured by environment")
 		}
+	}
+}
+
+// waitingTask is a task received on a bidi stream and not yet offered.
+type waitingTask struct {
+	task      *domain.Task
+	malformed error
+	// ctx ends when the source stops, or when the engine cancels the task,
+	// which then stops waiting for room; stopWaiting releases it. It does
+	// not end with the stream: a task received before its stream ended is
+	// still offered (its result goes through ReportResults).
+	ctx         context.Context
+	stopWaiting context.CancelFunc
+	cancelled   string // the engine's reason, once it cancelled the task
+}
+
+func newWaitingTask(ctx context.Context, task *domain.Task, malformed error) *waitingTask {
+	w := &waitingTask{task: task, malformed: malformed}
+	w.ctx, w.stopWaiting = context.WithCancel(ctx)
+	return w
+}
+
+// waitingTasks is a bidi stream's queue of received tasks waiting for room
+// in the runtime: receive puts, the session's goroutine takes them in order,
+// and a cancellation marks a waiting task so that it is answered instead of
+// offered. It is bounded: put blocks while it is full.
+type waitingTasks struct {
+	queue chan *waitingTask
+
+	mu   sync.Mutex
+	byID map[string]*waitingTask // queued or taken by next, not yet offered
+}
+
+func newWaitingTasks(limit int) *waitingTasks {
+	return &waitingTasks{queue: make(chan *waitingTask, limit), byID: make(map[string]*waitingTask)}
+}
+
+// put queues w, waiting while the queue is full; it returns false if ctx
+// ends first.
+func (q *waitingTasks) put(ctx context.Context, w *waitingTask) bool {
+	q.mu.Lock()
+	q.byID[w.task.ID()] = w
+	q.mu.Unlock()
+	select {
+	case q.queue <- w:
+		return true
+	case <-ctx.Done():
+		q.forget(w)
+		w.stopWaiting()
+		return false
+	}
+}
+
+// close says that no more tasks will be put. Only the putter calls it.
+func (q *waitingTasks) close() { close(q.queue) }
+
+// next returns the next queued task, waiting for one; false once the queue
+// is closed and empty.
+func (q *waitingTasks) next() (*waitingTask, bool) {
+	w, ok := <-q.queue
+	return w, ok
+}
+
+// drop releases the tasks still queued, once the putter has closed the
+// queue, and returns them: they will not be offered.
+func (q *waitingTasks) drop() []*waitingTask {
+	var dropped []*waitingTask
+	for w := range q.queue {
+		q.forget(w)
+		w.stopWaiting()
+		dropped = append(dropped, w)
+	}
+	return dropped
+}
+
+// cancel marks the waiting task with that id cancelled, and reports
+// whether there was one.
+func (q *waitingTasks) cancel(id, reason string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w := q.byID[id]
+	if w == nil {
+		return false
+	}
+	w.cancelled = reason
+	w.stopWaiting()
+	return true
+}
+
+func (q *waitingTasks) isCancelled(w *waitingTask) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return w.cancelled != ""
+}
+
+// take ends w's wait: if it was cancelled it returns the reason without
+// offering it; else it calls offer under the lock, so that a cancellation
+// never falls between the queue and the runtime, and forgets w unless the
+// offer was refused for want of room (w then waits on).
+func (q *waitingTasks) take(w *waitingTask, offer func() error) (cancelled string, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w.cancelled != "" {
+		q.forgetLocked(w)
+		return w.cancelled, nil
+	}
+	if err = offer(); !errors.Is(err, domain.ErrOverloaded) {
+		q.forgetLocked(w)
+	}
+	return "", err
+}
+
+func (q *waitingTasks) forget(w *waitingTask) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.forgetLocked(w)
+}
+
+func (q *waitingTasks) forgetLocked(w *waitingTask) {
+	if id := w.task.ID(); q.byID[id] == w {
+		delete(q.byID, id)
 	}
 }

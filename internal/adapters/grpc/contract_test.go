@@ -107,12 +107,12 @@ func TestPushTaskSourceContract(t *testing.T) {
 			Push: true,
 			// An ExecutionRequest carries run id, node id, attempt, token,
 			// idempotency key, string variables and a signature naming the
-			// executor (hence its type): nothing else. The suite's contexts
+			// executor: nothing else (the runtime finds the type). The suite's contexts
 			// hold numbers, booleans, maps and lists, which string
 			// variables cannot carry (pass-through as strings is tested in
 			// push_test.go).
 			Unsupported: []porttest.Field{
-				porttest.FieldTaskID, porttest.FieldTaskNodeName, porttest.FieldTaskNodeType,
+				porttest.FieldTaskID, porttest.FieldTaskNodeName, porttest.FieldTaskNodeType, porttest.FieldTaskExecutorType,
 				porttest.FieldTaskConfiguration, porttest.FieldTaskTimeout, porttest.FieldTaskScheduledAt,
 				porttest.FieldTaskContext,
 			},

@@ -190,7 +190,7 @@ func TestTaskRoundTrip(t *testing.T) {
 	assert.True(t, want.ScheduledAt.Equal(got.ScheduledAt), "ScheduledAt %s, got %s", want.ScheduledAt, got.ScheduledAt)
 	require.NoError(t, got.Validate())
 
-	empty := taskFromProto(&gamelanv1.ExecutionTask{RunId: "run", NodeId: "node"})
+	empty := taskFromProto(&gamelanv1.ExecutionTask{RunId: "run", NodeId: "node", Attempt: 1})
 	assert.True(t, empty.ScheduledAt.IsZero(), "no scheduled_at")
 	assert.Zero(t, empty.Timeout, "no timeout")
 	assert.Empty(t, empty.Context)

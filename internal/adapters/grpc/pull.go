@@ -14,6 +14,7 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/security"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // offerPulled hands a task read from an engine stream to the runtime. It
@@ -24,49 +25,66 @@ import (
 // other sources share the room), and a pull source must not offer into a
 // full runtime.
 //
-// A task the runtime will not take cannot be handed back on the stream, so
-// the engine is answered at once instead of waiting for its task timeout:
-// FAILED INVALID_TASK for a malformed task (when it names a run and a node),
-// and a retryable FAILED SHUTDOWN while draining. It returns nil once the task
-// is accepted or answered, and an error when the runtime is draining or ctx
-// ends.
-func (c pullConfig) offerPulled(ctx context.Context, intake ports.Intake, task domain.Task, log *slog.Logger) error {
+// A pulled task cannot be handed back on the stream, so the engine learns
+// at once of a task the runtime will not take: the runtime itself answers an
+// invalid task FAILED INVALID_TASK when a result can name it (one that
+// cannot is logged, throttled), and a task refused while draining is
+// answered here with a retryable FAILED SHUTDOWN. It returns nil once the
+// task is accepted or answered, and an error when the runtime is draining or
+// ctx ends.
+func (c pullConfig) offerPulled(ctx context.Context, intake ports.Intake, task domain.Task, malformed error, log *slog.Logger) error {
 	for {
 		_, err := intake.AwaitCapacity(ctx)
 		if err == nil {
-			err = intake.Offer(ctx, ports.Delivery{Task: &task})
+			err = intake.Offer(ctx, ports.Delivery{Task: &task, Malformed: malformed})
 		}
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, domain.ErrOverloaded):
-			// Another source took the room: wait again.
-		case errors.Is(err, domain.ErrDraining):
-			c.answer(task, &domain.ErrorInfo{Code: domain.CodeShutdown, Message: "executor is shutting down; run the task elsewhere", Retryable: true}, log)
-			return err
-		case errors.Is(err, domain.ErrInvalidTask):
-			c.answer(task, &domain.ErrorInfo{Code: domain.CodeInvalidTask, Message: err.Error()}, log)
-			return nil
-		default:
-			return err // ctx ended
+		if !errors.Is(err, domain.ErrOverloaded) {
+			return c.offerOutcome(&task, err, log)
 		}
+		// Another source took the room: wait again.
 	}
+}
+
+// offerOutcome deals with the end of a pulled task's offer (see
+// offerPulled): nil once the task is taken or answered, else the error that
+// ends the stream's session.
+func (c pullConfig) offerOutcome(task *domain.Task, err error, log *slog.Logger) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, domain.ErrDraining):
+		c.answer(*task, &domain.ErrorInfo{Code: domain.CodeShutdown, Message: "executor is shutting down; run the task elsewhere", Retryable: true}, log)
+		return err
+	case errors.Is(err, domain.ErrInvalidTask):
+		c.refusals.Log(log, slog.LevelWarn, "unaddressable", "task from the engine refused, and no result can name it",
+			slog.String("run_id", task.RunID), slog.String("node_id", task.NodeID), slog.Any("error", err))
+		return nil
+	}
+	return err // ctx ended
 }
 
 // answerTimeout bounds the delivery of an answer to a refused task.
 const answerTimeout = 5 * time.Second
 
-// answer reports a refused task FAILED through the result sink, so that the
-// engine learns of it at once. A task without a run and node id cannot be
-// addressed and is only logged.
+// answer reports a task that the runtime will not take (or that the
+// engine cancelled before it was offered) through the result sink, so that
+// the engine learns of it at once: CANCELLED when info's code says so, else
+// FAILED. A task no result can name is only logged. The answer is tried
+// once, within answerTimeout: a task that was never offered has no other
+// owner to retry it, and the engine reassigns a task left unanswered.
 func (c pullConfig) answer(task domain.Task, info *domain.ErrorInfo, log *slog.Logger) {
 	log = log.With(slog.String("run_id", task.RunID), slog.String("node_id", task.NodeID), slog.String("code", info.Code))
-	if task.RunID == "" || task.NodeID == "" || c.sink == nil {
+	if !task.Addressable() || c.sink == nil {
 		log.Warn("task from the engine refused and cannot be answered", slog.String("error", info.Message))
 		return
 	}
-	res := domain.ResultFor(&task, domain.StatusFailed)
+	status := domain.StatusFailed
+	if info.Code == domain.CodeCancelled {
+		status = domain.StatusCancelled
+	}
+	res := domain.ResultFor(&task, status)
 	res.Error = info
+	res.ExecutorID = task.ExecutorID // the stream's executor, whose token carries the result
 	res.CompletedAt = time.Now().UTC()
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
@@ -74,7 +92,41 @@ func (c pullConfig) answer(task domain.Task, info *domain.ErrorInfo, log *slog.L
 		log.Error("task from the engine refused, and the refusal could not be reported", slog.Any("error", err))
 		return
 	}
-	log.Warn("task from the engine refused and answered FAILED", slog.String("error", info.Message))
+	log.Warn("task from the engine answered without running", slog.String("status", string(status)), slog.String("error", info.Message))
+}
+
+// answerAll answers tasks received on a stream and never offered, because
+// the runtime stopped first, in one delivery: CANCELLED for those the
+// engine cancelled, else a retryable FAILED SHUTDOWN.
+func (c pullConfig) answerAll(dropped []*waitingTask, log *slog.Logger) {
+	if len(dropped) == 0 || c.sink == nil {
+		return
+	}
+	now := time.Now().UTC()
+	var results []domain.Result
+	for _, w := range dropped {
+		if !w.task.Addressable() {
+			continue
+		}
+		res := domain.ResultFor(w.task, domain.StatusFailed)
+		res.Error = &domain.ErrorInfo{Code: domain.CodeShutdown, Message: "executor is shutting down; run the task elsewhere", Retryable: true}
+		if w.cancelled != "" {
+			res.Status, res.Error = domain.StatusCancelled, &domain.ErrorInfo{Code: domain.CodeCancelled, Message: w.cancelled}
+		}
+		res.ExecutorID, res.CompletedAt = w.task.ExecutorID, now
+		results = append(results, res)
+	}
+	if len(results) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+	defer cancel()
+	if err := c.sink.Deliver(ctx, results); err != nil {
+		log.Error("tasks received while the executor stopped could not be answered; the engine reassigns them after their timeout",
+			slog.Int("tasks", len(results)), slog.Any("error", err))
+		return
+	}
+	log.Info("tasks received while the executor stopped answered without running", slog.Int("tasks", len(results)))
 }
 
 // streamState tracks whether each executor's stream is up, for readiness.
@@ -126,6 +178,9 @@ type pullConfig struct {
 	// maxMessageSize bounds a message sent on a stream.
 	maxMessageSize int
 	log            *slog.Logger
+	// refusals throttles the log lines about refused tasks and failing
+	// streams, which a hostile engine could otherwise repeat at will.
+	refusals *telemetry.Throttle
 }
 
 // puller keeps one engine stream per executor type open until Stop: it
@@ -205,10 +260,13 @@ func (p *puller) loop(ctx context.Context, intake ports.Intake, reg domain.Regis
 		p.state.set(reg.ExecutorID, err)
 		if delivered > 0 {
 			attempt = 0
-			continue
+		}
+		if err == nil && delivered > 0 {
+			continue // a normal end after work: reopen at once
 		}
 		if err != nil {
-			log.Warn("engine stream failed, reconnecting", slog.Int("attempt", attempt+1), slog.Any("error", err))
+			p.cfg.refusals.Log(log, slog.LevelWarn, "stream-"+reg.ExecutorID, "engine stream failed, reconnecting",
+				slog.Int("attempt", attempt+1), slog.Int("tasks_delivered", delivered), slog.Any("error", err))
 		}
 		if p.cfg.reconnect.Wait(ctx, attempt) != nil {
 			return

@@ -248,8 +248,10 @@ func TestPullSourceStopEndsStreams(t *testing.T) {
 
 // TestRefusedStreamedTasksAreAnswered checks that a streamed task the
 // runtime will not take, which the stream cannot hand back, is answered at
-// once: FAILED INVALID_TASK when malformed, a retryable FAILED SHUTDOWN when
-// the runtime is draining; the tasks around it are unaffected.
+// once: an invalid one is offered for the runtime to answer FAILED
+// INVALID_TASK (it is not refusable: the engine waits for no answer to it),
+// and one refused while the runtime drains is answered here with a
+// retryable FAILED SHUTDOWN; the tasks around them are unaffected.
 func TestRefusedStreamedTasksAreAnswered(t *testing.T) {
 	engine, conn := startEngine(t)
 	intake := porttest.NewIntake(10)
@@ -259,19 +261,19 @@ func TestRefusedStreamedTasksAreAnswered(t *testing.T) {
 	bad := &gamelanv1.ExecutionTask{TaskId: "bad", RunId: "run-refused", NodeId: "bad", Attempt: -1}
 	good := &gamelanv1.ExecutionTask{TaskId: "good", RunId: "run-refused", NodeId: "good", Attempt: 1}
 	engine.Enqueue(taxExecutorID, bad, good)
-	require.Eventually(t, func() bool { return len(intake.Offers()) == 1 }, waitTimeout, time.Millisecond)
-	assert.Equal(t, "good", intake.Offers()[0].Task.NodeID)
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	require.NoError(t, engine.WaitForResults(ctx, 1))
-	res := engine.UniqueResults()["run-refused:bad:-1"]
-	require.NotNil(t, res, "the malformed task was not answered")
-	assert.Equal(t, gamelanv1.TaskStatus_TASK_STATUS_FAILED, res.GetStatus())
-	assert.Equal(t, domain.CodeInvalidTask, res.GetError().GetCode())
+	require.Eventually(t, func() bool { return len(intake.Offers()) == 2 }, waitTimeout, time.Millisecond)
+	offers := intake.Offers()
+	assert.Equal(t, "bad", offers[0].Task.NodeID)
+	assert.False(t, offers[0].Refusable, "a streamed task is answered, never refused")
+	require.ErrorIs(t, offers[0].Invalid, domain.ErrInvalidTask)
+	assert.Equal(t, "good", offers[1].Task.NodeID)
+	assert.NoError(t, offers[1].Invalid)
 
 	intake.Drain()
 	engine.Enqueue(taxExecutorID, &gamelanv1.ExecutionTask{TaskId: "late", RunId: "run-refused", NodeId: "late", Attempt: 1})
-	require.NoError(t, engine.WaitForResults(ctx, 2))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, engine.WaitForResults(ctx, 1))
 	late := engine.UniqueResults()["run-refused:late:1"]
 	require.NotNil(t, late, "the task refused while draining was not answered")
 	assert.Equal(t, domain.CodeShutdown, late.GetError().GetCode())

@@ -23,6 +23,7 @@ import (
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/security"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // Ack codes of ExecutionAck, read like HTTP statuses by the engine.
@@ -56,8 +57,7 @@ type ServerConfig struct {
 	// error refuses the task with 401. Nil accepts every call (inbound
 	// authentication off).
 	Authenticate func(token string) error
-	// Executors are the executor types served over gRPC, used to route push
-	// requests, which name no type.
+	// Executors are the executor types served over gRPC.
 	Executors []domain.Registration
 }
 
@@ -68,8 +68,15 @@ type ServerConfig struct {
 // acknowledges each accepted task at once: the task runs asynchronously and
 // its result goes through ReportResults.
 //
-// Refusals: 400 for a malformed request or one no hosted type matches, 401
-// when authentication fails, 503 when the runtime is full or draining.
+// A push names no executor type: the server passes the executor id its
+// signature names (a routing hint) and the variables (which may declare
+// __node_type__) to the runtime, whose routing rule decides; a task no
+// hosted type may run is accepted and answered FAILED NO_EXECUTOR.
+//
+// Refusals: 400 for a malformed request (ids, attempt and idempotency key
+// are checked by the runtime, domain.Task.Validate), 401 when
+// authentication fails, 503 when the runtime is full or draining. Refusals
+// are logged with bounded values, at most a few lines per interval.
 type PushServer struct {
 	dispatcherpb.UnimplementedExecutorServer
 
@@ -79,7 +86,11 @@ type PushServer struct {
 	health   *health.Server
 	listener net.Listener
 	served   chan struct{}
+	refusals *telemetry.Throttle
 
+	// mu is held for reading from the moment a call reads intake until its
+	// Offer returns, so that Stop, which takes it for writing, returns only
+	// once no Offer is in progress or can follow.
 	mu     sync.RWMutex
 	intake ports.Intake // nil before Start and after Stop
 }
@@ -95,7 +106,8 @@ func NewPushServer(cfg ServerConfig, log *slog.Logger) (*PushServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push server: listen on %s: %w", cfg.Address, err)
 	}
-	p := &PushServer{cfg: cfg, log: log, listener: listener, health: health.NewServer(), served: make(chan struct{})}
+	p := &PushServer{cfg: cfg, log: log, listener: listener, health: health.NewServer(), served: make(chan struct{}),
+		refusals: telemetry.NewThrottle(0, 0)}
 	p.server = ggrpc.NewServer(serverOptions(cfg)...)
 	dispatcherpb.RegisterExecutorServer(p.server, p)
 	healthpb.RegisterHealthServer(p.server, p.health)
@@ -149,8 +161,9 @@ func (p *PushServer) Start(ctx context.Context, intake ports.Intake) error {
 	return nil
 }
 
-// Stop implements ports.TaskSource: from now on tasks are refused with 503.
-// The server keeps answering (refusals, health) until Close.
+// Stop implements ports.TaskSource: from now on tasks are refused with 503,
+// and no Offer follows its return (it waits for those in progress). The
+// server keeps answering (refusals, health) until Close.
 func (p *PushServer) Stop(context.Context) error {
 	p.mu.Lock()
 	p.intake = nil
@@ -176,33 +189,35 @@ func (p *PushServer) Close(timeout time.Duration) {
 func (p *PushServer) Execute(ctx context.Context, req *dispatcherpb.ExecutionRequest) (*dispatcherpb.ExecutionAck, error) {
 	if p.cfg.Authenticate != nil {
 		if err := p.authenticate(ctx); err != nil {
-			p.log.Warn("push task refused: authentication failed",
-				slog.String("run_id", req.GetRunId()), slog.String("node_id", req.GetNodeId()), slog.Any("error", err))
+			p.refused("auth", "push task refused: authentication failed", req, err)
 			return refuse(ackUnauthenticated, err.Error()), nil
 		}
 	}
-	if req.GetRunId() == "" || req.GetNodeId() == "" {
-		return refuse(ackBadRequest, "run_id and node_id are required"), nil
-	}
 	task := taskFromPush(req)
-	if err := p.route(req, &task); err != nil {
-		return refuse(ackBadRequest, err.Error()), nil
+	if id, ok := executorIDFromSignature(req.GetSignature(), req.GetRunId()); ok && domain.ValidID(id) {
+		task.ExecutorID = id
 	}
 	p.mu.RLock()
-	intake := p.intake
-	p.mu.RUnlock()
-	if intake == nil {
+	defer p.mu.RUnlock()
+	if p.intake == nil {
 		return refuse(ackUnavailable, "executor is not accepting tasks (starting or shutting down)"), nil
 	}
-	err := intake.Offer(ctx, ports.Delivery{Task: &task})
+	err := p.intake.Offer(ctx, ports.Delivery{Task: &task, Refusable: true})
 	switch {
 	case err == nil:
 		return &dispatcherpb.ExecutionAck{Accepted: true, Code: ackAccepted, Message: "accepted"}, nil
 	case errors.Is(err, domain.ErrOverloaded), errors.Is(err, domain.ErrDraining):
 		return refuse(ackUnavailable, err.Error()), nil
 	default:
+		p.refused("invalid", "push task refused: invalid", req, err)
 		return refuse(ackBadRequest, err.Error()), nil
 	}
+}
+
+// refused logs a refusal, throttled per kind, with bounded ids.
+func (p *PushServer) refused(kind, msg string, req *dispatcherpb.ExecutionRequest, err error) {
+	p.refusals.Log(p.log, slog.LevelWarn, kind, msg, slog.String("run_id", domain.Clip(req.GetRunId(), domain.QuoteBytes)),
+		slog.String("node_id", domain.Clip(req.GetNodeId(), domain.QuoteBytes)), slog.Any("error", err))
 }
 
 func refuse(code int32, message string) *dispatcherpb.ExecutionAck {
@@ -220,54 +235,6 @@ func (p *PushServer) authenticate(ctx context.Context) error {
 		return err
 	}
 	return p.cfg.Authenticate(token)
-}
-
-// route picks the executor type for a push request, which names none (see
-// PROTOCOL.md 1.2), and records the choice on the task: the executor id the
-// signature carries, else the __node_type__ variable, else a node id that is
-// a supported node type, else the only hosted type.
-func (p *PushServer) route(req *dispatcherpb.ExecutionRequest, task *domain.Task) error {
-	var tried []string
-	if id, ok := executorIDFromSignature(req.GetSignature(), req.GetRunId()); ok {
-		for _, reg := range p.cfg.Executors {
-			if reg.ExecutorID == id {
-				task.ExecutorID, task.ExecutorType = id, reg.Descriptor.Type
-				return nil
-			}
-		}
-		tried = append(tried, fmt.Sprintf("signature names executor %q, not hosted here", id))
-	} else {
-		tried = append(tried, "no usable signature")
-	}
-	if nodeType := req.GetVariables()[domain.NodeTypeKey]; nodeType != "" {
-		if reg, ok := p.supporting(nodeType); ok {
-			task.NodeType, task.ExecutorType = nodeType, reg.Descriptor.Type
-			return nil
-		}
-		tried = append(tried, fmt.Sprintf("%s %q is not supported here", domain.NodeTypeKey, nodeType))
-	} else {
-		tried = append(tried, "no "+domain.NodeTypeKey+" variable")
-	}
-	if reg, ok := p.supporting(req.GetNodeId()); ok {
-		task.NodeType, task.ExecutorType = req.GetNodeId(), reg.Descriptor.Type
-		return nil
-	}
-	tried = append(tried, fmt.Sprintf("node id %q is not a supported node type", req.GetNodeId()))
-	if len(p.cfg.Executors) == 1 {
-		task.ExecutorType = p.cfg.Executors[0].Descriptor.Type
-		return nil
-	}
-	tried = append(tried, fmt.Sprintf("%d executor types are hosted", len(p.cfg.Executors)))
-	return fmt.Errorf("no executor type for run %s node %s: %s", req.GetRunId(), req.GetNodeId(), strings.Join(tried, "; "))
-}
-
-func (p *PushServer) supporting(nodeType string) (domain.Registration, bool) {
-	for _, reg := range p.cfg.Executors {
-		if reg.Descriptor.Supports(nodeType) {
-			return reg, true
-		}
-	}
-	return domain.Registration{}, false
 }
 
 // executorIDFromSignature decodes a Gamelan push signature: standard Base64

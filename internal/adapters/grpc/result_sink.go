@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -19,9 +22,14 @@ import (
 // acknowledges the whole batch. Anything else is an error, and the runtime
 // resends the batch (the engine deduplicates on run id, node id and attempt).
 //
-// A result larger than the maximum message size could never be sent, and
-// would hold its batch back for ever: it is sent as a FAILED
-// OUTPUT_TOO_LARGE result without output instead (domain.Result.TooLarge).
+// A result larger than the maximum message size (the whole TaskResult
+// message, ids included) could never be sent, and would hold its batch back
+// for ever: it is sent as a FAILED OUTPUT_TOO_LARGE result without output
+// instead (domain.Result.TooLarge), and if even that does not fit, the
+// batch is refused with domain.ErrResultRejected. So is a batch the engine
+// refuses for good (InvalidArgument, ResourceExhausted: its own size limit,
+// OutOfRange): the runtime then isolates the result at fault rather than
+// resending the batch for ever.
 type ResultSink struct {
 	client  gamelanv1.ExecutorServiceClient
 	maxSize int
@@ -58,7 +66,11 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 		executorID := group[0].ExecutorID
 		messages := make([]*gamelanv1.TaskResult, len(group))
 		for i, r := range group {
-			messages[i] = s.message(r)
+			msg, err := s.message(r)
+			if err != nil {
+				return err
+			}
+			messages[i] = msg
 		}
 		if s.mirror != nil {
 			s.mirror(executorID, messages)
@@ -86,23 +98,57 @@ func (s *ResultSink) report(ctx context.Context, results []*gamelanv1.TaskResult
 					err = errors.New("the engine ended the stream before taking every result")
 				}
 			}
-			return callError(fmt.Sprintf("report %d results", len(results)), err)
+			return reportError(len(results), err)
 		}
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
-		return callError(fmt.Sprintf("report %d results", len(results)), err)
+		return reportError(len(results), err)
 	}
 	return nil
 }
 
-// message converts r, replacing it with its TooLarge answer when it would
-// exceed the maximum message size.
-func (s *ResultSink) message(r domain.Result) *gamelanv1.TaskResult {
-	msg := resultToProto(r)
-	if size := proto.Size(msg); size > s.maxSize {
-		msg = resultToProto(r.TooLarge(size, s.maxSize))
+// reportError wraps a failed ReportResults, marking the refusals that
+// resending the same batch cannot overcome with domain.ErrResultRejected:
+// InvalidArgument, OutOfRange, and ResourceExhausted about a message's size
+// (servers also answer ResourceExhausted to say "not now", which is
+// transient).
+func reportError(n int, err error) error {
+	op := fmt.Sprintf("report %d results", n)
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.InvalidArgument, codes.OutOfRange:
+		return fmt.Errorf("%s: %w: %w", op, domain.ErrResultRejected, err)
+	case codes.ResourceExhausted:
+		if aboutSize(st.Message()) {
+			return fmt.Errorf("%s: %w: %w", op, domain.ErrResultTooLarge, err)
+		}
 	}
-	return msg
+	return callError(op, err)
+}
+
+// aboutSize reports whether a ResourceExhausted message is about a message
+// too large, as grpc-go ("larger than max"), grpc-java ("exceeds maximum
+// size") and gRPC C-core ("larger than max") word it.
+func aboutSize(message string) bool {
+	m := strings.ToLower(message)
+	return strings.Contains(m, "larger than max") || strings.Contains(m, "exceeds maximum") || strings.Contains(m, "too large")
+}
+
+// message converts r, replacing it with its TooLarge answer when it would
+// exceed the maximum message size, and refuses it (ErrResultRejected) when
+// even that would.
+func (s *ResultSink) message(r domain.Result) (*gamelanv1.TaskResult, error) {
+	msg := resultToProto(r)
+	size := proto.Size(msg)
+	if size <= s.maxSize {
+		return msg, nil
+	}
+	msg = resultToProto(r.TooLarge(size, s.maxSize))
+	if minimal := proto.Size(msg); minimal > s.maxSize {
+		return nil, fmt.Errorf("%w: result for run %s node %s is %d bytes even without output, more than the limit of %d",
+			domain.ErrResultTooLarge, domain.Quote(r.RunID), domain.Quote(r.NodeID), minimal, s.maxSize)
+	}
+	return msg, nil
 }
 
 // byExecutor splits results by executor id, keeping their order.

@@ -12,6 +12,7 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // Intake modes: the push server always runs; stream and bidi add a pull
@@ -62,7 +63,7 @@ func NewIntake(conn ggrpc.ClientConnInterface, push *PushServer, cfg IntakeConfi
 	source := &TaskSource{push: push}
 	sink := NewResultSink(client, cfg.MaxMessageSize)
 	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime,
-		sink: sink, maxMessageSize: sink.maxSize, log: log}
+		sink: sink, maxMessageSize: sink.maxSize, log: log, refusals: telemetry.NewThrottle(0, 0)}
 	switch cfg.Mode {
 	case IntakePush:
 	case IntakeStream:

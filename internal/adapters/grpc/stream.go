@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"math"
 
+	ggrpc "google.golang.org/grpc"
+
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -38,7 +40,7 @@ func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg doma
 	stream, err := s.cfg.client.StreamTasks(streamCtx, &gamelanv1.StreamTasksRequest{
 		ExecutorId:    reg.ExecutorID,
 		MaxConcurrent: int32(min(free, math.MaxInt32)),
-	})
+	}, ggrpc.ForceCodecV2(frameCodec{}))
 	if err != nil {
 		return 0, callError("stream tasks", err)
 	}
@@ -47,16 +49,17 @@ func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg doma
 	s.state.set(reg.ExecutorID, nil)
 	delivered := 0
 	for {
-		pt, err := stream.Recv()
-		if err != nil {
+		var f frame
+		if err := stream.RecvMsg(&f); err != nil {
 			return delivered, endOfStream("stream tasks", ctx, streamCtx, err)
 		}
 		s.state.set(reg.ExecutorID, nil)
-		task := taskFromProto(pt)
-		if task.ExecutorID == "" {
-			task.ExecutorID = reg.ExecutorID
-		}
-		if err := s.cfg.offerPulled(ctx, intake, task, log); err != nil {
+		task, malformed := decodeTask(f.data)
+		// The task came on this executor's stream: the engine sent it to
+		// this executor id, a routing hint the runtime checks against the
+		// task's declared type.
+		task.ExecutorID = reg.ExecutorID
+		if err := s.cfg.offerPulled(ctx, intake, task, malformed, log); err != nil {
 			return delivered, err
 		}
 		delivered++

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -16,24 +17,35 @@ import (
 // errMalformed marks a task record that cannot be taken as it is.
 var errMalformed = errors.New("malformed task record")
 
+// attemptUnknown is the attempt of a record whose attempt is missing or not
+// a whole number: no result can name such a task (domain.Task.Addressable
+// is false), so it is never answered with a guessed attempt.
+const attemptUnknown = math.MinInt64
+
+// taskRecord is a TaskMessage as decoded: the attempt as a json.Number, so
+// that a missing or fractional attempt is told apart from a real one.
+type taskRecord struct {
+	TaskMessage
+	Attempt json.Number `json:"attempt"`
+}
+
 // decodeTask decodes a task record. A record that is too large, not UTF-8,
-// not JSON, of the wrong shape or without a run id and node id is an error
-// wrapping errMalformed; recoverIdentity may still find whom to answer.
+// not JSON, of the wrong shape, or without a run id, node id or whole
+// attempt comes back with an error wrapping errMalformed and the identity
+// recoverIdentity finds in it, so that it can still be answered when that
+// identity allows (the runtime decides, see ports.Delivery.Malformed).
 func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 	if len(value) > maxBytes {
-		return domain.Task{}, fmt.Errorf("%w: %d bytes, more than the %d allowed", errMalformed, len(value), maxBytes)
+		return recoverIdentity(value), fmt.Errorf("%w: %d bytes, more than the %d allowed", errMalformed, len(value), maxBytes)
 	}
 	if !utf8.Valid(value) {
-		return domain.Task{}, fmt.Errorf("%w: not valid UTF-8", errMalformed)
+		return recoverIdentity(value), fmt.Errorf("%w: not valid UTF-8", errMalformed)
 	}
-	var msg TaskMessage
+	var msg taskRecord
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.UseNumber()
 	if err := dec.Decode(&msg); err != nil {
-		return domain.Task{}, fmt.Errorf("%w: %v", errMalformed, err)
-	}
-	if msg.RunID == "" || msg.NodeID == "" {
-		return domain.Task{}, fmt.Errorf("%w: runId and nodeId are required", errMalformed)
+		return recoverIdentity(value), fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	task := domain.Task{
 		TaskID:         msg.TaskID,
@@ -42,7 +54,7 @@ func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 		NodeID:         msg.NodeID,
 		NodeType:       msg.NodeType,
 		ExecutorType:   msg.ExecutorType,
-		Attempt:        msg.Attempt,
+		Attempt:        attemptOf(msg.Attempt),
 		ExecutionToken: msg.Token,
 		IdempotencyKey: msg.IdempotencyKey,
 		Context:        plainNumbers(msg.Context),
@@ -51,7 +63,23 @@ func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 	if msg.ScheduledAt != nil {
 		task.ScheduledAt = *msg.ScheduledAt
 	}
+	switch {
+	case msg.RunID == "" || msg.NodeID == "":
+		return task, fmt.Errorf("%w: runId and nodeId are required", errMalformed)
+	case task.Attempt == attemptUnknown:
+		return task, fmt.Errorf("%w: attempt %s is not a whole number", errMalformed, domain.Quote(msg.Attempt.String()))
+	}
 	return task, nil
+}
+
+// attemptOf reads an attempt, attemptUnknown when it is missing or not a
+// whole number.
+func attemptOf(n json.Number) int {
+	a, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil {
+		return attemptUnknown
+	}
+	return int(a)
 }
 
 // plainNumbers turns json.Number values into float64, as handlers expect
@@ -81,17 +109,19 @@ func plainValue(v any) any {
 	return v
 }
 
-// recoverIdentity reads whatever it can of a malformed record's runId, nodeId,
-// attempt, token, taskId and targetExecutor (as ExecutorID), so that the
-// engine can be answered, by the executor it addressed. ok is false when run
-// id or node id cannot be found.
-func recoverIdentity(value []byte) (task domain.Task, ok bool) {
+// recoverIdentity reads whatever it can of a malformed record's runId,
+// nodeId, attempt, token, taskId and targetExecutor (as ExecutorID), so that
+// the engine can be answered, by the executor it addressed. What it cannot
+// read stays empty (attemptUnknown for the attempt), which makes the task
+// unaddressable.
+func recoverIdentity(value []byte) domain.Task {
+	task := domain.Task{Attempt: attemptUnknown}
 	if !utf8.Valid(value) {
 		value = []byte(strings.ToValidUTF8(string(value), "\uFFFD"))
 	}
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(value, &fields) != nil {
-		return domain.Task{}, false
+		return task
 	}
 	str := func(key string) string {
 		var s string
@@ -100,15 +130,13 @@ func recoverIdentity(value []byte) (task domain.Task, ok bool) {
 		}
 		return ""
 	}
-	task = domain.Task{RunID: str("runId"), NodeID: str("nodeId"), ExecutionToken: str("token"), TaskID: str("taskId"),
-		ExecutorID: str("targetExecutor")}
+	task.RunID, task.NodeID, task.ExecutionToken = str("runId"), str("nodeId"), str("token")
+	task.TaskID, task.ExecutorID = str("taskId"), str("targetExecutor")
 	var n json.Number
 	if json.Unmarshal(fields["attempt"], &n) == nil {
-		if a, err := strconv.Atoi(n.String()); err == nil {
-			task.Attempt = a
-		}
+		task.Attempt = attemptOf(n)
 	}
-	return task, task.RunID != "" && task.NodeID != ""
+	return task
 }
 
 // resultMessage converts a result for the results topic.

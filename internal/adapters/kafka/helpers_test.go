@@ -77,16 +77,14 @@ func newProducer(t *testing.T, cfg kafka.Config) *kafka.Producer {
 }
 
 // newSource returns an unstarted TaskSource for cfg serving executors (the
-// tax executor if none are given), answering malformed records through a
-// ResultSink of its own producer. Its logs go to logs; it is closed when the
-// test ends, before its producer.
+// tax executor if none are given). Its logs go to logs; it is closed when
+// the test ends.
 func newSource(t *testing.T, cfg kafka.Config, logs *logBook, executors ...domain.Registration) *kafka.TaskSource {
 	t.Helper()
 	if len(executors) == 0 {
 		executors = []domain.Registration{taxRegistration()}
 	}
-	sink := kafka.NewResultSink(newProducer(t, cfg), cfg)
-	source, err := kafka.NewTaskSource(cfg, sink, executors, logs.logger())
+	source, err := kafka.NewTaskSource(cfg, executors, logs.logger())
 	require.NoError(t, err, "NewTaskSource")
 	t.Cleanup(func() {
 		if err := source.Close(); err != nil {

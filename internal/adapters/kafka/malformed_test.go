@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/kafka/kafkatest"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/pkg/porttest"
@@ -15,16 +14,17 @@ import (
 
 // Bad input on the tasks topic. Each test writes one bad record and then a
 // good task to the same partition (every topic has one partition here):
-// the good task must still arrive, and the bad record must be answered
-// FAILED INVALID_TASK when its run id and node id can be read, else skipped
-// with a log line naming its offset; either way it is committed.
+// the good task must still arrive. A bad record that a result can name (a
+// valid run id, node id and attempt) is offered as invalid, for the runtime
+// to answer FAILED INVALID_TASK (test/component checks the answer on the
+// results topic); any other is refused by the runtime and skipped with a
+// log line naming its offset. Either way it is committed.
 
 // smallMaxMessageBytes is the MaxMessageBytes of these tests, so that an
 // oversized record is cheap to write.
 const smallMaxMessageBytes = 1024
 
-// answer is the identity a bad record's FAILED INVALID_TASK result must be
-// addressed to.
+// answer is the identity a bad record is offered with, to be answered.
 type answer struct {
 	runID, nodeID string
 	attempt       int
@@ -32,8 +32,8 @@ type answer struct {
 }
 
 // requireBadInput writes value as a task record, then a good task, and
-// checks the outcome: an answer addressed to want, or, when want is nil,
-// nothing on the results topic and a logged skip.
+// checks the outcome: an invalid offer addressed to want, or, when want is
+// nil, a refusal and a logged skip.
 func requireBadInput(t *testing.T, value []byte, want *answer) {
 	t.Helper()
 	b := kafkatest.Start(t, kafkatest.WithPartitions(1))
@@ -41,49 +41,36 @@ func requireBadInput(t *testing.T, value []byte, want *answer) {
 	cfg := brokerConfig(b, group)
 	cfg.MaxMessageBytes = smallMaxMessageBytes
 	logs := newLogBook(t)
-	results := b.Results(t)
 	source := newSource(t, cfg, logs)
 	in := startSource(t, source, 4)
 
 	require.NoError(t, b.ProduceRaw(waitContext(t), kafkatest.TasksTopic, []byte("bad"), value), "produce the bad record")
 	produceTask(t, b, task("good"))
 	good := waitOffered(t, in, "good")["good"]
-	// One partition, read in order: the bad record was dealt with (and any
-	// answer acknowledged) before the good task was offered.
-	require.Len(t, in.Offers(), 1, "offers: only the good task")
 	for _, r := range in.Refusals() {
 		require.NotEqual(t, "good", r.Task.RunID, "the good task was refused: %v", r.Err)
 	}
+	require.NoError(t, good.Invalid)
 
 	if want != nil {
-		require.NoError(t, results.WaitForMessagesFunc(waitContext(t), func(all []kafka.ResultMessage) bool {
-			return len(all) > 0
-		}))
-		all := results.All()
-		require.Len(t, all, 1, "results")
-		got := all[0]
-		assert.Equal(t, want.runID, got.RunID, "runId")
-		assert.Equal(t, want.nodeID, got.NodeID, "nodeId")
-		assert.Equal(t, want.attempt, got.Attempt, "attempt")
-		assert.Equal(t, want.token, got.ExecutionToken, "executionToken")
-		assert.Equal(t, string(domain.StatusFailed), got.Status)
-		if assert.NotNil(t, got.Error) {
-			assert.Equal(t, domain.CodeInvalidTask, got.Error.Code)
-			assert.NotEmpty(t, got.Error.Message)
-			assert.False(t, got.Error.Retryable, "an invalid task stays invalid")
-		}
-		assert.NotEmpty(t, logs.find("malformed task record answered FAILED INVALID_TASK"))
+		// One partition, read in order: the bad record came first.
+		offers := in.Offers()
+		require.Len(t, offers, 2, "offers: the bad record, to be answered, and the good task")
+		bad := offers[0]
+		assert.Equal(t, want.runID, bad.Task.RunID, "runId")
+		assert.Equal(t, want.nodeID, bad.Task.NodeID, "nodeId")
+		assert.Equal(t, want.attempt, bad.Task.Attempt, "attempt")
+		assert.Equal(t, want.token, bad.Task.ExecutionToken, "executionToken")
+		require.ErrorIs(t, bad.Invalid, domain.ErrInvalidTask, "offered as invalid, to be answered FAILED INVALID_TASK")
+		assert.True(t, bad.Redeliverable)
+		assert.False(t, bad.Refusable, "a record is answered, not refused")
+		bad.Settle(nil) // as the runtime does once the answer is acknowledged
+		assert.Empty(t, logs.find("task record skipped"))
 	} else {
-		// A result written after the good task was offered bounds the
-		// check that none was written for the bad record.
-		sink := kafka.NewResultSink(newProducer(t, cfg), cfg)
-		sentinel := domain.Result{RunID: "sentinel", NodeID: "n", Attempt: 1, Status: domain.StatusCompleted}
-		require.NoError(t, sink.Deliver(waitContext(t), []domain.Result{sentinel}))
-		require.NoError(t, results.WaitForMessages(waitContext(t), 1))
-		all := results.All()
-		require.Len(t, all, 1, "results: only the sentinel")
-		require.Equal(t, "sentinel", all[0].RunID)
-		skipped := logs.find("malformed task record skipped")
+		require.Len(t, in.Offers(), 1, "offers: only the good task")
+		require.Len(t, in.Refusals(), 1, "the bad record was offered once and refused")
+		require.ErrorIs(t, in.Refusals()[0].Err, domain.ErrInvalidTask)
+		skipped := logs.find("task record skipped")
 		if assert.Len(t, skipped, 1, "log lines of the skip") {
 			assert.Equal(t, "0", skipped[0].Attrs["offset"], "the skipped record's offset")
 			assert.Equal(t, "0", skipped[0].Attrs["partition"])
@@ -141,9 +128,48 @@ func TestBadInputRunIDNotAString(t *testing.T) {
 
 func TestBadInputAttemptNotANumber(t *testing.T) {
 	t.Parallel()
-	// The attempt cannot be read: the answer carries attempt 0.
-	requireBadInput(t, []byte(`{"runId":"r-attempt","nodeId":"n-1","attempt":"one","token":"tok-a"}`),
-		&answer{runID: "r-attempt", nodeID: "n-1", attempt: 0, token: "tok-a"})
+	// The attempt cannot be read: no result could name the task, since a
+	// guessed attempt would address another one.
+	requireBadInput(t, []byte(`{"runId":"r-attempt","nodeId":"n-1","attempt":"one","token":"tok-a"}`), nil)
+}
+
+func TestBadInputAttemptMissing(t *testing.T) {
+	t.Parallel()
+	requireBadInput(t, []byte(`{"runId":"r-attempt","nodeId":"n-1","token":"tok-a"}`), nil)
+}
+
+func TestBadInputAttemptNotWhole(t *testing.T) {
+	t.Parallel()
+	requireBadInput(t, []byte(`{"runId":"r-attempt","nodeId":"n-1","attempt":1.5,"token":"tok-a"}`), nil)
+}
+
+func TestBadInputAttemptBeyond32Bits(t *testing.T) {
+	t.Parallel()
+	// The engine's attempt is a 32-bit int: 2147483648 is none it sent.
+	requireBadInput(t, []byte(`{"runId":"r-attempt","nodeId":"n-1","attempt":2147483648,"token":"tok-a"}`), nil)
+}
+
+func TestBadInputAttemptZero(t *testing.T) {
+	t.Parallel()
+	// Attempts count from 1, but a result can name this one as it came.
+	requireBadInput(t, []byte(`{"runId":"r-zero","nodeId":"n-1","attempt":0,"token":"tok-z"}`),
+		&answer{runID: "r-zero", nodeID: "n-1", attempt: 0, token: "tok-z"})
+}
+
+func TestBadInputRunIDAgainstTheRule(t *testing.T) {
+	t.Parallel()
+	requireBadInput(t, []byte(`{"runId":"r 1/x","nodeId":"n-1","attempt":1}`), nil)
+}
+
+func TestBadInputHugeRunID(t *testing.T) {
+	t.Parallel()
+	requireBadInput(t, []byte(`{"runId":"`+strings.Repeat("r", 600)+`","nodeId":"n-1","attempt":1}`), nil)
+}
+
+func TestBadInputIdempotencyKeyOfAnotherRun(t *testing.T) {
+	t.Parallel()
+	requireBadInput(t, []byte(`{"runId":"r-key","nodeId":"n-1","attempt":1,"token":"tok-k","idempotencyKey":"shared:n-1:1"}`),
+		&answer{runID: "r-key", nodeID: "n-1", attempt: 1, token: "tok-k"})
 }
 
 func TestBadInputContextNotAnObject(t *testing.T) {
@@ -190,6 +216,17 @@ func TestBadInputInvalidUTF8(t *testing.T) {
 func TestBadInputForAnotherExecutor(t *testing.T) {
 	t.Parallel()
 	// Malformed, but addressed to an executor of another service, which
-	// answers it (or not) itself: skipped, not answered here.
-	requireBadInput(t, []byte(`{"runId":"r-other","nodeId":"n-1","attempt":"one","targetExecutor":"shipping-label-printer"}`), nil)
+	// answers it (or not) itself: skipped and committed, never offered.
+	b := kafkatest.Start(t, kafkatest.WithPartitions(1))
+	group := porttest.UniqueID(t)
+	logs := newLogBook(t)
+	in := startSource(t, newSource(t, brokerConfig(b, group), logs), 4)
+	require.NoError(t, b.ProduceRaw(waitContext(t), kafkatest.TasksTopic, []byte("bad"),
+		[]byte(`{"runId":"r-other","nodeId":"n-1","attempt":"one","targetExecutor":"shipping-label-printer"}`)))
+	produceTask(t, b, task("good"))
+	good := waitOffered(t, in, "good")["good"]
+	assert.Equal(t, 0, len(in.Refusals())+len(in.Offers())-1, "the other executor's record reached the runtime")
+	assert.Len(t, logs.find("task for another executor skipped"), 1)
+	good.Settle(nil)
+	waitLag(t, b, group, 0)
 }

@@ -1,9 +1,12 @@
 package kafka
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/IBM/sarama"
+
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // offsetTracker commits a partition's offsets only as far as every record
@@ -88,10 +91,12 @@ func (t *offsetTracker) endLocked() {
 }
 
 // settle records the runtime's verdict on an offered record: finished
-// (err nil), or handed back to be offered again by the claim while it
-// lasts (the record stays uncommitted either way until it is finished).
+// (err nil: its result acknowledged; or err wrapping
+// domain.ErrUndeliverable: its result dead-lettered, and reading the record
+// again would only fail again), or handed back to be offered again by the
+// claim while it lasts (the record stays uncommitted until it is finished).
 func (t *offsetTracker) settle(msg *sarama.ConsumerMessage, err error) {
-	if err == nil {
+	if err == nil || errors.Is(err, domain.ErrUndeliverable) {
 		t.finish(msg.Offset)
 		t.end()
 		return

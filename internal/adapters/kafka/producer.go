@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/IBM/sarama"
+
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // Producer produces records and waits for their acknowledgements. It wraps
@@ -36,6 +40,26 @@ type Producer struct {
 	// nil when none is.
 	connecting chan struct{}
 	connectErr error
+	// demuxed is closed when the demux goroutine of the connected producer
+	// has returned; Close waits for it.
+	demuxed chan struct{}
+
+	// orphans counts records that failed while Close flushed them, after
+	// their sends had stopped waiting, with the first such failure, for
+	// Close to report; closing is set when Close begins.
+	closing     atomic.Bool
+	orphansMu   sync.Mutex
+	orphans     int
+	firstOrphan error
+
+	// isolation is held for reading by every send, and for writing by a
+	// send that must be the only record in sarama's pipeline (sendAlone).
+	isolation sync.RWMutex
+	// inflight counts records handed to sarama and not yet acknowledged or
+	// failed; drained is closed and replaced whenever it drops to zero.
+	inflightMu sync.Mutex
+	inflight   int
+	drained    chan struct{}
 }
 
 // NewProducer returns a producer for the brokers; it connects on first use.
@@ -44,7 +68,7 @@ func NewProducer(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Producer{brokers: cfg.Brokers, config: sc}, nil
+	return &Producer{brokers: cfg.Brokers, config: sc, drained: make(chan struct{})}, nil
 }
 
 // connected returns the sarama producer, connecting it if needed. The
@@ -89,7 +113,11 @@ func (p *Producer) connect(done chan struct{}) {
 		return
 	}
 	p.async, p.connectErr = async, nil
-	go p.demux(async)
+	p.demuxed = make(chan struct{})
+	go func() {
+		defer close(p.demuxed)
+		p.demux(async)
+	}()
 }
 
 // WithTokens makes every record carry "authorization: Bearer <token>",
@@ -111,12 +139,17 @@ type batchWaiter struct {
 	remaining int
 	err       error
 	done      chan struct{}
+	// gaveUp: the send returned before every record was acknowledged (its
+	// context ended); a record failing later has no one to tell.
+	gaveUp bool
 }
 
+// ack counts one record's outcome. The send's error is the first refusal
+// for good (domain.ErrResultRejected) if any, else the first error.
 func (w *batchWaiter) ack(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err != nil && w.err == nil {
+	if err != nil && (w.err == nil || errors.Is(err, domain.ErrResultRejected) && !errors.Is(w.err, domain.ErrResultRejected)) {
 		w.err = err
 	}
 	w.remaining--
@@ -135,6 +168,36 @@ type record struct {
 // error, some may have been written: resending is safe, since consumers
 // deduplicate.
 func (p *Producer) send(ctx context.Context, records []record) error {
+	p.isolation.RLock()
+	defer p.isolation.RUnlock()
+	return p.produce(ctx, records)
+}
+
+// sendAlone produces one record as the only one in sarama's pipeline, once
+// every record in flight before it has been acknowledged or failed: a
+// broker refuses a whole record batch when one of its records is too
+// large, and sarama batches the records of concurrent sends together, so
+// only a record sent alone is judged on its own size.
+func (p *Producer) sendAlone(ctx context.Context, rec record) error {
+	p.isolation.Lock()
+	defer p.isolation.Unlock()
+	for {
+		p.inflightMu.Lock()
+		n, drained := p.inflight, p.drained
+		p.inflightMu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			return fmt.Errorf("produce alone: waiting for %d records in flight: %w", n, context.Cause(ctx))
+		}
+	}
+	return p.produce(ctx, []record{rec})
+}
+
+func (p *Producer) produce(ctx context.Context, records []record) error {
 	if len(records) == 0 {
 		return nil
 	}
@@ -157,7 +220,27 @@ func (p *Producer) send(ctx context.Context, records []record) error {
 	case <-w.done:
 		return w.err
 	case <-ctx.Done():
+		w.mu.Lock()
+		w.gaveUp = true
+		w.mu.Unlock()
 		return fmt.Errorf("produce: waiting for acknowledgements: %w", context.Cause(ctx))
+	}
+}
+
+// entered counts a record handed to sarama; left, one acknowledged or failed.
+func (p *Producer) entered() {
+	p.inflightMu.Lock()
+	p.inflight++
+	p.inflightMu.Unlock()
+}
+
+func (p *Producer) left() {
+	p.inflightMu.Lock()
+	defer p.inflightMu.Unlock()
+	p.inflight--
+	if p.inflight == 0 {
+		close(p.drained)
+		p.drained = make(chan struct{})
 	}
 }
 
@@ -172,9 +255,11 @@ func (p *Producer) enqueue(ctx context.Context, msgs []*sarama.ProducerMessage) 
 		return err
 	}
 	for _, msg := range msgs {
+		p.entered()
 		select {
 		case async.Input() <- msg:
 		case <-ctx.Done():
+			p.left()
 			return fmt.Errorf("produce to %s: %w", msg.Topic, context.Cause(ctx))
 		}
 	}
@@ -192,18 +277,58 @@ func (p *Producer) demux(async sarama.AsyncProducer) {
 				continue
 			}
 			msg.Metadata.(*batchWaiter).ack(nil)
+			p.left()
 		case perr, ok := <-failures:
 			if !ok {
 				failures = nil
 				continue
 			}
-			perr.Msg.Metadata.(*batchWaiter).ack(fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err))
+			w := perr.Msg.Metadata.(*batchWaiter)
+			err := produceError(perr)
+			w.ack(err)
+			p.left()
+			w.mu.Lock()
+			orphan := w.gaveUp
+			w.mu.Unlock()
+			if orphan && p.closing.Load() {
+				p.orphaned(err)
+			}
 		}
 	}
 }
 
+// orphaned records a failure no send waits for any more.
+func (p *Producer) orphaned(err error) {
+	p.orphansMu.Lock()
+	defer p.orphansMu.Unlock()
+	if p.orphans == 0 {
+		p.firstOrphan = err
+	}
+	p.orphans++
+}
+
+// produceError wraps a record the brokers (or sarama, before sending it)
+// refused. Refusals that sending the same record again cannot overcome wrap
+// domain.ErrResultTooLarge (the record is larger than the brokers or sarama
+// take) or domain.ErrResultRejected (the brokers call it invalid); anything
+// else (a corrupt transfer, a misconfiguration, brokers away) is transient.
+func produceError(perr *sarama.ProducerError) error {
+	var configErr sarama.ConfigurationError
+	switch {
+	case errors.As(perr.Err, &configErr) && strings.Contains(string(configErr), "larger than"), // sarama's own size check
+		errors.Is(perr.Err, sarama.ErrMessageSizeTooLarge), errors.Is(perr.Err, sarama.ErrMessageSetSizeTooLarge):
+		return fmt.Errorf("produce to %s: %w: %w", perr.Msg.Topic, domain.ErrResultTooLarge, perr.Err)
+	case errors.Is(perr.Err, sarama.ErrInvalidRecord), errors.Is(perr.Err, sarama.ErrInvalidMessageSize):
+		return fmt.Errorf("produce to %s: %w: %w", perr.Msg.Topic, domain.ErrResultRejected, perr.Err)
+	}
+	return fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err)
+}
+
 // Close flushes what is in flight and closes the producer, after waiting
-// for a connection attempt in progress. Sends after Close fail.
+// for a connection attempt in progress, and returns once its goroutines
+// have stopped. Its error reports the records it could not flush: those
+// whose sends had stopped waiting for them, which no one else is told of.
+// Sends after Close fail.
 func (p *Producer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -211,6 +336,7 @@ func (p *Producer) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.closing.Store(true)
 	p.connectMu.Lock()
 	attempt := p.connecting
 	p.connectMu.Unlock()
@@ -218,9 +344,20 @@ func (p *Producer) Close() error {
 		<-attempt
 	}
 	p.connectMu.Lock()
-	defer p.connectMu.Unlock()
-	if p.async == nil {
+	async, demuxed := p.async, p.demuxed
+	p.connectMu.Unlock()
+	if async == nil {
 		return nil
 	}
-	return p.async.Close()
+	err := async.Close()
+	<-demuxed
+	p.orphansMu.Lock()
+	if p.orphans > 0 {
+		err = errors.Join(err, fmt.Errorf("%d records in flight failed to flush, the first: %w", p.orphans, p.firstOrphan))
+	}
+	p.orphansMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("close kafka producer for %v: %w", p.brokers, err)
+	}
+	return nil
 }

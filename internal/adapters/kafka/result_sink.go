@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,10 +15,13 @@ import (
 // keyed by run id, and returns once the brokers acknowledged every record
 // (acks=all).
 //
-// A result whose record would exceed MaxMessageBytes could never be
-// produced, and would hold its batch (and its task's offset) back for ever:
-// it is produced as a FAILED OUTPUT_TOO_LARGE result without output instead
-// (domain.Result.TooLarge).
+// A result whose record (key, value and headers) would exceed
+// MaxMessageBytes could never be produced, and would hold its batch (and its
+// task's offset) back for ever: it is produced as a FAILED OUTPUT_TOO_LARGE
+// result without output instead (domain.Result.TooLarge), and if even that
+// does not fit, the batch is refused with domain.ErrResultRejected, as it is
+// when the brokers refuse a record for good (see Producer): the runtime then
+// isolates the result at fault rather than resending the batch for ever.
 type ResultSink struct {
 	producer *Producer
 	topic    string
@@ -26,8 +30,8 @@ type ResultSink struct {
 
 var _ ports.ResultSink = (*ResultSink)(nil)
 
-// recordOverhead is room kept in a record for its key, its authorization
-// header and the record's framing (half the record at most).
+// recordOverhead is room kept in a record for its authorization header and
+// the record's framing (half the record at most); the key is counted apart.
 const recordOverhead = 8 << 10
 
 // NewResultSink returns a sink producing to cfg's results topic.
@@ -40,13 +44,31 @@ func NewResultSink(producer *Producer, cfg Config) *ResultSink {
 func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error {
 	records := make([]record, len(results))
 	for i, r := range results {
+		limit := s.maxValue - len(r.RunID) // the key
 		value := encodeResult(r)
-		if len(value) > s.maxValue {
-			value = encodeResult(r.TooLarge(len(value), s.maxValue))
+		if len(value) > limit {
+			value = encodeResult(r.TooLarge(len(value), limit))
+			if len(value) > limit {
+				return fmt.Errorf("deliver %d results: %w: the result for run %s node %s is %d bytes even without output, more than the %d a record holds",
+					len(results), domain.ErrResultTooLarge, domain.Quote(r.RunID), domain.Quote(r.NodeID), len(value), limit)
+			}
 		}
 		records[i] = record{topic: s.topic, key: r.RunID, executorID: r.ExecutorID, value: value}
 	}
-	if err := s.producer.send(ctx, records); err != nil {
+	err := s.producer.send(ctx, records)
+	if errors.Is(err, domain.ErrResultTooLarge) {
+		// A broker refuses a whole record batch for one record too large,
+		// and sarama batches the records of concurrent deliveries together:
+		// this batch may only have shared a record batch with the culprit.
+		// Each record is sent again alone, so that only a record too large
+		// itself is refused.
+		for _, rec := range records {
+			if err = s.producer.sendAlone(ctx, rec); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("deliver %d results: %w", len(results), err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // revokeGrace is how long a partition taken away by a rebalance waits for
@@ -19,8 +20,9 @@ import (
 // the new owner starts from the last commit (fewer redeliveries).
 const revokeGrace = 5 * time.Second
 
-// answerBackoff paces retries of an answer to a malformed record.
-var answerBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
+// rejoinBackoff paces attempts to join the consumer group again after a
+// failure.
+var rejoinBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2}
 
 // TaskSource consumes the tasks topic in a consumer group and offers each
 // task to the runtime, at least once and losing none:
@@ -33,10 +35,15 @@ var answerBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 //     fetching pauses. Nothing is buffered without bound.
 //   - A record whose targetExecutor names neither one of this service's
 //     executor ids nor one of its types is skipped (and committed).
-//   - A malformed record (too large, not UTF-8, not JSON, wrong shape, no
-//     run id or node id) is answered FAILED INVALID_TASK when its run id and
-//     node id can be read, else skipped with a log line naming its offset;
-//     either way the partition goes on.
+//   - A malformed record (too large, not UTF-8, not JSON, wrong shape) or
+//     an invalid task (ids against the engine's rule, an attempt out of
+//     range, an idempotency key of another task) is offered for the runtime
+//     to answer FAILED INVALID_TASK, committed once that answer is
+//     acknowledged. One that no result can name (no valid run id, node id
+//     and attempt) is skipped and committed, with a throttled log line
+//     naming its offset; either way the partition goes on.
+//   - A task whose result can never be delivered is dead-lettered by the
+//     runtime, and its offset committed: it is never read again.
 //   - Tasks are redeliverable: a task the runtime hands back is not
 //     committed; while the source reads it is offered again, and after
 //     Stop it is left to the group (read again after the next rebalance or
@@ -47,13 +54,12 @@ var answerBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 // also leaves the group at the next rebalance (a successor joining), so
 // that it does not keep partitions it will not read.
 type TaskSource struct {
-	cfg      Config
-	consumer *sarama.Config
-	// answer delivers FAILED results for malformed records.
-	answer    ports.ResultSink
-	ids       map[string]bool // executor ids served over Kafka
-	types     map[string]bool // executor types served over Kafka
+	cfg       Config
+	consumer  *sarama.Config
+	ids       map[string]bool   // executor ids served over Kafka
+	types     map[string]string // executor types served over Kafka -> their executor ids
 	log       *slog.Logger
+	refusals  *telemetry.Throttle
 	consuming sync.WaitGroup
 
 	mu       sync.Mutex
@@ -80,9 +86,8 @@ var (
 // through a consumer-group client of its own (never shared with a
 // producer), connecting and reconnecting in the background so that a
 // service starts while the brokers are down (it is not ready meanwhile).
-// answer is the sink used to answer malformed records; executors are the
-// types served over Kafka.
-func NewTaskSource(cfg Config, answer ports.ResultSink, executors []domain.Registration, log *slog.Logger) (*TaskSource, error) {
+// executors are the types served over Kafka.
+func NewTaskSource(cfg Config, executors []domain.Registration, log *slog.Logger) (*TaskSource, error) {
 	cfg = cfg.withDefaults()
 	if cfg.GroupID == "" {
 		return nil, errors.New("kafka task source: no consumer group id")
@@ -91,11 +96,11 @@ func NewTaskSource(cfg Config, answer ports.ResultSink, executors []domain.Regis
 	if err != nil {
 		return nil, err
 	}
-	s := &TaskSource{cfg: cfg, consumer: sc, answer: answer, ids: map[string]bool{}, types: map[string]bool{},
-		log: log, health: errors.New("not in the consumer group yet")}
+	s := &TaskSource{cfg: cfg, consumer: sc, ids: map[string]bool{}, types: map[string]string{},
+		log: log, refusals: telemetry.NewThrottle(0, 0), health: errors.New("not in the consumer group yet")}
 	for _, reg := range executors {
 		s.ids[reg.ExecutorID] = true
-		s.types[reg.Descriptor.Type] = true
+		s.types[reg.Descriptor.Type] = reg.ExecutorID
 	}
 	return s, nil
 }
@@ -199,7 +204,7 @@ func (s *TaskSource) consume(ctx context.Context) {
 		}
 		s.setHealth(fmt.Errorf("consumer group %s: %w", s.cfg.GroupID, err))
 		s.log.Warn("kafka consumer group failed, retrying", slog.Int("attempt", attempt+1), slog.Any("error", err))
-		if answerBackoff.Wait(ctx, attempt) != nil {
+		if rejoinBackoff.Wait(ctx, attempt) != nil {
 			return
 		}
 	}
@@ -293,29 +298,28 @@ func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *o
 }
 
 // take decodes, filters and offers a tracked record: one just read, or one
-// the runtime handed back.
+// the runtime handed back. A malformed or invalid record is offered too, for
+// the runtime to answer FAILED INVALID_TASK; one that no result can name
+// (no valid run id, node id or attempt) is refused, logged (throttled) and
+// skipped, and the partition goes on.
 func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
-	task, err := decodeTask(msg.Value, s.cfg.MaxMessageBytes)
-	if err != nil {
-		if s.answerMalformed(ctx, msg, err) {
-			tracker.finish(msg.Offset)
-		}
-		return
-	}
+	task, malformed := decodeTask(msg.Value, s.cfg.MaxMessageBytes)
 	if target := task.ExecutorID; target != "" && !s.ids[target] {
-		if !s.types[target] {
-			s.recordLog(msg).Debug("task for another executor skipped", slog.String("target_executor", target))
+		id, ours := s.types[target]
+		if !ours {
+			s.recordLog(msg).Debug("task for another executor skipped", slog.String("target_executor", domain.Clip(target, domain.QuoteBytes)))
 			tracker.finish(msg.Offset)
 			return
 		}
-		task.ExecutorID, task.ExecutorType = "", target
+		// A target naming one of our types sends the task to that type's
+		// executor: a routing hint, checked against the declared types.
+		task.ExecutorID = id
 	}
-	// Answered outside offer's locks: retrying the answer while the
-	// brokers are away must not hold back the other partitions' claims.
-	if err := s.offer(ctx, intake, tracker, msg, &task); errors.Is(err, domain.ErrInvalidTask) {
-		if s.answerMalformed(ctx, msg, err) {
-			tracker.finish(msg.Offset)
-		}
+	if err := s.offer(ctx, intake, tracker, msg, &task, malformed); errors.Is(err, domain.ErrInvalidTask) {
+		s.refusals.Log(s.recordLog(msg), slog.LevelWarn, "unaddressable", "task record skipped: it is invalid, and no result can name it",
+			slog.String("run_id", domain.Clip(task.RunID, domain.QuoteBytes)), slog.String("node_id", domain.Clip(task.NodeID, domain.QuoteBytes)),
+			slog.Any("error", err))
+		tracker.finish(msg.Offset)
 	}
 }
 
@@ -323,7 +327,7 @@ func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *off
 // once it is admitted, ErrInvalidTask when the runtime refuses it as such,
 // or another error when it was not taken (stopped, draining, or the
 // session ended): the record is then not finished, so it is read again.
-func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage, task *domain.Task) error {
+func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage, task *domain.Task, malformed error) error {
 	s.offering.RLock()
 	defer s.offering.RUnlock()
 	s.admitting.Lock()
@@ -337,7 +341,7 @@ func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *of
 		_, err := intake.AwaitCapacity(ctx)
 		if err == nil {
 			tracker.begin()
-			err = intake.Offer(ctx, ports.Delivery{Task: task, Redeliverable: true, Settle: func(err error) {
+			err = intake.Offer(ctx, ports.Delivery{Task: task, Malformed: malformed, Redeliverable: true, Settle: func(err error) {
 				tracker.settle(msg, err)
 			}})
 			if err != nil {
@@ -355,38 +359,4 @@ func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *of
 // line is written.
 func (s *TaskSource) recordLog(msg *sarama.ConsumerMessage) *slog.Logger {
 	return s.log.With(slog.String("topic", msg.Topic), slog.Int("partition", int(msg.Partition)), slog.Int64("offset", msg.Offset))
-}
-
-// answerMalformed answers a record that cannot run: FAILED INVALID_TASK
-// to its run and node when they can be read, else a log line with its
-// offset. It retries the answer until it is acknowledged or ctx ends, and
-// reports whether the record is dealt with (answered or skipped); if not, it
-// stays uncommitted and is read again later.
-func (s *TaskSource) answerMalformed(ctx context.Context, msg *sarama.ConsumerMessage, cause error) bool {
-	log := s.recordLog(msg)
-	task, ok := recoverIdentity(msg.Value)
-	if !ok {
-		log.Error("malformed task record skipped: no run id and node id to answer", slog.Any("error", cause))
-		return true
-	}
-	if target := task.ExecutorID; target != "" && !s.ids[target] && !s.types[target] {
-		log.Warn("malformed task record skipped: addressed to another executor, which answers it",
-			slog.String("target_executor", target), slog.Any("error", cause))
-		return true
-	}
-	res := domain.ResultFor(&task, domain.StatusFailed)
-	res.Error = &domain.ErrorInfo{Code: domain.CodeInvalidTask, Message: cause.Error()}
-	res.CompletedAt = time.Now().UTC()
-	for attempt := 0; ; attempt++ {
-		err := s.answer.Deliver(ctx, []domain.Result{res})
-		if err == nil {
-			log.Warn("malformed task record answered FAILED INVALID_TASK", slog.String("run_id", task.RunID),
-				slog.String("node_id", task.NodeID), slog.Any("error", cause))
-			return true
-		}
-		if answerBackoff.Wait(ctx, attempt) != nil {
-			log.Error("malformed task record not answered yet; it will be read again", slog.Any("error", err))
-			return false
-		}
-	}
 }

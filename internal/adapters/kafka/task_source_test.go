@@ -299,8 +299,9 @@ func TestTargetExecutor(t *testing.T) {
 	byID, byType, untargeted := offered["by-id"].Task, offered["by-type"].Task, offered["untargeted"].Task
 	assert.Equal(t, "billing-calculate-tax", byID.ExecutorID)
 	assert.Empty(t, byID.ExecutorType)
-	assert.Empty(t, byType.ExecutorID)
-	assert.Equal(t, "refund", byType.ExecutorType)
+	// A type names that type's executor: a routing hint, not a declared type.
+	assert.Equal(t, "billing-refund", byType.ExecutorID)
+	assert.Empty(t, byType.ExecutorType)
 	assert.Empty(t, untargeted.ExecutorID)
 	assert.Empty(t, untargeted.ExecutorType)
 	assert.Len(t, in.Offers(), 3, "tasks offered")
@@ -360,11 +361,11 @@ func TestHealth(t *testing.T) {
 // TestNewTaskSourceNeedsGroup: a source without a group id is refused.
 func TestNewTaskSourceNeedsGroup(t *testing.T) {
 	t.Parallel()
-	_, err := kafka.NewTaskSource(kafka.Config{Brokers: []string{"127.0.0.1:1"}}, nil, nil, newLogBook(t).logger())
+	_, err := kafka.NewTaskSource(kafka.Config{Brokers: []string{"127.0.0.1:1"}}, nil, newLogBook(t).logger())
 	require.Error(t, err)
-	_, err = kafka.NewTaskSource(kafka.Config{GroupID: "g"}, nil, nil, newLogBook(t).logger())
+	_, err = kafka.NewTaskSource(kafka.Config{GroupID: "g"}, nil, newLogBook(t).logger())
 	require.Error(t, err, "no brokers")
-	_, err = kafka.NewTaskSource(kafka.Config{Brokers: []string{"127.0.0.1:1"}, GroupID: "g", SASL: kafka.SASL{Mechanism: "GSSAPI", User: "u"}}, nil, nil, newLogBook(t).logger())
+	_, err = kafka.NewTaskSource(kafka.Config{Brokers: []string{"127.0.0.1:1"}, GroupID: "g", SASL: kafka.SASL{Mechanism: "GSSAPI", User: "u"}}, nil, newLogBook(t).logger())
 	require.Error(t, err, "unsupported SASL mechanism")
 }
 

@@ -290,7 +290,9 @@ func TestCompetingSourcesShareTheQueue(t *testing.T) {
 	for i := range n {
 		engine.Submit(newTask(string(rune('A'+i%26)) + string(rune('a'+i/26))))
 	}
-	require.NoError(t, engine.WaitUntil(waitCtx(t), func() bool { return len(in1.Offers())+len(in2.Offers()) == n }))
+	// The offers are the intakes' events, not the engine's: poll them.
+	require.Eventually(t, func() bool { return len(in1.Offers())+len(in2.Offers()) == n }, waitTimeout, time.Millisecond,
+		"%s; %s", in1, in2)
 	seen := map[string]int{}
 	for _, o := range append(in1.Offers(), in2.Offers()...) {
 		seen[o.Task.NodeID]++
