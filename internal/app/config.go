@@ -32,7 +32,7 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// ReregisterInterval re-registers every type this often even when
 	// heartbeats succeed, because an engine may answer heartbeats from
-	// executors it forgot (5m). Negative disables it.
+	// executors it forgot (1m). Negative disables it.
 	ReregisterInterval time.Duration
 	// RegisterBackoff paces registration retries at start-up.
 	RegisterBackoff domain.Backoff
@@ -61,7 +61,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.FlushTimeout, 10*time.Second)
 	setDefault(&c.CallTimeout, 10*time.Second)
 	setDefault(&c.HeartbeatInterval, 10*time.Second)
-	setDefault(&c.ReregisterInterval, 5*time.Minute)
+	setDefault(&c.ReregisterInterval, time.Minute)
 	setDefault(&c.RegisterBackoff, domain.Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2, Jitter: 0.2})
 	setDefault(&c.ResultBackoff, domain.Backoff{Initial: 50 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2, Jitter: 0.2})
 	setDefault(&c.OutboxSize, 1000)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -58,17 +59,68 @@ func (r *Runtime) register(ctx context.Context, e *hostedExecutor, needed bool) 
 // heartbeatLoop heartbeats every type about every HeartbeatInterval (10%
 // jitter), re-registering a type once after each failed heartbeat, once
 // after a successful heartbeat while its last registration attempt failed,
-// and periodically every ReregisterInterval.
-func (r *Runtime) heartbeatLoop(ctx context.Context) {
+// and periodically every ReregisterInterval. A sign that the engine may
+// have forgotten the executors (suspects, see ports.RegistrationWatcher)
+// re-registers every type at once.
+func (r *Runtime) heartbeatLoop(ctx context.Context, suspects <-chan string) {
 	pace := domain.Backoff{Initial: r.cfg.HeartbeatInterval, Multiplier: 1, Jitter: 0.1}
+	tick := time.NewTimer(pace.Delay(0))
+	defer tick.Stop()
 	for {
-		if pace.Wait(ctx, 0) != nil {
+		select {
+		case <-ctx.Done():
 			return
-		}
-		for _, e := range r.executors {
-			r.heartbeat(ctx, e)
+		case reason := <-suspects:
+			r.reregisterAll(ctx, reason)
+		case <-tick.C:
+			for _, e := range r.executors {
+				r.heartbeat(ctx, e)
+			}
+			tick.Reset(pace.Delay(0))
 		}
 	}
+}
+
+// reregisterAll registers every type again because the engine may have
+// forgotten them: until the engine accepts a type's registration, the type
+// counts as unregistered and the runtime as not ready. A failed attempt is
+// retried at the next heartbeat.
+func (r *Runtime) reregisterAll(ctx context.Context, reason string) {
+	if r.draining.Load() {
+		return // a draining executor must not advertise itself again
+	}
+	r.log.Info("registering every executor type again: the engine may have forgotten them", slog.String("reason", reason))
+	suspected := errors.New("re-registering: " + reason)
+	for _, e := range r.executors {
+		e.registered.Store(false)
+		e.registerErr.Store(&suspected)
+	}
+	for _, e := range r.executors {
+		_ = r.register(ctx, e, true)
+	}
+}
+
+// watchRegistrations merges the channels of the ports that watch for signs
+// of a forgetful engine into one, until ctx ends; the caller waits for the
+// goroutines through wg.
+func (r *Runtime) watchRegistrations(ctx context.Context, wg *sync.WaitGroup) <-chan string {
+	merged := make(chan string, 1)
+	for _, ch := range r.suspects {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case reason := <-ch:
+					select {
+					case merged <- reason:
+					default: // a re-registration is pending already
+					}
+				}
+			}
+		})
+	}
+	return merged
 }
 
 func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {

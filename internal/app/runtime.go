@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,9 @@ type Runtime struct {
 
 	sched *scheduler
 	tasks *taskTable
+	// suspects are the distinct channels of the ports that watch for signs
+	// that the engine forgot the executors (ports.RegistrationWatcher).
+	suspects []<-chan string
 
 	// shutdownCause, once set (under tasks.mu) when the drain deadline
 	// passes, cancels running handlers and answers every task not yet
@@ -170,6 +174,15 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 			return nil, fmt.Errorf("runtime: transport %s serves no executor type", tr.Name)
 		}
 	}
+	watchers := []any{registrar, heartbeater}
+	for _, tr := range r.transports {
+		watchers = append(watchers, tr.Source, tr.Sink)
+	}
+	for _, port := range watchers {
+		if w, ok := port.(ports.RegistrationWatcher); ok && w.RegistrationSuspects() != nil && !slices.Contains(r.suspects, w.RegistrationSuspects()) {
+			r.suspects = append(r.suspects, w.RegistrationSuspects())
+		}
+	}
 	return r, nil
 }
 
@@ -207,7 +220,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	heartbeatsCtx, stopHeartbeats := context.WithCancel(context.WithoutCancel(ctx))
 	var heartbeats sync.WaitGroup
 	if startErr == nil && ctx.Err() == nil {
-		heartbeats.Go(func() { r.heartbeatLoop(heartbeatsCtx) })
+		suspects := r.watchRegistrations(heartbeatsCtx, &heartbeats)
+		heartbeats.Go(func() { r.heartbeatLoop(heartbeatsCtx, suspects) })
 		r.log.Info("runtime started", slog.Int("executor_types", len(r.executors)),
 			slog.Int("workers", r.cfg.Workers), slog.Int("queue_size", r.cfg.QueueSize))
 		<-ctx.Done()

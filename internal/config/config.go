@@ -70,8 +70,9 @@ type Config struct {
 	GRPCHost                    string `env:"GAMELAN_EXECUTOR_GRPC_HOST" envDefault:"0.0.0.0" doc:"Address the push gRPC server binds to."`
 	GRPCPort                    int    `env:"GAMELAN_EXECUTOR_GRPC_PORT" envDefault:"9090" min:"0" max:"65535" doc:"Port of the push gRPC server; 0 picks a free port."`
 	GRPCAdvertisedEndpoint      string `env:"GAMELAN_EXECUTOR_GRPC_ADVERTISED_ENDPOINT" envDefault:"" doc:"Endpoint registered with the engine as host:port; empty means the bound gRPC address when GRPC_HOST is a specific IP, else the host name with the bound port."`
-	GRPCKeepAliveTimeSeconds    int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIME_SECONDS" envDefault:"30" min:"10" max:"31536000" doc:"Seconds between keepalive pings; at least 10 because gRPC servers refuse more frequent client pings."`
-	GRPCKeepAliveTimeoutSeconds int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIMEOUT_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds to wait for a keepalive answer before the connection is closed."`
+	GRPCKeepAliveTimeSeconds    int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIME_SECONDS" envDefault:"300" min:"10" max:"31536000" doc:"Seconds without any traffic on the connection to the engine before a keepalive ping. 300 is as often as grpc-java, gRPC C-core and grpc-go servers accept by default; a lower value needs the engine to permit it, or it closes the connection (GOAWAY too_many_pings). At least 10, grpc-go's floor."`
+	GRPCKeepAliveTimeoutSeconds int    `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_TIMEOUT_SECONDS" envDefault:"20" min:"1" max:"31536000" doc:"Seconds to wait for a keepalive answer before the connection is closed."`
+	GRPCKeepAliveWithoutCalls   bool   `env:"GAMELAN_EXECUTOR_GRPC_KEEP_ALIVE_WITHOUT_CALLS" envDefault:"false" doc:"Also ping while no call is open on the connection; default gRPC servers refuse that, so set it only when the engine permits it (grpc-java permitKeepAliveWithoutCalls)."`
 	GRPCMaxConcurrentStreams    int    `env:"GAMELAN_EXECUTOR_GRPC_MAX_CONCURRENT_STREAMS" envDefault:"1000" min:"1" doc:"Maximum concurrent streams per gRPC connection."`
 	GRPCFlowControlWindow       int    `env:"GAMELAN_EXECUTOR_GRPC_FLOW_CONTROL_WINDOW" envDefault:"1048576" min:"65535" doc:"Initial gRPC flow-control window in bytes, per stream and per connection."`
 	GRPCMaxMessageSize          int    `env:"GAMELAN_EXECUTOR_GRPC_MAX_MESSAGE_SIZE" envDefault:"4194304" min:"1024" doc:"Largest gRPC message in bytes, received or sent; a larger result is sent as FAILED OUTPUT_TOO_LARGE."`
@@ -116,7 +117,7 @@ type Config struct {
 
 	HeartbeatIntervalSeconds  int `env:"GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds between heartbeats; must be below HEARTBEAT_TIMEOUT_SECONDS."`
 	HeartbeatTimeoutSeconds   int `env:"GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS" envDefault:"60" min:"1" max:"31536000" doc:"Seconds after which the engine forgets an executor that stopped heartbeating."`
-	ReregisterIntervalSeconds int `env:"GAMELAN_EXECUTOR_REREGISTER_INTERVAL_SECONDS" envDefault:"300" min:"0" max:"31536000" doc:"Seconds between re-registrations even while heartbeats succeed, because an engine may answer heartbeats from executors it forgot; 0 disables periodic re-registration."`
+	ReregisterIntervalSeconds int `env:"GAMELAN_EXECUTOR_REREGISTER_INTERVAL_SECONDS" envDefault:"60" min:"0" max:"31536000" doc:"Seconds between re-registrations even while heartbeats succeed, because an engine may answer heartbeats from executors it forgot; 0 disables periodic re-registration. A remade connection to the engine, or an answer saying it does not know an executor, re-registers at once anyway."`
 
 	ThreadPoolSize            int `env:"GAMELAN_EXECUTOR_THREAD_POOL_SIZE" envDefault:"50" min:"1" doc:"Tasks run at once across all executor types."`
 	QueueSize                 int `env:"GAMELAN_EXECUTOR_QUEUE_SIZE" envDefault:"1000" min:"0" doc:"Admitted tasks that may wait for a worker; beyond it intake stops."`

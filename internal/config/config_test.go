@@ -52,8 +52,8 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		GRPCIntake:                  "push",
 		GRPCHost:                    "0.0.0.0",
 		GRPCPort:                    9090,
-		GRPCKeepAliveTimeSeconds:    30,
-		GRPCKeepAliveTimeoutSeconds: 10,
+		GRPCKeepAliveTimeSeconds:    300,
+		GRPCKeepAliveTimeoutSeconds: 20,
 		GRPCMaxConcurrentStreams:    1000,
 		GRPCFlowControlWindow:       1048576,
 		GRPCMaxMessageSize:          4194304,
@@ -77,7 +77,7 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		JWTInbound:                  "required",
 		HeartbeatIntervalSeconds:    10,
 		HeartbeatTimeoutSeconds:     60,
-		ReregisterIntervalSeconds:   300,
+		ReregisterIntervalSeconds:   60,
 		ThreadPoolSize:              50,
 		QueueSize:                   1000,
 		TaskTimeoutSeconds:          300,
@@ -95,12 +95,12 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 	assert.Empty(t, cfg.TransportOverrides)
 	assert.Empty(t, cfg.EnabledTypes)
 	assert.True(t, cfg.TypeEnabled("anything"))
-	assert.Equal(t, 30*time.Second, cfg.GRPCKeepAliveTime())
-	assert.Equal(t, 10*time.Second, cfg.GRPCKeepAliveTimeout())
+	assert.Equal(t, 300*time.Second, cfg.GRPCKeepAliveTime())
+	assert.Equal(t, 20*time.Second, cfg.GRPCKeepAliveTimeout())
 	assert.Equal(t, 5*time.Minute, cfg.JWTTTL())
 	assert.Equal(t, 10*time.Second, cfg.HeartbeatInterval())
 	assert.Equal(t, time.Minute, cfg.HeartbeatTimeout())
-	assert.Equal(t, 5*time.Minute, cfg.ReregisterInterval())
+	assert.Equal(t, time.Minute, cfg.ReregisterInterval())
 	assert.Equal(t, 5*time.Minute, cfg.TaskTimeout())
 	assert.Equal(t, 30*time.Second, cfg.ShutdownTimeout())
 	assert.Equal(t, 10*time.Second, cfg.ResultFlushTimeout())

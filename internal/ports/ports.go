@@ -132,3 +132,16 @@ type Heartbeater interface {
 	// engine said so) and the runtime re-registers. Safe for concurrent use.
 	Heartbeat(ctx context.Context, hb domain.Heartbeat) error
 }
+
+// RegistrationWatcher is implemented by adapters that can see signs that
+// the engine may have forgotten this process's executors: the connection to
+// it remade after it was lost (a restarted engine forgets its executors,
+// and may still answer their heartbeats with success), an answer saying an
+// executor is unknown. On each sign the runtime registers every type again,
+// and reports not ready until the engine has accepted the registrations.
+// Any port may implement it; the runtime listens to each distinct channel.
+type RegistrationWatcher interface {
+	// RegistrationSuspects returns a channel that receives a reason for
+	// each sign. The channel is the same on every call and is never closed.
+	RegistrationSuspects() <-chan string
+}

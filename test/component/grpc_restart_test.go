@@ -2,8 +2,10 @@ package component
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -148,4 +150,48 @@ func setOf(items []string) map[string]bool {
 		set[item] = true
 	}
 	return set
+}
+
+// TestGRPCEngineRestartBetweenHeartbeatsRegistersAgain restarts the engine
+// between two heartbeats (every 10 s, the default): the new engine knows no
+// executor, and, like Gamelan, answers heartbeats from executors it does not
+// know with success, so that no heartbeat fails. The executor registers
+// again within a few seconds anyway, because the connection to the engine
+// was remade, and a task for it then completes, in every intake mode.
+func TestGRPCEngineRestartBetweenHeartbeatsRegistersAgain(t *testing.T) {
+	for _, intake := range []string{"push", "stream", "bidi"} {
+		t.Run(intake, func(t *testing.T) {
+			t.Parallel()
+			first := grpctest.NewEngine()
+			addr := first.Start(t)
+			vars := serviceEnv(addr, intake)
+			vars["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "10"
+			vars["GAMELAN_EXECUTOR_REREGISTER_INTERVAL_SECONDS"] = "0" // only the signs count
+			r := startService(t, vars)
+			waitForServing(t, first, r, taxExecutorID)
+
+			first.Close()
+			restarted := time.Now()
+			second := grpctest.NewEngine()
+			second.StartAt(t, addr)
+			t.Cleanup(second.Close)
+			reg := waitForRegistration(t, second, taxExecutorID)
+			took := time.Since(restarted)
+			assert.Less(t, took, 5*time.Second, "registered again %s after the restart", took)
+			t.Logf("%s: registered with the restarted engine %s after it came back", intake, took.Round(time.Millisecond))
+			assert.Empty(t, second.Heartbeats(taxExecutorID), "a heartbeat, not the remade connection, caused the registration")
+
+			const run = "run-after-restart"
+			if intake == "push" {
+				ack, err := second.Push(deadline(t, conditionTimeout), reg.GetEndpoint(), taxPush(run, "n1", "10"))
+				require.NoError(t, err)
+				require.True(t, ack.GetAccepted(), "%v", ack)
+			} else {
+				second.Enqueue(taxExecutorID, taxTask(t, run, "n1", "10"))
+			}
+			waitForUniqueResults(t, second, 1, conditionTimeout)
+			checkTaxResult(t, second.UniqueResults()[resultKey(run, "n1")], run, "n1", "10")
+			waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
+		})
+	}
 }

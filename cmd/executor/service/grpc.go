@@ -110,11 +110,12 @@ func (a *adapters) grpcConnection() (*ggrpc.ClientConn, error) {
 		return nil, err
 	}
 	cc := grpcadapter.ClientConfig{
-		Target:           a.cfg.EngineGRPCTarget,
-		TLS:              clientTLS,
-		KeepAliveTime:    a.cfg.GRPCKeepAliveTime(),
-		KeepAliveTimeout: a.cfg.GRPCKeepAliveTimeout(),
-		MaxMessageSize:   a.cfg.GRPCMaxMessageSize,
+		Target:                a.cfg.EngineGRPCTarget,
+		TLS:                   clientTLS,
+		KeepAliveTime:         a.cfg.GRPCKeepAliveTime(),
+		KeepAliveTimeout:      a.cfg.GRPCKeepAliveTimeout(),
+		KeepAliveWithoutCalls: a.cfg.GRPCKeepAliveWithoutCalls,
+		MaxMessageSize:        a.cfg.GRPCMaxMessageSize,
 	}
 	if minter != nil {
 		cc.Credentials = minter.PerRPCCredentials(clientTLS != nil)
@@ -125,6 +126,8 @@ func (a *adapters) grpcConnection() (*ggrpc.ClientConn, error) {
 	}
 	a.grpcConn = conn
 	a.onClose("grpc connection to the engine", conn.Close)
+	a.grpcWatch = grpcadapter.NewConnectionWatch(conn, a.log.With(slog.String("component", "engine-connection")))
+	a.onClose("grpc connection watch", func() error { a.grpcWatch.Close(); return nil })
 	return conn, nil
 }
 
@@ -167,7 +170,8 @@ func (a *adapters) grpcIntake(served []domain.Registration) (*grpcadapter.TaskSo
 	a.grpcPush = push
 	a.onClose("grpc push server", func() error { push.Close(pushCloseTimeout); return nil })
 
-	intake := grpcadapter.IntakeConfig{Mode: a.cfg.GRPCIntake, Executors: served, Reconnect: streamReconnect, MaxMessageSize: a.cfg.GRPCMaxMessageSize}
+	intake := grpcadapter.IntakeConfig{Mode: a.cfg.GRPCIntake, Executors: served, Reconnect: streamReconnect,
+		MaxMessageSize: a.cfg.GRPCMaxMessageSize, Watch: a.grpcWatch}
 	if minter != nil {
 		intake.StreamLifetime = minter.RefreshAfter()
 	}

@@ -39,6 +39,7 @@ type adapters struct {
 	tokens      *security.Minter // nil when no JWT secret is set
 
 	grpcConn   *ggrpc.ClientConn
+	grpcWatch  *grpcadapter.ConnectionWatch
 	grpcPush   *grpcadapter.PushServer
 	grpcSource *grpcadapter.TaskSource
 	grpcSink   *grpcadapter.ResultSink
@@ -130,7 +131,7 @@ func selectRegistrar(a *adapters) (ports.Registrar, error) {
 		if err != nil {
 			return nil, err
 		}
-		return grpcadapter.NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)), nil
+		return grpcadapter.NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)).Watching(a.grpcWatch), nil
 	case "kafka":
 		producer, err := a.kafkaProducerFor()
 		if err != nil {

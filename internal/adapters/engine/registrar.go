@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -88,8 +90,9 @@ func (r *Registrar) Unregister(ctx context.Context, executorID string) error {
 // Heartbeater heartbeats through the engine's REST registry. Because an
 // engine may answer success to a heartbeat from an executor it forgot
 // (Gamelan does), a successful heartbeat is followed by a lookup of the
-// executor: a 404 or 410 on either call means "forgotten", and the runtime
-// re-registers.
+// executor: a 404 or 410 on either call, or a look-up answering nothing
+// (an empty body, null, {}) or another executor, means "forgotten", and the
+// runtime re-registers.
 type Heartbeater struct {
 	client *Client
 }
@@ -106,12 +109,22 @@ func (h *Heartbeater) Heartbeat(ctx context.Context, hb domain.Heartbeat) error 
 	if err := h.client.do(ctx, http.MethodPost, path+"/heartbeat", hb.ExecutorID, nil, nil); err != nil {
 		return forgotten("heartbeat "+hb.ExecutorID, err)
 	}
-	var info ExecutorInfo
+	var info *ExecutorInfo
 	if err := h.client.do(ctx, http.MethodGet, path, hb.ExecutorID, nil, &info); err != nil {
+		if errors.Is(err, io.EOF) {
+			// An empty answer: the engine has nothing to say about the executor.
+			return fmt.Errorf("look up %s: the engine answered nothing: %w", hb.ExecutorID, domain.ErrNotRegistered)
+		}
 		return forgotten("look up "+hb.ExecutorID, err)
 	}
-	if info.ExecutorID != "" && info.ExecutorID != hb.ExecutorID {
-		return fmt.Errorf("look up %s: the engine answered executor %q: %w", hb.ExecutorID, info.ExecutorID, domain.ErrNotRegistered)
+	if info == nil || info.ExecutorID != hb.ExecutorID {
+		// An empty answer (null, {}) or another executor: the engine does
+		// not know this one, though it answered the heartbeat.
+		got := ""
+		if info != nil {
+			got = info.ExecutorID
+		}
+		return fmt.Errorf("look up %s: the engine answered executor %s: %w", hb.ExecutorID, domain.Quote(got), domain.ErrNotRegistered)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -132,4 +133,35 @@ func TestHeartbeatEscapesTheExecutorID(t *testing.T) {
 	assert.Len(t, registry.Heartbeats(odd), 1)
 	require.NoError(t, NewRegistrar(client, time.Minute).Unregister(testContext(t), odd))
 	assert.Empty(t, registry.Executors())
+}
+
+// An engine that forgot an executor may answer its look-up with 200 and
+// nothing in it (an empty body, null, {}) or another executor: that is
+// "forgotten" too, and the runtime registers again, instead of trusting a
+// heartbeat the engine answers for any executor.
+func TestHeartbeatWithAnEmptyLookUpMeansNotRegistered(t *testing.T) {
+	for name, body := range map[string]string{
+		"empty body":       "",
+		"null":             "null",
+		"empty object":     "{}",
+		"another executor": `{"executorId": "tax-2"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if r.Method == http.MethodGet {
+					_, _ = w.Write([]byte(body))
+				}
+			}))
+			t.Cleanup(engine.Close)
+			err := NewHeartbeater(newClient(t, engine.URL)).Heartbeat(testContext(t), domain.Heartbeat{ExecutorID: "tax-1"})
+			require.ErrorIs(t, err, domain.ErrNotRegistered)
+			assert.ErrorContains(t, err, "look up tax-1")
+		})
+	}
+	known := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"executorId": "tax-1"}`))
+	}))
+	t.Cleanup(known.Close)
+	require.NoError(t, NewHeartbeater(newClient(t, known.URL)).Heartbeat(testContext(t), domain.Heartbeat{ExecutorID: "tax-1"}))
 }

@@ -8,7 +8,6 @@ import (
 
 	ggrpc "google.golang.org/grpc"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -22,11 +21,13 @@ import (
 // offered to the runtime and acknowledged on the stream once accepted; a
 // TaskCancellation cancels the task: a running handler's context, a queued
 // task before it starts, or a task still waiting on the stream for room,
-// which is then answered CANCELLED without being offered. Results are
-// written back on the stream by the bidi ResultSink (see NewBidiResultSink)
-// and also delivered through ReportResults, because a stream write is not
-// an acknowledgement. Reconnection follows the same backoff rules as
-// StreamSource.
+// which is then answered CANCELLED without being offered. Reconnection
+// follows the same backoff rules as StreamSource.
+//
+// Results are not written on the stream: they go through ReportResults
+// only, whose Empty is an acknowledgement, where a stream write is not (a
+// copy on the stream could only be best effort, dropped when the engine
+// reads slowly, so an engine reading both would see a partial set).
 //
 // Receiving never waits for room in the runtime: tasks wait for room in a
 // queue of the stream's own, bounded by the executor type's max concurrent
@@ -35,9 +36,6 @@ import (
 // engine that sends beyond that bound is pushed back on by flow control.
 type BidiSource struct {
 	puller
-
-	mu      sync.Mutex
-	senders map[string]*bidiSender // executor id -> its live stream
 }
 
 var (
@@ -46,87 +44,9 @@ var (
 )
 
 func newBidiSource(cfg pullConfig) *BidiSource {
-	b := &BidiSource{puller: newPuller(cfg, "bidi"), senders: make(map[string]*bidiSender)}
+	b := &BidiSource{puller: newPuller(cfg, "bidi")}
 	b.session = b.stream
 	return b
-}
-
-// bidiSender is the one writer of a stream (grpc-go allows one sender at a
-// time): messages queue on out and a goroutine sends them, so that an engine
-// slow to read stalls the queue, not the callers. Acknowledgements wait for
-// room; mirrored results are dropped when there is none.
-type bidiSender struct {
-	out  chan *gamelanv1.ExecutorMessage
-	done chan struct{} // closed when the writer stops
-	err  error         // why it stopped; read after done
-}
-
-// mirrorQueue bounds the messages waiting for a slow engine.
-const mirrorQueue = 64
-
-func startBidiSender(ctx context.Context, stream gamelanv1.ExecutorService_ExecuteStreamClient) *bidiSender {
-	s := &bidiSender{out: make(chan *gamelanv1.ExecutorMessage, mirrorQueue), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for {
-			select {
-			case <-ctx.Done():
-				s.err = ctx.Err()
-				return
-			case msg := <-s.out:
-				if err := stream.Send(msg); err != nil {
-					s.err = err
-					return
-				}
-			}
-		}
-	}()
-	return s
-}
-
-// send queues msg, waiting for room; it fails once the writer stopped.
-func (s *bidiSender) send(msg *gamelanv1.ExecutorMessage) error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-	}
-	select {
-	case s.out <- msg:
-		return nil
-	case <-s.done:
-		return s.err
-	}
-}
-
-// offer queues msg if there is room, and reports whether it did.
-func (s *bidiSender) offer(msg *gamelanv1.ExecutorMessage) bool {
-	select {
-	case s.out <- msg:
-		return true
-	default:
-		return false
-	}
-}
-
-// mirror offers results to the live stream of the executor that produced
-// them, without waiting: the stream is a courtesy to the engine, the
-// acknowledged ReportResults delivery follows either way. A result that
-// fits in ReportResults but not in an ExecutorMessage (a few bytes more)
-// is not mirrored: grpc-go would end the stream over it.
-func (b *BidiSource) mirror(executorID string, results []*gamelanv1.TaskResult) {
-	b.mu.Lock()
-	sender := b.senders[executorID]
-	b.mu.Unlock()
-	if sender == nil {
-		return
-	}
-	for _, r := range results {
-		msg := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{Result: r}}
-		if proto.Size(msg) <= b.cfg.maxMessageSize {
-			sender.offer(msg)
-		}
-	}
 }
 
 // stream runs one ExecuteStream session: this goroutine offers the tasks
@@ -138,27 +58,17 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 	if err != nil {
 		return 0, callError("execute stream", err)
 	}
-	sender := startBidiSender(streamCtx, stream)
-	defer func() { cancel(); <-sender.done }()
+	// This goroutine is the stream's one sender (grpc-go allows one at a
+	// time): the hello, then the acknowledgements.
 	hello := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Heartbeat{
 		Heartbeat: heartbeatToProto(domain.Heartbeat{ExecutorID: reg.ExecutorID, Status: domain.HealthHealthy}),
 	}}
-	if err := sender.send(hello); err != nil {
+	if err := stream.Send(hello); err != nil {
 		return 0, callError("execute stream", err)
 	}
-	// The stream is open: connected, even before the first task (an idle
-	// executor is ready). If the engine refuses it, Recv says so next.
-	b.state.set(reg.ExecutorID, nil)
-	b.mu.Lock()
-	b.senders[reg.ExecutorID] = sender
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		if b.senders[reg.ExecutorID] == sender {
-			delete(b.senders, reg.ExecutorID)
-		}
-		b.mu.Unlock()
-	}()
+	// The stream is open: up once it proves itself (see streamProof), even
+	// before the first task, so that an idle executor is ready.
+	b.state.opened(reg.ExecutorID)
 
 	waiting := newWaitingTasks(max(1, reg.Descriptor.MaxConcurrentTasks))
 	received := make(chan error, 1)
@@ -183,7 +93,7 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 		ack := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Ack{Ack: &gamelanv1.TaskAcknowledgement{
 			TaskId: task.task.ID(), AcknowledgedAt: timestamppb.Now(),
 		}}}
-		if err := sender.send(ack); err != nil && streamCtx.Err() == nil {
+		if err := stream.Send(ack); err != nil && streamCtx.Err() == nil {
 			log.Debug("task acknowledgement not sent: the stream ended", slog.Any("error", err))
 		}
 	}
@@ -225,7 +135,7 @@ func (b *BidiSource) receive(ctx, streamCtx context.Context, stream gamelanv1.Ex
 		if err := stream.RecvMsg(&f); err != nil {
 			return endOfStream("execute stream", ctx, streamCtx, err)
 		}
-		b.state.set(reg.ExecutorID, nil)
+		b.state.received(reg.ExecutorID)
 		msg, err := decodeEngineMessage(f.data)
 		switch {
 		case err != nil:

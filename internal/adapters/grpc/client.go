@@ -1,6 +1,7 @@
 package grpc
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,9 +17,17 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
-// minKeepAliveTime is grpc-go's floor on client keepalive pings: servers
-// using its default enforcement close connections that ping more often.
+// minKeepAliveTime is grpc-go's floor on client keepalive pings: it raises
+// any lower setting to it.
 const minKeepAliveTime = 10 * time.Second
+
+// DefaultKeepAliveTime is as often as default gRPC servers accept a client's
+// pings: grpc-java (permitKeepAliveTime), gRPC C-core
+// (GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS) and grpc-go
+// (keepalive.EnforcementPolicy.MinTime) all default to 5 minutes, and answer
+// a client that pings more often (twice too often, with C-core's and
+// grpc-go's two strikes) with GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+const DefaultKeepAliveTime = 5 * time.Minute
 
 // ClientConfig configures the connection to the engine's ExecutorService.
 type ClientConfig struct {
@@ -29,10 +38,15 @@ type ClientConfig struct {
 	TLS *tls.Config
 	// Credentials, when set, attach a bearer token to every call.
 	Credentials credentials.PerRPCCredentials
-	// KeepAliveTime is the interval between pings on an idle connection;
-	// raised to 10s if lower. KeepAliveTimeout is how long a ping may go
-	// unanswered before the connection is considered dead.
+	// KeepAliveTime is how long the connection may carry no traffic before
+	// a keepalive ping (DefaultKeepAliveTime if 0; raised to 10s if lower).
+	// Pinging more often than the engine permits gets the connection
+	// closed. KeepAliveTimeout is how long a ping may go unanswered before
+	// the connection is considered dead.
 	KeepAliveTime, KeepAliveTimeout time.Duration
+	// KeepAliveWithoutCalls also pings while no call is open, which
+	// default servers refuse (set it only when the engine permits it).
+	KeepAliveWithoutCalls bool
 	// MaxMessageSize bounds messages sent and received, in bytes
 	// (DefaultMaxMessageSize if 0).
 	MaxMessageSize int
@@ -63,9 +77,9 @@ func Dial(c ClientConfig) (*ggrpc.ClientConn, error) {
 	opts := []ggrpc.DialOption{
 		ggrpc.WithTransportCredentials(transport),
 		ggrpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                max(c.KeepAliveTime, minKeepAliveTime),
+			Time:                max(cmp.Or(c.KeepAliveTime, DefaultKeepAliveTime), minKeepAliveTime),
 			Timeout:             c.KeepAliveTimeout,
-			PermitWithoutStream: true,
+			PermitWithoutStream: c.KeepAliveWithoutCalls,
 		}),
 		ggrpc.WithDefaultCallOptions(ggrpc.MaxCallRecvMsgSize(maxSize), ggrpc.MaxCallSendMsgSize(maxSize)),
 	}

@@ -1,6 +1,7 @@
 package grpc
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -89,4 +90,18 @@ func TestDecodeEngineMessage(t *testing.T) {
 
 	_, err = decodeEngineMessage([]byte{0x0a, 0xff, 0xff, 0xff})
 	assert.Error(t, err, "garbage is an error, not a task")
+}
+
+func TestGoawayReason(t *testing.T) {
+	for msg, want := range map[string]string{
+		`rpc error: code = Unavailable desc = closing transport due to: connection error: desc = "error reading from server: EOF", received prior goaway: code: ENHANCE_YOUR_CALM, debug data: "too_many_pings"`: `code: ENHANCE_YOUR_CALM, debug data: "too_many_pings"`,
+		`stream tasks: rpc error: code = Unavailable desc = Too many pings`:                                 `code: ENHANCE_YOUR_CALM, debug data: "too_many_pings"`,
+		`rpc error: code = Unavailable desc = received prior goaway: code: NO_ERROR, debug data: "max_age"`: `code: NO_ERROR, debug data: "max_age"`,
+	} {
+		reason, ok := goawayReason(errors.New(msg))
+		assert.True(t, ok, msg)
+		assert.Equal(t, want, reason)
+	}
+	_, ok := goawayReason(errors.New("rpc error: code = Unavailable desc = connection refused"))
+	assert.False(t, ok)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,36 +130,96 @@ func (c pullConfig) answerAll(dropped []*waitingTask, log *slog.Logger) {
 	log.Info("tasks received while the executor stopped answered without running", slog.Int("tasks", len(results)))
 }
 
+// streamDownGrace is how long a stream may be down before readiness says
+// so: a stream the engine ends (a GOAWAY when it restarts or ages a
+// connection out, a stream lifetime ending) is reopened at once, and
+// readiness must not flap for that. streamProof is how long a stream must
+// stay open, or the first message it must carry, before it counts as up:
+// an engine that refuses a stream (a bad token, an unknown executor)
+// accepts it first and ends it at once.
+const (
+	streamDownGrace = 5 * time.Second
+	streamProof     = 250 * time.Millisecond
+)
+
 // streamState tracks whether each executor's stream is up, for readiness.
 type streamState struct {
-	mu   sync.Mutex
-	down map[string]error // executor id -> why its stream is down
+	mu      sync.Mutex
+	streams map[string]*streamStatus // by executor id
+}
+
+type streamStatus struct {
+	err error // why the stream is down; nil once it is up
+	// downSince is when the stream went down after being up; zero for a
+	// stream never up, which counts as down at once.
+	downSince time.Time
+	// openedAt is when the stream now open was opened; zero when none is.
+	openedAt time.Time
 }
 
 func newStreamState(ids []string) *streamState {
-	s := &streamState{down: make(map[string]error)}
+	s := &streamState{streams: make(map[string]*streamStatus)}
 	for _, id := range ids {
-		s.down[id] = errors.New("not connected yet")
+		s.streams[id] = &streamStatus{err: errors.New("not connected yet")}
 	}
 	return s
 }
 
-func (s *streamState) set(id string, err error) {
+// opened records that id's stream was opened; it counts as up once proven.
+func (s *streamState) opened(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.streams[id].openedAt = time.Now()
+}
+
+// received records a message on id's stream: it is up.
+func (s *streamState) received(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	st.err, st.downSince = nil, time.Time{}
+}
+
+// ended records that id's stream ended, with err. A normal end (nil) is
+// the engine's own choice (Gamelan ends StreamTasks at once): the stream
+// counts as up.
+func (s *streamState) ended(id string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	s.proveLocked(st)
+	st.openedAt = time.Time{}
 	if err == nil {
-		delete(s.down, id)
-	} else {
-		s.down[id] = err
+		st.err, st.downSince = nil, time.Time{}
+		return
+	}
+	if st.err == nil {
+		st.downSince = time.Now()
+	}
+	st.err = err
+}
+
+// proveLocked marks a stream open for streamProof as up. Callers hold mu.
+func (s *streamState) proveLocked(st *streamStatus) {
+	if st.err != nil && !st.openedAt.IsZero() && time.Since(st.openedAt) >= streamProof {
+		st.err, st.downSince = nil, time.Time{}
 	}
 }
 
-// healthy reports the first executor whose stream is down.
+// healthy reports the first executor whose stream was never up, or has
+// been down for longer than streamDownGrace.
 func (s *streamState) healthy() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, err := range s.down {
-		return fmt.Errorf("stream for %s: %w", id, err)
+	for id, st := range s.streams {
+		s.proveLocked(st)
+		switch {
+		case st.err == nil:
+		case st.downSince.IsZero():
+			return fmt.Errorf("stream for %s: %w", id, st.err)
+		case time.Since(st.downSince) > streamDownGrace:
+			return fmt.Errorf("stream for %s down for %s: %w", id, time.Since(st.downSince).Round(time.Second), st.err)
+		}
 	}
 	return nil
 }
@@ -181,6 +242,11 @@ type pullConfig struct {
 	// refusals throttles the log lines about refused tasks and failing
 	// streams, which a hostile engine could otherwise repeat at will.
 	refusals *telemetry.Throttle
+	// suspect, when set, is told when the engine refuses a stream for an
+	// executor it does not know (see ConnectionWatch).
+	suspect func(reason string)
+	// goaways remembers the GOAWAY reasons already logged.
+	goaways *sync.Map
 }
 
 // puller keeps one engine stream per executor type open until Stop: it
@@ -257,7 +323,7 @@ func (p *puller) loop(ctx context.Context, intake ports.Intake, reg domain.Regis
 		if ctx.Err() != nil || errors.Is(err, domain.ErrDraining) {
 			return
 		}
-		p.state.set(reg.ExecutorID, err)
+		p.state.ended(reg.ExecutorID, err)
 		if delivered > 0 {
 			attempt = 0
 		}
@@ -265,14 +331,50 @@ func (p *puller) loop(ctx context.Context, intake ports.Intake, reg domain.Regis
 			continue // a normal end after work: reopen at once
 		}
 		if err != nil {
-			p.cfg.refusals.Log(log, slog.LevelWarn, "stream-"+reg.ExecutorID, "engine stream failed, reconnecting",
-				slog.Int("attempt", attempt+1), slog.Int("tasks_delivered", delivered), slog.Any("error", err))
+			p.streamFailed(reg, err, attempt, delivered, log)
 		}
 		if p.cfg.reconnect.Wait(ctx, attempt) != nil {
 			return
 		}
 		attempt++
 	}
+}
+
+// streamFailed reports a failed stream: a refusal naming the executor as
+// unknown is a sign that the engine forgot it; a GOAWAY is logged once per
+// reason (the stream reopens on a new connection); anything else is logged,
+// throttled.
+func (p *puller) streamFailed(reg domain.Registration, err error, attempt, delivered int, log *slog.Logger) {
+	if isNotRegistered(err) && p.cfg.suspect != nil {
+		p.cfg.suspect("the engine refused the stream of " + reg.ExecutorID + " as unknown")
+	}
+	if reason, ok := goawayReason(err); ok {
+		if _, seen := p.cfg.goaways.LoadOrStore(reason, true); !seen {
+			level, advice := slog.LevelInfo, "the stream is reopened on a new connection"
+			if strings.Contains(reason, "too_many_pings") {
+				level, advice = slog.LevelWarn, "the engine finds the keepalive pings too frequent: raise GRPC_KEEP_ALIVE_TIME_SECONDS to what the engine permits (default servers: 300)"
+			}
+			log.Log(context.Background(), level, "the engine closed the connection (GOAWAY)", slog.String("reason", reason), slog.String("advice", advice))
+		}
+		return
+	}
+	p.cfg.refusals.Log(log, slog.LevelWarn, "stream-"+reg.ExecutorID, "engine stream failed, reconnecting",
+		slog.Int("attempt", attempt+1), slog.Int("tasks_delivered", delivered), slog.Any("error", err))
+}
+
+// goawayReason finds a GOAWAY in a stream's error: grpc-go reports one as
+// "received prior goaway: code: ..., debug data: ...", and gRPC C-core ends
+// the streams of a connection it closes for too many pings with the status
+// "Too many pings".
+func goawayReason(err error) (string, bool) {
+	msg := err.Error()
+	if _, reason, ok := strings.Cut(msg, "received prior goaway: "); ok {
+		return reason, true
+	}
+	if strings.Contains(strings.ToLower(msg), "too many pings") {
+		return `code: ENHANCE_YOUR_CALM, debug data: "too_many_pings"`, true
+	}
+	return "", false
 }
 
 // streamContext bounds a stream's life so that it is reopened with a fresh

@@ -14,13 +14,34 @@ import (
 // Registrar registers executor types through the engine's ExecutorService.
 type Registrar struct {
 	client gamelanv1.ExecutorServiceClient
+	watch  *ConnectionWatch
 }
 
-var _ ports.Registrar = (*Registrar)(nil)
+var (
+	_ ports.Registrar           = (*Registrar)(nil)
+	_ ports.RegistrationWatcher = (*Registrar)(nil)
+)
 
 // NewRegistrar returns a Registrar calling the engine through client.
 func NewRegistrar(client gamelanv1.ExecutorServiceClient) *Registrar {
 	return &Registrar{client: client}
+}
+
+// Watching makes the registrar report the watch's signs that the engine
+// forgot the executors (a remade connection), so that the runtime
+// registers them again. It returns r.
+func (r *Registrar) Watching(watch *ConnectionWatch) *Registrar {
+	r.watch = watch
+	return r
+}
+
+// RegistrationSuspects implements ports.RegistrationWatcher: the watch's
+// channel, or nil (never receiving) without a watch.
+func (r *Registrar) RegistrationSuspects() <-chan string {
+	if r.watch == nil {
+		return nil
+	}
+	return r.watch.RegistrationSuspects()
 }
 
 // Register implements ports.Registrar with RegisterExecutor. An empty status

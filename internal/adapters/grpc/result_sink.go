@@ -33,9 +33,9 @@ import (
 type ResultSink struct {
 	client  gamelanv1.ExecutorServiceClient
 	maxSize int
-	// mirror, when set, also offers each result to a live ExecuteStream
-	// before the acknowledged delivery (bidi intake); it must not block.
-	mirror func(executorID string, results []*gamelanv1.TaskResult)
+	// suspect, when set, is told when the engine answers that it does not
+	// know an executor (see ConnectionWatch).
+	suspect func(reason string)
 }
 
 var _ ports.ResultSink = (*ResultSink)(nil)
@@ -72,10 +72,10 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 			}
 			messages[i] = msg
 		}
-		if s.mirror != nil {
-			s.mirror(executorID, messages)
-		}
 		if err := s.report(security.WithSubject(ctx, executorID), messages); err != nil {
+			if isNotRegistered(err) && s.suspect != nil {
+				s.suspect("the engine answered ReportResults for " + executorID + " with NotFound")
+			}
 			return err
 		}
 	}

@@ -1,16 +1,12 @@
 package grpc
 
 import (
-	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	ggrpc "google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
 	"github.com/gamelan-go/executor/internal/domain"
@@ -41,106 +37,31 @@ func TestResultSinkAnswersAnOversizedResult(t *testing.T) {
 	assert.NotEmpty(t, got.GetError().GetCode())
 }
 
-// stallingEngine is a grpctest engine whose ExecuteStream takes the opening
-// heartbeat and then stops reading (a slow or stuck engine; the Gamelan
-// engine never sends tasks on ExecuteStream and needs to read nothing).
-type stallingEngine struct{ *grpctest.Engine }
-
-func (s stallingEngine) ExecuteStream(stream ggrpc.BidiStreamingServer[gamelanv1.ExecutorMessage, gamelanv1.EngineMessage]) error {
-	if _, err := stream.Recv(); err != nil {
-		return err
-	}
-	<-stream.Context().Done()
-	return nil
-}
-
-// Mirroring results on the ExecuteStream never blocks Deliver: an engine
-// that stops reading the stream (flow control stalls every Send) does not
-// keep Deliver past its context.
-func TestBidiDeliverIsNotHeldByAStalledStream(t *testing.T) {
+// In bidi mode results go through ReportResults only, never copied on the
+// ExecuteStream: a copy could only be best effort (an engine reading the
+// stream slowly would see some and not others), and ReportResults' Empty is
+// the acknowledgement. Each result reaches the engine once.
+func TestBidiResultsGoThroughReportResultsOnly(t *testing.T) {
 	engine := grpctest.NewEngine()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	// A fixed 64 KiB window, as an engine without window auto-tuning has.
-	server := ggrpc.NewServer(ggrpc.InitialWindowSize(64<<10), ggrpc.InitialConnWindowSize(64<<10))
-	gamelanv1.RegisterExecutorServiceServer(server, stallingEngine{Engine: engine})
-	go func() { _ = server.Serve(lis) }()
-	t.Cleanup(server.Stop)
-	conn := dial(t, ClientConfig{Target: lis.Addr().String()})
-
+	conn := dial(t, ClientConfig{Target: engine.Start(t)})
+	require.NoError(t, NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)).Register(testContext(t), taxRegistration()))
 	source, sink := newTestIntake(t, conn, IntakeBidi, taxRegistration(), fastReconnect)
 	startSource(t, source, porttest.NewIntake(4))
-	bidi := source.pull.(*BidiSource)
-	require.Eventually(t, func() bool {
-		bidi.mu.Lock()
-		defer bidi.mu.Unlock()
-		return bidi.senders[taxExecutorID] != nil
-	}, waitTimeout, time.Millisecond, "the ExecuteStream never opened")
+	require.Eventually(t, func() bool { return engine.OpenStreams(taxExecutorID) == 1 }, waitTimeout, time.Millisecond,
+		"the ExecuteStream never opened")
 
 	var results []domain.Result
 	for _, id := range []string{"1", "2", "3"} {
 		results = append(results, domain.Result{TaskID: "t" + id, RunID: "run-" + id, NodeID: "calculate", Attempt: 1,
 			ExecutionToken: "token-" + id, ExecutorID: taxExecutorID, Status: domain.StatusCompleted,
-			Output: map[string]any{"report": strings.Repeat("x", 256<<10)}, CompletedAt: time.Now()})
+			Output: map[string]any{"tax": 1.5}, CompletedAt: time.Now()})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	delivered := make(chan error, 1)
-	go func() { delivered <- sink.Deliver(ctx, results) }()
-	select {
-	case err := <-delivered:
-		require.NoError(t, err, "ReportResults is not the stalled stream: the results are acknowledged")
-		assert.Len(t, engine.UniqueResults(), len(results))
-	case <-time.After(waitTimeout):
-		t.Errorf("Deliver with a 500ms deadline still blocked after %s, in the mirror write on the ExecuteStream", waitTimeout)
-		require.NoError(t, source.Stop(context.Background())) // ends the stream, releasing Deliver
-		<-delivered
-	}
-}
-
-// A result that fits the limit as a TaskResult, and so goes out whole
-// through ReportResults, but not once wrapped in an ExecutorMessage, is
-// not mirrored on the ExecuteStream: grpc-go would end the stream over it.
-func TestBidiMirrorSkipsAResultAtTheLimit(t *testing.T) {
-	const limit = 64 << 10
-	engine := grpctest.NewEngine()
-	conn := dial(t, ClientConfig{Target: engine.Start(t), MaxMessageSize: limit})
-	require.NoError(t, NewRegistrar(gamelanv1.NewExecutorServiceClient(conn)).Register(testContext(t), taxRegistration()))
-	source, sink, err := NewIntake(conn, newPushServer(t, ServerConfig{}), IntakeConfig{
-		Mode: IntakeBidi, Executors: []domain.Registration{taxRegistration()}, Reconnect: fastReconnect, MaxMessageSize: limit,
-	}, testLogger())
-	require.NoError(t, err)
-	startSource(t, source, porttest.NewIntake(4))
-	bidi := source.pull.(*BidiSource)
-	liveSender := func() *bidiSender {
-		bidi.mu.Lock()
-		defer bidi.mu.Unlock()
-		return bidi.senders[taxExecutorID]
-	}
-	require.Eventually(t, func() bool { return liveSender() != nil }, waitTimeout, time.Millisecond, "the ExecuteStream never opened")
-	sender := liveSender()
-
-	result := func(id string, outputBytes int) domain.Result {
-		return domain.Result{TaskID: "t" + id, RunID: "run-" + id, NodeID: "calculate", Attempt: 1, ExecutionToken: "token-" + id,
-			ExecutorID: taxExecutorID, Status: domain.StatusCompleted, CompletedAt: time.Now(),
-			Output: map[string]any{"report": strings.Repeat("x", outputBytes)}}
-	}
-	atLimit := result("1", limit-300)
-	atLimit.Output["report"] = strings.Repeat("x", limit-300+limit-proto.Size(resultToProto(atLimit)))
-	require.Equal(t, limit, proto.Size(resultToProto(atLimit)))
-
-	require.NoError(t, sink.Deliver(testContext(t), []domain.Result{atLimit}))
-	require.NoError(t, sink.Deliver(testContext(t), []domain.Result{result("2", 10)}))
-	// The small result, sent after, arrives twice (stream and
-	// ReportResults): the stream outlived the result at the limit.
-	require.Eventually(t, func() bool { return len(engine.Results()) == 3 }, waitTimeout, time.Millisecond,
-		"results received: %d", len(engine.Results()))
-	assert.Same(t, sender, liveSender(), "the ExecuteStream was reopened")
-	select {
-	case <-sender.done:
-		t.Fatalf("the stream's writer stopped: %v", sender.err)
-	default:
-	}
-	got := engine.UniqueResults()[domain.IdempotencyKey("run-1", "calculate", 1)]
-	assert.Equal(t, gamelanv1.TaskStatus_TASK_STATUS_COMPLETED, got.GetStatus(), "the result at the limit was sent whole")
+	require.NoError(t, sink.Deliver(testContext(t), results))
+	// An acknowledgement written on the stream after the delivery arrives
+	// after anything written on it before: copies would be there by then.
+	engine.Enqueue(taxExecutorID, &gamelanv1.ExecutionTask{TaskId: "later", RunId: "run-later", NodeId: "n", Attempt: 1})
+	require.Eventually(t, func() bool { return len(engine.Acks(taxExecutorID)) == 1 }, waitTimeout, time.Millisecond)
+	assert.Len(t, engine.UniqueResults(), len(results))
+	assert.Len(t, engine.Results(), len(results), "a result reached the engine twice: on the stream too")
+	assert.Equal(t, 1, engine.OpenStreams(taxExecutorID))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	ggrpc "google.golang.org/grpc"
@@ -38,6 +39,10 @@ type IntakeConfig struct {
 	// MaxMessageSize is the largest message sent to the engine
 	// (DefaultMaxMessageSize if 0); see NewResultSink.
 	MaxMessageSize int
+	// Watch, when set, is told of signs that the engine forgot an
+	// executor (a stream or ReportResults answered NotFound), and the
+	// source reports its signs to the runtime (ports.RegistrationWatcher).
+	Watch *ConnectionWatch
 }
 
 // TaskSource is the gRPC task intake: the push server, plus the StreamTasks
@@ -49,29 +54,32 @@ type TaskSource struct {
 		ports.TaskSource
 		ports.HealthReporter
 	}
+	watch *ConnectionWatch
 }
 
 var (
-	_ ports.TaskSource     = (*TaskSource)(nil)
-	_ ports.HealthReporter = (*TaskSource)(nil)
+	_ ports.TaskSource          = (*TaskSource)(nil)
+	_ ports.HealthReporter      = (*TaskSource)(nil)
+	_ ports.RegistrationWatcher = (*TaskSource)(nil)
 )
 
 // NewIntake builds the task source of the chosen mode and the result sink
 // that answers its tasks, over a connection to the engine.
 func NewIntake(conn ggrpc.ClientConnInterface, push *PushServer, cfg IntakeConfig, log *slog.Logger) (*TaskSource, *ResultSink, error) {
 	client := gamelanv1.NewExecutorServiceClient(conn)
-	source := &TaskSource{push: push}
+	source := &TaskSource{push: push, watch: cfg.Watch}
 	sink := NewResultSink(client, cfg.MaxMessageSize)
 	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime,
-		sink: sink, maxMessageSize: sink.maxSize, log: log, refusals: telemetry.NewThrottle(0, 0)}
+		sink: sink, maxMessageSize: sink.maxSize, log: log, refusals: telemetry.NewThrottle(0, 0), goaways: &sync.Map{}}
+	if cfg.Watch != nil {
+		sink.suspect, pc.suspect = cfg.Watch.Suspect, cfg.Watch.Suspect
+	}
 	switch cfg.Mode {
 	case IntakePush:
 	case IntakeStream:
 		source.pull = newStreamSource(pc)
 	case IntakeBidi:
-		bidi := newBidiSource(pc)
-		source.pull = bidi
-		sink.mirror = bidi.mirror
+		source.pull = newBidiSource(pc)
 	default:
 		return nil, nil, fmt.Errorf("grpc intake %q: must be push, stream or bidi", cfg.Mode)
 	}
@@ -99,6 +107,16 @@ func (s *TaskSource) Stop(ctx context.Context) error {
 		err = s.pull.Stop(ctx)
 	}
 	return errors.Join(err, s.push.Stop(ctx))
+}
+
+// RegistrationSuspects implements ports.RegistrationWatcher with the
+// watch's channel; without a watch it returns nil, a channel that never
+// receives.
+func (s *TaskSource) RegistrationSuspects() <-chan string {
+	if s.watch == nil {
+		return nil
+	}
+	return s.watch.RegistrationSuspects()
 }
 
 // Healthy implements ports.HealthReporter: the pull intake's streams must be

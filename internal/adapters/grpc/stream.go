@@ -44,16 +44,16 @@ func (s *StreamSource) stream(ctx context.Context, intake ports.Intake, reg doma
 	if err != nil {
 		return 0, callError("stream tasks", err)
 	}
-	// The stream is open: connected, even before the first task (an idle
-	// executor is ready). If the engine refuses it, Recv says so next.
-	s.state.set(reg.ExecutorID, nil)
+	// The stream is open: up once it proves itself (see streamProof), even
+	// before the first task, so that an idle executor is ready.
+	s.state.opened(reg.ExecutorID)
 	delivered := 0
 	for {
 		var f frame
 		if err := stream.RecvMsg(&f); err != nil {
 			return delivered, endOfStream("stream tasks", ctx, streamCtx, err)
 		}
-		s.state.set(reg.ExecutorID, nil)
+		s.state.received(reg.ExecutorID)
 		task, malformed := decodeTask(f.data)
 		// The task came on this executor's stream: the engine sent it to
 		// this executor id, a routing hint the runtime checks against the
