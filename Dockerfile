@@ -8,7 +8,7 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/executor ./cmd/exe
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/executor /executor
-# 8080: probes and metrics; 9090: the push gRPC server (with the gRPC transport).
-EXPOSE 8080 9090
+# 8090: probes and metrics; 9090: the push gRPC server (with the gRPC transport).
+EXPOSE 8090 9090
 USER nonroot:nonroot
 ENTRYPOINT ["/executor"]

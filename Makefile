@@ -34,6 +34,14 @@ test: lint ## Vet, format check, and every test with the race detector
 test-interop: ## The interop suite against a gRPC C-core engine, idle scenarios included (about 12 min)
 	GAMELAN_INTEROP_LONG=1 $(GO) test -race -count=1 -parallel 16 -timeout 40m -run Interop -v ./test/interop/
 
+.PHONY: test-fork
+test-fork: ## Fork a copy of the repository the whole way: rename, scaffold, make test, a task to the new type
+	GAMELAN_FORK_LONG=1 $(GO) test -count=1 -timeout 40m -run TestFork -v ./test/fork/
+
+.PHONY: scaffold
+scaffold: ## Scaffold a new executor type: make scaffold NAME=currency-converter [TRANSPORT=grpc|kafka|rest]
+	$(GO) run ./cmd/scaffold executor $(NAME) -transport $(or $(TRANSPORT),grpc)
+
 .PHONY: test-race
 test-race: ## Every test with the race detector, several times (flake hunt)
 	$(GO) test -race -count=5 -timeout 30m $(PKGS)
@@ -51,19 +59,31 @@ bench: ## Benchmarks: the runtime core and the service over gRPC, each beside it
 
 # Generated code is committed. protoc comes from Debian's protobuf-compiler;
 # the Go plugins are built at the versions pinned in go.mod's tool block.
+# Code is generated into bin/gen first and swapped in only when protoc
+# succeeded, so that a failed generation never leaves a tree that does not
+# build. The module path is go.mod's, so a renamed module needs no edit here.
 PROTOC   ?= protoc
 PROTO_INCLUDE ?= /usr/include
+MODULE   := $(shell $(GO) list -m)
 GENERATED := cmd/executor/service/wire_gen.go internal/gen
 
 .PHONY: generate
-generate: ## Regenerate committed code (protobuf, Wire)
+generate: generate-proto generate-wire ## Regenerate committed code (protobuf, then Wire)
+
+.PHONY: generate-proto
+generate-proto: ## Regenerate the protobuf code in internal/gen (needs protoc)
+	@command -v $(PROTOC) >/dev/null 2>&1 || { echo "make generate-proto needs protoc (Debian: apt-get install protobuf-compiler); nothing was changed"; exit 1; }
 	$(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	rm -rf internal/gen
+	rm -rf $(BIN)/gen && mkdir -p $(BIN)/gen
 	$(PROTOC) -I proto -I $(PROTO_INCLUDE) \
 	  --plugin=protoc-gen-go=$(BIN)/tools/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
-	  --go_out=. --go_opt=module=github.com/gamelan-go/executor \
-	  --go-grpc_out=. --go-grpc_opt=module=github.com/gamelan-go/executor \
+	  --go_out=$(BIN)/gen --go_opt=module=$(MODULE) \
+	  --go-grpc_out=$(BIN)/gen --go-grpc_opt=module=$(MODULE) \
 	  $$(find proto -name '*.proto' | sort)
+	rm -rf internal/gen && mv $(BIN)/gen/internal/gen internal/gen && rm -rf $(BIN)/gen
+
+.PHONY: generate-wire
+generate-wire: ## Regenerate Wire's injectors (needs nothing but Go)
 	$(GO) tool wire gen ./cmd/executor/service
 
 .PHONY: check-generate

@@ -1,5 +1,5 @@
 // Command executor is the executor service: it hosts the executor types
-// listed in service/executors.go and serves them to a workflow engine over
+// listed in executors.Hosted (executors/hosted.go) and serves them to a workflow engine over
 // the transports chosen by GAMELAN_EXECUTOR_* environment variables.
 package main
 

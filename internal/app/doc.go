@@ -3,34 +3,41 @@
 // through the Registrar and Heartbeater ports. It imports only
 // internal/domain and internal/ports; adapters never import it.
 //
-// The semantics (DESIGN.md, "Runtime semantics"), in the order a task meets
-// them:
+// The semantics (docs/architecture.md walks one task through them), in the
+// order a task meets them:
 //
-//   - Intake: a source offers a task through its Intake. Offer never blocks:
-//     it returns ErrOverloaded when workers+queue are all taken (the source
-//     stops reading or answers 503), ErrDraining while stopping, and
-//     ErrInvalidTask for a task with no run or node id.
+//   - Intake (intake.go): a source offers a task through its Intake. Offer
+//     never blocks: it returns ErrOverloaded when workers+queue are all
+//     taken, or when the transport's results back up in its outbox (the
+//     source stops reading or answers 503), ErrDraining while stopping, and
+//     ErrInvalidTask for an invalid task (domain.Task.Validate) that the
+//     source can refuse or that no result could name; an invalid pulled
+//     task that a result can name is taken and answered FAILED INVALID_TASK.
 //   - Dedupe: tasks are keyed "runId:nodeId:attempt". A duplicate of a task in
 //     flight is not run again; it is settled when the original's result is
 //     acknowledged. A duplicate of a finished task gets the same result again.
-//   - Routing: executor id, else executor type, else node type, else
-//     context.__node_type__, else a node id equal to a supported node type,
-//     else the only executor type served by the task's transport. No match:
+//   - Routing (route): the declared types (executor type, node type,
+//     context.__node_type__) decide; the executor id the task was sent to is
+//     a hint used when it agrees; a contradiction, or no match, is answered
 //     FAILED NO_EXECUTOR.
-//   - Capacity: Workers goroutines run tasks; at most Workers+QueueSize tasks
-//     are admitted at once; each executor type runs at most its
-//     MaxConcurrentTasks at a time, its other tasks waiting in its own queue
-//     while other types proceed.
-//   - Execution (Invoke): timeout, engine cancellation, panic recovery, error
-//     codes, hooks.
-//   - Delivery: results go through a bounded outbox per transport and are
-//     resent with backoff until the sink acknowledges them; only then is the
-//     task settled (Kafka commits its offset).
-//   - Control plane: register every hosted type before intake starts,
-//     heartbeat with jitter, re-register after a failed heartbeat, after a
-//     successful one while the last registration attempt failed, and
+//   - Capacity (scheduler.go): Workers goroutines run tasks; at most
+//     Workers+QueueSize tasks are admitted at once; each executor type runs
+//     at most its MaxConcurrentTasks at a time, its other tasks waiting in
+//     its own queue while other types proceed. A handler that ignores its
+//     deadline keeps its slot until it returns; a type whose every slot is
+//     so held answers its tasks HANDLERS_STALLED.
+//   - Execution (invoke.go): timeout, engine cancellation, panic recovery,
+//     error codes, bounded error messages, hooks.
+//   - Delivery (outbox.go): results go through an outbox per transport and
+//     are resent with backoff until the sink acknowledges them; only then is
+//     the task settled (Kafka commits its offset). A result refused for good
+//     is isolated, replaced by its minimal FAILED form, or dead-lettered.
+//   - Control plane (control.go): register every hosted type before intake
+//     starts, heartbeat with jitter, register again on signs that the engine
+//     forgot the executors (a failed heartbeat, a remade connection) and
 //     periodically.
-//   - Stop: not ready, stop intake, hand back unstarted redeliverable tasks,
-//     drain the rest up to DrainTimeout (then cancel them: SHUTDOWN), flush
-//     results up to FlushTimeout, unregister, run Cleanup hooks.
+//   - Stop (runtime.go): not ready, stop intake, hand back unstarted
+//     redeliverable tasks, drain the rest up to DrainTimeout (then cancel
+//     them: SHUTDOWN), flush results up to FlushTimeout, unregister, run
+//     Cleanup hooks.
 package app

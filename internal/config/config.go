@@ -116,7 +116,7 @@ type Config struct {
 	JWTInbound         string `env:"GAMELAN_EXECUTOR_JWT_INBOUND" envDefault:"required" doc:"Whether inbound tasks must carry a valid token when JWT_SECRET is set: required or off (accepts unauthenticated tasks, logged loudly)."`
 
 	HeartbeatIntervalSeconds  int `env:"GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS" envDefault:"10" min:"1" max:"31536000" doc:"Seconds between heartbeats; must be below HEARTBEAT_TIMEOUT_SECONDS."`
-	HeartbeatTimeoutSeconds   int `env:"GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS" envDefault:"60" min:"1" max:"31536000" doc:"Seconds after which the engine forgets an executor that stopped heartbeating."`
+	HeartbeatTimeoutSeconds   int `env:"GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS" envDefault:"60" min:"1" max:"31536000" doc:"Seconds after which the engine forgets an executor that stopped heartbeating (the engine's setting, not sent to it): the heartbeat interval must stay below it."`
 	ReregisterIntervalSeconds int `env:"GAMELAN_EXECUTOR_REREGISTER_INTERVAL_SECONDS" envDefault:"60" min:"0" max:"31536000" doc:"Seconds between re-registrations even while heartbeats succeed, because an engine may answer heartbeats from executors it forgot; 0 disables periodic re-registration. A remade connection to the engine, or an answer saying it does not know an executor, re-registers at once anyway."`
 
 	ThreadPoolSize            int `env:"GAMELAN_EXECUTOR_THREAD_POOL_SIZE" envDefault:"50" min:"1" doc:"Tasks run at once across all executor types."`
@@ -128,7 +128,7 @@ type Config struct {
 	DedupeCapacity            int `env:"GAMELAN_EXECUTOR_DEDUPE_CAPACITY" envDefault:"10000" min:"1" doc:"Finished tasks remembered to drop duplicate deliveries."`
 
 	HTTPHost string `env:"GAMELAN_EXECUTOR_HTTP_HOST" envDefault:"0.0.0.0" doc:"Address the HTTP server for probes and metrics binds to."`
-	HTTPPort int    `env:"GAMELAN_EXECUTOR_HTTP_PORT" envDefault:"8080" min:"0" max:"65535" doc:"Port of the HTTP server for /q/health and /q/metrics; 0 picks a free port."`
+	HTTPPort int    `env:"GAMELAN_EXECUTOR_HTTP_PORT" envDefault:"8090" min:"0" max:"65535" doc:"Port of the HTTP server for /q/health and /q/metrics (8090, beside an engine on 8080); 0 picks a free port."`
 
 	LogLevel  string `env:"GAMELAN_EXECUTOR_LOG_LEVEL" envDefault:"info" doc:"Lowest level logged: debug, info, warn or error."`
 	LogFormat string `env:"GAMELAN_EXECUTOR_LOG_FORMAT" envDefault:"json" doc:"Log line format: json or text."`

@@ -86,7 +86,7 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 		ResultOutboxSize:            1000,
 		DedupeCapacity:              10000,
 		HTTPHost:                    "0.0.0.0",
-		HTTPPort:                    8080,
+		HTTPPort:                    8090,
 		LogLevel:                    "info",
 		LogFormat:                   "json",
 		PaymentGatewayDelay:         2 * time.Second,

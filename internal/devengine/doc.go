@@ -1,4 +1,4 @@
-// Package devengine is the reference engine: the engine side of PROTOCOL.md,
+// Package devengine is the reference engine: the engine side of docs/protocol.md,
 // complete, so that the executor service runs end to end on one machine and
 // its tests exercise real transports. It is not a workflow engine: it runs
 // single tasks submitted through its HTTP API.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -317,6 +318,23 @@ func (e *Engine) Submit(spec TaskSpec) (Task, error) {
 	e.notifyLocked()
 	e.poke()
 	return *t, nil
+}
+
+// CanServe reports whether a registered, healthy executor can take tasks
+// of the spec's executor type (or, without one, its node type).
+func (e *Engine) CanServe(spec TaskSpec) bool {
+	for _, ex := range e.reg.list() {
+		if !ex.Healthy {
+			continue
+		}
+		if spec.ExecutorType != "" && ex.Type == spec.ExecutorType {
+			return true
+		}
+		if spec.ExecutorType == "" && (ex.Type == spec.NodeType || slices.Contains(ex.SupportedNodeTypes, spec.NodeType)) {
+			return true
+		}
+	}
+	return false
 }
 
 // queueKey groups tasks that the same executors can take.

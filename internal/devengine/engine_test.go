@@ -361,7 +361,7 @@ func TestFailedDeliveryOfAnAnsweredTaskReleasesItsSlotOnce(t *testing.T) {
 }
 
 // TestResultsBreakingTheProtocolAreRefused: a result must carry a final
-// status and the execution token it was sent (PROTOCOL.md 1.3).
+// status and the execution token it was sent (docs/protocol.md, section 3).
 func TestResultsBreakingTheProtocolAreRefused(t *testing.T) {
 	e, d := startGatedEngine(t, "GRPC")
 	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})

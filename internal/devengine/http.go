@@ -19,7 +19,7 @@ import (
 )
 
 // HTTP is the engine's HTTP side: the task API, the REST executor registry
-// (PROTOCOL.md section 3), and delivery to REST executors.
+// (docs/protocol.md, section 5), and delivery to REST executors.
 type HTTP struct {
 	engine *Engine
 	log    *slog.Logger
@@ -114,7 +114,29 @@ func (h *HTTP) submit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, t)
+	answer := submitted{Task: t}
+	if !h.engine.CanServe(spec) {
+		// Accepted (an executor may register later), but flagged, so that
+		// a mistyped type does not sit PENDING without a word.
+		answer.Warning = fmt.Sprintf("no registered executor serves %s: the task stays PENDING until one registers",
+			describeSpec(spec))
+	}
+	writeJSON(w, http.StatusCreated, answer)
+}
+
+// submitted is the answer to a submitted task: the task, and a warning when
+// no registered executor can take it yet.
+type submitted struct {
+	Task
+	Warning string `json:"warning,omitempty"`
+}
+
+// describeSpec names what a task spec asks for.
+func describeSpec(spec TaskSpec) string {
+	if spec.ExecutorType != "" {
+		return fmt.Sprintf("executor type %q", spec.ExecutorType)
+	}
+	return fmt.Sprintf("node type %q", spec.NodeType)
 }
 
 func (h *HTTP) task(w http.ResponseWriter, r *http.Request) {

@@ -112,3 +112,29 @@ func TestSubmitRefusesNodeIDsGamelanRefuses(t *testing.T) {
 		assert.True(t, domain.ValidID(task.NodeID), "node id %q", task.NodeID)
 	}
 }
+
+// TestSubmitFlagsATypeNoExecutorServes: a task for a type no registered
+// executor serves (a typo, a type not deployed yet) is accepted, since one
+// may register later, but the answer says it will wait; one for a served
+// type carries no warning.
+func TestSubmitFlagsATypeNoExecutorServes(t *testing.T) {
+	e := New(Config{})
+	e.Register(Executor{ID: "a", Type: "calculate-tax", SupportedNodeTypes: []string{"tax-node"}, CommunicationType: "GRPC", MaxConcurrent: 1})
+	handler := NewHTTP(e, nil, nil, slog.New(slog.DiscardHandler)).Handler()
+	submit := func(body string) map[string]any {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/v1/tasks", strings.NewReader(body)))
+		require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
+		var answer map[string]any
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &answer))
+		require.NotEmpty(t, answer["taskId"])
+		return answer
+	}
+	unknown := submit(`{"executorType": "calculate-taxes", "context": {}}`)
+	assert.Contains(t, unknown["warning"], `executor type "calculate-taxes"`)
+	assert.Contains(t, unknown["warning"], "PENDING")
+	assert.Contains(t, submit(`{"nodeType": "fax", "context": {}}`)["warning"], `node type "fax"`)
+	assert.NotContains(t, submit(`{"executorType": "calculate-tax", "context": {}}`), "warning")
+	assert.NotContains(t, submit(`{"nodeType": "tax-node", "context": {}}`), "warning")
+}

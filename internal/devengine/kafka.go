@@ -26,7 +26,7 @@ type KafkaConfig struct {
 	EmbeddedAddress string
 	// Partitions of the topics the embedded broker creates (6).
 	Partitions int32
-	// Topic names (PROTOCOL.md defaults if empty).
+	// Topic names (docs/protocol.md defaults if empty).
 	TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic string
 	// Group is the engine's consumer group ("gamelan-devengine").
 	Group string

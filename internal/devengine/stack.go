@@ -115,10 +115,7 @@ func runStack(ctx context.Context, o Options, httpAddr, grpcAddr string, kafka [
 
 // demoTypes are the example executor types and a valid and an invalid
 // input for each.
-var demoTypes = []struct {
-	executorType string
-	valid, bad   func(i int) map[string]any
-}{
+var demoTypes = []demoType{
 	{"calculate-tax", func(i int) map[string]any { return map[string]any{"amount": float64(100 + i)} },
 		func(int) map[string]any { return map[string]any{"amount": "lots"} }},
 	{"order-validator", func(i int) map[string]any { return map[string]any{"orderId": fmt.Sprintf("ORDER-%d", i)} },
@@ -131,23 +128,37 @@ var demoTypes = []struct {
 		func(int) map[string]any { return map[string]any{"totalAmount": -5} }},
 }
 
-// demo waits for the executor's four types, submits perType tasks of each
-// (one in ten with bad input, to show failures by code), shows progress and
-// prints the summary.
+// demo waits until the executor is ready, submits perType tasks of each
+// example type it hosts (one in ten with bad input, to show failures by
+// code), shows progress and prints the summary. Types it hosts that are not
+// examples (a fork's own) get no demo workload: the summary says how to
+// submit tasks to them.
 func demo(ctx context.Context, perType int, engine *Engine, engineAddr, executorAddr string, out io.Writer) error {
-	if err := awaitReady(ctx, engine, executorAddr); err != nil {
+	if err := awaitReady(ctx, executorAddr); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "executor ready: http://%s/q/health/ready\n", executorAddr)
-	if perType <= 0 {
-		fmt.Fprintln(out, "no demo workload; submit tasks with POST /api/v1/tasks. Ctrl-C to stop.")
+	hosted := hostedTypes(engine)
+	fmt.Fprintf(out, "executor ready: http://%s/q/health/ready, hosting %s\n", executorAddr, strings.Join(hosted, ", "))
+	var types []demoType
+	for _, dt := range demoTypes {
+		if slices.Contains(hosted, dt.executorType) {
+			types = append(types, dt)
+		}
+	}
+	if perType <= 0 || len(types) == 0 {
+		example := "TYPE"
+		if len(hosted) > 0 {
+			example = hosted[0]
+		}
+		fmt.Fprintf(out, "no demo workload; submit tasks with: curl -s -XPOST http://%s/api/v1/tasks -d '{\"executorType\":\"%s\",\"context\":{}}'. Ctrl-C to stop.\n",
+			engineAddr, example)
 		return nil
 	}
-	total := perType * len(demoTypes)
-	fmt.Fprintf(out, "submitting %d tasks (%d per type, one in ten with bad input)...\n", total, perType)
+	total := perType * len(types)
+	fmt.Fprintf(out, "submitting %d tasks (%d per example type, one in ten with bad input)...\n", total, perType)
 	var ids []string
 	for i := range perType {
-		for _, dt := range demoTypes {
+		for _, dt := range types {
 			input := dt.valid(i)
 			if i%10 == 9 {
 				input = dt.bad(i)
@@ -187,24 +198,32 @@ func demo(ctx context.Context, perType int, engine *Engine, engineAddr, executor
 	return nil
 }
 
-// awaitReady waits until the executor registered its four types and
-// answers its readiness probe.
-func awaitReady(ctx context.Context, engine *Engine, executorAddr string) error {
+// demoType is an example executor type, with a valid and an invalid input.
+type demoType = struct {
+	executorType string
+	valid, bad   func(i int) map[string]any
+}
+
+// hostedTypes returns the executor types registered and healthy, sorted.
+func hostedTypes(engine *Engine) []string {
+	var types []string
+	for _, e := range engine.Executors() {
+		if e.Healthy && !slices.Contains(types, e.Type) {
+			types = append(types, e.Type)
+		}
+	}
+	slices.Sort(types)
+	return types
+}
+
+// awaitReady waits until the executor answers its readiness probe, which
+// it does once every type it hosts is registered.
+func awaitReady(ctx context.Context, executorAddr string) error {
 	deadline, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err := engine.WaitUntil(deadline, func() bool {
-		executors := engine.Executors()
-		for _, dt := range demoTypes {
-			if !slices.ContainsFunc(executors, func(e Executor) bool { return e.Type == dt.executorType && e.Healthy }) {
-				return false
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("the executor's types did not all register: %w", err)
-	}
 	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		resp, err := client.Get("http://" + executorAddr + "/q/health/ready")
 		if err == nil {
@@ -216,7 +235,7 @@ func awaitReady(ctx context.Context, engine *Engine, executorAddr string) error 
 		select {
 		case <-deadline.Done():
 			return fmt.Errorf("the executor never became ready: %w", deadline.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-tick.C:
 		}
 	}
 }

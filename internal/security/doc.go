@@ -1,5 +1,5 @@
 // Package security holds the executor's authentication and transport
-// security (PROTOCOL.md, section 4): the HS256 tokens it sends to the engine,
+// security (docs/protocol.md, section 6): the HS256 tokens it sends to the engine,
 // the verification of the tokens it receives, gRPC call credentials, and TLS
 // and mutual TLS configurations loaded from PEM files.
 //

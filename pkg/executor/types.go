@@ -51,12 +51,15 @@ const (
 
 // Error codes the runtime uses; handlers add their own business codes.
 const (
-	CodeInvalidInput   = domain.CodeInvalidInput
-	CodeInvalidTask    = domain.CodeInvalidTask
-	CodeNoExecutor     = domain.CodeNoExecutor
-	CodeTimeout        = domain.CodeTimeout
-	CodeCancelled      = domain.CodeCancelled
-	CodePanic          = domain.CodePanic
-	CodeExecutionError = domain.CodeExecutionError
-	CodeShutdown       = domain.CodeShutdown
+	CodeInvalidInput    = domain.CodeInvalidInput
+	CodeInvalidTask     = domain.CodeInvalidTask
+	CodeNoExecutor      = domain.CodeNoExecutor
+	CodeTimeout         = domain.CodeTimeout
+	CodeCancelled       = domain.CodeCancelled
+	CodePanic           = domain.CodePanic
+	CodeExecutionError  = domain.CodeExecutionError
+	CodeShutdown        = domain.CodeShutdown
+	CodeOutputTooLarge  = domain.CodeOutputTooLarge
+	CodeResultRejected  = domain.CodeResultRejected
+	CodeHandlersStalled = domain.CodeHandlersStalled
 )

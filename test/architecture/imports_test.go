@@ -1,5 +1,5 @@
 // Package architecture holds the test that keeps dependencies pointing
-// inwards, as DESIGN.md lays them out.
+// inwards, as docs/architecture.md lays them out.
 package architecture
 
 import (
@@ -39,9 +39,9 @@ var rules = []rule{
 	// The test harness runs handlers through the runtime's own invoke path.
 	{"pkg/executor/executortest", []string{"internal/domain", "internal/app", "pkg/executor"}},
 	{"pkg/executor", []string{"internal/domain"}},
-	// Example handlers are written the way a fork writes its own: against
-	// the public API only.
-	{"cmd/executor/examples", []string{"pkg/executor"}},
+	// Executor types are written the way a fork writes its own: against the
+	// public API only (and the list of hosted types imports them).
+	{"executors", []string{"pkg/executor", "executors"}},
 	// The reference engine is an application of its own: it speaks the
 	// protocol (generated code, Kafka and REST registry message shapes,
 	// tokens) and never touches the executor's runtime.
@@ -81,7 +81,7 @@ func TestDependenciesPointInwards(t *testing.T) {
 			if r.pkg == "internal/adapters/" && strings.HasPrefix(rel+"/", adapterRoot(pkg)+"/") {
 				continue // an adapter's own subpackages
 			}
-			require(allowed(rel, r.allowed), "%s imports %s, against the direction in DESIGN.md (allowed: %v)", pkg, rel, r.allowed)
+			require(allowed(rel, r.allowed), "%s imports %s, against the direction in docs/architecture.md (allowed: %v)", pkg, rel, r.allowed)
 		}
 	}
 	if checked == 0 {
@@ -106,7 +106,11 @@ func TestRuleTableCatchesViolations(t *testing.T) {
 		{"internal/adapters/memory", "internal/app", false},
 		{"internal/adapters/grpc", "internal/security", true},
 		{"pkg/executor", "internal/app", false},
-		{"cmd/executor/examples", "internal/domain", false},
+		{"executors/examples", "internal/domain", false},
+		{"executors/examples", "pkg/executor", true},
+		{"executors", "executors/examples", true},
+		{"internal/app", "executors", false},
+		{"internal/adapters/grpc", "executors/examples", false},
 	}
 	for _, c := range cases {
 		r, ok := ruleFor(c.pkg)

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/gamelan-go/executor/cmd/executor/service"
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
@@ -44,7 +43,7 @@ func startService(t *testing.T, vars map[string]string) *running {
 	t.Helper()
 	vars = maps.Clone(vars)
 	return start(t, nil, func(ctx context.Context, stdout, stderr io.Writer) error {
-		return service.Run(ctx, nil, env(vars), stdout, stderr)
+		return runFixtures(ctx, nil, vars, stdout, stderr)
 	})
 }
 

@@ -272,7 +272,7 @@ func TestGRPCOutboundJWT(t *testing.T) {
 			waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
 			assert.Zero(t, engine.Refused(), "the engine refused some of the service's calls")
 
-			// PROTOCOL.md 4: sub is the executor id (ReportResults: see
+			// docs/protocol.md, section 6: sub is the executor id (ReportResults: see
 			// TestGRPCReportResultsTokenNamesTheExecutor).
 			assert.Equal(t, map[string]bool{taxExecutorID: true}, subjects.of(gamelanv1.ExecutorService_RegisterExecutor_FullMethodName))
 			if intake == "stream" {
@@ -288,7 +288,7 @@ func TestGRPCOutboundJWT(t *testing.T) {
 	}
 }
 
-// TestGRPCReportResultsTokenNamesTheExecutor checks PROTOCOL.md section 4
+// TestGRPCReportResultsTokenNamesTheExecutor checks docs/protocol.md, section 6
 // on the result path: the token on every call the executor makes carries
 // its executor id as sub, so an engine can tell whose results a
 // ReportResults call brings.

@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/cmd/executor/service"
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
@@ -41,7 +40,7 @@ func TestGRPCPushRunsTasksEndToEnd(t *testing.T) {
 	vars := grpcEnv(addr, "push")
 	vars["GAMELAN_EXECUTOR_LOG_LEVEL"] = "info"
 	r := start(t, nil, func(ctx context.Context, stdout, stderr io.Writer) error {
-		return service.Run(ctx, nil, env(vars), stdout, stderr)
+		return runFixtures(ctx, nil, vars, stdout, stderr)
 	})
 	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
 	reg, ok := engine.Registration(taxExecutorID)

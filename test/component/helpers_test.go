@@ -18,7 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gamelan-go/executor/cmd/executor/service"
+	"github.com/gamelan-go/executor/executors/examples"
 	"github.com/gamelan-go/executor/internal/adapters/memory"
+	"github.com/gamelan-go/executor/pkg/executor"
 )
 
 // logLines collects the service's JSON log lines and lets a test wait for one.
@@ -82,6 +84,25 @@ func (l *logLines) text() string {
 	return strings.Join(l.raw, "")
 }
 
+// fixtures are the executor types the component tests drive: the examples
+// (executors/examples), whatever the service's own list (executors.Hosted)
+// holds, so that a fork adding or removing types leaves these tests green.
+// The payment-processor's gateway delay comes from the test's
+// PAYMENT_GATEWAY_DELAY, as the service's own list takes it.
+func fixtures(vars map[string]string) []executor.Executor {
+	delay, err := time.ParseDuration(vars["PAYMENT_GATEWAY_DELAY"])
+	if err != nil {
+		delay = 0
+	}
+	return examples.All(examples.Config{PaymentGatewayDelay: delay})
+}
+
+// runFixtures is service.RunHosting with the fixtures: the service as main
+// runs it, hosting the test's executor types.
+func runFixtures(ctx context.Context, args []string, vars map[string]string, stdout, stderr io.Writer) error {
+	return service.RunHosting(ctx, args, env(vars), stdout, stderr, fixtures(vars))
+}
+
 // env returns a getenv over the given variables only.
 func env(vars map[string]string) func(string) string {
 	return func(key string) string { return vars[key] }
@@ -117,7 +138,7 @@ func startWithEngine(t *testing.T, vars map[string]string) *running {
 		Registrar: engine.Registrar(), Heartbeater: engine.Heartbeater(),
 	}
 	return start(t, engine, func(ctx context.Context, stdout, stderr io.Writer) error {
-		return service.RunWithPorts(ctx, nil, env(vars), stdout, stderr, ports)
+		return service.RunWithPorts(ctx, nil, env(vars), stdout, stderr, fixtures(vars), ports)
 	})
 }
 

@@ -48,7 +48,7 @@ type kcatEnvelope struct {
 // exact JSON shape (runId, nodeId, attempt, token, context,
 // targetExecutor), keyed by run id; the real service answers both; kcat
 // reads the results topic and the test checks the JSON kcat printed against
-// PROTOCOL.md's TaskResultMessage, field by field.
+// docs/protocol.md's TaskResultMessage, field by field.
 //
 // The calculate-tax task is produced with -z snappy, Gamelan's setting. The
 // librdkafka of Debian 12 (2.0.2) gates snappy, gzip and lz4 on request

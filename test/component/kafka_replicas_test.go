@@ -11,7 +11,7 @@ import (
 
 // TestKafkaReplicaStopKeepsSharedExecutorRegistered runs two replicas of
 // one service (same NAME: one consumer group, one logical Kafka executor
-// id, PROTOCOL.md section 2) and stops one gracefully. The other still
+// id, docs/protocol.md, section 4) and stops one gracefully. The other still
 // serves the shared executor id, so the stopping replica must not withdraw
 // it: an unregistration of the shared id makes an engine forget an executor
 // that is still consuming (the reference engine also reassigns the tasks it

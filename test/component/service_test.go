@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/cmd/executor/service"
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -174,7 +173,7 @@ func TestDefaultsStartAndStopCleanly(t *testing.T) {
 		"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS": unusedAddress(t),
 	}
 	r := start(t, nil, func(ctx context.Context, stdout, stderr io.Writer) error {
-		return service.Run(ctx, nil, env(vars), stdout, stderr)
+		return runFixtures(ctx, nil, vars, stdout, stderr)
 	})
 	waitForStatus(t, r.baseURL, "/q/health/live", http.StatusOK)
 	status, body := probe(t, r.baseURL, "/q/health/ready")
@@ -222,7 +221,7 @@ func TestBadConfigurationStopsStartupWithOneLine(t *testing.T) {
 			vars[c.variable] = c.value
 			logs := newLogLines()
 			var stderr strings.Builder
-			err = service.Run(context.Background(), nil, env(vars), logs, &stderr)
+			err = runFixtures(context.Background(), nil, vars, logs, &stderr)
 			require.Error(t, err)
 			msg := err.Error()
 			assert.NotContains(t, msg, "\n", "error is not one line")
@@ -243,15 +242,15 @@ func TestHTTPPortInUseFailsStartup(t *testing.T) {
 	defer taken.Close()
 	vars := baseEnv()
 	vars["GAMELAN_EXECUTOR_HTTP_PORT"] = fmt.Sprint(taken.Addr().(*net.TCPAddr).Port)
-	err = service.Run(context.Background(), nil, env(vars), newLogLines(), &strings.Builder{})
+	err = runFixtures(context.Background(), nil, vars, newLogLines(), &strings.Builder{})
 	require.ErrorContains(t, err, "listen for HTTP")
 }
 
 func TestUnexpectedArgumentsAreRefused(t *testing.T) {
-	err := service.Run(context.Background(), []string{"serve"}, env(baseEnv()), newLogLines(), &strings.Builder{})
+	err := runFixtures(context.Background(), []string{"serve"}, baseEnv(), newLogLines(), &strings.Builder{})
 	require.ErrorContains(t, err, "unexpected arguments")
 	var stderr strings.Builder
-	err = service.Run(context.Background(), []string{"-h"}, env(baseEnv()), newLogLines(), &stderr)
+	err = runFixtures(context.Background(), []string{"-h"}, baseEnv(), newLogLines(), &stderr)
 	assert.True(t, errors.Is(err, flag.ErrHelp))
 	assert.Contains(t, stderr.String(), "-variables")
 }

@@ -1,5 +1,7 @@
 // Package e2e runs the executor service as real processes (the binary of
-// cmd/executor, built once per test run) and checks what an engine sees
+// fixture-executor: the service as cmd/executor runs it, hosting the example
+// executor types as fixtures, built once per test run) and checks what an
+// engine sees
 // when they work, die or stop under load: against a Kafka broker that the
 // test itself runs on 127.0.0.1 (kafkatest, an in-process kfake cluster),
 // and against the reference engine, cmd/devengine, run as a process too
@@ -9,7 +11,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/test/testkit"
 )
 
 // builtBinaries are the service and the reference engine, built once for
@@ -43,7 +46,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binaries builds cmd/executor and cmd/devengine once and returns the
+// binaries builds fixture-executor and cmd/devengine once and returns the
 // directory holding them (named executor and devengine).
 func binaries(t *testing.T) string {
 	t.Helper()
@@ -52,10 +55,16 @@ func binaries(t *testing.T) string {
 		if builtBinaries.err != nil {
 			return
 		}
-		build := exec.Command("go", "build", "-o", builtBinaries.dir+string(filepath.Separator),
-			"github.com/gamelan-go/executor/cmd/executor", "github.com/gamelan-go/executor/cmd/devengine")
-		build.Stderr = os.Stderr
-		builtBinaries.err = build.Run()
+		for name, pkg := range map[string]string{
+			"executor":  "github.com/gamelan-go/executor/test/e2e/fixture-executor",
+			"devengine": "github.com/gamelan-go/executor/cmd/devengine",
+		} {
+			build := exec.Command("go", "build", "-o", filepath.Join(builtBinaries.dir, name), pkg)
+			build.Stderr = os.Stderr
+			if builtBinaries.err = build.Run(); builtBinaries.err != nil {
+				return
+			}
+		}
 	})
 	require.NoError(t, builtBinaries.err, "build the service and the reference engine")
 	return builtBinaries.dir
@@ -83,7 +92,7 @@ type process struct {
 	name    string
 	baseURL string // of an executor's HTTP server, from its "http server listening" line
 	cmd     *exec.Cmd
-	stderr  syncBuffer // written by exec's copier until Wait returns
+	stderr  testkit.SyncBuffer // written by exec's copier until Wait returns
 
 	mu      sync.Mutex
 	lines   []map[string]any // JSON log lines of stdout
@@ -148,24 +157,6 @@ func startCommand(t *testing.T, name string, cmd *exec.Cmd) *process {
 		}
 	})
 	return p
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and readers at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(data []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(data)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // waitReady waits until the process answers 200 on /q/health/ready.

@@ -26,6 +26,7 @@ import (
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+	"github.com/gamelan-go/executor/test/testkit"
 )
 
 // pythonEngine is engine.py running as a process: a gRPC C-core engine
@@ -86,7 +87,7 @@ func startPythonEngine(t *testing.T) *pythonEngine {
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	stderr := &logs{}
+	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

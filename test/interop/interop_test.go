@@ -16,7 +16,6 @@
 package interop
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -25,7 +24,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +31,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gamelan-go/executor/cmd/executor/service"
+	"github.com/gamelan-go/executor/executors/examples"
 	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/test/testkit"
 )
 
 // The executor ids of the service started by executorEnv.
@@ -63,25 +63,7 @@ func executorEnv(engine *pythonEngine, mode string) map[string]string {
 // executor is the service running in the test's process.
 type executor struct {
 	baseURL string
-	logs    *logs
-}
-
-// logs collects the service's log lines.
-type logs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	logs    *testkit.SyncBuffer
 }
 
 // startExecutor runs the service with vars until the test ends, and waits
@@ -90,10 +72,10 @@ func startExecutor(t *testing.T, vars map[string]string) *executor {
 	t.Helper()
 	vars = maps.Clone(vars)
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &executor{logs: &logs{}}
+	e := &executor{logs: &testkit.SyncBuffer{}}
 	done := make(chan error, 1)
 	go func() {
-		done <- service.Run(ctx, nil, func(k string) string { return vars[k] }, e.logs, io.Discard)
+		done <- service.RunHosting(ctx, nil, func(k string) string { return vars[k] }, e.logs, io.Discard, examples.All(examples.Config{}))
 	}()
 	t.Cleanup(func() {
 		cancel()

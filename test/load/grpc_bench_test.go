@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gamelan-go/executor/cmd/executor/service"
+	"github.com/gamelan-go/executor/executors/examples"
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
@@ -231,7 +232,7 @@ func startService(b *testing.B, intake string) (*grpctest.Engine, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- service.Run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard)
+		done <- service.RunHosting(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard, examples.All(examples.Config{}))
 	}()
 	b.Cleanup(func() { cancel(); <-done })
 	// Intake starts right after registration; poll the engine for it.

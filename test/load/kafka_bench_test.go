@@ -16,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/gamelan-go/executor/cmd/executor/service"
+	"github.com/gamelan-go/executor/executors/examples"
 	"github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/kafka/kafkatest"
 )
@@ -57,7 +58,7 @@ func BenchmarkKafkaService(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- service.Run(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard)
+		done <- service.RunHosting(ctx, nil, func(k string) string { return vars[k] }, io.Discard, io.Discard, examples.All(examples.Config{}))
 	}()
 	b.Cleanup(func() {
 		cancel()

@@ -1,14 +1,13 @@
 package service
 
 import (
-	"github.com/gamelan-go/executor/cmd/executor/examples"
+	"github.com/gamelan-go/executor/executors"
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
-// hostedExecutors lists every executor type this service can host. A fork
-// replaces the examples with its own handlers here; GAMELAN_EXECUTOR_ENABLED_TYPES
-// then chooses which of them a deployment serves.
+// hostedExecutors is the service's list of executor types (executors.Hosted,
+// the one list a fork edits), given their settings from the configuration.
 func hostedExecutors(cfg config.Config) []executor.Executor {
-	return examples.All(examples.Config{PaymentGatewayDelay: cfg.PaymentGatewayDelay})
+	return executors.Hosted(executors.Config{PaymentGatewayDelay: cfg.PaymentGatewayDelay})
 }

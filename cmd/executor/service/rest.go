@@ -69,7 +69,7 @@ func (a *adapters) restResultSink() (ports.ResultSink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return grpcadapter.NewResultSink(gamelanv1.NewExecutorServiceClient(conn), a.cfg.GRPCMaxMessageSize), nil
+	return grpcadapter.NewResultSink(gamelanv1.NewExecutorServiceClient(conn), a.cfg.GRPCMaxMessageSize).Watching(a.grpcWatch), nil
 }
 
 // restEndpoint is the URL registered for REST types.

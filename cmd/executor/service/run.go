@@ -14,13 +14,26 @@ import (
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
-// Run runs the executor service until ctx ends, then stops it gracefully.
-// It reads the environment only through getenv, logs to stdout, and returns
-// an error when the service cannot start (a bad variable, a port in use) or
-// fails; a requested shutdown is not an error. args are the command-line
-// arguments without the program name.
+// Run runs the executor service, hosting the executor types of
+// executors.Hosted, until ctx ends, then stops it gracefully. It reads the
+// environment only through getenv, logs to stdout, and returns an error when
+// the service cannot start (a bad variable, a port in use) or fails; a
+// requested shutdown is not an error. args are the command-line arguments
+// without the program name.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return run(ctx, args, getenv, stdout, stderr, initService)
+	return run(ctx, args, getenv, stdout, stderr, hostedExecutors, initService)
+}
+
+// RunHosting is Run hosting the given executor types instead of the
+// service's list. Tests use it to drive the service through fixtures of
+// their own, so that they do not depend on what a fork hosts.
+func RunHosting(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hosted []executor.Executor) error {
+	return run(ctx, args, getenv, stdout, stderr, fixed(hosted), initService)
+}
+
+// fixed returns a list of hosted executors that ignores the configuration.
+func fixed(hosted []executor.Executor) func(config.Config) []executor.Executor {
+	return func(config.Config) []executor.Executor { return hosted }
 }
 
 // Ports replaces every adapter of the service: all hosted executor types
@@ -33,18 +46,19 @@ type Ports struct {
 	Heartbeater ports.Heartbeater
 }
 
-// RunWithPorts is Run with the given ports in place of the adapters the
-// configuration selects. Component tests use it to drive the real service
-// (configuration, wiring, runtime, probes) through in-memory ports.
-func RunWithPorts(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, p Ports) error {
-	return run(ctx, args, getenv, stdout, stderr, func(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
+// RunWithPorts is RunHosting with the given ports in place of the adapters
+// the configuration selects. Component tests use it to drive the real
+// service (configuration, wiring, runtime, probes) through in-memory ports.
+func RunWithPorts(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hosted []executor.Executor, p Ports) error {
+	return run(ctx, args, getenv, stdout, stderr, fixed(hosted), func(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
 		return initServiceWithPorts(cfg, executors, log, p)
 	})
 }
 
 type injector func(config.Config, []executor.Executor, *slog.Logger) (*Service, func(), error)
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, inject injector) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer,
+	hosted func(config.Config) []executor.Executor, inject injector) error {
 	flags := flag.NewFlagSet("executor", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	printVariables := flags.Bool("variables", false, "print the configuration variables as a Markdown table and exit")
@@ -67,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	executors, err := enabledExecutors(cfg, hostedExecutors(cfg))
+	executors, err := enabledExecutors(cfg, hosted(cfg))
 	if err != nil {
 		return err
 	}

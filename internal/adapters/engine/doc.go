@@ -1,5 +1,5 @@
 // Package engine talks HTTP to an engine's REST registry and takes tasks
-// over REST (PROTOCOL.md section 3):
+// over REST (docs/protocol.md, section 5):
 //
 //   - Registrar: POST /api/v1/executors with ExecutorInfo for each hosted
 //     type, DELETE /api/v1/executors/{id} on stop.

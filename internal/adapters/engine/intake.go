@@ -166,6 +166,7 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.mu.RLock()
 	defer in.mu.RUnlock()
 	if in.intake == nil {
+		w.Header().Set("Retry-After", "1")
 		reply(w, http.StatusServiceUnavailable, "executor is not accepting tasks (starting or shutting down)")
 		return
 	}

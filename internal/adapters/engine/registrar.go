@@ -15,8 +15,8 @@ import (
 	"github.com/gamelan-go/executor/internal/ports"
 )
 
-// ExecutorInfo is the engine registry's view of an executor (PROTOCOL.md
-// section 3).
+// ExecutorInfo is the engine registry's view of an executor
+// (docs/protocol.md, section 5.1).
 type ExecutorInfo struct {
 	ExecutorID        string            `json:"executorId"`
 	ExecutorType      string            `json:"executorType"`

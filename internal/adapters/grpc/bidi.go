@@ -79,7 +79,8 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 		if !ok {
 			break // receiving ended and every task it queued was taken
 		}
-		if err := b.offer(ctx, intake, waiting, task, log); err != nil {
+		taken, err := b.offer(ctx, intake, waiting, task, log)
+		if err != nil {
 			cancel() // receive stops at once; tasks still queued are never acknowledged
 			<-received
 			// The runtime is stopping: the tasks received and not offered are
@@ -90,6 +91,9 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 			return delivered, err
 		}
 		delivered++
+		if !taken {
+			continue // answered (cancelled while it waited) or refused: not acknowledged
+		}
 		ack := &gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Ack{Ack: &gamelanv1.TaskAcknowledgement{
 			TaskId: task.task.ID(), AcknowledgedAt: timestamppb.Now(),
 		}}}
@@ -101,13 +105,14 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 }
 
 // offer offers one waiting task once the runtime has room, unless the
-// engine cancelled it meanwhile: then it is answered CANCELLED instead.
-func (b *BidiSource) offer(ctx context.Context, intake ports.Intake, waiting *waitingTasks, w *waitingTask, log *slog.Logger) error {
+// engine cancelled it meanwhile: then it is answered CANCELLED instead. It
+// reports whether the runtime took the task (to be acknowledged).
+func (b *BidiSource) offer(ctx context.Context, intake ports.Intake, waiting *waitingTasks, w *waitingTask, log *slog.Logger) (bool, error) {
 	defer w.stopWaiting()
 	for {
 		_, err := intake.AwaitCapacity(w.ctx) // ends early if the engine cancels w
 		if err != nil && !waiting.isCancelled(w) {
-			return b.cfg.offerOutcome(w.task, err, log)
+			return false, b.cfg.offerOutcome(w.task, err, log)
 		}
 		// Offered under the queue's lock: a cancellation either finds the
 		// task waiting, or finds it in the runtime.
@@ -117,11 +122,11 @@ func (b *BidiSource) offer(ctx context.Context, intake ports.Intake, waiting *wa
 		switch {
 		case reason != "":
 			b.cfg.answer(*w.task, &domain.ErrorInfo{Code: domain.CodeCancelled, Message: reason}, log)
-			return nil
+			return false, nil
 		case errors.Is(err, domain.ErrOverloaded):
 			continue // another source took the room
 		}
-		return b.cfg.offerOutcome(w.task, err, log)
+		return err == nil, b.cfg.offerOutcome(w.task, err, log)
 	}
 }
 

@@ -37,7 +37,7 @@ func TestStatusMapping(t *testing.T) {
 		assert.Equal(t, want, pr.GetStatus(), "status %s on the wire", status)
 		assert.Equal(t, status, resultFromProto(pr).Status, "status %s back from the wire", status)
 	}
-	// Anything else is never sent as such (PROTOCOL.md 1.3: only the four).
+	// Anything else is never sent as such (docs/protocol.md, section 3: only the four).
 	pr := resultToProto(domain.Result{RunID: "run", NodeID: "node", Status: "RUNNING"})
 	assert.Equal(t, gamelanv1.TaskStatus_TASK_STATUS_FAILED, pr.GetStatus(), "an unknown status")
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/gamelan-go/executor/pkg/porttest"
 )
 
-// Tests of the push server (PROTOCOL.md 1.2): the engine side is a grpctest
+// Tests of the push server (docs/protocol.md, section 2.3): the engine side is a grpctest
 // engine calling Execute, the runtime side a porttest Intake that records
 // what was offered.
 

@@ -33,12 +33,16 @@ import (
 type ResultSink struct {
 	client  gamelanv1.ExecutorServiceClient
 	maxSize int
-	// suspect, when set, is told when the engine answers that it does not
-	// know an executor (see ConnectionWatch).
-	suspect func(reason string)
+	// watch, when set, is told when the engine answers that it does not
+	// know an executor, and reports the connection's signs (see
+	// ConnectionWatch) to the runtime.
+	watch *ConnectionWatch
 }
 
-var _ ports.ResultSink = (*ResultSink)(nil)
+var (
+	_ ports.ResultSink          = (*ResultSink)(nil)
+	_ ports.RegistrationWatcher = (*ResultSink)(nil)
+)
 
 // DefaultMaxMessageSize is grpc-go's default limit on a received message,
 // which is the engine's unless it raised it.
@@ -73,13 +77,30 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 			messages[i] = msg
 		}
 		if err := s.report(security.WithSubject(ctx, executorID), messages); err != nil {
-			if isNotRegistered(err) && s.suspect != nil {
-				s.suspect("the engine answered ReportResults for " + executorID + " with NotFound")
+			if isNotRegistered(err) && s.watch != nil {
+				s.watch.Suspect("the engine answered ReportResults for " + executorID + " with NotFound")
 			}
 			return err
 		}
 	}
 	return nil
+}
+
+// Watching makes the sink tell watch when the engine answers that it does
+// not know an executor, and report watch's signs to the runtime. It
+// returns s.
+func (s *ResultSink) Watching(watch *ConnectionWatch) *ResultSink {
+	s.watch = watch
+	return s
+}
+
+// RegistrationSuspects implements ports.RegistrationWatcher: the watch's
+// channel, or nil (never receiving) without a watch.
+func (s *ResultSink) RegistrationSuspects() <-chan string {
+	if s.watch == nil {
+		return nil
+	}
+	return s.watch.RegistrationSuspects()
 }
 
 // report sends one ReportResults stream and waits for its Empty.

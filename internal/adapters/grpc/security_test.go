@@ -25,7 +25,7 @@ import (
 	"github.com/gamelan-go/executor/pkg/porttest"
 )
 
-// Tokens and TLS, both directions (PROTOCOL.md 4).
+// Tokens and TLS, both directions (docs/protocol.md, section 6).
 
 const (
 	engineIssuer   = "gamelan-engine" // iss of the tokens the engine sends on push

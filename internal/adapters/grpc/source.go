@@ -72,7 +72,8 @@ func NewIntake(conn ggrpc.ClientConnInterface, push *PushServer, cfg IntakeConfi
 	pc := pullConfig{client: client, executors: cfg.Executors, reconnect: cfg.Reconnect, streamLifetime: cfg.StreamLifetime,
 		sink: sink, maxMessageSize: sink.maxSize, log: log, refusals: telemetry.NewThrottle(0, 0), goaways: &sync.Map{}}
 	if cfg.Watch != nil {
-		sink.suspect, pc.suspect = cfg.Watch.Suspect, cfg.Watch.Suspect
+		sink.Watching(cfg.Watch)
+		pc.suspect = cfg.Watch.Suspect
 	}
 	switch cfg.Mode {
 	case IntakePush:

@@ -19,7 +19,7 @@ type Config struct {
 	GroupID string
 	// ClientID names this process to the brokers ("gamelan-executor" if empty).
 	ClientID string
-	// Topic names (PROTOCOL.md defaults if empty).
+	// Topic names (docs/protocol.md defaults if empty).
 	TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic string
 	// MaxMessageBytes bounds a record, taken or produced (1 MiB, Gamelan's
 	// cap, if 0). A larger task is answered FAILED INVALID_TASK when its ids
@@ -44,7 +44,7 @@ type SASL struct {
 	Password  string
 }
 
-// The default topic names, from PROTOCOL.md section 2.
+// The default topic names, from docs/protocol.md, section 4.
 const (
 	DefaultTasksTopic           = "workflow.tasks"
 	DefaultResultsTopic         = "workflow-results"

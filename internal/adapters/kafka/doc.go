@@ -1,5 +1,5 @@
 // Package kafka is the Kafka transport of the executor service, written with
-// github.com/IBM/sarama and speaking PROTOCOL.md section 2:
+// github.com/IBM/sarama and speaking docs/protocol.md, section 4:
 //
 //   - TaskSource consumes TaskMessage JSON from the tasks topic
 //     (workflow.tasks) in a consumer group shared by the replicas of one

@@ -4,7 +4,7 @@ import (
 	"time"
 )
 
-// The JSON values on the Kafka topics (PROTOCOL.md section 2). Field names
+// The JSON values on the Kafka topics (docs/protocol.md, section 4). Field names
 // are Gamelan's; fields marked optional are ours, and a Gamelan engine
 // omits or ignores them.
 

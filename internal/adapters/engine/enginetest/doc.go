@@ -1,5 +1,5 @@
 // Package enginetest is the engine side of the HTTP wire contract
-// (PROTOCOL.md section 3), for the tests of the executor's HTTP adapters
+// (docs/protocol.md, section 5), for the tests of the executor's HTTP adapters
 // (internal/adapters/engine) and of the service wired with them.
 //
 // A Registry serves the engine's REST executor registry on a real listener

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// The routes of the registry (PROTOCOL.md section 3).
+// The routes of the registry (docs/protocol.md, section 5).
 const (
 	executorsPath = "/api/v1/executors"
 	heartbeatPath = "/heartbeat"

@@ -15,7 +15,7 @@ import (
 )
 
 // ExecutorInfo is an executor as the engine's registry knows it
-// (PROTOCOL.md section 3).
+// (docs/protocol.md, section 5).
 type ExecutorInfo struct {
 	ExecutorID        string            `json:"executorId"`
 	ExecutorType      string            `json:"executorType"`

@@ -1,5 +1,5 @@
 // Package grpctest is a small, real engine side of the gRPC wire contract
-// (PROTOCOL.md section 1), for the tests of the executor's gRPC adapters.
+// (docs/protocol.md, section 2), for the tests of the executor's gRPC adapters.
 //
 // An Engine serves tech.kayys.gamelan.grpc.v1.ExecutorService on a real
 // listener on 127.0.0.1 and calls the executor's

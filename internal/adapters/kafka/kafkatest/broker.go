@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// The default topic names of PROTOCOL.md section 2, which Start creates
+// The default topic names of docs/protocol.md, section 4, which Start creates
 // unless WithTopics names others, and which the typed helpers (ProduceTask,
 // Results, Registrations, ...) use.
 const (
@@ -43,8 +43,8 @@ const (
 // ordering and group assignment across partitions are exercised.
 const DefaultPartitions = 4
 
-// DefaultTopics returns the five default topic names of PROTOCOL.md
-// section 2, tasks first.
+// DefaultTopics returns the five default topic names of docs/protocol.md,
+// section 4, tasks first.
 func DefaultTopics() []string {
 	return []string{TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic}
 }

@@ -1,5 +1,5 @@
 // Package kafkatest is the engine and broker side of the Kafka wire contract
-// (PROTOCOL.md section 2), for the tests of the executor's Kafka adapters.
+// (docs/protocol.md, section 4), for the tests of the executor's Kafka adapters.
 //
 // A Broker is an in-process Kafka cluster (github.com/twmb/franz-go/pkg/kfake)
 // listening on 127.0.0.1 only, plus the engine's half of the conversation,
@@ -9,7 +9,7 @@
 // client (sarama) through Addrs, so the two sides share no code but the JSON
 // types of internal/adapters/kafka.
 //
-// Topics. Start creates the five default topics of PROTOCOL.md
+// Topics. Start creates the five default topics of docs/protocol.md
 // (workflow.tasks, workflow-results, executor-registrations,
 // executor-heartbeats, executor-unregistrations), or the ones given with
 // WithTopics, explicitly, each with WithPartitions partitions (4 by

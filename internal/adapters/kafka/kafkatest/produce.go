@@ -54,7 +54,7 @@ func (b *Broker) ProduceJSON(ctx context.Context, topic, key string, v any, head
 }
 
 // ProduceTask writes msg to the tasks topic (TasksTopic), keyed by its run
-// id as PROTOCOL.md asks, without headers. Use ProduceJSON with an empty key
+// id as docs/protocol.md asks, without headers. Use ProduceJSON with an empty key
 // for a task shaped as the Gamelan engine sends it (no key), with an
 // authorization header (kafka.AuthorizationHeader), or to another topic.
 func (b *Broker) ProduceTask(ctx context.Context, msg kafka.TaskMessage) error {

@@ -15,8 +15,10 @@
 // result with a code rather than as an error, so that the engine does not
 // retry a task that cannot succeed.
 //
-// A fork replaces this package with its own handlers; the only thing the
-// service needs from it is All.
+// They are hosted out of the box (see executors.Hosted), and the project's
+// component and end-to-end tests use them as fixtures, through All, whatever
+// the service hosts: a fork takes them out of executors.Hosted and keeps the
+// package for the tests (docs/forking.md).
 package examples
 
 import (
