@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	engineapi "github.com/gamelan-go/executor/internal/adapters/engine"
+	engineapi "github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/security"
 )

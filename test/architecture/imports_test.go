@@ -45,7 +45,7 @@ var rules = []rule{
 	// The reference engine is an application of its own: it speaks the
 	// protocol (generated code, Kafka and REST registry message shapes,
 	// tokens) and never touches the executor's runtime.
-	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/telemetry", "internal/adapters/kafka", "internal/adapters/engine"}},
+	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/telemetry", "internal/adapters/kafka", "internal/adapters/rest"}},
 	// Any other internal package is a technical helper: it may use the
 	// domain, the ports and the generated code, never the core or adapters.
 	{"internal/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security"}},

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/domain"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
@@ -32,9 +32,9 @@ func restEnv(engineAddr string) map[string]string {
 }
 
 // restPost posts a task to the REST intake at endpoint for executorID.
-func restPost(t *testing.T, endpoint, executorID, run, node, body string, header http.Header) enginetest.Answer {
+func restPost(t *testing.T, endpoint, executorID, run, node, body string, header http.Header) resttest.Answer {
 	t.Helper()
-	answer, err := enginetest.PostTask(deadline(t, conditionTimeout), nil, endpoint, enginetest.TaskPost{
+	answer, err := resttest.PostTask(deadline(t, conditionTimeout), nil, endpoint, resttest.TaskPost{
 		ExecutorID: executorID, RunID: run, NodeID: node, Attempt: 1,
 		IdempotencyKey: run + ":" + node + ":1", Header: header, Body: []byte(body),
 	})

@@ -9,15 +9,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 )
 
 // The helpers of the tests of the service registered over HTTP
-// (REGISTRAR=http) with an enginetest registry, and of its REST intake.
+// (REGISTRAR=http) with a resttest registry, and of its REST intake.
 
 // httpRegistrarEnv registers over HTTP with registry, heartbeating every
 // second with requests that time out after a second, at info level.
-func httpRegistrarEnv(registry *enginetest.Registry) map[string]string {
+func httpRegistrarEnv(registry *resttest.Registry) map[string]string {
 	vars := baseEnv()
 	vars["GAMELAN_EXECUTOR_LOG_LEVEL"] = "info"
 	vars["GAMELAN_EXECUTOR_REGISTRAR"] = "http"
@@ -29,7 +29,7 @@ func httpRegistrarEnv(registry *enginetest.Registry) map[string]string {
 
 // waitForRegistry waits until cond holds for registry, failing t with what,
 // the registry's requests and the service's logs.
-func waitForRegistry(t *testing.T, r *running, registry *enginetest.Registry, what string, cond func() bool) {
+func waitForRegistry(t *testing.T, r *running, registry *resttest.Registry, what string, cond func() bool) {
 	t.Helper()
 	if err := registry.WaitFor(deadline(t, conditionTimeout), cond); err != nil {
 		t.Fatalf("waited for %s: %v\nregistry requests:\n%s\nlogs:\n%s", what, err, registryRequests(registry), r.logs.text())
@@ -37,7 +37,7 @@ func waitForRegistry(t *testing.T, r *running, registry *enginetest.Registry, wh
 }
 
 // registryRequests renders the registry's requests, one a line.
-func registryRequests(registry *enginetest.Registry) string {
+func registryRequests(registry *resttest.Registry) string {
 	var b strings.Builder
 	for _, req := range registry.Requests() {
 		b.WriteString(req.Time.Format("15:04:05.000") + " " + req.Method + " " + req.Path + " ")
@@ -55,8 +55,8 @@ func registryRequests(registry *enginetest.Registry) string {
 
 // registryRequestsWhere returns the requests of the registry for which keep
 // holds.
-func registryRequestsWhere(registry *enginetest.Registry, keep func(enginetest.Request) bool) []enginetest.Request {
-	var out []enginetest.Request
+func registryRequestsWhere(registry *resttest.Registry, keep func(resttest.Request) bool) []resttest.Request {
+	var out []resttest.Request
 	for _, req := range registry.Requests() {
 		if keep(req) {
 			out = append(out, req)
@@ -66,18 +66,18 @@ func registryRequestsWhere(registry *enginetest.Registry, keep func(enginetest.R
 }
 
 // isRegistration reports whether req registers executorID.
-func isRegistration(req enginetest.Request, executorID string) bool {
+func isRegistration(req resttest.Request, executorID string) bool {
 	return req.Method == http.MethodPost && req.Path == "/api/v1/executors" && req.ExecutorID == executorID
 }
 
 // isHeartbeat reports whether req is a heartbeat of executorID.
-func isHeartbeat(req enginetest.Request, executorID string) bool {
+func isHeartbeat(req resttest.Request, executorID string) bool {
 	return req.Method == http.MethodPost && req.ExecutorID == executorID && strings.HasSuffix(req.Path, "/heartbeat")
 }
 
 // listedExecutors GETs /api/v1/executors of the registry, as an operator or
 // the engine's console would, with "Bearer token" unless token is empty.
-func listedExecutors(t *testing.T, registry *enginetest.Registry, token string) []enginetest.ExecutorInfo {
+func listedExecutors(t *testing.T, registry *resttest.Registry, token string) []resttest.ExecutorInfo {
 	t.Helper()
 	req, err := http.NewRequestWithContext(deadline(t, conditionTimeout), http.MethodGet, registry.URL()+"/api/v1/executors", nil)
 	require.NoError(t, err)
@@ -88,7 +88,7 @@ func listedExecutors(t *testing.T, registry *enginetest.Registry, token string) 
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var list []enginetest.ExecutorInfo
+	var list []resttest.ExecutorInfo
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
 	return list
 }
@@ -118,7 +118,7 @@ func waitForLogWhere(t *testing.T, logs *logLines, what string, match func(line 
 
 // waitForReadiness waits until /q/health/ready answers want, failing t
 // with the registry's requests and the service's logs.
-func waitForReadiness(t *testing.T, r *running, registry *enginetest.Registry, want int) {
+func waitForReadiness(t *testing.T, r *running, registry *resttest.Registry, want int) {
 	t.Helper()
 	timeout := time.After(conditionTimeout)
 	tick := time.NewTicker(conditionTick)

@@ -10,14 +10,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
 	"github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/kafka/kafkatest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/security/securitytest"
 )
 
-// The service registered over HTTP (REGISTRAR=http) with an enginetest
+// The service registered over HTTP (REGISTRAR=http) with a resttest
 // registry: how the Gamelan engine learns about Kafka executors, and how
 // registration and heartbeats ride out an engine's faults.
 
@@ -34,7 +34,7 @@ func TestHTTPRegistrarWithKafkaTransport(t *testing.T) {
 		Secret: []byte(secret), Issuer: "gamelan-executor", Audience: "gamelan-engine",
 	})
 	require.NoError(t, err)
-	registry := enginetest.Start(t, enginetest.WithAuth(func(token string) error {
+	registry := resttest.Start(t, resttest.WithAuth(func(token string) error {
 		_, err := verifier.Verify(token)
 		return err
 	}))
@@ -110,7 +110,7 @@ func TestHTTPRegistrarWithKafkaTransport(t *testing.T) {
 // registration and heartbeats recover on their own, without a restart.
 func TestHTTPRegistrationRecoversFromEngineFaults(t *testing.T) {
 	t.Parallel()
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	vars := httpRegistrarEnv(registry)
 	vars["GAMELAN_EXECUTOR_TRANSPORT"] = "memory"
 	vars["GAMELAN_EXECUTOR_ENABLED_TYPES"] = "calculate-tax"
@@ -131,7 +131,7 @@ func TestHTTPRegistrationRecoversFromEngineFaults(t *testing.T) {
 	registry.Hang(time.Minute)
 	registry.FailNext(0, 0)
 	waitForRegistry(t, r, registry, "a request given up by the executor", func() bool {
-		return len(registryRequestsWhere(registry, func(req enginetest.Request) bool {
+		return len(registryRequestsWhere(registry, func(req resttest.Request) bool {
 			return req.Time.After(hangFrom) && req.Abandoned() && req.Ended.Sub(req.Time) < 5*time.Second
 		})) > 0
 	})
@@ -156,10 +156,10 @@ func TestHTTPRegistrationRecoversFromEngineFaults(t *testing.T) {
 	registry.Restart(t)
 	waitForReadiness(t, r, registry, http.StatusOK)
 	waitForRegistry(t, r, registry, "a registration and a heartbeat after the engine came back", func() bool {
-		registered := registryRequestsWhere(registry, func(req enginetest.Request) bool {
+		registered := registryRequestsWhere(registry, func(req resttest.Request) bool {
 			return req.Time.After(backAt) && isRegistration(req, executorID) && req.Status == http.StatusOK
 		})
-		beats := registryRequestsWhere(registry, func(req enginetest.Request) bool {
+		beats := registryRequestsWhere(registry, func(req resttest.Request) bool {
 			return req.Time.After(backAt) && isHeartbeat(req, executorID) && req.Status == http.StatusOK
 		})
 		return len(registered) > 0 && len(beats) > 0
@@ -180,7 +180,7 @@ func TestHTTPHeartbeatAnswered404ReregistersOncePerInterval(t *testing.T) {
 	t.Parallel()
 	const refusedHeartbeats = 4
 	interval := time.Second // HEARTBEAT_INTERVAL_SECONDS, jittered by 10%
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	vars := httpRegistrarEnv(registry)
 	vars["GAMELAN_EXECUTOR_TRANSPORT"] = "memory"
 	vars["GAMELAN_EXECUTOR_ENABLED_TYPES"] = "calculate-tax"
@@ -192,8 +192,8 @@ func TestHTTPHeartbeatAnswered404ReregistersOncePerInterval(t *testing.T) {
 	from := time.Now()
 	registry.Forget(executorID)
 	registry.FailHeartbeats(http.StatusNotFound)
-	refused := func() []enginetest.Request {
-		return registryRequestsWhere(registry, func(req enginetest.Request) bool {
+	refused := func() []resttest.Request {
+		return registryRequestsWhere(registry, func(req resttest.Request) bool {
 			return req.Time.After(from) && isHeartbeat(req, executorID) && req.Status == http.StatusNotFound
 		})
 	}
@@ -203,7 +203,7 @@ func TestHTTPHeartbeatAnswered404ReregistersOncePerInterval(t *testing.T) {
 	// every refused heartbeat has had its re-registration.
 	var until time.Time
 	waitForRegistry(t, r, registry, "a heartbeat accepted again", func() bool {
-		accepted := registryRequestsWhere(registry, func(req enginetest.Request) bool {
+		accepted := registryRequestsWhere(registry, func(req resttest.Request) bool {
 			return req.Time.After(from) && isHeartbeat(req, executorID) && req.Status == http.StatusOK
 		})
 		if len(accepted) == 0 {
@@ -213,13 +213,13 @@ func TestHTTPHeartbeatAnswered404ReregistersOncePerInterval(t *testing.T) {
 		return true
 	})
 
-	inWindow := func(req enginetest.Request) bool { return req.Time.After(from) && req.Time.Before(until) }
-	reregistrations := registryRequestsWhere(registry, func(req enginetest.Request) bool {
+	inWindow := func(req resttest.Request) bool { return req.Time.After(from) && req.Time.Before(until) }
+	reregistrations := registryRequestsWhere(registry, func(req resttest.Request) bool {
 		return inWindow(req) && isRegistration(req, executorID)
 	})
 	// What tells the executor it was forgotten: a heartbeat answered 404,
 	// or (for a heartbeat that raced with Forget) the lookup after it.
-	forgotten := registryRequestsWhere(registry, func(req enginetest.Request) bool {
+	forgotten := registryRequestsWhere(registry, func(req resttest.Request) bool {
 		return inWindow(req) && req.ExecutorID == executorID && req.Status == http.StatusNotFound
 	})
 	requests := registryRequests(registry)

@@ -8,9 +8,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
 	"github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/kafka/kafkatest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 )
 
 // TestRESTIntakeThroughTheService serves calculate-tax over REST
@@ -22,7 +22,7 @@ import (
 // sentinel posted afterwards is answered, and no other result ever appears.
 func TestRESTIntakeThroughTheService(t *testing.T) {
 	t.Parallel()
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	broker := kafkatest.Start(t)
 	vars := httpRegistrarEnv(registry)
 	vars["GAMELAN_EXECUTOR_ENABLED_TYPES"] = "calculate-tax"
@@ -43,16 +43,16 @@ func TestRESTIntakeThroughTheService(t *testing.T) {
 	waitForReadiness(t, r, registry, http.StatusOK)
 	results := broker.Results(t)
 
-	postTask := func(node string, body string, header http.Header) enginetest.Answer {
+	postTask := func(node string, body string, header http.Header) resttest.Answer {
 		t.Helper()
-		p := enginetest.TaskPost{
+		p := resttest.TaskPost{
 			ExecutorID: executorID, RunID: "run-rest", NodeID: node, Attempt: 1,
 			IdempotencyKey: "run-rest:" + node + ":1", Signature: "sig-" + node, Header: header,
 		}
 		if body != "" {
 			p.Body = []byte(body)
 		}
-		answer, err := enginetest.PostTask(deadline(t, conditionTimeout), nil, info.Endpoint, p)
+		answer, err := resttest.PostTask(deadline(t, conditionTimeout), nil, info.Endpoint, p)
 		require.NoError(t, err)
 		return answer
 	}
@@ -71,7 +71,7 @@ func TestRESTIntakeThroughTheService(t *testing.T) {
 	assert.Equal(t, 1.25, res.Output["tax"])
 	assert.Equal(t, executorID, res.ExecutorID)
 
-	refused := map[string]enginetest.Answer{
+	refused := map[string]resttest.Answer{
 		"bad-json":  postTask("bad-json", `{"amount": `, nil),
 		"oversized": postTask("oversized", `{"amount": 1, "pad": "`+strings.Repeat("x", 4096)+`"}`, nil),
 		"no-run-id": postTask("no-run-id", `{"amount": 1}`, http.Header{"X-Run-Id": nil}),

@@ -32,7 +32,7 @@ import (
 
 	"github.com/gamelan-go/executor/cmd/executor/service"
 	"github.com/gamelan-go/executor/executors/examples"
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/test/testkit"
 )
 
@@ -316,9 +316,9 @@ func TestInteropIdleLongerThanTwiceTheKeepalive(t *testing.T) {
 				t.Parallel()
 				engine := startPythonEngine(t)
 				vars := executorEnv(engine, mode)
-				var registry *enginetest.Registry
+				var registry *resttest.Registry
 				if registrar == "http" {
-					registry = enginetest.Start(t)
+					registry = resttest.Start(t)
 					vars["GAMELAN_EXECUTOR_REGISTRAR"] = "http"
 					vars["GAMELAN_EXECUTOR_ENGINE_URL"] = registry.URL()
 				}
@@ -348,7 +348,7 @@ func TestInteropIdleLongerThanTwiceTheKeepalive(t *testing.T) {
 
 // sendIdle is send, with the push endpoint taken from the REST registry
 // when the registrations went there (registry not nil).
-func sendIdle(t *testing.T, engine *pythonEngine, registry *enginetest.Registry, mode string, tasks ...task) {
+func sendIdle(t *testing.T, engine *pythonEngine, registry *resttest.Registry, mode string, tasks ...task) {
 	t.Helper()
 	if mode != "push" || registry == nil {
 		send(t, engine, mode, taxID, tasks...)

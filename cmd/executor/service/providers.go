@@ -9,10 +9,10 @@ import (
 
 	ggrpc "google.golang.org/grpc"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine"
 	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
 	kafkaadapter "github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/adapters/memory"
+	"github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/domain"
@@ -49,8 +49,8 @@ type adapters struct {
 	kafkaSink     *kafkaadapter.ResultSink
 	kafkaSource   *kafkaadapter.TaskSource
 
-	restClient *engine.Client
-	restSource *engine.Intake
+	restClient *rest.Client
+	restSource *rest.Intake
 }
 
 func newAdapters(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*adapters, func()) {
@@ -144,7 +144,7 @@ func selectRegistrar(a *adapters) (ports.Registrar, error) {
 		if err != nil {
 			return nil, err
 		}
-		return engine.NewRegistrar(client, a.cfg.TaskTimeout()), nil
+		return rest.NewRegistrar(client, a.cfg.TaskTimeout()), nil
 	}
 	return nil, fmt.Errorf("registrar %q is not built into this service", a.cfg.Registrar)
 }
@@ -172,7 +172,7 @@ func selectHeartbeater(a *adapters) (ports.Heartbeater, error) {
 		if err != nil {
 			return nil, err
 		}
-		return engine.NewHeartbeater(client), nil
+		return rest.NewHeartbeater(client), nil
 	}
 	return nil, fmt.Errorf("heartbeater %q is not built into this service", a.cfg.Registrar)
 }

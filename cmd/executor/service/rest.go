@@ -5,8 +5,8 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine"
 	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
+	"github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -16,7 +16,7 @@ import (
 // task intake.
 
 // engineClient returns the client of the engine's REST registry.
-func (a *adapters) engineClient() (*engine.Client, error) {
+func (a *adapters) engineClient() (*rest.Client, error) {
 	if a.restClient != nil {
 		return a.restClient, nil
 	}
@@ -24,11 +24,11 @@ func (a *adapters) engineClient() (*engine.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := engine.ClientConfig{BaseURL: a.cfg.EngineURL, Timeout: a.cfg.EngineHTTPTimeout()}
+	cfg := rest.ClientConfig{BaseURL: a.cfg.EngineURL, Timeout: a.cfg.EngineHTTPTimeout()}
 	if minter != nil {
 		cfg.Token = minter.Token
 	}
-	client, err := engine.NewClient(cfg)
+	client, err := rest.NewClient(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func (a *adapters) engineClient() (*engine.Client, error) {
 }
 
 // restIntake returns the REST task intake, listening from now on.
-func (a *adapters) restIntake(served []domain.Registration) (*engine.Intake, error) {
+func (a *adapters) restIntake(served []domain.Registration) (*rest.Intake, error) {
 	if a.restSource != nil {
 		return a.restSource, nil
 	}
@@ -45,7 +45,7 @@ func (a *adapters) restIntake(served []domain.Registration) (*engine.Intake, err
 	if err != nil {
 		return nil, err
 	}
-	intake, err := engine.NewIntake(engine.IntakeConfig{
+	intake, err := rest.NewIntake(rest.IntakeConfig{
 		Address:      net.JoinHostPort(a.cfg.RESTHost, strconv.Itoa(a.cfg.RESTPort)),
 		MaxBodyBytes: int64(a.cfg.RESTMaxBodyBytes),
 		Authenticate: authenticate,
@@ -77,7 +77,7 @@ func (a *adapters) restEndpoint() string {
 	if a.cfg.RESTAdvertisedEndpoint != "" {
 		return a.cfg.RESTAdvertisedEndpoint
 	}
-	return "http://" + advertisedAddress(a.restSource.Addr()) + engine.TaskPath
+	return "http://" + advertisedAddress(a.restSource.Addr()) + rest.TaskPath
 }
 
 // advertisedAddress is a bound address the engine can dial: itself when

@@ -1,4 +1,4 @@
-package engine
+package rest
 
 import (
 	"context"
@@ -13,11 +13,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
-// The shared pieces of the adapter's tests: clients of an enginetest
+// The shared pieces of the adapter's tests: clients of a resttest
 // registry, the conversion of what the registry stored back to a
 // registration, REST intakes on 127.0.0.1 and an engine-side dispatcher
 // posting tasks to them.
@@ -51,7 +51,7 @@ func newClient(t *testing.T, baseURL string, configure ...func(*ClientConfig)) *
 // registrationOf decodes what the registry stored back into a registration:
 // the metadata carries the supported node types and the max concurrent
 // tasks (the wire has no fields for them).
-func registrationOf(info enginetest.ExecutorInfo) domain.Registration {
+func registrationOf(info resttest.ExecutorInfo) domain.Registration {
 	reg := domain.Registration{
 		ExecutorID:        info.ExecutorID,
 		Descriptor:        domain.Descriptor{Type: info.ExecutorType},
@@ -115,9 +115,9 @@ func endpoint(in *Intake) string { return "http://" + in.Addr().String() + TaskP
 
 // taskPost is task as Gamelan's REST dispatcher posts it: identity in the
 // headers and, withBody, the rest in a JSON body.
-func taskPost(t *testing.T, task domain.Task, withBody bool) enginetest.TaskPost {
+func taskPost(t *testing.T, task domain.Task, withBody bool) resttest.TaskPost {
 	t.Helper()
-	post := enginetest.TaskPost{
+	post := resttest.TaskPost{
 		ExecutorID: task.ExecutorID, RunID: task.RunID, NodeID: task.NodeID, Attempt: task.Attempt,
 		IdempotencyKey: task.IdempotencyKey, Signature: "signature-of-" + task.RunID,
 	}
@@ -150,7 +150,7 @@ type dispatcher struct {
 	wg       sync.WaitGroup
 
 	mu      sync.Mutex
-	answers []enginetest.Answer
+	answers []resttest.Answer
 }
 
 func newDispatcher(t *testing.T, endpoint string) *dispatcher {
@@ -159,10 +159,10 @@ func newDispatcher(t *testing.T, endpoint string) *dispatcher {
 	return d
 }
 
-func (d *dispatcher) post(p enginetest.TaskPost) {
+func (d *dispatcher) post(p resttest.TaskPost) {
 	d.wg.Go(func() {
 		for attempt := 0; ; attempt++ {
-			answer, err := enginetest.PostTask(d.ctx, nil, d.endpoint, p)
+			answer, err := resttest.PostTask(d.ctx, nil, d.endpoint, p)
 			if err == nil && answer.Status != http.StatusServiceUnavailable {
 				d.mu.Lock()
 				d.answers = append(d.answers, answer)

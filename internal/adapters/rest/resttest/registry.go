@@ -1,4 +1,4 @@
-package enginetest
+package resttest
 
 import (
 	"context"
@@ -133,7 +133,7 @@ func Start(t testing.TB, opts ...Option) *Registry {
 	r.mux = r.routes()
 	t.Cleanup(r.Close)
 	if err := r.serve("127.0.0.1:0"); err != nil {
-		t.Fatalf("enginetest: start registry: %v", err)
+		t.Fatalf("resttest: start registry: %v", err)
 	}
 	return r
 }
@@ -213,7 +213,7 @@ func (r *Registry) Stop() {
 func (r *Registry) Restart(t testing.TB) {
 	t.Helper()
 	if err := r.serve(r.Addr()); err != nil {
-		t.Fatalf("enginetest: restart registry at %s: %v", r.Addr(), err)
+		t.Fatalf("resttest: restart registry at %s: %v", r.Addr(), err)
 	}
 }
 
@@ -229,7 +229,7 @@ func (r *Registry) Close() {
 // short JSON body naming the fault. It replaces a FailNext still in force;
 // n <= 0 clears it.
 func (r *Registry) FailNext(n, status int) {
-	r.FailNextWithBody(n, status, fmt.Sprintf(`{"error":"enginetest: injected failure","status":%d}`, status))
+	r.FailNextWithBody(n, status, fmt.Sprintf(`{"error":"resttest: injected failure","status":%d}`, status))
 }
 
 // FailNextWithBody is FailNext with the body of the answers.

@@ -1,6 +1,6 @@
-// Package enginetest is the engine side of the HTTP wire contract
+// Package resttest is the engine side of the HTTP wire contract
 // (docs/protocol.md, section 5), for the tests of the executor's HTTP adapters
-// (internal/adapters/engine) and of the service wired with them.
+// (internal/adapters/rest) and of the service wired with them.
 //
 // A Registry serves the engine's REST executor registry on a real listener
 // on 127.0.0.1. It speaks JSON only, with its own ExecutorInfo type:
@@ -60,4 +60,4 @@
 // Every method is safe for concurrent use; Start and Restart take a
 // testing.TB and must be called from the test's goroutine. Records are kept
 // without bound: a Registry serves one test.
-package enginetest
+package resttest

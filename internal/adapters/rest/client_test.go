@@ -1,4 +1,4 @@
-package engine
+package rest
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/security/securitytest"
@@ -36,7 +36,7 @@ func reg(id string) domain.Registration {
 
 // statuses returns the method, path and status of every request, for
 // comparisons and failure messages.
-func statuses(requests []enginetest.Request) []string {
+func statuses(requests []resttest.Request) []string {
 	out := make([]string, len(requests))
 	for i, r := range requests {
 		out[i] = fmt.Sprintf("%s %s %d", r.Method, r.Path, r.Status)
@@ -47,7 +47,7 @@ func statuses(requests []enginetest.Request) []string {
 func TestClientRetriesServerErrorsThenSucceeds(t *testing.T) {
 	for _, status := range []int{http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusTooManyRequests} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
-			registry := enginetest.Start(t)
+			registry := resttest.Start(t)
 			registry.FailNext(2, status)
 			registrar := NewRegistrar(newClient(t, registry.URL()), time.Minute)
 			require.NoError(t, registrar.Register(testContext(t), reg("tax-1")))
@@ -65,7 +65,7 @@ func TestClientRetriesServerErrorsThenSucceeds(t *testing.T) {
 }
 
 func TestClientGivesUpAfterAttempts(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	registry.FailNext(10, http.StatusInternalServerError)
 	client := newClient(t, registry.URL(), func(c *ClientConfig) { c.Attempts = 4 })
 	err := NewRegistrar(client, time.Minute).Register(testContext(t), reg("tax-1"))
@@ -80,7 +80,7 @@ func TestClientGivesUpAfterAttempts(t *testing.T) {
 func TestClientDoesNotRetryClientErrors(t *testing.T) {
 	for _, status := range []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusConflict} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
-			registry := enginetest.Start(t)
+			registry := resttest.Start(t)
 			registry.FailNext(5, status)
 			err := NewRegistrar(newClient(t, registry.URL()), time.Minute).Register(testContext(t), reg("tax-1"))
 			var statusErr *StatusError
@@ -92,7 +92,7 @@ func TestClientDoesNotRetryClientErrors(t *testing.T) {
 }
 
 func TestClientDoesNotRetryALookupOfAnUnknownExecutor(t *testing.T) {
-	registry := enginetest.Start(t, enginetest.GamelanMode())
+	registry := resttest.Start(t, resttest.GamelanMode())
 	err := NewHeartbeater(newClient(t, registry.URL())).Heartbeat(testContext(t), domain.Heartbeat{ExecutorID: "nobody"})
 	require.ErrorIs(t, err, domain.ErrNotRegistered)
 	assert.Equal(t, []string{
@@ -117,7 +117,7 @@ func (f *failureSignal) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func TestClientRetriesNetworkErrorsThenSucceeds(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	registry.Stop()
 	transport := &failureSignal{next: &http.Transport{}, failed: make(chan struct{})}
 	client := newClient(t, registry.URL(), func(c *ClientConfig) {
@@ -145,7 +145,7 @@ func TestClientRetriesNetworkErrorsThenSucceeds(t *testing.T) {
 }
 
 func TestClientTimesOutAHungRequest(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	registry.Hang(time.Hour)
 	client := newClient(t, registry.URL(), func(c *ClientConfig) {
 		c.Timeout = 100 * time.Millisecond
@@ -167,7 +167,7 @@ func TestClientTimesOutAHungRequest(t *testing.T) {
 }
 
 func TestClientStopsAtTheCallersDeadline(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	registry.Hang(time.Hour)
 	ctx, cancel := context.WithTimeout(testContext(t), 100*time.Millisecond)
 	defer cancel()
@@ -179,7 +179,7 @@ func TestClientStopsAtTheCallersDeadline(t *testing.T) {
 }
 
 func TestClientErrorQuotesStatusAndBoundedBody(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	body := strings.Repeat("é", 100) + strings.Repeat("x", 600) + "TAIL"
 	registry.FailNextWithBody(1, http.StatusBadRequest, body)
 	err := NewRegistrar(newClient(t, registry.URL()), time.Minute).Register(testContext(t), reg("tax-1"))
@@ -207,7 +207,7 @@ func TestClientSendsABearerTokenNamingTheExecutor(t *testing.T) {
 		_, err := verifier.Verify(token)
 		return err
 	}
-	registry := enginetest.Start(t, enginetest.WithAuth(verify), enginetest.GamelanMode())
+	registry := resttest.Start(t, resttest.WithAuth(verify), resttest.GamelanMode())
 	client := newClient(t, registry.URL(), func(c *ClientConfig) { c.Token = minter.Token })
 	registrar, heartbeater := NewRegistrar(client, time.Minute), NewHeartbeater(client)
 
@@ -234,7 +234,7 @@ func TestClientSendsABearerTokenNamingTheExecutor(t *testing.T) {
 	other := securitytest.Secret(t)
 	otherVerifier, err := security.NewVerifier(security.VerifierConfig{Secret: other, Issuer: "tax-service"})
 	require.NoError(t, err)
-	strict := enginetest.Start(t, enginetest.WithAuth(func(token string) error {
+	strict := resttest.Start(t, resttest.WithAuth(func(token string) error {
 		_, err := otherVerifier.Verify(token)
 		return err
 	}))
@@ -248,7 +248,7 @@ func TestClientSendsABearerTokenNamingTheExecutor(t *testing.T) {
 }
 
 func TestClientTokenFailureSendsNothing(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	client := newClient(t, registry.URL(), func(c *ClientConfig) {
 		c.Token = func(string) (string, error) { return "", errors.New("no key") }
 	})
@@ -258,7 +258,7 @@ func TestClientTokenFailureSendsNothing(t *testing.T) {
 }
 
 func TestClientErrorsHideTheURLPassword(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	base := "http://engine-user:s3cret-pass@" + registry.Addr()
 	registrar := NewRegistrar(newClient(t, base, func(c *ClientConfig) { c.Attempts = 1 }), time.Minute)
 

@@ -1,22 +1,22 @@
-package engine
+package rest
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/pkg/porttest"
 )
 
 // The port contract suites, run against the HTTP adapters and an
-// enginetest registry (or an engine-side dispatcher) on 127.0.0.1. Every
+// resttest registry (or an engine-side dispatcher) on 127.0.0.1. Every
 // scenario gets its own registry or intake.
 
 func TestRegistrarContract(t *testing.T) {
 	porttest.Registrar(t, func(t *testing.T) porttest.RegistrarHarness {
-		registry := enginetest.Start(t)
+		registry := resttest.Start(t)
 		return porttest.RegistrarHarness{
 			Registrar: NewRegistrar(newClient(t, registry.URL()), 5*time.Minute),
 			Lookup: func(executorID string) (domain.Registration, bool) {
@@ -51,12 +51,12 @@ func TestHeartbeaterContract(t *testing.T) {
 // answers heartbeats of executors it forgot with 200, as Gamelan does: the
 // adapter must learn it from the lookup that follows each heartbeat.
 func TestHeartbeaterContractGamelanMode(t *testing.T) {
-	heartbeaterContract(t, enginetest.GamelanMode())
+	heartbeaterContract(t, resttest.GamelanMode())
 }
 
-func heartbeaterContract(t *testing.T, opts ...enginetest.Option) {
+func heartbeaterContract(t *testing.T, opts ...resttest.Option) {
 	porttest.Heartbeater(t, func(t *testing.T) porttest.HeartbeaterHarness {
-		registry := enginetest.Start(t, opts...)
+		registry := resttest.Start(t, opts...)
 		client := newClient(t, registry.URL())
 		return porttest.HeartbeaterHarness{
 			Heartbeater: NewHeartbeater(client),

@@ -1,4 +1,4 @@
-package enginetest
+package resttest
 
 import (
 	"bytes"
@@ -36,7 +36,7 @@ func (p TaskPost) Request(ctx context.Context, endpoint string) (*http.Request, 
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, body)
 	if err != nil {
-		return nil, fmt.Errorf("enginetest: post task to %s: %w", endpoint, err)
+		return nil, fmt.Errorf("resttest: post task to %s: %w", endpoint, err)
 	}
 	set := func(key, value string) {
 		if value != "" {
@@ -83,12 +83,12 @@ func PostTask(ctx context.Context, client *http.Client, endpoint string, p TaskP
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return Answer{}, fmt.Errorf("enginetest: post task %s:%s:%d: %w", p.RunID, p.NodeID, p.Attempt, err)
+		return Answer{}, fmt.Errorf("resttest: post task %s:%s:%d: %w", p.RunID, p.NodeID, p.Attempt, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return Answer{}, fmt.Errorf("enginetest: post task %s:%s:%d: read answer: %w", p.RunID, p.NodeID, p.Attempt, err)
+		return Answer{}, fmt.Errorf("resttest: post task %s:%s:%d: read answer: %w", p.RunID, p.NodeID, p.Attempt, err)
 	}
 	return Answer{Status: resp.StatusCode, Body: string(body), Header: resp.Header}, nil
 }

@@ -1,4 +1,4 @@
-package enginetest
+package resttest
 
 import (
 	"bytes"
@@ -113,7 +113,7 @@ func (r *Registry) handle(w http.ResponseWriter, req *http.Request, stopping cha
 		}
 	}
 	if status := r.heartbeatFault(req); status != 0 {
-		writeError(rec, status, "enginetest: injected heartbeat answer %d", status)
+		writeError(rec, status, "resttest: injected heartbeat answer %d", status)
 		return
 	}
 	r.mux.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), requestIndexKey{}, index)))

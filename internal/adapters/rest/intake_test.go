@@ -1,4 +1,4 @@
-package engine
+package rest
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/security/securitytest"
@@ -31,23 +31,23 @@ func startedIntake(t *testing.T, cfg IntakeConfig, capacity int) (*Intake, *port
 }
 
 // headersOnly is a task as Gamelan posts it today: headers, no body.
-func headersOnly(run, node string) enginetest.TaskPost {
-	return enginetest.TaskPost{
+func headersOnly(run, node string) resttest.TaskPost {
+	return resttest.TaskPost{
 		ExecutorID: taxExecutorID, RunID: run, NodeID: node, Attempt: 1,
 		IdempotencyKey: run + ":" + node + ":1", Signature: "sig",
 	}
 }
 
-func post(t *testing.T, intake *Intake, p enginetest.TaskPost) enginetest.Answer {
+func post(t *testing.T, intake *Intake, p resttest.TaskPost) resttest.Answer {
 	t.Helper()
-	answer, err := enginetest.PostTask(testContext(t), nil, endpoint(intake), p)
+	answer, err := resttest.PostTask(testContext(t), nil, endpoint(intake), p)
 	require.NoError(t, err)
 	return answer
 }
 
 // requireAnswer asserts the status of an answer and that its JSON body
 // says whether the task was accepted.
-func requireAnswer(t *testing.T, want int, answer enginetest.Answer, what string) string {
+func requireAnswer(t *testing.T, want int, answer resttest.Answer, what string) string {
 	t.Helper()
 	require.Equal(t, want, answer.Status, "%s: %s", what, answer.Body)
 	var body struct {
@@ -114,22 +114,22 @@ func TestIntakeTakesAJSONBody(t *testing.T) {
 
 func TestIntakeRefusesMalformedRequests(t *testing.T) {
 	intake, offers := startedIntake(t, IntakeConfig{MaxBodyBytes: 1024}, 4)
-	without := func(header string) enginetest.TaskPost {
+	without := func(header string) resttest.TaskPost {
 		p := headersOnly("run-1", "n")
 		p.Header = http.Header{header: nil}
 		return p
 	}
-	withBody := func(body string) enginetest.TaskPost {
+	withBody := func(body string) resttest.TaskPost {
 		p := headersOnly("run-1", "n")
 		p.Body = []byte(body)
 		return p
 	}
-	withHeader := func(key, value string) enginetest.TaskPost {
+	withHeader := func(key, value string) resttest.TaskPost {
 		p := headersOnly("run-1", "n")
 		p.Header = http.Header{key: {value}}
 		return p
 	}
-	cases := map[string]enginetest.TaskPost{
+	cases := map[string]resttest.TaskPost{
 		"no X-Run-Id":                  without("X-Run-Id"),
 		"no X-Node-Id":                 without("X-Node-Id"),
 		"no identity at all":           {Body: []byte(`{"amount": 1}`)},
@@ -212,7 +212,7 @@ func TestIntakeAuthenticates(t *testing.T) {
 		return err
 	}}, 4)
 
-	refused := map[string]enginetest.TaskPost{}
+	refused := map[string]resttest.TaskPost{}
 	add := func(name, token string, header http.Header) {
 		p := headersOnly("run-1", strings.ReplaceAll(name, " ", "-"))
 		p.Token, p.Header = token, header

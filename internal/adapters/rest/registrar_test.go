@@ -1,4 +1,4 @@
-package engine
+package rest
 
 import (
 	"fmt"
@@ -10,18 +10,18 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
 func TestRegisterSendsExecutorInfo(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	registrar := NewRegistrar(newClient(t, registry.URL()), 90*time.Second)
 	require.NoError(t, registrar.Register(testContext(t), reg("tax-1")))
 
 	info, ok := registry.Executor("tax-1")
 	require.True(t, ok)
-	assert.Equal(t, enginetest.ExecutorInfo{
+	assert.Equal(t, resttest.ExecutorInfo{
 		ExecutorID: "tax-1", ExecutorType: "calculate-tax", CommunicationType: "KAFKA",
 		Endpoint: "workflow.tasks", Timeout: 90,
 		Metadata: map[string]string{
@@ -49,7 +49,7 @@ func TestRegisterSendsExecutorInfo(t *testing.T) {
 }
 
 func TestUnregister(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	registrar := NewRegistrar(newClient(t, registry.URL()), time.Minute)
 	require.NoError(t, registrar.Register(testContext(t), reg("tax-1")))
 	require.NoError(t, registrar.Unregister(testContext(t), "tax-1"))
@@ -70,7 +70,7 @@ func TestUnregister(t *testing.T) {
 func TestHeartbeatAnswered404Or410MeansNotRegistered(t *testing.T) {
 	for _, status := range []int{http.StatusNotFound, http.StatusGone} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
-			registry := enginetest.Start(t)
+			registry := resttest.Start(t)
 			client := newClient(t, registry.URL())
 			require.NoError(t, NewRegistrar(client, time.Minute).Register(testContext(t), reg("tax-1")))
 			registry.FailHeartbeats(status)
@@ -90,7 +90,7 @@ func TestHeartbeatAnswered404Or410MeansNotRegistered(t *testing.T) {
 }
 
 func TestHeartbeatServerErrorIsNotNotRegistered(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	client := newClient(t, registry.URL())
 	require.NoError(t, NewRegistrar(client, time.Minute).Register(testContext(t), reg("tax-1")))
 	registry.FailHeartbeats(http.StatusInternalServerError)
@@ -105,7 +105,7 @@ func TestHeartbeatServerErrorIsNotNotRegistered(t *testing.T) {
 // 200 to the heartbeat of an executor it forgot; the lookup that follows
 // answers 404, and that is what reports it.
 func TestHeartbeatOfAForgottenExecutorInGamelanMode(t *testing.T) {
-	registry := enginetest.Start(t, enginetest.GamelanMode())
+	registry := resttest.Start(t, resttest.GamelanMode())
 	client := newClient(t, registry.URL())
 	heartbeater := NewHeartbeater(client)
 	require.NoError(t, NewRegistrar(client, time.Minute).Register(testContext(t), reg("tax-1")))
@@ -125,7 +125,7 @@ func TestHeartbeatOfAForgottenExecutorInGamelanMode(t *testing.T) {
 }
 
 func TestHeartbeatEscapesTheExecutorID(t *testing.T) {
-	registry := enginetest.Start(t)
+	registry := resttest.Start(t)
 	client := newClient(t, registry.URL())
 	odd := "tax 1/é"
 	require.NoError(t, NewRegistrar(client, time.Minute).Register(testContext(t), reg(odd)))

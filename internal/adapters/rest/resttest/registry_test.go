@@ -1,4 +1,4 @@
-package enginetest_test
+package resttest_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/internal/adapters/engine/enginetest"
+	"github.com/gamelan-go/executor/internal/adapters/rest/resttest"
 )
 
 // waitTimeout bounds every wait for a condition.
@@ -60,29 +60,29 @@ func try(t *testing.T, client *http.Client, method, url, body, token string) (in
 	return resp.StatusCode, string(answer), nil
 }
 
-func infoJSON(t *testing.T, info enginetest.ExecutorInfo) string {
+func infoJSON(t *testing.T, info resttest.ExecutorInfo) string {
 	t.Helper()
 	b, err := json.Marshal(info)
 	require.NoError(t, err)
 	return string(b)
 }
 
-func taxInfo(id, endpoint string) enginetest.ExecutorInfo {
-	return enginetest.ExecutorInfo{
+func taxInfo(id, endpoint string) resttest.ExecutorInfo {
+	return resttest.ExecutorInfo{
 		ExecutorID: id, ExecutorType: "calculate-tax", CommunicationType: "KAFKA",
 		Endpoint: endpoint, Timeout: 300, Metadata: map[string]string{"version": "1.0.0"},
 	}
 }
 
-func decodeList(t *testing.T, body string) []enginetest.ExecutorInfo {
+func decodeList(t *testing.T, body string) []resttest.ExecutorInfo {
 	t.Helper()
-	var list []enginetest.ExecutorInfo
+	var list []resttest.ExecutorInfo
 	require.NoError(t, json.Unmarshal([]byte(body), &list), body)
 	return list
 }
 
 func TestRoutes(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 
 	status, body := call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "workflow.tasks")), "")
@@ -103,7 +103,7 @@ func TestRoutes(t *testing.T) {
 
 	status, body = call(t, nil, http.MethodGet, base+"/tax-1", "", "")
 	require.Equal(t, http.StatusOK, status)
-	var one enginetest.ExecutorInfo
+	var one resttest.ExecutorInfo
 	require.NoError(t, json.Unmarshal([]byte(body), &one))
 	assert.Equal(t, taxInfo("tax-1", "other.topic"), one)
 
@@ -129,7 +129,7 @@ func TestRoutes(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 	for name, body := range map[string]string{
 		"not JSON":              `{"executorId":`,
@@ -149,7 +149,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestGamelanModeAnswersHeartbeatsOfForgottenExecutors(t *testing.T) {
-	reg := enginetest.Start(t, enginetest.GamelanMode())
+	reg := resttest.Start(t, resttest.GamelanMode())
 	base := reg.URL() + "/api/v1/executors"
 	call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "t")), "")
 	reg.Forget("tax-1")
@@ -163,7 +163,7 @@ func TestGamelanModeAnswersHeartbeatsOfForgottenExecutors(t *testing.T) {
 }
 
 func TestForgetMakesHeartbeatsNotFound(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 	call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "t")), "")
 	status, _ := call(t, nil, http.MethodPost, base+"/tax-1/heartbeat", "", "")
@@ -174,7 +174,7 @@ func TestForgetMakesHeartbeatsNotFound(t *testing.T) {
 }
 
 func TestHealthyListsRecentExecutorsOnly(t *testing.T) {
-	reg := enginetest.Start(t, enginetest.WithHealthyWithin(50*time.Millisecond))
+	reg := resttest.Start(t, resttest.WithHealthyWithin(50*time.Millisecond))
 	base := reg.URL() + "/api/v1/executors"
 	call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "t")), "")
 	require.Eventually(t, func() bool {
@@ -189,7 +189,7 @@ func TestHealthyListsRecentExecutorsOnly(t *testing.T) {
 }
 
 func TestRecordsEveryRequest(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 	before := time.Now()
 	call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "t")), "token-a")
@@ -222,7 +222,7 @@ func TestRecordsEveryRequest(t *testing.T) {
 }
 
 func TestAuthRefusesWith401(t *testing.T) {
-	reg := enginetest.Start(t, enginetest.WithAuth(func(token string) error {
+	reg := resttest.Start(t, resttest.WithAuth(func(token string) error {
 		if token != "good" {
 			return errors.New("bad token")
 		}
@@ -240,7 +240,7 @@ func TestAuthRefusesWith401(t *testing.T) {
 }
 
 func TestFailNext(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 	reg.FailNext(2, http.StatusInternalServerError)
 	for i := range 2 {
@@ -262,7 +262,7 @@ func TestFailNext(t *testing.T) {
 }
 
 func TestFailHeartbeats(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 	call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "t")), "")
 	reg.FailHeartbeats(http.StatusGone)
@@ -279,7 +279,7 @@ func TestFailHeartbeats(t *testing.T) {
 }
 
 func TestHangMakesClientsTimeOut(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	base := reg.URL() + "/api/v1/executors"
 	reg.Hang(time.Hour)
 	client := &http.Client{Timeout: 100 * time.Millisecond}
@@ -304,7 +304,7 @@ func TestHangMakesClientsTimeOut(t *testing.T) {
 }
 
 func TestStopAndRestartOnTheSamePort(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	addr := reg.Addr()
 	base := reg.URL() + "/api/v1/executors"
 	call(t, nil, http.MethodPost, base, infoJSON(t, taxInfo("tax-1", "t")), "")
@@ -329,7 +329,7 @@ func TestStopAndRestartOnTheSamePort(t *testing.T) {
 }
 
 func TestStopReleasesHeldRequests(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	reg.Hang(time.Hour)
 	failed := make(chan error, 1)
 	go func() {
@@ -361,7 +361,7 @@ func TestStopReleasesHeldRequests(t *testing.T) {
 }
 
 func TestWaitFor(t *testing.T) {
-	reg := enginetest.Start(t)
+	reg := resttest.Start(t)
 	url, body := reg.URL()+"/api/v1/executors", infoJSON(t, taxInfo("tax-1", "t"))
 	go func() {
 		if resp, err := http.Post(url, "application/json", strings.NewReader(body)); err == nil {
@@ -388,7 +388,7 @@ func TestPostTask(t *testing.T) {
 	}))
 	t.Cleanup(intake.Close)
 
-	answer, err := enginetest.PostTask(testContext(t), nil, intake.URL+"/api/v1/tasks", enginetest.TaskPost{
+	answer, err := resttest.PostTask(testContext(t), nil, intake.URL+"/api/v1/tasks", resttest.TaskPost{
 		ExecutorID: "exec-1", RunID: "run-1", NodeID: "node-1", Attempt: 2,
 		IdempotencyKey: "idem-1", Signature: "sig-1", Token: "tok-1",
 		Body:   []byte(`{"amount":1}`),
@@ -409,7 +409,7 @@ func TestPostTask(t *testing.T) {
 	}
 	assert.Equal(t, `{"amount":1}`, <-bodies)
 
-	_, err = enginetest.PostTask(testContext(t), nil, intake.URL, enginetest.TaskPost{RunID: "r", NodeID: "n"})
+	_, err = resttest.PostTask(testContext(t), nil, intake.URL, resttest.TaskPost{RunID: "r", NodeID: "n"})
 	require.NoError(t, err)
 	req = <-got
 	assert.Empty(t, <-bodies, "no body")

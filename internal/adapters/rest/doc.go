@@ -1,4 +1,4 @@
-// Package engine talks HTTP to an engine's REST registry and takes tasks
+// Package rest talks HTTP to an engine's REST registry and takes tasks
 // over REST (docs/protocol.md, section 5):
 //
 //   - Registrar: POST /api/v1/executors with ExecutorInfo for each hosted
@@ -18,6 +18,6 @@
 // of the body. Errors show the engine's URL with its password redacted.
 // net/http only, with a tuned transport.
 //
-// Package enginetest is the engine side of this wire for tests: a REST
+// Package resttest is the engine side of this wire for tests: a REST
 // registry with fault injection, and the REST dispatcher's task posts.
-package engine
+package rest
