@@ -65,10 +65,10 @@ bench: ## Benchmarks: the runtime core and the service over gRPC, each beside it
 PROTOC   ?= protoc
 PROTO_INCLUDE ?= /usr/include
 MODULE   := $(shell $(GO) list -m)
-GENERATED := cmd/executor/service/wire_gen.go internal/gen
+GENERATED := cmd/executor/service/wire_gen.go internal/gen README.md
 
 .PHONY: generate
-generate: generate-proto generate-wire ## Regenerate committed code (protobuf, then Wire)
+generate: generate-proto generate-wire generate-docs ## Regenerate committed code (protobuf, then Wire) and the README's variable table
 
 .PHONY: generate-proto
 generate-proto: ## Regenerate the protobuf code in internal/gen (needs protoc)
@@ -85,6 +85,10 @@ generate-proto: ## Regenerate the protobuf code in internal/gen (needs protoc)
 .PHONY: generate-wire
 generate-wire: ## Regenerate Wire's injectors (needs nothing but Go)
 	$(GO) tool wire gen ./cmd/executor/service
+
+.PHONY: generate-docs
+generate-docs: ## Rewrite the README's table of configuration variables
+	$(GO) test -count=1 -run TestREADMEConfigurationTableIsCurrent ./cmd/executor/service -update
 
 .PHONY: check-generate
 check-generate: generate ## Fail if generated code differs from what is committed

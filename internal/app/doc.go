@@ -40,4 +40,9 @@
 //     redeliverable tasks, drain the rest up to DrainTimeout (then cancel
 //     them: SHUTDOWN), flush results up to FlushTimeout, unregister, run
 //     Cleanup hooks.
+//
+// A task's lifecycle (offered, queued or answered, running, finished,
+// settled) is one typed stage per job, moved only by the task table's
+// methods in lifecycle.go, which check every move; docs/architecture.md
+// ("The task lifecycle") draws it.
 package app

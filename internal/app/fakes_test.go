@@ -175,6 +175,7 @@ type fakeSink struct {
 	rejects    func(domain.Result) bool
 	rejectWith error // what a rejection wraps: domain.ErrResultRejected if nil
 	batches    []int
+	entered    int // Deliver calls begun, gate or not
 }
 
 var _ ports.ResultSink = (*fakeSink)(nil)
@@ -182,6 +183,7 @@ var _ ports.ResultSink = (*fakeSink)(nil)
 func (s *fakeSink) Deliver(ctx context.Context, results []domain.Result) error {
 	s.mu.Lock()
 	gate := s.gate
+	s.entered++
 	s.mu.Unlock()
 	if gate != nil {
 		select {
@@ -213,6 +215,12 @@ func (s *fakeSink) Deliver(ctx context.Context, results []domain.Result) error {
 		s.events.add("deliver:%s", r.Key())
 	}
 	return nil
+}
+
+func (s *fakeSink) deliverCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.entered
 }
 
 func (s *fakeSink) all() []domain.Result {
@@ -367,6 +375,8 @@ func testConfig() app.Config {
 		CallTimeout:        time.Second,
 		HeartbeatInterval:  time.Hour,
 		ReregisterInterval: -1,
+		OutboxSize:         1000,
+		DedupeCapacity:     10000,
 		RegisterBackoff:    domain.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Multiplier: 2},
 		ResultBackoff:      domain.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Multiplier: 2},
 	}

@@ -159,6 +159,58 @@ func TestResultRefusedForGoodIsIsolatedAndReplaced(t *testing.T) {
 	assert.Nil(t, poison.Output)
 }
 
+// A result refused alone, before any evidence, must not hold its sender:
+// the results queued behind it go first, and their acknowledgements pin
+// the refusal on it.
+func TestResultRefusedAloneWaitsBehindTheOthers(t *testing.T) {
+	cfg := testConfig()
+	cfg.ResultSenders, cfg.ResultBatchSize = 1, 16
+	h := newHarness(t, cfg, on("t", completing("calc", 8)))
+	gate := make(chan struct{})
+	sink := h.sinks["t"]
+	sink.gate = gate
+	sink.rejects = func(r domain.Result) bool { return r.RunID == "poison" && r.Error == nil }
+	h.run(t)
+
+	poison := h.sources["t"].mustOffer(t, task("poison", "n", 1))
+	require.Eventually(t, func() bool { return sink.deliverCalls() == 1 }, 5*time.Second, time.Millisecond,
+		"the sender holds the poison, alone in its batch")
+	var others []*settlement
+	for i := range 4 {
+		others = append(others, h.sources["t"].mustOffer(t, task("ok", fmt.Sprintf("n%d", i), 1)))
+	}
+	require.Eventually(t, func() bool { return h.rt.Stats().Admitted == 0 }, 5*time.Second, time.Millisecond)
+	close(gate)
+	for i, st := range others {
+		require.NoError(t, st.wait(t), "n%d is delivered although the poison came first", i)
+	}
+	require.NoError(t, poison.wait(t), "its minimal FAILED form is acknowledged in its place")
+	replaced := sink.byKey(t, "poison:n:1")
+	require.NotNil(t, replaced.Error)
+	assert.Equal(t, domain.CodeResultRejected, replaced.Error.Code)
+}
+
+// A result refused alone, with nothing else to deliver and nothing
+// acknowledged since, is probed with its minimal FAILED form: taken, it
+// stands in for the result instead of the result being retried for ever.
+func TestLoneResultRefusedIsProbedWithItsMinimalForm(t *testing.T) {
+	cfg := testConfig()
+	cfg.ResultSenders = 1
+	h := newHarness(t, cfg, on("t", completing("calc", 2)))
+	sink := h.sinks["t"]
+	sink.rejects = func(r domain.Result) bool { return r.RunID == "poison" && r.Error == nil }
+	h.run(t)
+
+	require.NoError(t, h.sources["t"].mustOffer(t, task("ok", "n", 1)).wait(t), "the engine takes results")
+	require.NoError(t, h.sources["t"].mustOffer(t, task("poison", "n", 1)).wait(t), "settled, not retried for ever")
+	replaced := sink.byKey(t, "poison:n:1")
+	require.NotNil(t, replaced.Error)
+	assert.Equal(t, domain.StatusFailed, replaced.Status)
+	assert.Equal(t, domain.CodeResultRejected, replaced.Error.Code)
+	assert.Contains(t, replaced.Error.Message, "message larger than the engine takes")
+	assert.Zero(t, h.rt.Stats().DeadLettered)
+}
+
 func TestResultRefusedEvenInItsMinimalFormIsDeadLettered(t *testing.T) {
 	obs := &recordingObserver{finished: map[string]int{}, refused: map[string]int{}}
 	cfg := testConfig()

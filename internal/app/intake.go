@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -42,46 +43,41 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 		r.cfg.Observer.TaskRefused(tr.Name, "overloaded")
 		return fmt.Errorf("%w: %d results of transport %s wait for the engine's acknowledgement", domain.ErrOverloaded, tr.outbox.limit, tr.Name)
 	}
-	j := &job{key: task.Key(), task: task, transport: tr, redeliverable: d.Redeliverable, settles: []func(error){d.Settle}}
-
-	r.tasks.mu.Lock()
-	defer r.tasks.mu.Unlock()
-	switch {
-	case problem != nil:
-		// Answered, not run, and not tracked: an invalid task must neither
-		// be taken for nor stand in for a valid one with the same identity.
-		j.answer, j.untracked = r.answerFor(task, domain.CodeInvalidTask, problem.Error()), true
-	case r.tasks.active[j.key] != nil:
-		// A duplicate of a task in flight: not run twice; settled with the original.
-		original := r.tasks.active[j.key]
-		original.settles = append(original.settles, d.Settle)
-		return nil
-	default:
-		if res, ok := r.tasks.finished.get(j.key); ok {
-			// The same result, addressed to this delivery: an engine that
-			// re-dispatched the attempt may have given it a new token.
-			stamp(&res, task)
-			j.answer, j.untracked = &res, true
-		} else if e, reason := r.route(task, tr); e != nil && r.sched.stalled(e.lane) {
-			j.answer = stalledAnswer(task, e)
-		} else if e != nil {
-			j.exec, j.lane = e, e.lane
-		} else {
-			j.answer = r.answerFor(task, domain.CodeNoExecutor, reason)
-		}
+	j := &job{key: task.Key(), task: task, transport: tr, redeliverable: d.Redeliverable}
+	var outcome offerOutcome
+	var err error
+	if problem != nil {
+		// Answered FAILED INVALID_TASK, not run (see offerUntracked).
+		outcome, err = r.tasks.offerUntracked(j, d.Settle, r.answerFor(task, domain.CodeInvalidTask, problem.Error()))
+	} else {
+		outcome, err = r.tasks.offer(j, d.Settle, func() (*hostedExecutor, *domain.Result) { return r.assign(task, tr) })
 	}
-	if !r.sched.admit(j) {
-		if r.draining.Load() {
-			r.cfg.Observer.TaskRefused(tr.Name, "draining")
-			return domain.ErrDraining
-		}
+	switch {
+	case err != nil:
+		r.log.Error("task not admitted: a bug in the runtime", slog.Any("error", err))
+		return err
+	case outcome == refused && r.draining.Load():
+		r.cfg.Observer.TaskRefused(tr.Name, "draining")
+		return domain.ErrDraining
+	case outcome == refused:
 		r.cfg.Observer.TaskRefused(tr.Name, "overloaded")
 		return fmt.Errorf("%w: %d tasks admitted", domain.ErrOverloaded, r.sched.limit)
 	}
-	if !j.untracked {
-		r.tasks.add(j)
+	return nil // admitted, or joined to the same task in flight: not run twice
+}
+
+// assign picks the executor for a valid task that is neither in flight nor
+// finished, or its answer: NO_EXECUTOR, or HANDLERS_STALLED while every slot
+// of its type is held by a handler that ignored its deadline.
+func (r *Runtime) assign(task *domain.Task, tr *transport) (*hostedExecutor, *domain.Result) {
+	e, reason := r.route(task, tr)
+	switch {
+	case e == nil:
+		return nil, r.answerFor(task, domain.CodeNoExecutor, reason)
+	case r.sched.stalled(e.lane):
+		return nil, stalledAnswer(task, e)
 	}
-	return nil
+	return e, nil
 }
 
 // answerFor returns a FAILED result for a task answered without running,
@@ -125,23 +121,7 @@ func (in *intake) Cancel(taskID, reason string) bool {
 		reason = "cancelled by the engine"
 	}
 	cause := &domain.Error{Code: domain.CodeCancelled, Message: domain.Clip(reason, domain.MaxErrorMessageBytes)}
-
-	r.tasks.mu.Lock()
-	defer r.tasks.mu.Unlock()
-	j := r.tasks.lookup(taskID)
-	if j == nil || j.finished || (j.answer != nil && !j.running) {
-		return false // unknown, finished, or already answered (no executor, shutdown)
-	}
-	if j.running {
-		j.cancel(cause)
-		return true
-	}
-	if j.answer == nil {
-		res := failedResult(j.task, errorInfo(cause))
-		j.answer = &res
-		r.sched.expedite(j) // if a worker already took it, the worker sees the answer
-	}
-	return true
+	return r.tasks.cancel(taskID, cause)
 }
 
 // route picks the executor for a valid task, or explains why none may run

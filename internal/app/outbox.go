@@ -66,6 +66,11 @@ type outboxItem struct {
 	// minimal: the result is already the minimal FAILED form of a refused
 	// one; if it is refused too, it is dead-lettered.
 	minimal bool
+	// suspect: the sink refused the result for good, alone, before any
+	// evidence pinned the refusal on it; refusedAt is the count of
+	// acknowledged deliveries when that happened (see deliver).
+	suspect   bool
+	refusedAt int64
 }
 
 func newOutbox(name string, sink ports.ResultSink, cfg Config, log *slog.Logger, done func(outboxItem, error)) *outbox {
@@ -227,7 +232,10 @@ type refusal struct {
 // delivery after this batch was first refused, and before the result was
 // sent again and refused again: an engine that refuses everything (it forgot
 // the executor, it is misconfigured) is in trouble of its own, and its
-// refusals are treated as transient, so that no output is lost to them.
+// refusals are treated as transient, so that no output is lost to them. A
+// result refused alone waits behind the other queued results, whose
+// acknowledgements are that evidence; with none queued, its minimal FAILED
+// form is the probe (probeMinimal).
 func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
 	o.deliverSince(ctx, batch, -1)
 }
@@ -253,11 +261,70 @@ func (o *outbox) deliverSince(ctx context.Context, batch []outboxItem, firstRefu
 		o.observer.DeliveryRetried(o.transport)
 		o.log.Warn("the engine refuses results as if for good while it acknowledges none; retrying",
 			slog.String("transport", o.transport), slog.Int("results", len(batch)), slog.Int("attempt", attempt+1), slog.Any("error", lastErr))
+		// Other results may be waiting behind the suspects: let the sender
+		// deliver them first (their acknowledgements are the evidence that
+		// pins the refusal), and meet the suspects again behind them.
+		if o.requeueBehindOthers(batch, firstRefusal) {
+			return
+		}
+		if batch = o.probeMinimal(ctx, batch, lastErr); len(batch) == 0 {
+			return
+		}
 		if o.backoff.Wait(ctx, attempt) != nil {
 			o.finish(batch, lastErr)
 			return
 		}
 	}
+}
+
+// probeMinimal is the evidence of last resort, for suspects with no other
+// result to deliver: it sends each suspect's minimal FAILED form. An engine
+// that takes the minimal form but refused the full one refused the result's
+// own content, so the minimal form stands in for it (as replace does); one
+// that refuses the minimal form too is taken to refuse everything for now,
+// and the full result stays to be retried. It returns the suspects left.
+func (o *outbox) probeMinimal(ctx context.Context, suspects []outboxItem, refusal error) []outboxItem {
+	var left []outboxItem
+	for _, it := range suspects {
+		if it.minimal {
+			left = append(left, it)
+			continue
+		}
+		probe := it
+		probe.result = it.result.Minimal(domain.CodeResultRejected, fmt.Sprintf("the engine refused the %s result: %v", it.result.Status, refusal))
+		probe.minimal = true
+		switch err := o.deliverOnce(ctx, []outboxItem{probe}); {
+		case err == nil:
+			o.resultLog(it.result).Warn("result refused by the engine for good while its minimal FAILED form was taken; the minimal form stands in its place",
+				slog.String("status", string(it.result.Status)), slog.String("code", domain.CodeResultRejected), slog.Any("error", refusal))
+			o.finish([]outboxItem{probe}, nil)
+		case errors.Is(err, domain.ErrResultRejected):
+			left = append(left, it)
+		default:
+			o.finish([]outboxItem{it}, err) // the outbox's context ended
+		}
+	}
+	return left
+}
+
+// requeueBehindOthers puts suspects back at the end of the queue, marked
+// with the acknowledgement count of their first refusal, when other results
+// are queued; it reports whether it did.
+func (o *outbox) requeueBehindOthers(suspects []outboxItem, firstRefusal int64) bool {
+	o.mu.Lock()
+	if len(o.queue) == 0 {
+		o.mu.Unlock()
+		return false
+	}
+	for _, it := range suspects {
+		if !it.suspect || firstRefusal < it.refusedAt {
+			it.suspect, it.refusedAt = true, firstRefusal
+		}
+		o.queue = append(o.queue, it) // still in the backlog: it never left it
+	}
+	o.mu.Unlock()
+	o.wake()
+	return true
 }
 
 // deliverSplitting sends batch, halving a batch the sink refuses for good
@@ -279,7 +346,11 @@ func (o *outbox) deliverSplitting(ctx context.Context, batch []outboxItem, first
 		*firstRefusal = sentAt
 	}
 	if len(batch) == 1 {
-		pinned := errors.Is(err, domain.ErrResultTooLarge) || sentAt > *firstRefusal
+		since := *firstRefusal
+		if it := batch[0]; it.suspect && it.refusedAt < since {
+			since = it.refusedAt // refused alone before, in an earlier batch
+		}
+		pinned := errors.Is(err, domain.ErrResultTooLarge) || sentAt > since
 		return []refusal{{item: batch[0], err: err, pinned: pinned}}
 	}
 	half := len(batch) / 2

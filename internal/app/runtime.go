@@ -70,16 +70,12 @@ type Runtime struct {
 	transports []*transport
 
 	sched *scheduler
+	// tasks owns every task's lifecycle (lifecycle.go).
 	tasks *taskTable
 	// suspects are the distinct channels of the ports that watch for signs
 	// that the engine forgot the executors (ports.RegistrationWatcher).
 	suspects []<-chan string
 
-	// shutdownCause, once set (under tasks.mu) when the drain deadline
-	// passes, cancels running handlers and answers every task not yet
-	// running. Handlers' contexts have no shared parent: a shared parent
-	// would serialise every task start on its lock.
-	shutdownCause error
 	// outboxCtx bounds result delivery; cancelled at the flush deadline.
 	outboxCtx    context.Context
 	cancelOutbox context.CancelCauseFunc
@@ -112,6 +108,7 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	sched := newScheduler(cfg.Workers + cfg.QueueSize)
 	r := &Runtime{
 		cfg:         cfg,
 		log:         log,
@@ -119,8 +116,8 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		heartbeater: heartbeater,
 		byType:      make(map[string]*hostedExecutor),
 		byID:        make(map[string]*hostedExecutor),
-		sched:       newScheduler(cfg.Workers + cfg.QueueSize),
-		tasks:       newTaskTable(cfg.DedupeCapacity),
+		sched:       sched,
+		tasks:       newTaskTable(cfg.DedupeCapacity, sched),
 	}
 	r.outboxCtx, r.cancelOutbox = context.WithCancelCause(context.Background())
 
@@ -355,24 +352,10 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 // SHUTDOWN without running.
 func (r *Runtime) abandonAdmitted() {
 	cause := &domain.Error{Code: domain.CodeShutdown, Message: "executor shut down before the task finished", Retryable: true}
-	queued := r.sched.queued()
+	queued, err := r.tasks.shutDown(cause)
 	r.log.Warn("drain deadline passed: cancelling running tasks and answering queued ones SHUTDOWN",
-		slog.Int("queued", len(queued)))
-	r.tasks.mu.Lock()
-	defer r.tasks.mu.Unlock()
-	r.shutdownCause = cause
-	for _, j := range r.tasks.active {
-		if j.running {
-			j.cancel(cause)
-		}
-	}
-	for _, j := range queued {
-		if j.answer == nil {
-			res := failedResult(j.task, errorInfo(cause))
-			j.answer = &res
-		}
-		r.sched.expedite(j)
-	}
+		slog.Int("queued", queued))
+	r.lifecycleBug(err)
 }
 
 // handBack gives an unstarted job back to its source without a result.
@@ -382,14 +365,12 @@ func (r *Runtime) handBack(j *job) { r.giveUp(j, nil) }
 // wrapping ErrHandedBack (and cause, when given): a redelivering source
 // delivers it again, and the engine reassigns it otherwise.
 func (r *Runtime) giveUp(j *job, cause error) {
-	r.tasks.mu.Lock()
-	if !j.untracked {
-		r.tasks.remove(j)
+	settles, err := r.tasks.settle(j, nil)
+	if err != nil {
+		r.lifecycleBug(err)
+		return
 	}
-	settles := j.settles
-	j.settles = nil
-	r.tasks.mu.Unlock()
-	err := domain.ErrHandedBack
+	err = domain.ErrHandedBack
 	if cause != nil {
 		err = fmt.Errorf("%w: %v", domain.ErrHandedBack, cause)
 		r.undelivered.Add(1)
@@ -412,12 +393,14 @@ func (r *Runtime) work() {
 		if j == nil {
 			return
 		}
-		it := outboxItem{result: r.answer(j), job: j}
-		if !j.transport.outbox.put(it) {
+		res, overran, err := r.answer(j)
+		if err != nil {
+			r.lifecycleBug(err)
+		} else if it := (outboxItem{result: res, job: j}); !j.transport.outbox.put(it) {
 			r.settle(it, errors.New("executor stopped before the result could be sent"))
 		}
-		r.sched.release(j)
-		if j.overran {
+		r.sched.release(j, overran)
+		if overran {
 			r.answerStalled(j.exec)
 		}
 	}
@@ -430,20 +413,12 @@ func (r *Runtime) work() {
 // retryable, and so is every task of e offered while it stays stalled (see
 // Offer).
 func (r *Runtime) answerStalled(e *hostedExecutor) {
-	r.tasks.mu.Lock()
-	defer r.tasks.mu.Unlock()
-	if !r.sched.stalled(e.lane) {
-		return
+	stalled, queued, err := r.tasks.answerStalled(e.lane, func(j *job) *domain.Result { return stalledAnswer(j.task, e) })
+	if stalled {
+		r.log.Warn("every slot of the executor type is held by a handler that ignored its deadline; its tasks are answered HANDLERS_STALLED until one returns",
+			slog.String("executor_type", e.desc.Type), slog.Int("queued", queued))
 	}
-	queued := r.sched.queuedIn(e.lane)
-	r.log.Warn("every slot of the executor type is held by a handler that ignored its deadline; its tasks are answered HANDLERS_STALLED until one returns",
-		slog.String("executor_type", e.desc.Type), slog.Int("queued", len(queued)))
-	for _, j := range queued {
-		if j.answer == nil {
-			j.answer = stalledAnswer(j.task, e)
-		}
-		r.sched.expedite(j)
-	}
+	r.lifecycleBug(err)
 }
 
 // stalledAnswer is the answer to a task of a stalled executor type.
@@ -455,30 +430,25 @@ func stalledAnswer(task *domain.Task, e *hostedExecutor) *domain.Result {
 	return &res
 }
 
-// answer produces j's result: the answer decided at intake or by a
-// cancellation, else the handler's.
-func (r *Runtime) answer(j *job) domain.Result {
-	r.tasks.mu.Lock()
-	if j.answer == nil && r.shutdownCause != nil {
-		res := failedResult(j.task, errorInfo(r.shutdownCause))
-		j.answer = &res
+// answer produces the result of j, which a worker took: the answer decided
+// at intake or by a cancellation, else the handler's. overran reports that
+// the handler was abandoned at its deadline and still holds its lane's slot.
+// An error is a lifecycle bug: j got no result.
+func (r *Runtime) answer(j *job) (res domain.Result, overran bool, err error) {
+	ctx, answer, err := r.tasks.start(j)
+	if err != nil {
+		return domain.Result{}, false, err
 	}
-	if j.answer != nil {
-		j.finished = true
-		res := *j.answer
-		r.tasks.mu.Unlock()
+	if answer != nil {
+		res = *answer
 		r.logResult(j, res)
-		return res
+		return res, false, nil
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	j.cancel, j.running = cancel, true
-	r.tasks.mu.Unlock()
 
 	e := j.exec
 	e.running.Add(1)
 	inv := invoke(ctx, e.executor, j.task, r.cfg.DefaultTaskTimeout)
-	cancel(nil)
-	res := inv.result
+	res = inv.result
 	res.ExecutorID = e.reg.ExecutorID
 	if inv.abandoned {
 		r.abandoned(j, inv.handlerDone)
@@ -493,11 +463,11 @@ func (r *Runtime) answer(j *job) domain.Result {
 		e.failed.Add(1)
 	}
 
-	r.tasks.mu.Lock()
-	j.running, j.finished = false, true
-	r.tasks.mu.Unlock()
+	if err := r.tasks.finish(j); err != nil {
+		return domain.Result{}, inv.abandoned, err
+	}
 	r.logResult(j, res)
-	return res
+	return res, inv.abandoned, nil
 }
 
 // abandoned keeps account of a handler that ignored its context's end: its
@@ -506,7 +476,6 @@ func (r *Runtime) answer(j *job) domain.Result {
 // type are thus bounded by its MaxConcurrentTasks, never piling up.
 func (r *Runtime) abandoned(j *job, handlerDone <-chan struct{}) {
 	e, lane := j.exec, j.lane
-	j.overran = true
 	r.cfg.Observer.HandlerAbandoned(e.desc.Type)
 	log := r.taskLogger(j)
 	log.Warn("handler ignored the end of its context and still runs; its slot stays taken until it returns")
@@ -571,16 +540,15 @@ func (w *handlerWaits) wait(ctx context.Context) bool {
 // duplicates.
 func (r *Runtime) settle(it outboxItem, err error) {
 	j := it.job
-	r.tasks.mu.Lock()
-	settles := j.settles
-	j.settles = nil
-	if !j.untracked {
-		r.tasks.remove(j)
-		if err == nil {
-			r.tasks.finished.add(j.key, it.result)
-		}
+	var remember *domain.Result
+	if err == nil {
+		remember = &it.result
 	}
-	r.tasks.mu.Unlock()
+	settles, lerr := r.tasks.settle(j, remember)
+	if lerr != nil {
+		r.lifecycleBug(lerr)
+		return
+	}
 	switch {
 	case err == nil:
 		r.delivered.Add(1)
@@ -596,6 +564,14 @@ func (r *Runtime) settle(it outboxItem, err error) {
 		if s != nil {
 			s(err)
 		}
+	}
+}
+
+// lifecycleBug logs an illegal lifecycle transition, if err is one or more:
+// a bug in the runtime, which left the task as it was rather than corrupt it.
+func (r *Runtime) lifecycleBug(err error) {
+	if err != nil {
+		r.log.Error("task lifecycle: illegal transition refused (a bug in the runtime)", slog.Any("error", err))
 	}
 }
 

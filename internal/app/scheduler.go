@@ -14,6 +14,10 @@ import (
 //
 // Workers block in next on a sync.Cond; sources waiting for room block on
 // roomFreed, a channel closed and replaced whenever a job is released.
+//
+// Its lock guards where jobs wait and which lane slots they hold, a concern
+// of its own: what happened to a task is its lifecycle stage, guarded by the
+// task table's lock (lifecycle.go), which is taken first when both are.
 type scheduler struct {
 	mu        sync.Mutex
 	workReady *sync.Cond
@@ -103,21 +107,20 @@ func (s *scheduler) pick() *job {
 		l.queue[0] = nil
 		l.queue = l.queue[1:]
 		l.running++
-		j.started = true
 		s.nextLane = (s.nextLane + i + 1) % len(s.lanes)
 		return j
 	}
 	return nil
 }
 
-// release frees j's slot, and its lane's if it ran in one, unless its
-// handler overran (then releaseLane frees the lane's slot when the handler
-// returns).
-func (s *scheduler) release(j *job) {
+// release frees the slot of j, which next returned, and its lane's if it
+// was taken from one (the immediate lane's jobs have no lane), unless its
+// handler overran: releaseLane frees that slot when the handler returns.
+func (s *scheduler) release(j *job, overran bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j.lane != nil && j.started {
-		if j.overran {
+	if j.lane != nil {
+		if overran {
 			j.lane.overran++ // its slot is freed by releaseLane
 		} else {
 			j.lane.running--
@@ -159,7 +162,7 @@ func (s *scheduler) queuedIn(l *lane) []*job {
 func (s *scheduler) expedite(j *job) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j.lane == nil || j.started {
+	if j.lane == nil {
 		return false
 	}
 	if !removeJob(&j.lane.queue, j) {

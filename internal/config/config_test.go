@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,86 +26,64 @@ func environment(vars map[string]string) (getenv func(string) string, asked map[
 	}, asked
 }
 
-func load(t *testing.T, vars map[string]string) (Config, error) {
+// all is Config with the sections of the transports this repository ships,
+// as the service loads them.
+type all struct {
+	Config
+	GRPC  GRPC
+	REST  REST
+	Kafka Kafka
+}
+
+func (a *all) sections() []any { return []any{&a.GRPC, &a.REST, &a.Kafka} }
+
+func load(t *testing.T, vars map[string]string) (all, error) {
 	t.Helper()
 	getenv, _ := environment(vars)
-	return Load(getenv)
+	var a all
+	cfg, err := Load(getenv, a.sections()...)
+	a.Config = cfg
+	return a, err
 }
 
 func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 	getenv, asked := environment(nil)
-	cfg, err := Load(getenv)
+	var a all
+	cfg, err := Load(getenv, a.sections()...)
 	require.NoError(t, err)
+	a.Config = cfg
 
-	for _, v := range Variables() {
+	vars := Variables(a.sections()...)
+	for _, v := range vars {
 		assert.Equal(t, 1, asked[v.Name], "getenv calls for %s", v.Name)
 	}
-	assert.Len(t, asked, len(Variables()), "getenv asked only for declared variables")
+	assert.Len(t, asked, len(vars), "getenv asked only for declared variables")
 
-	assert.Equal(t, Config{
-		Name:                        "executor",
-		Version:                     "1.0.0",
-		EngineURL:                   "http://localhost:8080",
-		EngineGRPCTarget:            "localhost:9000",
-		EngineHTTPTimeoutSeconds:    5,
-		Transport:                   "grpc",
-		Registrar:                   "grpc",
-		GRPCIntake:                  "push",
-		GRPCHost:                    "0.0.0.0",
-		GRPCPort:                    9090,
-		GRPCKeepAliveTimeSeconds:    300,
-		GRPCKeepAliveTimeoutSeconds: 20,
-		GRPCMaxConcurrentStreams:    1000,
-		GRPCFlowControlWindow:       1048576,
-		GRPCMaxMessageSize:          4194304,
-		RESTHost:                    "0.0.0.0",
-		RESTPort:                    8081,
-		RESTResultSink:              "grpc",
-		RESTMaxBodyBytes:            1048576,
-		KafkaBootstrapServers:       []string{"localhost:9092"},
-		KafkaGroupID:                "executor",
-		KafkaTasksTopic:             "workflow.tasks",
-		KafkaResultsTopic:           "workflow-results",
-		KafkaRegistrationsTopic:     "executor-registrations",
-		KafkaHeartbeatsTopic:        "executor-heartbeats",
-		KafkaUnregistrationsTopic:   "executor-unregistrations",
-		KafkaMaxMessageBytes:        1048576,
-		JWTIssuer:                   "gamelan-executor",
-		JWTAudience:                 "gamelan-engine",
-		JWTTTLSeconds:               300,
-		JWTInboundIssuer:            "gamelan-engine",
-		JWTInboundAudience:          "gamelan-executor",
-		JWTInbound:                  "required",
-		HeartbeatIntervalSeconds:    10,
-		HeartbeatTimeoutSeconds:     60,
-		ReregisterIntervalSeconds:   60,
-		ThreadPoolSize:              50,
-		QueueSize:                   1000,
-		TaskTimeoutSeconds:          300,
-		ShutdownTimeoutSeconds:      30,
-		ResultFlushTimeoutSeconds:   10,
-		ResultOutboxSize:            1000,
-		DedupeCapacity:              10000,
-		HTTPHost:                    "0.0.0.0",
-		HTTPPort:                    8090,
-		LogLevel:                    "info",
-		LogFormat:                   "json",
-		PaymentGatewayDelay:         2 * time.Second,
-	}, cfg)
+	// Every default is its envDefault tag: setting each variable to its
+	// documented default changes nothing.
+	documented := make(map[string]string)
+	for _, v := range vars {
+		documented[v.Name] = v.Default
+	}
+	explicit, err := load(t, documented)
+	require.NoError(t, err)
+	assert.Equal(t, explicit, a)
 
-	assert.Empty(t, cfg.TransportOverrides)
-	assert.Empty(t, cfg.EnabledTypes)
-	assert.True(t, cfg.TypeEnabled("anything"))
-	assert.Equal(t, 300*time.Second, cfg.GRPCKeepAliveTime())
-	assert.Equal(t, 20*time.Second, cfg.GRPCKeepAliveTimeout())
-	assert.Equal(t, 5*time.Minute, cfg.JWTTTL())
-	assert.Equal(t, 10*time.Second, cfg.HeartbeatInterval())
-	assert.Equal(t, time.Minute, cfg.HeartbeatTimeout())
-	assert.Equal(t, time.Minute, cfg.ReregisterInterval())
-	assert.Equal(t, 5*time.Minute, cfg.TaskTimeout())
-	assert.Equal(t, 30*time.Second, cfg.ShutdownTimeout())
-	assert.Equal(t, 10*time.Second, cfg.ResultFlushTimeout())
-	assert.Equal(t, slog.LevelInfo, cfg.SlogLevel())
+	// A few defaults read through their types.
+	assert.Equal(t, Identifier("executor"), a.Name)
+	assert.Equal(t, 50, int(a.ThreadPoolSize))
+	assert.Equal(t, 5*time.Minute, a.TaskTimeout.Duration())
+	assert.Equal(t, time.Minute, a.ReregisterInterval.Duration())
+	assert.Equal(t, 300*time.Second, a.GRPC.KeepAliveTime.Duration())
+	assert.Equal(t, 5*time.Second, a.REST.EngineTimeout.Duration())
+	assert.Equal(t, HostPorts{"localhost:9092"}, a.Kafka.BootstrapServers)
+	assert.Equal(t, Topic("workflow.tasks"), a.Kafka.TasksTopic)
+	assert.Empty(t, a.Kafka.GroupID, "the service defaults it to NAME")
+	assert.Equal(t, 2*time.Second, a.PaymentGatewayDelay.Duration())
+	assert.Empty(t, a.TransportOverrides)
+	assert.Empty(t, a.EnabledTypes)
+	assert.True(t, a.TypeEnabled("anything"))
+	assert.Equal(t, slog.LevelInfo, a.LogLevel.Slog())
 }
 
 func TestLoadReadsEveryVariable(t *testing.T) {
@@ -170,66 +149,72 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 	require.NoError(t, err)
 
 	assert.Equal(t, Config{
-		Name:                        "tax-service",
-		Version:                     "2.3.4",
-		InstanceID:                  "pod-7",
-		EngineURL:                   "https://engine.example:8443/api",
-		EngineGRPCTarget:            "engine.example:9443",
-		EngineHTTPTimeoutSeconds:    5,
-		Transport:                   "memory",
-		Registrar:                   "memory",
-		TransportOverrides:          map[string]string{"calculate-tax": "memory", "order-validator": "grpc"},
-		EnabledTypes:                []string{"calculate-tax", "order-validator"},
-		GRPCIntake:                  "bidi",
-		GRPCHost:                    "127.0.0.1",
-		GRPCPort:                    0,
-		GRPCAdvertisedEndpoint:      "tax-service:9090",
-		GRPCKeepAliveTimeSeconds:    10,
-		GRPCKeepAliveTimeoutSeconds: 1,
-		GRPCMaxConcurrentStreams:    1,
-		GRPCFlowControlWindow:       65535,
-		GRPCMaxMessageSize:          1024,
-		GRPCUseSSL:                  true,
-		GRPCCertificatePath:         cert,
-		GRPCPrivateKeyPath:          key,
-		GRPCCACertificatePath:       ca,
-		RESTHost:                    "0.0.0.0",
-		RESTPort:                    8081,
-		RESTResultSink:              "grpc",
-		RESTMaxBodyBytes:            1048576,
-		KafkaBootstrapServers:       []string{"k1:9092", "k2:9093"},
-		KafkaGroupID:                "tax-group",
-		KafkaTasksTopic:             "t.tasks",
-		KafkaResultsTopic:           "t.results",
-		KafkaRegistrationsTopic:     "t.registrations",
-		KafkaHeartbeatsTopic:        "t.heartbeats",
-		KafkaUnregistrationsTopic:   "t.unregistrations",
-		KafkaMaxMessageBytes:        1048576,
-		JWTSecret:                   secret,
-		JWTIssuer:                   "issuer",
-		JWTAudience:                 "audience",
-		JWTTTLSeconds:               86400,
-		JWTInboundIssuer:            "engine-issuer",
-		JWTInboundAudience:          "tax-service",
-		JWTInbound:                  "off",
-		HeartbeatIntervalSeconds:    5,
-		HeartbeatTimeoutSeconds:     6,
-		ReregisterIntervalSeconds:   0,
-		ThreadPoolSize:              1,
-		QueueSize:                   0,
-		TaskTimeoutSeconds:          1,
-		ShutdownTimeoutSeconds:      2,
-		ResultFlushTimeoutSeconds:   3,
-		ResultOutboxSize:            4,
-		DedupeCapacity:              5,
-		HTTPHost:                    "localhost",
-		HTTPPort:                    65535,
-		LogLevel:                    "debug",
-		LogFormat:                   "text",
-		PaymentGatewayDelay:         0,
-	}, cfg)
-	assert.Zero(t, cfg.ReregisterInterval(), "0 disables periodic re-registration")
-	assert.Equal(t, slog.LevelDebug, cfg.SlogLevel())
+		Name:                "tax-service",
+		Version:             "2.3.4",
+		InstanceID:          "pod-7",
+		Transport:           "memory",
+		Registrar:           "memory",
+		TransportOverrides:  Overrides{"calculate-tax": "memory", "order-validator": "grpc"},
+		EnabledTypes:        Names{"calculate-tax", "order-validator"},
+		JWTSecret:           SigningKey(secret),
+		JWTIssuer:           "issuer",
+		JWTAudience:         "audience",
+		JWTTTL:              Seconds[TokenLifetime](86400 * time.Second),
+		JWTInboundIssuer:    "engine-issuer",
+		JWTInboundAudience:  "tax-service",
+		JWTInbound:          "off",
+		HeartbeatInterval:   Seconds[UpToAYear](5 * time.Second),
+		HeartbeatTimeout:    Seconds[UpToAYear](6 * time.Second),
+		ReregisterInterval:  0,
+		ThreadPoolSize:      1,
+		QueueSize:           0,
+		TaskTimeout:         Seconds[UpToAYear](time.Second),
+		ShutdownTimeout:     Seconds[UpToAYear](2 * time.Second),
+		ResultFlushTimeout:  Seconds[UpToAYear](3 * time.Second),
+		ResultOutboxSize:    4,
+		DedupeCapacity:      5,
+		HTTPHost:            "localhost",
+		HTTPPort:            65535,
+		LogLevel:            "debug",
+		LogFormat:           "text",
+		PaymentGatewayDelay: 0,
+	}, cfg.Config)
+	assert.Equal(t, GRPC{
+		EngineTarget:         "engine.example:9443",
+		Intake:               "bidi",
+		Host:                 "127.0.0.1",
+		Port:                 0,
+		AdvertisedEndpoint:   "tax-service:9090",
+		KeepAliveTime:        Seconds[KeepAliveRange](10 * time.Second),
+		KeepAliveTimeout:     Seconds[UpToAYear](time.Second),
+		MaxConcurrentStreams: 1,
+		FlowControlWindow:    65535,
+		MaxMessageSize:       1024,
+		UseSSL:               true,
+		CertificatePath:      File(cert),
+		PrivateKeyPath:       File(key),
+		CACertificatePath:    File(ca),
+	}, cfg.GRPC)
+	assert.Equal(t, REST{
+		EngineURL:     "https://engine.example:8443/api",
+		EngineTimeout: Seconds[RequestTimeout](5 * time.Second),
+		Host:          "0.0.0.0",
+		Port:          8081,
+		ResultSink:    "grpc",
+		MaxBodyBytes:  1048576,
+	}, cfg.REST)
+	assert.Equal(t, Kafka{
+		BootstrapServers:     HostPorts{"k1:9092", "k2:9093"},
+		GroupID:              "tax-group",
+		TasksTopic:           "t.tasks",
+		ResultsTopic:         "t.results",
+		RegistrationsTopic:   "t.registrations",
+		HeartbeatsTopic:      "t.heartbeats",
+		UnregistrationsTopic: "t.unregistrations",
+		MaxMessageBytes:      1048576,
+	}, cfg.Kafka)
+	assert.Zero(t, cfg.ReregisterInterval.Duration(), "0 disables periodic re-registration")
+	assert.Equal(t, slog.LevelDebug, cfg.LogLevel.Slog())
 	assert.True(t, cfg.TypeEnabled("calculate-tax"))
 	assert.False(t, cfg.TypeEnabled("other"))
 }
@@ -257,14 +242,14 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:0", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", "engine:70000", nil, "must be host:port"},
 		{"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET", ":9000", nil, "must be host:port"},
-		{"GAMELAN_EXECUTOR_TRANSPORT", "carrier-pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory, rest`},
-		{"GAMELAN_EXECUTOR_REGISTRAR", "rest", nil, `GAMELAN_EXECUTOR_REGISTRAR="rest": must be one of grpc, http, kafka, memory`},
+		{"GAMELAN_EXECUTOR_TRANSPORT", "Carrier Pigeon", nil, `GAMELAN_EXECUTOR_TRANSPORT="Carrier Pigeon": must be a transport kind: lower-case letters, digits and -`},
+		{"GAMELAN_EXECUTOR_REGISTRAR", "", map[string]string{"GAMELAN_EXECUTOR_REGISTRAR": "a b"}, `GAMELAN_EXECUTOR_REGISTRAR="a b": must be a transport kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,b", nil, `GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES="a=memory,b": pair "b" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "=memory", nil, `pair "=memory" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=", nil, `pair "a=" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,,b=memory", nil, `pair "" must be type=kind`},
 		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=memory,a=memory", nil, `type "a" must appear only once`},
-		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=http", nil, `transport "http" of type "a" must be one of grpc, kafka, memory, rest`},
+		{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES", "a=Memory", nil, `pair "a=Memory" must be type=kind`},
 		{"GAMELAN_EXECUTOR_ENABLED_TYPES", "a,,b", nil, `GAMELAN_EXECUTOR_ENABLED_TYPES="a,,b": must be a comma-separated list without empty items`},
 		{"GAMELAN_EXECUTOR_GRPC_INTAKE", "pull", nil, "must be one of push, stream, bidi"},
 		{"GAMELAN_EXECUTOR_GRPC_HOST", " ", nil, "must not be blank"},
@@ -331,7 +316,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 			}
 			cfg, err := load(t, vars)
 			require.Error(t, err)
-			assert.Zero(t, cfg, "no partial Config on error")
+			assert.Zero(t, cfg, "no partial Config or section on error")
 			assert.Contains(t, err.Error(), tt.want)
 			assert.NotContains(t, err.Error(), "\n", "one line")
 		})
@@ -359,10 +344,11 @@ func TestLoadReportsFirstWrongVariableInStructOrder(t *testing.T) {
 		"PAYMENT_GATEWAY_DELAY":             "soon",
 		"GAMELAN_EXECUTOR_THREAD_POOL_SIZE": "abc",
 		"GAMELAN_EXECUTOR_LOG_FORMAT":       "xml",
-		"GAMELAN_EXECUTOR_TRANSPORT":        "carrier-pigeon",
+		"GAMELAN_EXECUTOR_KAFKA_TLS":        "maybe",
+		"GAMELAN_EXECUTOR_VERSION":          " ",
 	})
 	require.Error(t, err)
-	assert.Equal(t, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory, rest`, err.Error())
+	assert.Equal(t, `GAMELAN_EXECUTOR_VERSION=" ": must not be blank`, err.Error())
 
 	_, err = load(t, map[string]string{
 		"PAYMENT_GATEWAY_DELAY":             "soon",
@@ -378,10 +364,10 @@ func TestLoadDoesNotBlameHeartbeatIntervalForUnparsableTimeout(t *testing.T) {
 	assert.Equal(t, `GAMELAN_EXECUTOR_HEARTBEAT_TIMEOUT_SECONDS="never": must be a whole number of at least 1 and at most 31536000`, err.Error())
 }
 
-func TestLoadDefaultsKafkaGroupToName(t *testing.T) {
+func TestLoadLeavesKafkaGroupToTheService(t *testing.T) {
 	cfg, err := load(t, map[string]string{"GAMELAN_EXECUTOR_NAME": "payments"})
 	require.NoError(t, err)
-	assert.Equal(t, "payments", cfg.KafkaGroupID)
+	assert.Empty(t, cfg.Kafka.GroupID, "empty: the service defaults it to NAME")
 }
 
 func TestLoadRejectsNilGetenv(t *testing.T) {
@@ -397,8 +383,8 @@ func TestLoadAcceptsReadableCertificateFiles(t *testing.T) {
 		"GAMELAN_EXECUTOR_GRPC_PRIVATE_KEY_PATH": writeFile(t, dir, "key.pem", "key"),
 	})
 	require.NoError(t, err)
-	assert.True(t, cfg.GRPCUseSSL)
-	assert.Empty(t, cfg.GRPCCACertificatePath)
+	assert.True(t, cfg.GRPC.UseSSL)
+	assert.Empty(t, cfg.GRPC.CACertificatePath)
 }
 
 func TestLoadRejectsUnreadableCertificateFile(t *testing.T) {
@@ -429,7 +415,7 @@ func TestTransportOverridesParsing(t *testing.T) {
 				assert.Empty(t, cfg.TransportOverrides)
 				return
 			}
-			assert.Equal(t, tt.want, cfg.TransportOverrides)
+			assert.Equal(t, tt.want, map[string]string(toStrings(cfg.TransportOverrides)))
 		})
 	}
 }
@@ -483,17 +469,18 @@ func TestSecretIsRedacted(t *testing.T) {
 	secret := "do-not-print-" + strings.Repeat("x", 32)
 	cfg, err := load(t, map[string]string{"GAMELAN_EXECUTOR_JWT_SECRET": secret})
 	require.NoError(t, err)
-	require.Equal(t, secret, cfg.JWTSecret)
+	require.Equal(t, SigningKey(secret), cfg.JWTSecret)
 
 	printed := []string{
 		cfg.String(),
+		fmt.Sprint(cfg.JWTSecret),
 		fmt.Sprint(cfg),
 		fmt.Sprintf("%v %+v %#v %s %q", cfg, cfg, cfg, cfg, cfg),
 		fmt.Sprintf("%v %+v %#v %s", &cfg, &cfg, &cfg, &cfg),
 	}
 	var logged bytes.Buffer
-	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "config", cfg)
-	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "config", cfg)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "config", cfg.Config)
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("config", "config", cfg.Config)
 	printed = append(printed, logged.String())
 
 	for _, out := range printed {
@@ -516,52 +503,84 @@ func TestStringShowsUnsetSecretAsEmpty(t *testing.T) {
 }
 
 func TestEveryFieldIsDocumented(t *testing.T) {
-	configType := reflect.TypeFor[Config]()
+	var a all
 	seen := make(map[string]bool)
-	for i := range configType.NumField() {
-		field := configType.Field(i)
-		name, ok := field.Tag.Lookup("env")
-		require.True(t, ok, "%s has an env tag", field.Name)
-		assert.True(t, name == "PAYMENT_GATEWAY_DELAY" || strings.HasPrefix(name, prefix), "%s: %s is prefixed", field.Name, name)
-		assert.NotContains(t, name, ",", "%s: no env tag options", field.Name)
-		assert.False(t, seen[name], "%s declared twice", name)
-		seen[name] = true
-		_, ok = field.Tag.Lookup("envDefault")
-		assert.True(t, ok, "%s has an envDefault tag", field.Name)
-		doc := field.Tag.Get("doc")
-		assert.NotEmpty(t, doc, "%s has a doc tag", field.Name)
-		assert.True(t, strings.HasSuffix(doc, "."), "%s: doc is a sentence", field.Name)
-		if field.Type.Kind() == reflect.Int {
-			_, ok = field.Tag.Lookup("min")
-			assert.True(t, ok, "%s has a min tag", field.Name)
+	for _, section := range append([]any{&a.Config}, a.sections()...) {
+		sectionType := reflect.TypeOf(section).Elem()
+		for i := range sectionType.NumField() {
+			field := sectionType.Field(i)
+			name, ok := field.Tag.Lookup("env")
+			require.True(t, ok, "%s has an env tag", field.Name)
+			assert.True(t, name == "PAYMENT_GATEWAY_DELAY" || strings.HasPrefix(name, "GAMELAN_EXECUTOR_"), "%s: %s is prefixed", field.Name, name)
+			assert.NotContains(t, name, ",", "%s: no env tag options", field.Name)
+			assert.False(t, seen[name], "%s declared twice", name)
+			seen[name] = true
+			_, ok = field.Tag.Lookup("envDefault")
+			assert.True(t, ok, "%s has an envDefault tag", field.Name)
+			doc := field.Tag.Get("doc")
+			assert.NotEmpty(t, doc, "%s has a doc tag", field.Name)
+			assert.True(t, strings.HasSuffix(doc, "."), "%s: doc is a sentence", field.Name)
+			assert.True(t, field.Type.Kind() == reflect.String || field.Type.Kind() == reflect.Bool ||
+				reflect.PointerTo(field.Type).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()),
+				"%s parses itself (or is a plain string or bool)", field.Name)
 		}
 	}
 
-	vars := Variables()
-	require.Len(t, vars, configType.NumField())
+	vars := Variables(a.sections()...)
+	assert.Len(t, vars, len(seen))
 	assert.Equal(t, Variable{
 		Name:    "GAMELAN_EXECUTOR_NAME",
 		Default: "executor",
 		Doc:     "Service name, the prefix of executor ids: 1-64 characters of a-z, A-Z, 0-9, _ and -.",
 	}, vars[0])
-	assert.Equal(t, "PAYMENT_GATEWAY_DELAY", vars[len(vars)-1].Name)
+	assert.Equal(t, "GAMELAN_EXECUTOR_KAFKA_CLIENT_PRIVATE_KEY_PATH", vars[len(vars)-1].Name, "sections follow Config, in order")
 }
 
-func TestAdapterKindTablesHaveTheirDocs(t *testing.T) {
-	for _, v := range Variables() {
-		switch v.Name {
-		case prefix + "TRANSPORT":
-			for _, kind := range transportKinds {
-				assert.Contains(t, v.Doc, kind)
-			}
-		case prefix + "REGISTRAR":
-			for _, kind := range registrarKinds {
-				assert.Contains(t, v.Doc, kind)
-			}
-		}
+// spool is a section as a fork's transport declares it, outside this package.
+type spool struct {
+	Dir      Text               `env:"GAMELAN_EXECUTOR_SPOOL_DIR" envDefault:"/var/spool/executor" doc:"Directory tasks are read from."`
+	Interval Seconds[UpToAYear] `env:"GAMELAN_EXECUTOR_SPOOL_SCAN_SECONDS" envDefault:"2" doc:"Seconds between scans."`
+	Archive  bool               `env:"GAMELAN_EXECUTOR_SPOOL_ARCHIVE" envDefault:"false" doc:"Keep answered tasks."`
+}
+
+func (s *spool) Check() []Problem {
+	if s.Archive && s.Interval.Duration() > time.Minute {
+		return []Problem{{"GAMELAN_EXECUTOR_SPOOL_ARCHIVE", "needs SPOOL_SCAN_SECONDS of at most 60"}}
 	}
-	assert.Equal(t, []string{"grpc", "kafka", "memory", "rest"}, transportKinds)
-	assert.Equal(t, []string{"grpc", "http", "kafka", "memory"}, registrarKinds)
+	return nil
+}
+
+func TestASectionDeclaredElsewhereLoadsLikeTheOthers(t *testing.T) {
+	var s spool
+	getenv, _ := environment(map[string]string{"GAMELAN_EXECUTOR_SPOOL_SCAN_SECONDS": "5"})
+	_, err := Load(getenv, &s)
+	require.NoError(t, err)
+	assert.Equal(t, spool{Dir: "/var/spool/executor", Interval: Seconds[UpToAYear](5 * time.Second)}, s)
+	assert.Equal(t, "GAMELAN_EXECUTOR_SPOOL_ARCHIVE", Variables(&s)[len(Variables(&s))-1].Name)
+
+	getenv, _ = environment(map[string]string{"GAMELAN_EXECUTOR_SPOOL_SCAN_SECONDS": "0"})
+	_, err = Load(getenv, &s)
+	require.Error(t, err)
+	assert.Equal(t, `GAMELAN_EXECUTOR_SPOOL_SCAN_SECONDS="0": must be a whole number of at least 1 and at most 31536000`, err.Error())
+	assert.Zero(t, s, "no partial section on error")
+
+	getenv, _ = environment(map[string]string{"GAMELAN_EXECUTOR_SPOOL_ARCHIVE": "true", "GAMELAN_EXECUTOR_SPOOL_SCAN_SECONDS": "61"})
+	_, err = Load(getenv, &s)
+	require.Error(t, err)
+	assert.Equal(t, `GAMELAN_EXECUTOR_SPOOL_ARCHIVE="true": needs SPOOL_SCAN_SECONDS of at most 60`, err.Error())
+
+	getenv, _ = environment(nil)
+	_, err = Load(getenv, &s, &spool{})
+	require.Error(t, err, "a variable declared twice is a defect")
+	assert.Contains(t, err.Error(), "GAMELAN_EXECUTOR_SPOOL_DIR is declared twice")
+}
+
+func toStrings(o Overrides) map[string]string {
+	out := make(map[string]string, len(o))
+	for typ, kind := range o {
+		out[typ] = string(kind)
+	}
+	return out
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -574,9 +593,9 @@ func writeFile(t *testing.T, dir, name, content string) string {
 func TestURLCredentialsAreRedacted(t *testing.T) {
 	cfg, err := load(t, map[string]string{"GAMELAN_EXECUTOR_ENGINE_URL": "https://svc:s3cr3t@engine:8080/api"})
 	require.NoError(t, err)
-	assert.Equal(t, "https://svc:s3cr3t@engine:8080/api", cfg.EngineURL, "the value itself is kept")
-	assert.NotContains(t, cfg.String(), "s3cr3t")
-	assert.Contains(t, cfg.String(), "https://svc:xxxxx@engine:8080/api")
+	assert.Equal(t, URL("https://svc:s3cr3t@engine:8080/api"), cfg.REST.EngineURL, "the value itself is kept")
+	assert.NotContains(t, Show(cfg.REST), "s3cr3t")
+	assert.Contains(t, Show(cfg.REST), "https://svc:xxxxx@engine:8080/api")
 
 	_, err = load(t, map[string]string{"GAMELAN_EXECUTOR_ENGINE_URL": "ftp://svc:s3cr3t@engine"})
 	require.Error(t, err)
@@ -590,7 +609,11 @@ func TestKafkaPasswordIsRedacted(t *testing.T) {
 		"GAMELAN_EXECUTOR_KAFKA_SASL_PASSWORD":  "hunter2-kafka",
 	})
 	require.NoError(t, err)
-	assert.Equal(t, "hunter2-kafka", cfg.KafkaSASLPassword)
-	assert.NotContains(t, cfg.String(), "hunter2-kafka")
-	assert.NotContains(t, fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg), "hunter2-kafka")
+	assert.Equal(t, Secret("hunter2-kafka"), cfg.Kafka.SASLPassword)
+	assert.NotContains(t, Show(cfg.Kafka), "hunter2-kafka")
+	assert.Contains(t, Show(cfg.Kafka), `GAMELAN_EXECUTOR_KAFKA_SASL_PASSWORD="[redacted]"`)
+	assert.NotContains(t, fmt.Sprintf("%v %+v %s", cfg.Kafka.SASLPassword, cfg.Kafka, cfg.Kafka.SASLPassword), "hunter2-kafka")
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("kafka", "kafka", LogValue(cfg.Kafka))
+	assert.NotContains(t, logged.String(), "hunter2-kafka")
 }

@@ -16,7 +16,7 @@ import (
 
 	ggrpc "google.golang.org/grpc"
 
-	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/telemetry"
 )
@@ -116,10 +116,7 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	var verify func(string) error
 	var verifyAt func(string, time.Time) (string, error)
 	var token func() (string, error)
-	var pushCredentials interface {
-		GetRequestMetadata(context.Context, ...string) (map[string]string, error)
-		RequireTransportSecurity() bool
-	}
+	var grpcConfig grpcengine.Config
 	if o.JWTSecret != "" {
 		verifierConfig := security.VerifierConfig{Secret: []byte(o.JWTSecret), Issuer: o.ExecutorIssuer, Audience: o.ExecutorAudience}
 		verifier, err := security.NewVerifier(verifierConfig)
@@ -128,17 +125,19 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		}
 		verify = func(t string) error { _, err := verifier.Verify(t); return err }
 		verifyAt = verifyAsOf(verifierConfig)
+		grpcConfig.Auth = grpcAuth(engine, verify)
 		minter, err := security.NewMinter(security.MinterConfig{Secret: []byte(o.JWTSecret), Issuer: "gamelan-engine",
 			Audience: "gamelan-executor", TTL: 5 * time.Minute, Subject: "devengine", Name: "devengine"})
 		if err != nil {
 			return fmt.Errorf("token minter: %w", err)
 		}
 		token = func() (string, error) { return minter.Token("") }
-		pushCredentials = minter.PerRPCCredentials(false)
+		grpcConfig.PushDialOptions = []ggrpc.DialOption{ggrpc.WithPerRPCCredentials(minter.PerRPCCredentials(false))}
 	}
 
-	grpcSide := NewGRPC(engine, pushCredentials, log)
-	defer grpcSide.Close()
+	grpcSide := NewGRPC(engine, grpcConfig, log)
+	grpcServer := grpcSide.Server()
+	defer grpcServer.Close()
 	httpSide := NewHTTP(engine, verify, token, log)
 	kafkaSide, err := NewKafka(o.Kafka, engine, verifyAt, token, log)
 	if err != nil {
@@ -158,8 +157,6 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 		grpcListener.Close()
 		return fmt.Errorf("listen for HTTP on %s: %w", o.HTTPAddr, err)
 	}
-	grpcServer := ggrpc.NewServer(serverOptions(engine, verify)...)
-	gamelanv1.RegisterExecutorServiceServer(grpcServer, grpcSide)
 	httpServer := &http.Server{Handler: httpSide.Handler(), ReadHeaderTimeout: 5 * time.Second}
 
 	runCtx, stop := context.WithCancelCause(ctx)
@@ -167,9 +164,16 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = engine.Run(runCtx) })
 	wg.Go(func() { kafkaSide.Run(runCtx) })
+	if err := grpcServer.Start(grpcListener); err != nil {
+		grpcListener.Close()
+		httpListener.Close()
+		return fmt.Errorf("grpc server: %w", err)
+	}
 	wg.Go(func() {
-		if err := grpcServer.Serve(grpcListener); err != nil {
+		select {
+		case err := <-grpcServer.Failed():
 			stop(fmt.Errorf("grpc server: %w", err))
+		case <-runCtx.Done():
 		}
 	})
 	wg.Go(func() {
@@ -195,25 +199,12 @@ func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) err
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpServer.Shutdown(shutdownCtx)
-	grpcSide.Stop()
-	stopGRPC(shutdownCtx, grpcServer)
+	// Executors never end their streams on their own: Shutdown ends them.
+	grpcServer.Shutdown(shutdownCtx)
 	stop(nil)
 	wg.Wait()
 	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	return stackErr
-}
-
-// stopGRPC stops the server gracefully, or at once when ctx ends first (a
-// stream handler blocked sending to an executor that stopped reading).
-func stopGRPC(ctx context.Context, server *ggrpc.Server) {
-	stopped := make(chan struct{})
-	go func() { server.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-ctx.Done():
-		server.Stop()
-		<-stopped
-	}
 }

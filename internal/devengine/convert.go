@@ -1,7 +1,6 @@
 package devengine
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
@@ -99,7 +99,7 @@ func pushRequest(t domain.Task, executorID string) *dispatcherpb.ExecutionReques
 	}
 	return &dispatcherpb.ExecutionRequest{
 		RunId: t.RunID, NodeId: t.NodeID, Attempt: int32(t.Attempt), Token: t.ExecutionToken, Variables: vars,
-		IdempotencyKey: t.Key(), Signature: signature(t.RunID, executorID),
+		IdempotencyKey: t.Key(), Signature: grpcengine.Signature(t.RunID, executorID),
 	}
 }
 
@@ -123,10 +123,4 @@ func plainString(v any) string {
 
 func heartbeatFromProto(hb *gamelanv1.HeartbeatRequest) domain.Heartbeat {
 	return domain.Heartbeat{ExecutorID: hb.GetExecutorId(), CurrentTasks: int(hb.GetCurrentTaskCount()), Status: hb.GetHealth().GetStatus()}
-}
-
-// signature is the push and REST signature Gamelan's dispatchers send: the
-// run id and the executor id, base64-encoded.
-func signature(runID, executorID string) string {
-	return base64.StdEncoding.EncodeToString([]byte(runID + executorID))
 }

@@ -3,6 +3,13 @@
 // its tests exercise real transports. It is not a workflow engine: it runs
 // single tasks submitted through its HTTP API.
 //
+// The protocol itself is spoken by internal/engine, the engine side shared
+// with the adapters' test harnesses: grpcengine (the ExecutorService, task
+// streams and their flow control, cancellations, push), restengine (the
+// REST registry's routes, REST dispatch) and kafkaengine (the embedded
+// broker and its topics, the task producer, the consumer of what executors
+// write). This package is what an engine does with it:
+//
 //   - Registry: executors register over gRPC (ExecutorService), HTTP (the
 //     REST registry) or the Kafka registration topic. Registration is
 //     idempotent; a heartbeat from an unknown executor answers "not found",
@@ -17,10 +24,12 @@
 //     executor's communication type: gRPC (an open ExecuteStream or
 //     StreamTasks stream if the executor has one, else push Execute), Kafka
 //     (workflow.tasks, targetExecutor set), REST (POST to its endpoint).
-//     A StreamTasks stream holds at most its request's max_concurrent
-//     unanswered tasks. When a stream closes, the tasks it never sent are
-//     queued again at once, and those it sent once their results are
-//     overdue (their timeout and a grace).
+//     A task for an executor with open streams is queued on them at
+//     dispatch, and an executor is given no more tasks than its StreamTasks
+//     streams have room for (their max_concurrent, less the tasks they hold
+//     unanswered). When the last stream of an executor closes, the tasks it
+//     never sent are queued again at once; those a stream sent, once their
+//     results are overdue (their timeout and a grace).
 //   - Tasks: Submit (POST /api/v1/tasks) refuses, with a 400, a node id
 //     that breaks Gamelan's id rules (^[a-zA-Z0-9_-]{1,255}$, which
 //     executors enforce) and a context JSON cannot carry; a context is kept

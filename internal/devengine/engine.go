@@ -64,7 +64,6 @@ type Task struct {
 
 	notBefore time.Time // delivery retries wait until then
 	route     string    // the transport its delivery in flight takes (see Router)
-	session   uint64    // the stream session it was given to (0: none)
 	// overdue, once the stream it was sent on has closed, is when it goes
 	// back to the queue unless answered meanwhile.
 	overdue time.Time
@@ -114,9 +113,8 @@ func resultView(r domain.Result) *Result {
 }
 
 // Deliverer hands a task to an executor over one communication type. Deliver
-// returns nil when the executor (or the broker, or the executor's stream
-// session named by to) has accepted the task; an error puts the task back
-// in the queue to be tried again.
+// returns nil when the executor (or the broker) has accepted the task; an
+// error puts the task back in the queue to be tried again.
 type Deliverer interface {
 	Deliver(ctx context.Context, to Executor, task domain.Task) (transport string, err error)
 }
@@ -130,12 +128,24 @@ type Router interface {
 	Route(to Executor) string
 }
 
+// Streamer is implemented by deliverers that hold task streams executors
+// opened (gRPC's StreamTasks and ExecuteStream). Dispatch offers a task to
+// an executor's streams first, at once and without blocking, so that the
+// room they have left is exact when the next task is assigned.
+type Streamer interface {
+	// Offer queues a task on the executor's open streams and returns the
+	// transport; false when the executor has none (Deliver then).
+	Offer(to Executor, task domain.Task) (transport string, ok bool)
+	// Room is how many more tasks the executor's open streams can take;
+	// limited is false when they set no limit of their own.
+	Room(executorID string) (room int, limited bool)
+}
+
 // Canceller is implemented by deliverers that can cancel a task in flight.
-// Cancel queues a cancellation behind a task it delivered over stream
-// session (0: not over a stream), and reports false when that route cannot
-// carry one (any more).
+// Cancel sends a cancellation of a task delivered to an executor, behind
+// the task, and reports false when the task's route cannot carry one.
 type Canceller interface {
-	Cancel(session uint64, taskID, reason string) bool
+	Cancel(executorID, taskID, reason string) bool
 }
 
 // Config configures the engine.
@@ -379,26 +389,32 @@ func (e *Engine) dispatch(ctx context.Context) {
 				queue = queue[1:]
 				continue
 			}
-			ex, ok := e.reg.assign(t.ExecutorType, t.NodeType)
+			ex, ok := e.reg.assign(t.ExecutorType, t.NodeType, e.streamRoom)
 			if !ok {
 				break // nobody can take this queue's head, so not the rest either
 			}
 			queue = queue[1:]
 			d := e.deliverers[ex.CommunicationType]
 			if d == nil {
-				e.reg.release(ex.ID, ex.session)
+				e.reg.release(ex.ID)
 				e.log.Warn("no transport for executor", slog.String("executor_id", ex.ID), slog.String("communication_type", ex.CommunicationType))
 				e.delayed = append(e.delayed, t)
 				t.notBefore = now.Add(time.Second)
 				continue
 			}
-			t.State, t.ExecutorID, t.Transport, t.route, t.session = StateAssigned, ex.ID, "", "", ex.session
+			t.State, t.ExecutorID, t.Transport, t.route = StateAssigned, ex.ID, "", ""
 			e.holdLocked(t)
+			t.Deliveries++
+			task, delivery := t.Domain(), t.Deliveries
+			if s, ok := d.(Streamer); ok {
+				if transport, ok := s.Offer(ex, task); ok {
+					t.Transport = transport
+					continue
+				}
+			}
 			if r, ok := d.(Router); ok {
 				t.route = r.Route(ex)
 			}
-			t.Deliveries++
-			task, delivery := t.Domain(), t.Deliveries
 			e.deliveries.Go(func() { e.deliver(ctx, d, ex, t, task, delivery) })
 		}
 		if len(queue) == 0 {
@@ -411,6 +427,17 @@ func (e *Engine) dispatch(ctx context.Context) {
 	if !nextRetry.IsZero() {
 		time.AfterFunc(nextRetry.Sub(now), e.poke)
 	}
+}
+
+// streamRoom reports whether an executor's open task streams, if it has
+// some, can take one more task. Called by the registry's assign.
+func (e *Engine) streamRoom(ex *Executor) bool {
+	s, ok := e.deliverers[ex.CommunicationType].(Streamer)
+	if !ok {
+		return true
+	}
+	room, limited := s.Room(ex.ID)
+	return !limited || room > 0
 }
 
 // deliver hands one task over (its delivery-th); a refusal puts it back
@@ -446,9 +473,9 @@ func (e *Engine) deliver(ctx context.Context, d Deliverer, ex Executor, t *Task,
 // takeBackLocked takes an assigned task back from its executor, freeing
 // its slot, for the caller to queue again. Callers hold mu.
 func (e *Engine) takeBackLocked(t *Task) {
-	e.reg.release(t.ExecutorID, t.session)
+	e.reg.release(t.ExecutorID)
 	e.unholdLocked(t)
-	t.State, t.ExecutorID, t.session = StatePending, "", 0
+	t.State, t.ExecutorID = StatePending, ""
 }
 
 // holdLocked indexes a task just assigned to t.ExecutorID. Callers hold mu.
@@ -529,37 +556,26 @@ func (e *Engine) GiveBack(taskID, executorID string) {
 	e.poke()
 }
 
-// OpenSession makes a new task stream of an executor the route of the
-// tasks it is given from now on, with at most limit of them unanswered at
-// a time (0: no limit beyond its max concurrent tasks), and returns the
-// session's number, which the Executor a Deliverer is given names.
-func (e *Engine) OpenSession(executorID string, limit int) uint64 {
-	n := e.reg.openSession(executorID, limit)
-	e.poke()
-	return n
-}
-
-// CloseSession ends an executor's stream session n; give the tasks never
-// sent on it back first. The executor may not have read the tasks sent
-// on it before it closed, or may be running them (it drains, or reopens
-// its stream for a fresh token): each unanswered one goes back to the
-// queue once its result is overdue, after its timeout (TaskTimeout when
-// it has none) and ResultGrace.
-func (e *Engine) CloseSession(executorID string, n uint64) {
-	e.reg.closeSession(executorID, n)
+// StreamClosed is told that a task stream of an executor closed, with the
+// tasks it sent that were unanswered. The executor may not have read them
+// before it closed, or may be running them (it drains, or reopens its
+// stream for a fresh token): each still assigned to it goes back to the
+// queue once its result is overdue, after its timeout (TaskTimeout when it
+// has none) and ResultGrace. Give the tasks it never sent back first.
+func (e *Engine) StreamClosed(executorID string, taskIDs []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.cfg.Now()
-	for _, t := range e.held[executorID] {
+	for _, id := range taskIDs {
 		e.scanned++
-		if t.session == n {
+		if t := e.held[executorID][id]; t != nil {
 			t.overdue = now.Add(cmp.Or(t.Timeout, e.cfg.TaskTimeout) + e.cfg.ResultGrace)
 			e.orphans[t.ID] = t
 		}
 	}
 }
 
-// requeueOverdue puts the tasks of closed sessions whose results are
+// requeueOverdue puts the tasks of closed streams whose results are
 // overdue back in the queue. It visits the orphans only: answered and
 // taken-back tasks have left them.
 func (e *Engine) requeueOverdue() {
@@ -649,7 +665,7 @@ func (e *Engine) Result(res domain.Result) bool {
 		return false
 	}
 	if t.State == StateAssigned {
-		e.reg.release(t.ExecutorID, t.session)
+		e.reg.release(t.ExecutorID)
 		e.unholdLocked(t)
 		if t.Transport == "" {
 			t.Transport = t.route // the result overtook its delivery's return
@@ -703,7 +719,7 @@ func (e *Engine) Cancel(taskID, reason string) (bool, error) {
 		return false, fmt.Errorf("task %s is being delivered to %s; cancel it once delivered", taskID, t.ExecutorID)
 	}
 	ex, _ := e.reg.get(t.ExecutorID)
-	if c, ok := e.deliverers[ex.CommunicationType].(Canceller); ok && c.Cancel(t.session, taskID, reason) {
+	if c, ok := e.deliverers[ex.CommunicationType].(Canceller); ok && c.Cancel(t.ExecutorID, taskID, reason) {
 		return true, nil
 	}
 	return false, fmt.Errorf("task %s is running on %s, whose transport cannot cancel it", taskID, t.ExecutorID)

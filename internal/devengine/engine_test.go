@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
@@ -302,7 +303,7 @@ func (d *gatedDeliverer) Deliver(ctx context.Context, _ Executor, task domain.Ta
 	}
 }
 
-func (d *gatedDeliverer) Cancel(_ uint64, taskID, _ string) bool {
+func (d *gatedDeliverer) Cancel(_, taskID, _ string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.cancelled = append(d.cancelled, taskID)
@@ -387,10 +388,10 @@ func TestResultsBreakingTheProtocolAreRefused(t *testing.T) {
 // (gRPC here) stops dispatch to the executor; a HEALTHY one resumes it.
 func TestDrainingExecutorGetsNoNewTasks(t *testing.T) {
 	e, d := startEngine(t, nil)
-	g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
+	g := NewGRPC(e, grpcengine.Config{}, slog.New(slog.DiscardHandler))
 	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
 	e.Register(Executor{ID: "b", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
-	_, err := g.Heartbeat(t.Context(), &gamelanv1.HeartbeatRequest{ExecutorId: "a", CurrentTaskCount: 1,
+	_, err := g.Server().Heartbeat(t.Context(), &gamelanv1.HeartbeatRequest{ExecutorId: "a", CurrentTaskCount: 1,
 		Health: &gamelanv1.ExecutorHealth{Status: domain.HealthDraining}})
 	require.NoError(t, err)
 	ex, _ := e.Executor("a")
@@ -506,11 +507,10 @@ func TestFinishedTasksAreEvictedAndNeverScanned(t *testing.T) {
 
 	// A stream of b closes with two tasks sent on it, and one is answered:
 	// the tick visits the other only, until it is handed out again.
-	session := e.OpenSession("b", 0)
 	first := submit(t, e, TaskSpec{ExecutorType: "tax", TimeoutSeconds: 1})
 	second := submit(t, e, TaskSpec{ExecutorType: "tax", TimeoutSeconds: 1})
 	dispatch()
-	assert.Equal(t, 2, scanned(func() { e.CloseSession("b", session) }), "closing the stream visited tasks not sent on it")
+	assert.Equal(t, 2, scanned(func() { e.StreamClosed("b", []string{first.ID, second.ID}) }), "closing the stream visited tasks not sent on it")
 	require.True(t, answer(e, first.ID, domain.StatusCompleted))
 	assert.Equal(t, 1, scanned(tick), "the tick visited an answered task")
 	clock.advance(2 * time.Second) // the timeout and the grace

@@ -17,8 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 	ggrpc "google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
@@ -74,7 +77,7 @@ func (s *fakeExecuteStream) messages() []*gamelanv1.EngineMessage {
 func TestCancellationNeverOvertakesItsTask(t *testing.T) {
 	for round := range 20 {
 		e := New(Config{})
-		g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
+		g := NewGRPC(e, grpcengine.Config{}, slog.New(slog.DiscardHandler))
 		e.SetDeliverer("GRPC", g)
 		ctx, cancel := context.WithCancel(context.Background())
 		engineDone := make(chan struct{})
@@ -83,8 +86,8 @@ func TestCancellationNeverOvertakesItsTask(t *testing.T) {
 
 		stream := &fakeExecuteStream{ctx: ctx, executorID: "a", goAhead: make(chan struct{}, 16)}
 		streamDone := make(chan struct{})
-		go func() { _ = g.ExecuteStream(stream); close(streamDone) }()
-		waitSessions(t, g, 1)
+		go func() { _ = g.Server().ExecuteStream(stream); close(streamDone) }()
+		waitStreams(t, g, "a", 1)
 
 		first, err := e.Submit(TaskSpec{ExecutorType: "tax"})
 		require.NoError(t, err)
@@ -160,28 +163,53 @@ func openTaskStream(t *testing.T, g *GRPC, executorID string, maxConcurrent int3
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
-		_ = g.StreamTasks(&gamelanv1.StreamTasksRequest{ExecutorId: executorID, MaxConcurrent: maxConcurrent}, stream)
+		_ = g.Server().StreamTasks(&gamelanv1.StreamTasksRequest{ExecutorId: executorID, MaxConcurrent: maxConcurrent}, stream)
 	}()
 	closeStream := func() { cancel(); <-ended }
 	t.Cleanup(closeStream)
-	waitSessions(t, g, 1)
+	waitStreams(t, g, executorID, 1)
 	return stream, closeStream
 }
 
-// waitSessions waits until the engine holds n open streams.
-func waitSessions(t *testing.T, g *GRPC, n int) {
+// waitStreams waits until the engine holds n open streams of an executor.
+func waitStreams(t *testing.T, g *GRPC, executorID string, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return len(g.sessions) == n
-	}, 5*time.Second, time.Millisecond, "not %d open streams", n)
+	require.Eventually(t, func() bool { return g.Server().OpenStreams(executorID) == n },
+		5*time.Second, time.Millisecond, "not %d open streams", n)
+}
+
+// fakeReport is the server side of a ReportResults call carrying results.
+type fakeReport struct {
+	ggrpc.ServerStream
+	results []*gamelanv1.TaskResult
+}
+
+func (r *fakeReport) Context() context.Context { return context.Background() }
+
+func (r *fakeReport) Recv() (*gamelanv1.TaskResult, error) {
+	if len(r.results) == 0 {
+		return nil, io.EOF
+	}
+	next := r.results[0]
+	r.results = r.results[1:]
+	return next, nil
+}
+
+func (r *fakeReport) SendAndClose(*emptypb.Empty) error { return nil }
+
+// report answers a task through ReportResults, as an executor does.
+func report(t *testing.T, g *GRPC, task Task, status gamelanv1.TaskStatus) {
+	t.Helper()
+	require.NoError(t, g.Server().ReportResults(&fakeReport{results: []*gamelanv1.TaskResult{{
+		TaskId: task.ID, RunId: task.RunID, NodeId: task.NodeID, Attempt: int32(task.Attempt),
+		ExecutionToken: task.ExecutionToken, Status: status, CompletedAt: timestamppb.Now(),
+	}}}))
 }
 
 func startGRPCEngine(t *testing.T, cfg Config) (*Engine, *GRPC) {
 	t.Helper()
 	e := New(cfg)
-	g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
+	g := NewGRPC(e, grpcengine.Config{}, slog.New(slog.DiscardHandler))
 	e.SetDeliverer("GRPC", g)
 	runEngine(t, e)
 	return e, g
@@ -218,7 +246,8 @@ func TestTaskSentOnAClosedStreamIsHandedOutAgainOnceOverdue(t *testing.T) {
 }
 
 // TestStreamTasksHonoursMaxConcurrent: a stream opened with max_concurrent
-// 1 has at most one unanswered task, whatever the registration allows.
+// 1 has at most one unanswered task, whatever the registration allows, and
+// the engine gives the executor no more than its stream can take.
 func TestStreamTasksHonoursMaxConcurrent(t *testing.T) {
 	e, g := startGRPCEngine(t, Config{})
 	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 5})
@@ -227,30 +256,47 @@ func TestStreamTasksHonoursMaxConcurrent(t *testing.T) {
 		submit(t, e, TaskSpec{ExecutorType: "tax"})
 	}
 
-	first := stream.next(t).GetTaskId()
+	first, _ := e.Task(stream.next(t).GetTaskId())
 	e.dispatch(t.Context())
 	ex, _ := e.Executor("a")
 	assert.Equal(t, 1, ex.Assigned, "more than max_concurrent tasks given to the stream")
 
-	require.True(t, answer(e, first, domain.StatusCompleted))
-	assert.NotEqual(t, first, stream.next(t).GetTaskId(), "an answer makes room for the next")
+	report(t, g, first, gamelanv1.TaskStatus_TASK_STATUS_COMPLETED)
+	assert.NotEqual(t, first.ID, stream.next(t).GetTaskId(), "an answer makes room for the next")
 }
 
-// TestClosedSessionTakesNothingMore: a delivery or a cancellation racing
-// with the end of a session must fail, not sit in a queue nobody reads.
-func TestClosedSessionTakesNothingMore(t *testing.T) {
+// TestClosedStreamTakesNothingMore: a task the last stream of an executor
+// never sent goes back to the engine's queue when the stream closes, and a
+// delivery or a cancellation coming after must not sit in a queue nobody
+// reads.
+func TestClosedStreamTakesNothingMore(t *testing.T) {
 	e := New(Config{})
-	g := NewGRPC(e, nil, slog.New(slog.DiscardHandler))
-	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 1})
-	s := g.open("a", "grpc-bidi", 0)
-	g.close(s)
+	g := NewGRPC(e, grpcengine.Config{}, slog.New(slog.DiscardHandler))
+	e.SetDeliverer("GRPC", g)
+	e.Register(Executor{ID: "a", Type: "tax", CommunicationType: "GRPC", MaxConcurrent: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	stream := &fakeExecuteStream{ctx: ctx, executorID: "a", goAhead: make(chan struct{})} // sends nothing
+	streamDone := make(chan struct{})
+	go func() { _ = g.Server().ExecuteStream(stream); close(streamDone) }()
+	waitStreams(t, g, "a", 1)
 
-	// Deliver and Cancel found s before it closed:
-	assert.False(t, s.queue(&gamelanv1.EngineMessage{Message: &gamelanv1.EngineMessage_Task{Task: &gamelanv1.ExecutionTask{TaskId: "task-1"}}}))
-	// or look for it after:
-	_, err := g.Deliver(t.Context(), Executor{ID: "a", session: s.n}, domain.Task{TaskID: "task-1"})
-	assert.Error(t, err)
-	assert.False(t, g.Cancel(s.n, "task-1", "too late"))
+	first, second := submit(t, e, TaskSpec{ExecutorType: "tax"}), submit(t, e, TaskSpec{ExecutorType: "tax"})
+	e.dispatch(t.Context())
+	for _, task := range []Task{first, second} {
+		got, _ := e.Task(task.ID)
+		require.Equal(t, "grpc-bidi", got.Transport, "queued on the stream")
+	}
+	cancel()
+	<-streamDone
+	for _, task := range []Task{first, second} {
+		got, _ := e.Task(task.ID)
+		assert.Equal(t, StatePending, got.State, "a task never sent stayed with the closed stream")
+	}
+	assert.Zero(t, g.Server().Queued("a"))
+
+	_, offered := g.Offer(Executor{ID: "a"}, first.Domain())
+	assert.False(t, offered, "a task offered to a closed stream")
+	assert.False(t, g.Cancel("a", first.ID, "too late"))
 }
 
 // freeAddress returns an address of 127.0.0.1 that was free a moment ago.
@@ -383,14 +429,11 @@ func (c *h2Client) read() {
 // against what a real engine permits.
 func TestEngineEnforcesTheDefaultKeepalivePolicy(t *testing.T) {
 	t.Parallel()
-	e := New(Config{})
-	server := ggrpc.NewServer(serverOptions(e, nil)...)
-	gamelanv1.RegisterExecutorServiceServer(server, NewGRPC(e, nil, slog.New(slog.DiscardHandler)))
+	server := NewGRPC(New(Config{}), grpcengine.Config{}, slog.New(slog.DiscardHandler)).Server()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(l) }()
-	t.Cleanup(func() { server.Stop(); <-served })
+	require.NoError(t, server.Start(l))
+	t.Cleanup(server.Close)
 
 	c := dialH2(t, l.Addr().String())
 	const enhanceYourCalm = 0xb

@@ -1,7 +1,6 @@
 package devengine
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,13 +12,14 @@ import (
 	"strings"
 	"time"
 
-	engineapi "github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/domain"
-	"github.com/gamelan-go/executor/internal/security"
+	"github.com/gamelan-go/executor/internal/engine/grpcengine"
+	"github.com/gamelan-go/executor/internal/engine/restengine"
 )
 
 // HTTP is the engine's HTTP side: the task API, the REST executor registry
-// (docs/protocol.md, section 5), and delivery to REST executors.
+// (docs/protocol.md, section 5, served by restengine.Registry over the
+// Engine), and delivery to REST executors (restengine.PostTask).
 type HTTP struct {
 	engine *Engine
 	log    *slog.Logger
@@ -46,11 +46,14 @@ func NewHTTP(engine *Engine, verify func(string) error, token func() (string, er
 //	GET    /api/v1/tasks/{id}               a task, its status and result (404 when unknown or forgotten)
 //	POST   /api/v1/tasks/{id}/cancel        cancel a task (404 when unknown or forgotten, 409 when it cannot be cancelled)
 //	GET    /api/v1/summary                  counts, failures by code, latency percentiles, of the tasks kept
-//	POST   /api/v1/executors                register (ExecutorInfo)
+//	POST   /api/v1/executors                register (ExecutorInfo) -> the executor
 //	GET    /api/v1/executors[/healthy]      executors with load and health (operator reads, open like the task API)
-//	GET    /api/v1/executors/{id}           one executor (404 when unknown; an executor's own look-up, token required)
-//	DELETE /api/v1/executors/{id}           unregister
-//	POST   /api/v1/executors/{id}/heartbeat heartbeat (404 when unknown)
+//	GET    /api/v1/executors/{id}           one executor (404 when unknown; an executor's own look-up)
+//	DELETE /api/v1/executors/{id}           unregister (204, 404 when unknown)
+//	POST   /api/v1/executors/{id}/heartbeat heartbeat (200, 404 when unknown)
+//
+// The executors' calls (register, look-up, unregister, heartbeat) need a
+// valid token when tokens are on; refusals are counted.
 //
 // The engine forgets the final tasks that finished first beyond
 // Config.RetainFinished: the task API answers 404 for them, and the
@@ -63,44 +66,23 @@ func (h *HTTP) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/summary", h.summary)
 	mux.HandleFunc("GET /api/v1/executors", h.executors(false))
 	mux.HandleFunc("GET /api/v1/executors/healthy", h.executors(true))
-	mux.HandleFunc("GET /api/v1/executors/{id}", h.authenticated(h.executor))
-	mux.HandleFunc("POST /api/v1/executors", h.authenticated(h.register))
-	mux.HandleFunc("DELETE /api/v1/executors/{id}", h.authenticated(h.unregister))
-	mux.HandleFunc("POST /api/v1/executors/{id}/heartbeat", h.authenticated(h.heartbeat))
+	restengine.Registry{Store: registryStore{h.engine}, Verify: h.verify, Refused: h.refused}.Handle(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "UP"})
 	})
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { restengine.WriteJSON(w, status, v) }
 
 func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	restengine.WriteError(w, status, "%v", err)
 }
 
-// authenticated refuses executor calls without a valid token (when tokens
-// are on) with 401, and counts them.
-func (h *HTTP) authenticated(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if h.verify != nil {
-			token, err := security.BearerToken(r.Header.Get("Authorization"))
-			if err == nil {
-				err = h.verify(token)
-			}
-			if err != nil {
-				h.engine.Refused()
-				h.log.Warn("executor call refused", slog.String("path", r.URL.Path), slog.Any("error", err))
-				writeError(w, http.StatusUnauthorized, err)
-				return
-			}
-		}
-		next(w, r)
-	}
+// refused counts and logs an executor call refused for its token.
+func (h *HTTP) refused(r *http.Request, err error) {
+	h.engine.Refused()
+	h.log.Warn("executor call refused", slog.String("path", r.URL.Path), slog.Any("error", err))
 }
 
 func (h *HTTP) submit(w http.ResponseWriter, r *http.Request) {
@@ -181,54 +163,43 @@ func (h *HTTP) executors(healthyOnly bool) http.HandlerFunc {
 	}
 }
 
-func (h *HTTP) executor(w http.ResponseWriter, r *http.Request) {
-	e, ok := h.engine.Executor(r.PathValue("id"))
-	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Errorf("executor %s is not registered", r.PathValue("id")))
-		return
-	}
-	writeJSON(w, http.StatusOK, e)
-}
+// registryStore is the REST registry's store: the Engine's registry.
+type registryStore struct{ engine *Engine }
 
-func (h *HTTP) register(w http.ResponseWriter, r *http.Request) {
-	var info engineapi.ExecutorInfo
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&info); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
-		return
-	}
-	if info.ExecutorID == "" || info.ExecutorType == "" {
-		writeError(w, http.StatusBadRequest, errors.New("executorId and executorType are required"))
-		return
-	}
-	maxConcurrent, _ := strconv.Atoi(info.Metadata[engineapi.MetadataMaxConcurrentTasks])
+var _ restengine.Store = registryStore{}
+
+// Register registers the executor and answers the engine's view of it.
+func (s registryStore) Register(_ context.Context, info restengine.ExecutorInfo) (any, error) {
+	maxConcurrent, _ := strconv.Atoi(info.Metadata[restengine.MetadataMaxConcurrentTasks])
 	var supported []string
-	if s := info.Metadata[engineapi.MetadataSupportedNodeTypes]; s != "" {
-		supported = strings.Split(s, ",")
+	if types := info.Metadata[restengine.MetadataSupportedNodeTypes]; types != "" {
+		supported = strings.Split(types, ",")
 	}
-	h.engine.Register(Executor{
-		ID: info.ExecutorID, Type: info.ExecutorType, CommunicationType: strings.ToUpper(info.CommunicationType),
+	s.engine.Register(Executor{
+		ID: info.ExecutorID, Type: info.ExecutorType, CommunicationType: info.CommunicationType,
 		Endpoint: info.Endpoint, SupportedNodeTypes: supported, MaxConcurrent: maxConcurrent,
 		Metadata: info.Metadata, Via: "http",
 	})
-	e, _ := h.engine.Executor(info.ExecutorID)
-	writeJSON(w, http.StatusOK, e)
+	e, _ := s.engine.Executor(info.ExecutorID)
+	return e, nil
 }
 
-func (h *HTTP) unregister(w http.ResponseWriter, r *http.Request) {
-	if !h.engine.Unregister(r.PathValue("id")) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("executor %s is not registered", r.PathValue("id")))
-		return
+// Heartbeat records a heartbeat, which has no body: neither load nor status.
+func (s registryStore) Heartbeat(_ context.Context, executorID string) error {
+	if err := s.engine.Heartbeat(domain.Heartbeat{ExecutorID: executorID}); err != nil {
+		return restengine.ErrUnknownExecutor
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (h *HTTP) heartbeat(w http.ResponseWriter, r *http.Request) {
-	// The REST heartbeat has no body: neither load nor status.
-	if err := h.engine.Heartbeat(domain.Heartbeat{ExecutorID: r.PathValue("id")}); err != nil {
-		writeError(w, http.StatusNotFound, fmt.Errorf("executor %s: %w", r.PathValue("id"), err))
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+// Lookup answers the engine's view of the executor.
+func (s registryStore) Lookup(_ context.Context, executorID string) (any, bool) {
+	return s.engine.Executor(executorID)
+}
+
+// Unregister unregisters the executor.
+func (s registryStore) Unregister(_ context.Context, executorID string) bool {
+	return s.engine.Unregister(executorID)
 }
 
 // Route implements Router.
@@ -243,32 +214,19 @@ func (h *HTTP) Deliver(ctx context.Context, to Executor, task domain.Task) (stri
 	if err != nil {
 		return "", err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, to.Endpoint, bytes.NewReader(body))
-	if err != nil {
-		return "", fmt.Errorf("rest delivery to %s: %w", to.Endpoint, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Executor-Id", to.ID)
-	req.Header.Set("X-Run-Id", task.RunID)
-	req.Header.Set("X-Node-Id", task.NodeID)
-	req.Header.Set("X-Attempt", strconv.Itoa(task.Attempt))
-	req.Header.Set("X-Idempotency-Key", task.Key())
-	req.Header.Set("X-Signature", signature(task.RunID, to.ID))
+	post := restengine.TaskPost{ExecutorID: to.ID, RunID: task.RunID, NodeID: task.NodeID, Attempt: task.Attempt,
+		IdempotencyKey: task.Key(), Signature: grpcengine.Signature(task.RunID, to.ID), Body: body}
 	if h.token != nil {
-		token, err := h.token()
-		if err != nil {
+		if post.Token, err = h.token(); err != nil {
 			return "", err
 		}
-		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := h.client.Do(req)
+	answer, err := restengine.PostTask(ctx, h.client, to.Endpoint, post)
 	if err != nil {
 		return "", fmt.Errorf("rest delivery to %s: %w", to.Endpoint, err)
 	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("rest delivery to %s: %d %s", to.Endpoint, resp.StatusCode, strings.TrimSpace(string(answer)))
+	if answer.Status != http.StatusAccepted {
+		return "", fmt.Errorf("rest delivery to %s: %d %s", to.Endpoint, answer.Status, strings.TrimSpace(answer.Body[:min(len(answer.Body), 512)]))
 	}
 	return "rest", nil
 }

@@ -10,11 +10,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	kafkamsg "github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/engine/kafkaengine"
 	"github.com/gamelan-go/executor/internal/security"
 )
 
@@ -44,11 +44,11 @@ func (c *KafkaConfig) defaults() {
 		}
 	}
 	def(&c.EmbeddedAddress, "127.0.0.1:9092")
-	def(&c.TasksTopic, kafkamsg.DefaultTasksTopic)
-	def(&c.ResultsTopic, kafkamsg.DefaultResultsTopic)
-	def(&c.RegistrationsTopic, kafkamsg.DefaultRegistrationsTopic)
-	def(&c.HeartbeatsTopic, kafkamsg.DefaultHeartbeatsTopic)
-	def(&c.UnregistrationsTopic, kafkamsg.DefaultUnregistrationsTopic)
+	def(&c.TasksTopic, kafkaengine.TasksTopic)
+	def(&c.ResultsTopic, kafkaengine.ResultsTopic)
+	def(&c.RegistrationsTopic, kafkaengine.RegistrationsTopic)
+	def(&c.HeartbeatsTopic, kafkaengine.HeartbeatsTopic)
+	def(&c.UnregistrationsTopic, kafkaengine.UnregistrationsTopic)
 	def(&c.Group, "gamelan-devengine")
 	if c.Partitions == 0 {
 		c.Partitions = 6
@@ -58,18 +58,22 @@ func (c *KafkaConfig) defaults() {
 	}
 }
 
-// Kafka is the engine's Kafka side: it produces tasks to the tasks topic
-// (targetExecutor set) and consumes results, registrations, heartbeats and
-// unregistrations. Records whose authorization header fails verification
-// (when tokens are on) are refused, counted and dropped (see handle).
+// Kafka is the engine's Kafka side, on the protocol's engine side
+// (kafkaengine): an embedded broker with the protocol's topics (unless
+// brokers are given), a producer of tasks to the tasks topic
+// (targetExecutor set), and a consumer, in the engine's group, of results,
+// registrations, heartbeats and unregistrations. Records whose
+// authorization header fails verification (when tokens are on) are
+// refused, counted and dropped (see handle).
 type Kafka struct {
-	cfg     KafkaConfig
-	engine  *Engine
-	log     *slog.Logger
-	verify  func(token string, at time.Time) (subject string, err error)
-	token   func() (string, error)
-	cluster *kfake.Cluster // nil with an external cluster
-	client  *kgo.Client
+	cfg      KafkaConfig
+	engine   *Engine
+	log      *slog.Logger
+	verify   func(token string, at time.Time) (subject string, err error)
+	token    func() (string, error)
+	broker   *kafkaengine.Broker // nil with an external cluster
+	producer *kafkaengine.Producer
+	consumer *kafkaengine.Consumer
 }
 
 var (
@@ -83,8 +87,8 @@ var (
 func NewKafka(cfg KafkaConfig, engine *Engine, verify func(token string, at time.Time) (string, error), token func() (string, error), log *slog.Logger) (*Kafka, error) {
 	cfg.defaults()
 	k := &Kafka{cfg: cfg, engine: engine, log: log, verify: verify, token: token}
-	brokers := cfg.Brokers
-	if len(brokers) == 0 {
+	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}
+	if len(cfg.Brokers) == 0 {
 		host, port, err := net.SplitHostPort(cfg.EmbeddedAddress)
 		if err != nil {
 			return nil, fmt.Errorf("embedded kafka address %q: %w", cfg.EmbeddedAddress, err)
@@ -93,68 +97,49 @@ func NewKafka(cfg KafkaConfig, engine *Engine, verify func(token string, at time
 		if err != nil {
 			return nil, fmt.Errorf("embedded kafka port %q: %w", port, err)
 		}
-		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(portNumber),
-			kfake.ListenFn(func(network, address string) (net.Listener, error) {
-				_, p, _ := net.SplitHostPort(address)
-				return net.Listen(network, net.JoinHostPort(host, p))
-			}))
+		k.broker, err = kafkaengine.StartBroker(kafkaengine.BrokerConfig{Host: host, Ports: []int{portNumber}, Partitions: int(cfg.Partitions),
+			Topics: []string{cfg.TasksTopic, cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic}})
 		if err != nil {
 			return nil, fmt.Errorf("start embedded kafka on %s: %w", cfg.EmbeddedAddress, err)
 		}
-		k.cluster = cluster
-		for _, topic := range []string{cfg.TasksTopic, cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic} {
-			if err := cluster.CreateTopic(topic, cfg.Partitions, nil); err != nil {
-				cluster.Close()
-				return nil, fmt.Errorf("create topic %s: %w", topic, err)
-			}
-		}
-		brokers = cluster.ListenAddrs()
-		log.Info("embedded kafka broker started", slog.Any("brokers", brokers))
+		opts = k.broker.ClientOptions()
+		log.Info("embedded kafka broker started", slog.Any("brokers", k.broker.Addrs()))
 	}
-	client, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-		kgo.FetchMaxWait(50*time.Millisecond),
-	)
+	var err error
+	if k.consumer, err = kafkaengine.NewConsumer(opts, cfg.Group, cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic); err == nil {
+		k.producer, err = kafkaengine.NewProducer(opts)
+	}
 	if err != nil {
 		k.Close()
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	k.client = client
 	return k, nil
 }
 
 // Brokers are the addresses executors should use.
 func (k *Kafka) Brokers() []string {
-	if k.cluster != nil {
-		return k.cluster.ListenAddrs()
+	if k.broker != nil {
+		return k.broker.Addrs()
 	}
 	return k.cfg.Brokers
 }
 
 // Run consumes until ctx ends.
 func (k *Kafka) Run(ctx context.Context) {
-	for {
-		fetches := k.client.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
+	k.consumer.Run(ctx, func(batch []kafkaengine.Record) {
+		for _, r := range batch {
+			k.handle(r)
 		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			k.log.Warn("kafka fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("error", err))
-		})
-		fetches.EachRecord(k.handle)
-	}
+	}, func(topic string, partition int32, err error) {
+		k.log.Warn("kafka fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("error", err))
+	})
 }
 
 // handle takes one record from the executor side. With tokens on, the
 // record's token is checked as of when the record was produced (one read
 // late, after its token expired, still counts), and the executor id the
 // record speaks for, when it names one, must be the token's subject.
-func (k *Kafka) handle(r *kgo.Record) {
+func (k *Kafka) handle(r kafkaengine.Record) {
 	subject, err := k.authenticate(r)
 	if err != nil {
 		k.refuse(r, err)
@@ -173,17 +158,11 @@ func (k *Kafka) handle(r *kgo.Record) {
 
 // authenticate returns the subject of the record's token, "" when tokens
 // are off.
-func (k *Kafka) authenticate(r *kgo.Record) (string, error) {
+func (k *Kafka) authenticate(r kafkaengine.Record) (string, error) {
 	if k.verify == nil {
 		return "", nil
 	}
-	authorization := ""
-	for _, h := range r.Headers {
-		if h.Key == kafkamsg.AuthorizationHeader {
-			authorization = string(h.Value)
-		}
-	}
-	token, err := security.BearerToken(authorization)
+	token, err := security.BearerToken(r.Headers[kafkamsg.AuthorizationHeader])
 	if err != nil {
 		return "", err
 	}
@@ -193,7 +172,7 @@ func (k *Kafka) authenticate(r *kgo.Record) (string, error) {
 // tokenTime is when a record's token is checked: its timestamp (the
 // producer's clock), but no earlier than TokenLag ago, and now when it has
 // none or one in the future.
-func (k *Kafka) tokenTime(r *kgo.Record) time.Time {
+func (k *Kafka) tokenTime(r kafkaengine.Record) time.Time {
 	now := time.Now()
 	switch {
 	case r.Timestamp.Unix() <= 0 || r.Timestamp.After(now):
@@ -204,14 +183,14 @@ func (k *Kafka) tokenTime(r *kgo.Record) time.Time {
 	return r.Timestamp
 }
 
-func (k *Kafka) refuse(r *kgo.Record, err error) {
+func (k *Kafka) refuse(r kafkaengine.Record, err error) {
 	k.engine.Refused()
 	k.log.Warn("kafka record refused", slog.String("topic", r.Topic), slog.Int64("offset", r.Offset), slog.Any("error", err))
 }
 
 // decode reads a record: the executor it speaks for, and what the engine
 // does with it.
-func (k *Kafka) decode(r *kgo.Record) (executorID string, apply func(), err error) {
+func (k *Kafka) decode(r kafkaengine.Record) (executorID string, apply func(), err error) {
 	switch r.Topic {
 	case k.cfg.ResultsTopic:
 		var m kafkamsg.ResultMessage
@@ -268,30 +247,29 @@ func (k *Kafka) Deliver(ctx context.Context, to Executor, task domain.Task) (str
 		at := task.ScheduledAt.UTC()
 		msg.ScheduledAt = &at
 	}
-	value, err := json.Marshal(msg)
-	if err != nil {
-		return "", err
-	}
-	record := &kgo.Record{Topic: k.cfg.TasksTopic, Key: []byte(task.RunID), Value: value}
+	var headers map[string]string
 	if k.token != nil {
 		token, err := k.token()
 		if err != nil {
 			return "", err
 		}
-		record.Headers = []kgo.RecordHeader{{Key: kafkamsg.AuthorizationHeader, Value: []byte("Bearer " + token)}}
+		headers = map[string]string{kafkamsg.AuthorizationHeader: "Bearer " + token}
 	}
-	if err := k.client.ProduceSync(ctx, record).FirstErr(); err != nil {
+	if err := k.producer.ProduceTask(ctx, k.cfg.TasksTopic, msg, headers); err != nil {
 		return "", fmt.Errorf("produce task %s: %w", task.TaskID, err)
 	}
 	return "kafka", nil
 }
 
-// Close closes the client and the embedded broker.
+// Close closes the clients and the embedded broker.
 func (k *Kafka) Close() {
-	if k.client != nil {
-		k.client.Close()
+	if k.consumer != nil {
+		k.consumer.Close()
 	}
-	if k.cluster != nil {
-		k.cluster.Close()
+	if k.producer != nil {
+		k.producer.Close()
+	}
+	if k.broker != nil {
+		k.broker.Close()
 	}
 }

@@ -36,10 +36,6 @@ type Executor struct {
 	Assigned int `json:"assignedTasks"`
 	// ReportedLoad is the task count of its last heartbeat.
 	ReportedLoad int `json:"reportedLoad"`
-
-	// session is the stream session that the task just assigned goes to
-	// (0: none); set only on the copies assign returns.
-	session uint64
 }
 
 // supports reports whether the executor takes tasks of this executor type
@@ -58,30 +54,16 @@ func (e *Executor) takesTasks() bool {
 	return e.Healthy && (!e.Draining || e.CommunicationType == "KAFKA")
 }
 
-// streamSession is an executor's open task stream (StreamTasks or
-// ExecuteStream) as the registry counts it.
-type streamSession struct {
-	id uint64
-	// limit is the max_concurrent the stream was opened with: at most that
-	// many of the tasks given to it unanswered (0: no limit of its own).
-	limit    int
-	assigned int
-}
-
 // registry holds the executors. All methods are safe for concurrent use.
 type registry struct {
 	mu        sync.Mutex
 	executors map[string]*Executor
-	// sessions holds each executor's latest open stream; it outlives a
-	// registration (an expired executor may register again on it).
-	sessions    map[string]*streamSession
-	lastSession uint64
-	expiry      time.Duration
-	now         func() time.Time
+	expiry    time.Duration
+	now       func() time.Time
 }
 
 func newRegistry(expiry time.Duration, now func() time.Time) *registry {
-	return &registry{executors: make(map[string]*Executor), sessions: make(map[string]*streamSession), expiry: expiry, now: now}
+	return &registry{executors: make(map[string]*Executor), expiry: expiry, now: now}
 }
 
 // register adds or refreshes an executor; what the engine counted against
@@ -169,23 +151,17 @@ func (r *registry) expire() (lost []string) {
 	return lost
 }
 
-// hasRoom reports whether the executor, and its open stream if it has
-// one, can take one more task. Callers hold mu.
-func (r *registry) hasRoom(e *Executor) bool {
-	s := r.sessions[e.ID]
-	return e.Assigned < e.MaxConcurrent && (s == nil || s.limit <= 0 || s.assigned < s.limit)
-}
-
 // assign picks the least-loaded executor that takes tasks, supports the
-// task and has room, counts the task against it (and its open stream),
-// and returns a copy naming that stream. ok is false when none can take
-// it now.
-func (r *registry) assign(executorType, nodeType string) (Executor, bool) {
+// task and has room (below its max concurrent tasks, and room(executor)
+// true: its open streams can take one more), counts the task against it,
+// and returns a copy. ok is false when none can take it now. room is
+// called with mu held.
+func (r *registry) assign(executorType, nodeType string, room func(*Executor) bool) (Executor, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var best *Executor
 	for _, e := range r.executors {
-		if !e.takesTasks() || !r.hasRoom(e) || !e.supports(executorType, nodeType) {
+		if !e.takesTasks() || e.Assigned >= e.MaxConcurrent || !e.supports(executorType, nodeType) || !room(e) {
 			continue
 		}
 		// Least loaded relative to capacity; ties go to the lower id.
@@ -198,42 +174,14 @@ func (r *registry) assign(executorType, nodeType string) (Executor, bool) {
 		return Executor{}, false
 	}
 	best.Assigned++
-	assigned := *best
-	if s := r.sessions[best.ID]; s != nil {
-		s.assigned++
-		assigned.session = s.id
-	}
-	return assigned, true
+	return *best, true
 }
 
-// release uncounts a task from an executor (answered, or taken back) and
-// from the stream session it was given to, if that is still open.
-func (r *registry) release(id string, session uint64) {
+// release uncounts a task from an executor (answered, or taken back).
+func (r *registry) release(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.executors[id]; ok && e.Assigned > 0 {
 		e.Assigned--
-	}
-	if s := r.sessions[id]; s != nil && s.id == session && s.assigned > 0 {
-		s.assigned--
-	}
-}
-
-// openSession makes a new stream the executor's session, replacing an
-// older one, and returns its number.
-func (r *registry) openSession(id string, limit int) uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lastSession++
-	r.sessions[id] = &streamSession{id: r.lastSession, limit: limit}
-	return r.lastSession
-}
-
-// closeSession forgets session n unless a newer one replaced it.
-func (r *registry) closeSession(id string, n uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.sessions[id]; s != nil && s.id == n {
-		delete(r.sessions, id)
 	}
 }

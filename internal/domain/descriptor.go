@@ -8,7 +8,8 @@ import (
 // CommunicationType is how the engine reaches an executor type.
 type CommunicationType string
 
-// The communication types an executor type may declare.
+// The communication types of the transports this repository ships; a
+// transport a fork adds declares its own.
 const (
 	CommunicationGRPC  CommunicationType = "GRPC"
 	CommunicationKafka CommunicationType = "KAFKA"
@@ -20,6 +21,11 @@ const (
 	DefaultMaxConcurrentTasks = 10
 	DefaultExecutorVersion    = "1.0.0"
 )
+
+// communicationPattern is the shape of a communication type: the
+// transports of the service decide which ones they serve (GRPC, KAFKA and
+// REST, or a fork's own).
+var communicationPattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,31}$`)
 
 // idPattern is what the Gamelan engine accepts for run, node and executor ids.
 var idPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,255}$`)
@@ -64,10 +70,8 @@ func (d Descriptor) Validate() error {
 	if !ValidID(d.Type) {
 		return fmt.Errorf("executor type %q: must be 1-255 letters, digits, '_' or '-'", d.Type)
 	}
-	switch d.CommunicationType {
-	case CommunicationGRPC, CommunicationKafka, CommunicationREST:
-	default:
-		return fmt.Errorf("executor type %q: communication type %q is not GRPC, KAFKA or REST", d.Type, d.CommunicationType)
+	if !communicationPattern.MatchString(string(d.CommunicationType)) {
+		return fmt.Errorf("executor type %q: communication type %q is not a name such as GRPC, KAFKA or REST (upper-case letters, digits and _)", d.Type, d.CommunicationType)
 	}
 	if d.MaxConcurrentTasks < 1 {
 		return fmt.Errorf("executor type %q: max concurrent tasks %d is below 1", d.Type, d.MaxConcurrentTasks)

@@ -47,7 +47,7 @@ func TestDescriptorValidate(t *testing.T) {
 		{"rest", func(d *Descriptor) { d.CommunicationType = CommunicationREST }, ""},
 		{"empty type", func(d *Descriptor) { d.Type = "" }, `executor type "": must be 1-255`},
 		{"type with a space", func(d *Descriptor) { d.Type = "calculate tax" }, `executor type "calculate tax"`},
-		{"unknown communication type", func(d *Descriptor) { d.CommunicationType = "grpc" }, `communication type "grpc" is not GRPC, KAFKA or REST`},
+		{"unknown communication type", func(d *Descriptor) { d.CommunicationType = "grpc" }, `communication type "grpc" is not a name such as GRPC, KAFKA or REST`},
 		{"no communication type", func(d *Descriptor) { d.CommunicationType = "" }, `communication type ""`},
 		{"zero concurrency", func(d *Descriptor) { d.MaxConcurrentTasks = 0 }, "max concurrent tasks 0 is below 1"},
 		{"negative concurrency", func(d *Descriptor) { d.MaxConcurrentTasks = -4 }, "max concurrent tasks -4 is below 1"},

@@ -10,24 +10,25 @@
 // should be restarted is not ready either), and /q/health the same set as
 // /q/health/ready. Only GET and HEAD are answered; other methods get 405.
 //
-// The checks are registered with and evaluated by
-// github.com/heptiolabs/healthcheck, each wrapped in its Timeout so that a
-// hung check is reported DOWN instead of hanging the probe. Checks run one
-// after another, so a probe answers within the number of checks times the
-// check timeout; keep both small enough for the orchestrator's probe timeout.
+// Each check is a github.com/heptiolabs/healthcheck Check wrapped in its
+// Timeout, so that a hung check is reported DOWN instead of hanging the probe.
+// Checks run one after another, so a probe answers within the number of checks
+// times the check timeout; keep both small enough for the orchestrator's probe
+// timeout.
 //
 // An error's text is shown verbatim to whoever can reach the HTTP port:
 // checks must never put secrets, tokens or credentials into their errors.
 package health
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/heptiolabs/healthcheck"
@@ -48,9 +49,6 @@ const (
 
 // DefaultCheckTimeout bounds each check when New is given no positive timeout.
 const DefaultCheckTimeout = time.Second
-
-// healthyText is what heptiolabs/healthcheck reports for a check that passed.
-const healthyText = "OK"
 
 // Response is the JSON body of every probe.
 type Response struct {
@@ -75,8 +73,11 @@ type CheckResponse struct {
 // them over HTTP. Its methods are safe for concurrent use, also while probes
 // are being answered.
 type Probes struct {
-	checks       healthcheck.Handler
 	checkTimeout time.Duration
+
+	mu        sync.RWMutex
+	liveness  map[string]healthcheck.Check
+	readiness map[string]healthcheck.Check
 }
 
 // New returns Probes with no checks, which answer UP. Each check is given at
@@ -88,7 +89,11 @@ func New(checkTimeout time.Duration) *Probes {
 	if checkTimeout <= 0 {
 		checkTimeout = DefaultCheckTimeout
 	}
-	return &Probes{checks: healthcheck.NewHandler(), checkTimeout: checkTimeout}
+	return &Probes{
+		checkTimeout: checkTimeout,
+		liveness:     make(map[string]healthcheck.Check),
+		readiness:    make(map[string]healthcheck.Check),
+	}
 }
 
 // AddLiveness registers a check that fails when this process is broken and
@@ -99,7 +104,7 @@ func New(checkTimeout time.Duration) *Probes {
 // must be unique across liveness and readiness checks, because /q/health/ready
 // reports both in one list.
 func (p *Probes) AddLiveness(name string, check func() error) {
-	p.checks.AddLivenessCheck(name, p.bounded(check))
+	p.add(p.liveness, name, check)
 }
 
 // AddReadiness registers a check that fails while this process should not be
@@ -107,47 +112,56 @@ func (p *Probes) AddLiveness(name string, check func() error) {
 // by /q/health/ready and /q/health. The rules of AddLiveness about errors,
 // panics and names apply.
 func (p *Probes) AddReadiness(name string, check func() error) {
-	p.checks.AddReadinessCheck(name, p.bounded(check))
+	p.add(p.readiness, name, check)
 }
 
 // Register mounts the three probes on mux at LivePath, ReadyPath and
 // HealthPath. It panics, as http.ServeMux does, if one of the paths is already
 // registered on mux.
 func (p *Probes) Register(mux *http.ServeMux) {
-	mux.Handle(LivePath, p.probe(p.checks.LiveEndpoint))
-	mux.Handle(ReadyPath, p.probe(p.checks.ReadyEndpoint))
-	mux.Handle(HealthPath, p.probe(p.checks.ReadyEndpoint))
+	mux.Handle(LivePath, p.probe(false))
+	mux.Handle(ReadyPath, p.probe(true))
+	mux.Handle(HealthPath, p.probe(true))
 }
 
-// bounded wraps a check in healthcheck.Timeout and makes every failure,
-// panics included, an error whose text cannot be mistaken for success.
-func (p *Probes) bounded(check func() error) healthcheck.Check {
-	return healthcheck.Timeout(func() (err error) {
+// add stores check under name in checks, bounded by the check timeout.
+func (p *Probes) add(checks map[string]healthcheck.Check, name string, check func() error) {
+	bounded := healthcheck.Timeout(guarded(check), p.checkTimeout)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	checks[name] = bounded
+}
+
+// guarded makes every failure of check, panics included, an error whose text
+// is neither empty nor "OK" (what a passing check showed before this package
+// rendered its JSON itself), so that a DOWN check always says why.
+func guarded(check func() error) healthcheck.Check {
+	return func() (err error) {
 		defer func() {
 			if recovered := recover(); recovered != nil {
 				err = fmt.Errorf("check panicked: %v", recovered)
 			}
 		}()
 		if err := check(); err != nil {
-			if text := err.Error(); text == "" || text == healthyText {
+			if text := err.Error(); text == "" || text == "OK" {
 				return fmt.Errorf("check failed with error text %q", text)
 			}
 			return err
 		}
 		return nil
-	}, p.checkTimeout)
+	}
 }
 
-// probe serves one probe whose checks evaluate runs: it asks heptiolabs for
-// the full per-check outcome and renders it as a Response.
-func (p *Probes) probe(evaluate http.HandlerFunc) http.Handler {
+// probe serves one probe: the liveness checks, and the readiness checks too
+// when withReadiness is set.
+func (p *Probes) probe(withReadiness bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		response := evaluateChecks(r, evaluate)
+		response := p.evaluate(withReadiness)
 		body, err := json.Marshal(response)
 		if err != nil {
 			http.Error(w, "encode health response: "+err.Error(), http.StatusInternalServerError)
@@ -168,66 +182,39 @@ func (p *Probes) probe(evaluate http.HandlerFunc) http.Handler {
 	})
 }
 
-// evaluateChecks runs heptiolabs' endpoint with ?full=1 into memory and turns
-// its name -> "OK" or error text map into a Response.
-func evaluateChecks(r *http.Request, evaluate http.HandlerFunc) Response {
-	inner, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "/?full=1", nil)
-	if err != nil {
-		return failure(fmt.Errorf("build check request: %w", err))
+// evaluate runs the checks one after another, outside the lock so that
+// registering a check never waits for a probe. Should a name be registered as
+// both kinds, both checks run and either failing makes the Response DOWN, but
+// only the liveness check's outcome is listed under that name.
+func (p *Probes) evaluate(withReadiness bool) Response {
+	type namedCheck struct {
+		name  string
+		check healthcheck.Check
 	}
-	recorded := &recordedResponse{header: make(http.Header)}
-	evaluate(recorded, inner)
+	var checks []namedCheck
+	p.mu.RLock()
+	if withReadiness {
+		for name, check := range p.readiness {
+			checks = append(checks, namedCheck{name, check})
+		}
+	}
+	for name, check := range p.liveness {
+		checks = append(checks, namedCheck{name, check})
+	}
+	p.mu.RUnlock()
 
-	var outcomes map[string]string
-	if err := json.Unmarshal(recorded.body.Bytes(), &outcomes); err != nil {
-		return failure(fmt.Errorf("decode check outcomes: %w", err))
-	}
-	response := Response{Status: StatusUp, Checks: make([]CheckResponse, 0, len(outcomes))}
-	if recorded.status != http.StatusOK {
-		response.Status = StatusDown
-	}
-	for name, outcome := range outcomes {
-		check := CheckResponse{Name: name, Status: StatusUp}
-		if outcome != healthyText {
-			check.Status = StatusDown
-			check.Data = map[string]string{"error": outcome}
+	response := Response{Status: StatusUp, Checks: []CheckResponse{}}
+	outcomes := make(map[string]CheckResponse, len(checks))
+	for _, c := range checks {
+		outcome := CheckResponse{Name: c.name, Status: StatusUp}
+		if err := c.check(); err != nil {
+			outcome.Status = StatusDown
+			outcome.Data = map[string]string{"error": err.Error()}
 			response.Status = StatusDown
 		}
-		response.Checks = append(response.Checks, check)
+		outcomes[c.name] = outcome
 	}
+	response.Checks = slices.AppendSeq(response.Checks, maps.Values(outcomes))
 	slices.SortFunc(response.Checks, func(a, b CheckResponse) int { return strings.Compare(a.Name, b.Name) })
 	return response
-}
-
-// failure is the Response when the checks' outcome could not be read at all.
-func failure(err error) Response {
-	return Response{Status: StatusDown, Checks: []CheckResponse{{
-		Name:   "health",
-		Status: StatusDown,
-		Data:   map[string]string{"error": err.Error()},
-	}}}
-}
-
-// recordedResponse is an in-memory http.ResponseWriter that keeps what
-// heptiolabs' endpoints write: the status code and the body.
-type recordedResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-// Header returns the headers heptiolabs sets; they are not used.
-func (r *recordedResponse) Header() http.Header { return r.header }
-
-// WriteHeader keeps the first status code written, as a real response does.
-func (r *recordedResponse) WriteHeader(status int) {
-	if r.status == 0 {
-		r.status = status
-	}
-}
-
-// Write keeps the body, implying status 200 if none was written.
-func (r *recordedResponse) Write(p []byte) (int, error) {
-	r.WriteHeader(http.StatusOK)
-	return r.body.Write(p)
 }

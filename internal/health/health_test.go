@@ -3,10 +3,13 @@ package health_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,4 +213,90 @@ func TestOtherMethodsAreNotAllowed(t *testing.T) {
 			assert.True(t, strings.Contains(header.Get("Allow"), "GET"), method+" "+path)
 		}
 	}
+}
+
+func TestProbesAreNotCachedAndSayTheirLength(t *testing.T) {
+	probes := health.New(time.Second)
+	probes.AddLiveness("runtime", func() error { return nil })
+	for _, path := range []string{health.LivePath, health.ReadyPath, health.HealthPath} {
+		status, header, body := get(t, http.MethodGet, serve(t, probes)+path)
+		assert.Equal(t, http.StatusOK, status, path)
+		assert.Equal(t, "no-store", header.Get("Cache-Control"), path)
+		assert.Equal(t, strconv.Itoa(len(body)), header.Get("Content-Length"), path)
+	}
+}
+
+func TestErrorsThatLookHealthyAreReplacedByAnExplanation(t *testing.T) {
+	probes := health.New(time.Second)
+	probes.AddReadiness("ok-text", func() error { return errors.New("OK") })
+	probes.AddReadiness("no-text", func() error { return errors.New("") })
+	_, _, body := get(t, http.MethodGet, serve(t, probes)+health.ReadyPath)
+
+	assert.JSONEq(t, `{"status":"DOWN","checks":[
+		{"name":"no-text","status":"DOWN","data":{"error":"check failed with error text \"\""}},
+		{"name":"ok-text","status":"DOWN","data":{"error":"check failed with error text \"OK\""}}]}`, string(body))
+}
+
+func TestRegisteringANameAgainReplacesTheCheck(t *testing.T) {
+	probes := health.New(time.Second)
+	probes.AddLiveness("runtime", func() error { return errors.New("old liveness") })
+	probes.AddLiveness("runtime", func() error { return nil })
+	probes.AddReadiness("intake", func() error { return nil })
+	probes.AddReadiness("intake", func() error { return errors.New("new readiness") })
+	_, _, body := get(t, http.MethodGet, serve(t, probes)+health.ReadyPath)
+
+	assert.JSONEq(t, `{"status":"DOWN","checks":[
+		{"name":"intake","status":"DOWN","data":{"error":"new readiness"}},
+		{"name":"runtime","status":"UP"}]}`, string(body))
+}
+
+// A name registered as both kinds breaks the documented rule; this pins what
+// happens then: both checks run, either failing makes the probe DOWN, and the
+// liveness check's outcome is the one listed.
+func TestANameOfBothKindsListsTheLivenessOutcome(t *testing.T) {
+	var readinessRuns atomic.Int32
+	probes := health.New(time.Second)
+	probes.AddLiveness("shared", func() error { return errors.New("liveness failed") })
+	probes.AddReadiness("shared", func() error { readinessRuns.Add(1); return nil })
+	status, _, body := get(t, http.MethodGet, serve(t, probes)+health.ReadyPath)
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.JSONEq(t, `{"status":"DOWN","checks":[{"name":"shared","status":"DOWN","data":{"error":"liveness failed"}}]}`, string(body))
+	assert.Equal(t, int32(1), readinessRuns.Load())
+
+	probes = health.New(time.Second)
+	probes.AddLiveness("shared", func() error { return nil })
+	probes.AddReadiness("shared", func() error { return errors.New("readiness failed") })
+	status, _, body = get(t, http.MethodGet, serve(t, probes)+health.ReadyPath)
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.JSONEq(t, `{"status":"DOWN","checks":[{"name":"shared","status":"UP"}]}`, string(body))
+}
+
+func TestChecksCanBeAddedWhileProbesAreAnswered(t *testing.T) {
+	probes := health.New(time.Second)
+	url := serve(t, probes)
+	const added = 20
+	var probing sync.WaitGroup
+	for range 4 {
+		probing.Go(func() {
+			for range added { // assert, not require: this is not the test's goroutine
+				response, err := http.Get(url + health.ReadyPath)
+				if !assert.NoError(t, err) {
+					return
+				}
+				var body health.Response
+				assert.NoError(t, json.NewDecoder(response.Body).Decode(&body))
+				response.Body.Close()
+				assert.Equal(t, http.StatusOK, response.StatusCode)
+				assert.Equal(t, health.StatusUp, body.Status)
+			}
+		})
+	}
+	for i := range added {
+		probes.AddLiveness(fmt.Sprintf("live-%02d", i), func() error { return nil })
+		probes.AddReadiness(fmt.Sprintf("ready-%02d", i), func() error { return nil })
+	}
+	probing.Wait()
+
+	_, _, body := get(t, http.MethodGet, url+health.ReadyPath)
+	assert.Len(t, decode(t, body).Checks, 2*added)
 }

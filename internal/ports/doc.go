@@ -8,4 +8,10 @@
 // adapters that implement TaskSource; they are not ports of their own.
 // Adapters live in internal/adapters/<technology> and every one of them runs
 // the contract suite of its port in pkg/porttest.
+//
+// Beside the interfaces, the package holds the caller side of Intake that
+// every source shares, so that each idea is written once: Pull, the pull
+// loop of pull sources and its one refusal policy; Gate, the admission of a
+// pushed task (authenticate, build, offer, classify); and StopWithin, the
+// graceful-then-hard stop of a push source's server.
 package ports

@@ -29,6 +29,17 @@ var rules = []rule{
 	{"internal/gen", nil},
 	{"internal/ports", []string{"internal/domain"}},
 	{"internal/app", []string{"internal/domain", "internal/ports"}},
+	// The engine side of each wire protocol, shared by the reference engine
+	// and the adapters' test harnesses: it speaks the protocol (generated
+	// code, the Kafka message shapes), never the executor's ports, runtime
+	// or other adapters. The REST side reads the protocol on its own.
+	{"internal/engine/grpcengine", []string{"internal/domain", "internal/gen"}},
+	{"internal/engine/restengine", nil},
+	{"internal/engine/kafkaengine", []string{"internal/adapters/kafka"}},
+	// The adapters' test harnesses are thin layers over that engine side.
+	{"internal/adapters/grpc/grpctest", []string{"internal/domain", "internal/gen", "internal/engine/grpcengine"}},
+	{"internal/adapters/rest/resttest", []string{"internal/engine/restengine"}},
+	{"internal/adapters/kafka/kafkatest", []string{"internal/domain", "internal/adapters/kafka", "internal/engine/kafkaengine"}},
 	// Adapters see the domain and the ports (and shared technical packages
 	// such as security), never the application core, cmd/ or one another.
 	{"internal/adapters/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security", "internal/telemetry"}},
@@ -43,9 +54,10 @@ var rules = []rule{
 	// public API only (and the list of hosted types imports them).
 	{"executors", []string{"pkg/executor", "executors"}},
 	// The reference engine is an application of its own: it speaks the
-	// protocol (generated code, Kafka and REST registry message shapes,
-	// tokens) and never touches the executor's runtime.
-	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/telemetry", "internal/adapters/kafka", "internal/adapters/rest"}},
+	// protocol through the engine side (internal/engine, plus generated code,
+	// Kafka message shapes and tokens) and never touches the executor's
+	// runtime, nor the test harnesses.
+	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/telemetry", "internal/engine", "internal/adapters/kafka"}},
 	// Any other internal package is a technical helper: it may use the
 	// domain, the ports and the generated code, never the core or adapters.
 	{"internal/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security"}},
@@ -111,6 +123,12 @@ func TestRuleTableCatchesViolations(t *testing.T) {
 		{"executors", "executors/examples", true},
 		{"internal/app", "executors", false},
 		{"internal/adapters/grpc", "executors/examples", false},
+		{"internal/adapters/grpc", "internal/engine/grpcengine", false},
+		{"internal/adapters/grpc/grpctest", "internal/engine/grpcengine", true},
+		{"internal/engine/restengine", "internal/adapters/rest", false},
+		{"internal/engine/grpcengine", "internal/ports", false},
+		{"internal/devengine", "internal/engine/kafkaengine", true},
+		{"internal/devengine", "internal/adapters/grpc/grpctest", false},
 	}
 	for _, c := range cases {
 		r, ok := ruleFor(c.pkg)

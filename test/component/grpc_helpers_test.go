@@ -177,6 +177,9 @@ func missingResults(engine *grpctest.Engine, runID string, nodes map[string]bool
 // executor; and it runs onUnregister when an executor unregisters.
 type engineTap struct {
 	holdResults atomic.Bool
+	// held counts results refused or dropped while holdResults was set:
+	// proof that results are in flight in the executor.
+	held atomic.Int64
 
 	mu   sync.Mutex
 	sent map[string]int // task node id -> successful sends
@@ -196,6 +199,7 @@ func (tap *engineTap) options() []grpctest.Option {
 
 func (tap *engineTap) interceptStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if info.FullMethod == gamelanv1.ExecutorService_ReportResults_FullMethodName && tap.holdResults.Load() {
+		tap.held.Add(1)
 		return status.Error(codes.Unavailable, "engine tap: results held")
 	}
 	return handler(srv, &tappedStream{ServerStream: ss, tap: tap})
@@ -236,6 +240,7 @@ func (s *tappedStream) RecvMsg(m any) error {
 		if !ok || msg.GetResult() == nil || !s.tap.holdResults.Load() {
 			return nil
 		}
+		s.tap.held.Add(1)
 	}
 }
 

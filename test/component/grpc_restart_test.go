@@ -63,10 +63,13 @@ func TestGRPCEngineRestartMidStream(t *testing.T) {
 
 			// Hold results so that some are in flight in the executor when
 			// the engine goes away.
+			// A result that ran but is not recorded may still be on its way
+			// in a ReportResults that began before the hold: wait for one the
+			// engine refused, which the executor must still hold.
 			tap.holdResults.Store(true)
 			require.Eventually(t, func() bool {
-				return len(missingResults(engine, run, finishedNodes(r.logs, run))) > 0
-			}, conditionTimeout, conditionTick, "no result was ever in flight")
+				return tap.held.Load() > 0 && len(missingResults(engine, run, finishedNodes(r.logs, run))) > 0
+			}, conditionTimeout, conditionTick, "no result was ever held in flight")
 			engine.Stop()
 			tap.holdResults.Store(false)
 			sentBeforeBreak := tap.sentNodes()

@@ -13,14 +13,14 @@ import (
 )
 
 // The helpers of the tests of the service registered over HTTP
-// (REGISTRAR=http) with a resttest registry, and of its REST intake.
+// (REGISTRAR=rest) with a resttest registry, and of its REST intake.
 
 // httpRegistrarEnv registers over HTTP with registry, heartbeating every
 // second with requests that time out after a second, at info level.
 func httpRegistrarEnv(registry *resttest.Registry) map[string]string {
 	vars := baseEnv()
 	vars["GAMELAN_EXECUTOR_LOG_LEVEL"] = "info"
-	vars["GAMELAN_EXECUTOR_REGISTRAR"] = "http"
+	vars["GAMELAN_EXECUTOR_REGISTRAR"] = "rest"
 	vars["GAMELAN_EXECUTOR_ENGINE_URL"] = registry.URL()
 	vars["GAMELAN_EXECUTOR_ENGINE_HTTP_TIMEOUT_SECONDS"] = "1"
 	vars["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "1"

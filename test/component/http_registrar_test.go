@@ -17,12 +17,12 @@ import (
 	"github.com/gamelan-go/executor/internal/security/securitytest"
 )
 
-// The service registered over HTTP (REGISTRAR=http) with a resttest
+// The service registered over HTTP (REGISTRAR=rest) with a resttest
 // registry: how the Gamelan engine learns about Kafka executors, and how
 // registration and heartbeats ride out an engine's faults.
 
 // TestHTTPRegistrarWithKafkaTransport is the HTTP adapter's "done when": an
-// executor configured with REGISTRAR=http and TRANSPORT=kafka registers over
+// executor configured with REGISTRAR=rest and TRANSPORT=kafka registers over
 // HTTP, with a token naming it on every call, is listed by GET
 // /api/v1/executors as a KAFKA executor reached through the tasks topic,
 // answers a Kafka task on the results topic, heartbeats over HTTP, and

@@ -319,7 +319,7 @@ func TestInteropIdleLongerThanTwiceTheKeepalive(t *testing.T) {
 				var registry *resttest.Registry
 				if registrar == "http" {
 					registry = resttest.Start(t)
-					vars["GAMELAN_EXECUTOR_REGISTRAR"] = "http"
+					vars["GAMELAN_EXECUTOR_REGISTRAR"] = "rest"
 					vars["GAMELAN_EXECUTOR_ENGINE_URL"] = registry.URL()
 				}
 				exec := startExecutor(t, vars)

@@ -1,9 +1,12 @@
-// Package service assembles the executor service: it reads the
-// configuration, picks the adapters it names, wires them to the runtime with
-// Wire, serves the health probes, and runs until its context ends. Run is
-// what main calls; RunWithPorts is the same service with ports supplied by
-// the caller, for component tests.
+// Package service assembles the executor service: it reads the settings
+// (Config and one section per transport), plans which transport serves each
+// hosted executor type, builds what the plan uses with Wire (wire.go: one
+// provider set per technology, each provider returning its cleanup), serves
+// the health probes, and runs until its context ends. Run is what main
+// calls; RunWithPorts is the same service with ports supplied by the caller,
+// for component tests.
 //
-// A fork changes executors.go to host its own executor types; adding a
-// transport is one case in each selector of providers.go.
+// transports.go holds the one table of transports: a fork adds a transport
+// with its adapter package and one entry there (docs/forking.md), and hosts
+// its own executor types in executors/hosted.go.
 package service

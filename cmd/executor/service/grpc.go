@@ -8,177 +8,146 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/wire"
 	ggrpc "google.golang.org/grpc"
 
 	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
 	"github.com/gamelan-go/executor/internal/domain"
+	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/security"
 )
 
-// The gRPC transport's pieces, built once each and shared by its ports.
+// grpcSet provides what the gRPC transport, registrar and result sink share:
+// the TLS configuration and the connection to the engine.
+var grpcSet = wire.NewSet(newGRPCTLS, newEngineConn)
 
-// pushCloseTimeout bounds how long the push server waits for calls in
-// progress when the service closes.
+// pushCloseTimeout bounds how long the push server (and the REST intake)
+// wait for calls in progress when the service closes.
 const pushCloseTimeout = 5 * time.Second
 
 // streamReconnect paces reopening engine streams that fail or end empty.
 var streamReconnect = domain.Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2, Jitter: 0.2}
 
-// tokenMinter returns the minter of this service's tokens, or nil when no
-// JWT secret is set.
-func (a *adapters) tokenMinter() (*security.Minter, error) {
-	if a.tokensBuilt {
-		return a.tokens, nil
-	}
-	a.tokensBuilt = true
-	if a.cfg.JWTSecret == "" {
-		a.log.Warn("no JWT secret: calls to the engine carry no token and inbound tasks are not authenticated")
-		return nil, nil
-	}
-	minter, err := security.NewMinter(security.MinterConfig{
-		Secret:        []byte(a.cfg.JWTSecret),
-		Issuer:        a.cfg.JWTIssuer,
-		Audience:      a.cfg.JWTAudience,
-		TTL:           a.cfg.JWTTTL(),
-		Subject:       a.cfg.Name,
-		Name:          a.cfg.Name,
-		Version:       a.cfg.Version,
-		ExecutorTypes: a.executorTypes,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("token minter: %w", err)
-	}
-	a.tokens = minter
-	return minter, nil
+// grpcTLS is the client and server TLS configuration, nil for plaintext.
+type grpcTLS struct {
+	client, server *tls.Config
 }
 
-// inboundAuthenticator verifies the engine's tokens on push calls, or is nil
-// when inbound authentication is off (said loudly) or there is no secret.
-func (a *adapters) inboundAuthenticator() (func(string) error, error) {
-	if a.cfg.JWTSecret == "" {
-		return nil, nil
+// newGRPCTLS reads the certificates when gRPC is used with TLS.
+func newGRPCTLS(s *settings, p *plan) (grpcTLS, error) {
+	g := s.GRPC
+	if !g.UseSSL || !p.uses("grpc") {
+		return grpcTLS{}, nil
 	}
-	if a.cfg.JWTInbound == "off" {
-		a.log.Warn("INBOUND AUTHENTICATION IS OFF: push tasks are accepted without a token (GAMELAN_EXECUTOR_JWT_INBOUND=off)")
-		return nil, nil
-	}
-	verifier, err := security.NewVerifier(security.VerifierConfig{
-		Secret:   []byte(a.cfg.JWTSecret),
-		Issuer:   a.cfg.JWTInboundIssuer,
-		Audience: a.cfg.JWTInboundAudience,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("token verifier: %w", err)
-	}
-	return func(token string) error {
-		_, err := verifier.Verify(token)
-		return err
-	}, nil
-}
-
-// grpcTLS returns the client and server TLS configs, or nils for plaintext.
-func (a *adapters) grpcTLS() (client, server *tls.Config, err error) {
-	if !a.cfg.GRPCUseSSL {
-		return nil, nil, nil
-	}
-	clientCert, clientKey := a.cfg.GRPCClientCertificatePath, a.cfg.GRPCClientPrivateKeyPath
+	clientCert, clientKey := g.ClientCertificatePath, g.ClientPrivateKeyPath
 	if clientCert == "" {
-		clientCert, clientKey = a.cfg.GRPCCertificatePath, a.cfg.GRPCPrivateKeyPath
+		clientCert, clientKey = g.CertificatePath, g.PrivateKeyPath
 	}
-	client, err = security.ClientTLSConfig(a.cfg.GRPCCACertificatePath, clientCert, clientKey)
+	client, err := security.ClientTLSConfig(string(g.CACertificatePath), string(clientCert), string(clientKey))
 	if err != nil {
-		return nil, nil, fmt.Errorf("grpc client TLS: %w", err)
+		return grpcTLS{}, fmt.Errorf("grpc client TLS: %w", err)
 	}
-	server, err = security.ServerTLSConfig(a.cfg.GRPCCertificatePath, a.cfg.GRPCPrivateKeyPath, a.cfg.GRPCCACertificatePath)
+	server, err := security.ServerTLSConfig(string(g.CertificatePath), string(g.PrivateKeyPath), string(g.CACertificatePath))
 	if err != nil {
-		return nil, nil, fmt.Errorf("grpc server TLS: %w", err)
+		return grpcTLS{}, fmt.Errorf("grpc server TLS: %w", err)
 	}
-	return client, server, nil
+	return grpcTLS{client: client, server: server}, nil
 }
 
-// grpcConnection returns the connection to the engine's ExecutorService.
-func (a *adapters) grpcConnection() (*ggrpc.ClientConn, error) {
-	if a.grpcConn != nil {
-		return a.grpcConn, nil
+// engineConn is the connection to the engine's ExecutorService, and the
+// watch that tells the runtime when it was remade (the engine may have
+// forgotten us).
+type engineConn struct {
+	conn   *ggrpc.ClientConn
+	client gamelanv1.ExecutorServiceClient
+	watch  *grpcadapter.ConnectionWatch
+}
+
+// newEngineConn dials the engine when something uses gRPC, else returns nil.
+func newEngineConn(s *settings, p *plan, t grpcTLS, tokens *security.Minter, log *slog.Logger) (*engineConn, func(), error) {
+	if !p.uses("grpc") {
+		return nil, func() {}, nil
 	}
-	clientTLS, _, err := a.grpcTLS()
-	if err != nil {
-		return nil, err
-	}
-	minter, err := a.tokenMinter()
-	if err != nil {
-		return nil, err
-	}
+	g := s.GRPC
 	cc := grpcadapter.ClientConfig{
-		Target:                a.cfg.EngineGRPCTarget,
-		TLS:                   clientTLS,
-		KeepAliveTime:         a.cfg.GRPCKeepAliveTime(),
-		KeepAliveTimeout:      a.cfg.GRPCKeepAliveTimeout(),
-		KeepAliveWithoutCalls: a.cfg.GRPCKeepAliveWithoutCalls,
-		MaxMessageSize:        a.cfg.GRPCMaxMessageSize,
+		Target:                string(g.EngineTarget),
+		TLS:                   t.client,
+		KeepAliveTime:         g.KeepAliveTime.Duration(),
+		KeepAliveTimeout:      g.KeepAliveTimeout.Duration(),
+		KeepAliveWithoutCalls: g.KeepAliveWithoutCalls,
+		MaxMessageSize:        int(g.MaxMessageSize),
 	}
-	if minter != nil {
-		cc.Credentials = minter.PerRPCCredentials(clientTLS != nil)
+	if tokens != nil {
+		cc.Credentials = tokens.PerRPCCredentials(t.client != nil)
 	}
 	conn, err := grpcadapter.Dial(cc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	a.grpcConn = conn
-	a.onClose("grpc connection to the engine", conn.Close)
-	a.grpcWatch = grpcadapter.NewConnectionWatch(conn, a.log.With(slog.String("component", "engine-connection")))
-	a.onClose("grpc connection watch", func() error { a.grpcWatch.Close(); return nil })
-	return conn, nil
+	watch := grpcadapter.NewConnectionWatch(conn, log.With(slog.String("component", "engine-connection")))
+	return &engineConn{conn: conn, client: gamelanv1.NewExecutorServiceClient(conn), watch: watch}, func() {
+		watch.Close()
+		closing(log, "grpc connection to the engine", conn.Close)
+	}, nil
 }
 
-// grpcIntake returns the gRPC task source (the push server plus the
-// configured pull intake) and the sink that answers its tasks.
-func (a *adapters) grpcIntake(served []domain.Registration) (*grpcadapter.TaskSource, *grpcadapter.ResultSink, error) {
-	if a.grpcSource != nil {
-		return a.grpcSource, a.grpcSink, nil
-	}
-	minter, err := a.tokenMinter()
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := a.grpcConnection()
-	if err != nil {
-		return nil, nil, err
-	}
-	_, serverTLS, err := a.grpcTLS()
-	if err != nil {
-		return nil, nil, err
-	}
-	authenticate, err := a.inboundAuthenticator()
-	if err != nil {
-		return nil, nil, err
-	}
+// buildGRPC serves types over gRPC: the push server the engine calls, plus
+// the pull intake GRPC_INTAKE chooses; results go back through ReportResults.
+func buildGRPC(w *wiring, served []domain.Registration) (built, func(), error) {
+	g := w.settings.GRPC
 	push, err := grpcadapter.NewPushServer(grpcadapter.ServerConfig{
-		Address:              net.JoinHostPort(a.cfg.GRPCHost, strconv.Itoa(a.cfg.GRPCPort)),
-		TLS:                  serverTLS,
-		MaxConcurrentStreams: uint32(a.cfg.GRPCMaxConcurrentStreams),
-		FlowControlWindow:    int32(a.cfg.GRPCFlowControlWindow),
-		MaxMessageSize:       a.cfg.GRPCMaxMessageSize,
-		KeepAliveTime:        a.cfg.GRPCKeepAliveTime(),
-		KeepAliveTimeout:     a.cfg.GRPCKeepAliveTimeout(),
-		Authenticate:         authenticate,
+		Address:              net.JoinHostPort(string(g.Host), strconv.Itoa(int(g.Port))),
+		TLS:                  w.grpcTLS.server,
+		MaxConcurrentStreams: uint32(g.MaxConcurrentStreams),
+		FlowControlWindow:    int32(g.FlowControlWindow),
+		MaxMessageSize:       int(g.MaxMessageSize),
+		KeepAliveTime:        g.KeepAliveTime.Duration(),
+		KeepAliveTimeout:     g.KeepAliveTimeout.Duration(),
+		Authenticate:         w.inbound,
 		Executors:            served,
-	}, a.log.With(slog.String("component", "push-server")))
+	}, w.log.With(slog.String("component", "push-server")))
 	if err != nil {
-		return nil, nil, err
+		return built{}, nil, err
 	}
-	a.grpcPush = push
-	a.onClose("grpc push server", func() error { push.Close(pushCloseTimeout); return nil })
+	closePush := func() { push.Close(pushCloseTimeout) }
+	intake := grpcadapter.IntakeConfig{Mode: string(g.Intake), Executors: served, Reconnect: streamReconnect,
+		MaxMessageSize: int(g.MaxMessageSize), Watch: w.engine.watch}
+	if w.tokens != nil {
+		intake.StreamLifetime = w.tokens.RefreshAfter()
+	}
+	source, sink, err := grpcadapter.NewIntake(w.engine.conn, push, intake, w.log.With(slog.String("transport", "grpc")))
+	if err != nil {
+		closePush()
+		return built{}, nil, err
+	}
+	endpoint := string(g.AdvertisedEndpoint)
+	if endpoint == "" {
+		endpoint = advertisedAddress(push.Addr())
+	}
+	return built{source: source, sink: sink, endpoint: endpoint}, closePush, nil
+}
 
-	intake := grpcadapter.IntakeConfig{Mode: a.cfg.GRPCIntake, Executors: served, Reconnect: streamReconnect,
-		MaxMessageSize: a.cfg.GRPCMaxMessageSize, Watch: a.grpcWatch}
-	if minter != nil {
-		intake.StreamLifetime = minter.RefreshAfter()
+// grpcReportResults is the sink answering through the engine's
+// ReportResults, for transports that take tasks another way (REST).
+func grpcReportResults(w *wiring) *grpcadapter.ResultSink {
+	return grpcadapter.NewResultSink(w.engine.client, int(w.settings.GRPC.MaxMessageSize)).Watching(w.engine.watch)
+}
+
+// grpcRegistrar registers with the engine's ExecutorService.
+func grpcRegistrar(w *wiring) (controlPlane, error) {
+	return controlPlane{
+		registrar:   grpcadapter.NewRegistrar(w.engine.client).Watching(w.engine.watch),
+		heartbeater: grpcadapter.NewHeartbeater(w.engine.client),
+	}, nil
+}
+
+// advertisedAddress is a bound address the engine can dial: itself when
+// it is a specific address, else the host name with its port (0.0.0.0 is
+// not an address the engine can dial).
+func advertisedAddress(bound net.Addr) string {
+	host, port, _ := net.SplitHostPort(bound.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = hostName()
 	}
-	source, sink, err := grpcadapter.NewIntake(conn, push, intake, a.log.With(slog.String("transport", "grpc")))
-	if err != nil {
-		return nil, nil, err
-	}
-	a.grpcSource, a.grpcSink = source, sink
-	return source, sink, nil
+	return net.JoinHostPort(host, port)
 }

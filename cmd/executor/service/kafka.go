@@ -4,109 +4,99 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/google/wire"
+
 	kafkaadapter "github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/security"
 )
 
-// The Kafka transport's pieces, built once each and shared by its ports:
-// one producer (results, registrations, heartbeats) and one consumer group,
-// never sharing a client.
+// kafkaSet provides what the Kafka transport, registrar and result sink
+// share: the client configuration and one producer (results,
+// registrations, heartbeats). The consumer group has a client of its own:
+// sharing one between a producer and a consumer makes both slow.
+var kafkaSet = wire.NewSet(newKafkaConfig, newKafkaProducer)
 
-// kafkaConfig maps the service configuration onto the Kafka adapters', once
-// (certificates read and the result validated).
-func (a *adapters) kafkaConfig() (kafkaadapter.Config, error) {
-	if a.kafkaConf != nil {
-		return *a.kafkaConf, nil
+// newKafkaConfig maps the Kafka section onto the adapters' configuration
+// when something uses Kafka, else returns nil.
+func newKafkaConfig(s *settings, p *plan) (*kafkaadapter.Config, error) {
+	if !p.uses("kafka") {
+		return nil, nil
+	}
+	k := s.Kafka
+	groupID := k.GroupID
+	if groupID == "" {
+		groupID = string(s.Name)
 	}
 	cfg := kafkaadapter.Config{
-		Brokers:              a.cfg.KafkaBootstrapServers,
-		GroupID:              a.cfg.KafkaGroupID,
-		ClientID:             a.cfg.Name,
-		TasksTopic:           a.cfg.KafkaTasksTopic,
-		ResultsTopic:         a.cfg.KafkaResultsTopic,
-		RegistrationsTopic:   a.cfg.KafkaRegistrationsTopic,
-		HeartbeatsTopic:      a.cfg.KafkaHeartbeatsTopic,
-		UnregistrationsTopic: a.cfg.KafkaUnregistrationsTopic,
-		MaxMessageBytes:      a.cfg.KafkaMaxMessageBytes,
+		Brokers:              k.BootstrapServers,
+		GroupID:              groupID,
+		ClientID:             string(s.Name),
+		TasksTopic:           string(k.TasksTopic),
+		ResultsTopic:         string(k.ResultsTopic),
+		RegistrationsTopic:   string(k.RegistrationsTopic),
+		HeartbeatsTopic:      string(k.HeartbeatsTopic),
+		UnregistrationsTopic: string(k.UnregistrationsTopic),
+		MaxMessageBytes:      int(k.MaxMessageBytes),
 		SASL: kafkaadapter.SASL{
-			Mechanism: a.cfg.KafkaSASLMechanism,
-			User:      a.cfg.KafkaSASLUsername,
-			Password:  a.cfg.KafkaSASLPassword,
+			Mechanism: string(k.SASLMechanism),
+			User:      k.SASLUsername,
+			Password:  string(k.SASLPassword),
 		},
 	}
-	if a.cfg.KafkaTLS {
-		tlsConfig, err := security.ClientTLSConfig(a.cfg.KafkaCACertificatePath, a.cfg.KafkaClientCertificatePath, a.cfg.KafkaClientPrivateKeyPath)
+	if k.TLS {
+		tlsConfig, err := security.ClientTLSConfig(string(k.CACertificatePath), string(k.ClientCertificatePath), string(k.ClientPrivateKeyPath))
 		if err != nil {
-			return kafkaadapter.Config{}, fmt.Errorf("kafka TLS: %w", err)
+			return nil, fmt.Errorf("kafka TLS: %w", err)
 		}
 		cfg.TLS = tlsConfig
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, err
+		return nil, err
 	}
-	a.kafkaConf = &cfg
-	return cfg, nil
+	return &cfg, nil
 }
 
-// kafkaProducerFor returns the process's Kafka producer; its records carry
-// a token naming their executor when tokens are on.
-func (a *adapters) kafkaProducerFor() (*kafkaadapter.Producer, error) {
-	if a.kafkaProducer != nil {
-		return a.kafkaProducer, nil
+// newKafkaProducer returns the process's producer, or nil without Kafka;
+// its records carry a token naming their executor when tokens are on.
+func newKafkaProducer(cfg *kafkaadapter.Config, tokens *security.Minter, log *slog.Logger) (*kafkaadapter.Producer, func(), error) {
+	if cfg == nil {
+		return nil, func() {}, nil
 	}
-	cfg, err := a.kafkaConfig()
+	producer, err := kafkaadapter.NewProducer(*cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	minter, err := a.tokenMinter()
-	if err != nil {
-		return nil, err
+	if tokens != nil {
+		producer.WithTokens(tokens.Token)
 	}
-	producer, err := kafkaadapter.NewProducer(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if minter != nil {
-		producer.WithTokens(minter.Token)
-	}
-	a.kafkaProducer = producer
-	a.onClose("kafka producer", producer.Close)
-	return producer, nil
+	return producer, func() { closing(log, "kafka producer", producer.Close) }, nil
 }
 
-// kafkaResultSink returns the sink producing results, one per process.
-func (a *adapters) kafkaResultSink() (*kafkaadapter.ResultSink, error) {
-	if a.kafkaSink != nil {
-		return a.kafkaSink, nil
-	}
-	producer, err := a.kafkaProducerFor()
+// buildKafka serves types from the tasks topic, in a consumer group, and
+// answers on the results topic. Closing leaves the group, committing what
+// the runtime settled.
+func buildKafka(w *wiring, served []domain.Registration) (built, func(), error) {
+	source, err := kafkaadapter.NewTaskSource(*w.kafka, served, w.log.With(slog.String("transport", "kafka")))
 	if err != nil {
-		return nil, err
+		return built{}, nil, err
 	}
-	cfg, err := a.kafkaConfig()
-	if err != nil {
-		return nil, err
-	}
-	a.kafkaSink = kafkaadapter.NewResultSink(producer, cfg)
-	return a.kafkaSink, nil
+	return built{
+		source:   source,
+		sink:     kafkaResults(w),
+		endpoint: w.kafka.TasksTopic, // Kafka executors are reached through the tasks topic
+	}, func() { closing(w.log, "kafka task source", source.Close) }, nil
 }
 
-// kafkaTaskSource returns the consumer-group source of the tasks topic;
-// closing it leaves the group, committing what the runtime settled.
-func (a *adapters) kafkaTaskSource(served []domain.Registration) (*kafkaadapter.TaskSource, error) {
-	if a.kafkaSource != nil {
-		return a.kafkaSource, nil
-	}
-	cfg, err := a.kafkaConfig()
-	if err != nil {
-		return nil, err
-	}
-	source, err := kafkaadapter.NewTaskSource(cfg, served, a.log.With(slog.String("transport", "kafka")))
-	if err != nil {
-		return nil, err
-	}
-	a.kafkaSource = source
-	a.onClose("kafka task source", source.Close)
-	return source, nil
+// kafkaResults is the sink producing results to the results topic.
+func kafkaResults(w *wiring) *kafkaadapter.ResultSink {
+	return kafkaadapter.NewResultSink(w.producer, *w.kafka)
+}
+
+// kafkaRegistrar registers on the registration and heartbeat topics.
+func kafkaRegistrar(w *wiring) (controlPlane, error) {
+	return controlPlane{
+		registrar:   kafkaadapter.NewRegistrar(w.producer, *w.kafka),
+		heartbeater: kafkaadapter.NewHeartbeater(w.producer, *w.kafka),
+	}, nil
 }

@@ -5,88 +5,60 @@ import (
 	"net"
 	"strconv"
 
-	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
+	"github.com/google/wire"
+
 	"github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/domain"
-	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/security"
 )
 
-// The HTTP pieces: the client of the engine's REST registry, and the REST
-// task intake.
+// restSet provides the client of the engine's REST registry.
+var restSet = wire.NewSet(newRegistryClient)
 
-// engineClient returns the client of the engine's REST registry.
-func (a *adapters) engineClient() (*rest.Client, error) {
-	if a.restClient != nil {
-		return a.restClient, nil
+// newRegistryClient returns the client of the engine's REST registry when
+// it is the control plane, else nil.
+func newRegistryClient(s *settings, p *plan, tokens *security.Minter) (*rest.Client, error) {
+	if p.registrar != "rest" {
+		return nil, nil
 	}
-	minter, err := a.tokenMinter()
-	if err != nil {
-		return nil, err
+	cfg := rest.ClientConfig{BaseURL: string(s.REST.EngineURL), Timeout: s.REST.EngineTimeout.Duration()}
+	if tokens != nil {
+		cfg.Token = tokens.Token
 	}
-	cfg := rest.ClientConfig{BaseURL: a.cfg.EngineURL, Timeout: a.cfg.EngineHTTPTimeout()}
-	if minter != nil {
-		cfg.Token = minter.Token
-	}
-	client, err := rest.NewClient(cfg)
-	if err != nil {
-		return nil, err
-	}
-	a.restClient = client
-	return client, nil
+	return rest.NewClient(cfg)
 }
 
-// restIntake returns the REST task intake, listening from now on.
-func (a *adapters) restIntake(served []domain.Registration) (*rest.Intake, error) {
-	if a.restSource != nil {
-		return a.restSource, nil
-	}
-	authenticate, err := a.inboundAuthenticator()
-	if err != nil {
-		return nil, err
-	}
+// buildREST serves types through the REST intake the engine posts tasks
+// to; their results go where REST_RESULT_SINK says.
+func buildREST(w *wiring, served []domain.Registration) (built, func(), error) {
+	r := w.settings.REST
 	intake, err := rest.NewIntake(rest.IntakeConfig{
-		Address:      net.JoinHostPort(a.cfg.RESTHost, strconv.Itoa(a.cfg.RESTPort)),
-		MaxBodyBytes: int64(a.cfg.RESTMaxBodyBytes),
-		Authenticate: authenticate,
+		Address:      net.JoinHostPort(string(r.Host), strconv.Itoa(int(r.Port))),
+		MaxBodyBytes: int64(r.MaxBodyBytes),
+		Authenticate: w.inbound,
 		Executors:    served,
-	}, a.log.With(slog.String("component", "rest-intake")))
+	}, w.log.With(slog.String("component", "rest-intake")))
 	if err != nil {
-		return nil, err
+		return built{}, nil, err
 	}
-	a.restSource = intake
-	a.onClose("rest intake", func() error { intake.Close(pushCloseTimeout); return nil })
-	return intake, nil
+	var sink ports.ResultSink
+	if r.ResultSink == "kafka" {
+		sink = kafkaResults(w)
+	} else {
+		sink = grpcReportResults(w)
+	}
+	endpoint := string(r.AdvertisedEndpoint)
+	if endpoint == "" {
+		endpoint = "http://" + advertisedAddress(intake.Addr()) + rest.TaskPath
+	}
+	return built{source: intake, sink: sink, endpoint: endpoint}, func() { intake.Close(pushCloseTimeout) }, nil
 }
 
-// restResultSink returns where results of REST tasks go (REST_RESULT_SINK):
-// the engine's ReportResults, or the results topic.
-func (a *adapters) restResultSink() (ports.ResultSink, error) {
-	if a.cfg.RESTResultSink == "kafka" {
-		return a.kafkaResultSink()
-	}
-	conn, err := a.grpcConnection()
-	if err != nil {
-		return nil, err
-	}
-	return grpcadapter.NewResultSink(gamelanv1.NewExecutorServiceClient(conn), a.cfg.GRPCMaxMessageSize).Watching(a.grpcWatch), nil
-}
-
-// restEndpoint is the URL registered for REST types.
-func (a *adapters) restEndpoint() string {
-	if a.cfg.RESTAdvertisedEndpoint != "" {
-		return a.cfg.RESTAdvertisedEndpoint
-	}
-	return "http://" + advertisedAddress(a.restSource.Addr()) + rest.TaskPath
-}
-
-// advertisedAddress is a bound address the engine can dial: itself when
-// it is a specific address, else the host name with its port (0.0.0.0 is
-// not an address the engine can dial).
-func advertisedAddress(bound net.Addr) string {
-	host, port, _ := net.SplitHostPort(bound.String())
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = hostName()
-	}
-	return net.JoinHostPort(host, port)
+// restRegistrar registers with the engine's REST registry.
+func restRegistrar(w *wiring) (controlPlane, error) {
+	return controlPlane{
+		registrar:   rest.NewRegistrar(w.registry, w.settings.TaskTimeout.Duration()),
+		heartbeater: rest.NewHeartbeater(w.registry),
+	}, nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/gamelan-go/executor/internal/config"
@@ -32,8 +34,8 @@ func RunHosting(ctx context.Context, args []string, getenv func(string) string, 
 }
 
 // fixed returns a list of hosted executors that ignores the configuration.
-func fixed(hosted []executor.Executor) func(config.Config) []executor.Executor {
-	return func(config.Config) []executor.Executor { return hosted }
+func fixed(hosted []executor.Executor) func(*settings) []executor.Executor {
+	return func(*settings) []executor.Executor { return hosted }
 }
 
 // Ports replaces every adapter of the service: all hosted executor types
@@ -50,15 +52,15 @@ type Ports struct {
 // the configuration selects. Component tests use it to drive the real
 // service (configuration, wiring, runtime, probes) through in-memory ports.
 func RunWithPorts(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hosted []executor.Executor, p Ports) error {
-	return run(ctx, args, getenv, stdout, stderr, fixed(hosted), func(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
-		return initServiceWithPorts(cfg, executors, log, p)
+	return run(ctx, args, getenv, stdout, stderr, fixed(hosted), func(s *settings, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
+		return initServiceWithPorts(s, executors, log, p)
 	})
 }
 
-type injector func(config.Config, []executor.Executor, *slog.Logger) (*Service, func(), error)
+type injector func(*settings, []executor.Executor, *slog.Logger) (*Service, func(), error)
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer,
-	hosted func(config.Config) []executor.Executor, inject injector) error {
+	hosted func(*settings) []executor.Executor, inject injector) error {
 	flags := flag.NewFlagSet("executor", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	printVariables := flags.Bool("variables", false, "print the configuration variables as a Markdown table and exit")
@@ -77,17 +79,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	cfg, err := config.Load(getenv)
+	s, err := load(getenv)
 	if err != nil {
 		return err
 	}
-	executors, err := enabledExecutors(cfg, hosted(cfg))
+	executors, err := enabledExecutors(s.Config, hosted(s))
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stdout)
-	log.Info("starting executor service", slog.Any("config", cfg))
-	svc, cleanup, err := inject(cfg, executors, log)
+	log := telemetry.NewLogger(stdout, s.LogLevel.Slog(), s.LogFormat == "text")
+	log.Info("starting executor service", s.logAttrs()...)
+	svc, cleanup, err := inject(s, executors, log)
 	if err != nil {
 		return err
 	}
@@ -114,10 +116,48 @@ func enabledExecutors(cfg config.Config, hosted []executor.Executor) ([]executor
 	return enabled, nil
 }
 
-// newLogger returns the service's logger; every value it writes is bounded
-// (telemetry.MaxLogValueBytes), whatever its source.
-func newLogger(cfg config.Config, stdout io.Writer) *slog.Logger {
-	return telemetry.NewLogger(stdout, cfg.SlogLevel(), cfg.LogFormat == "text")
+// load reads the settings: Config and the section of every transport.
+func load(getenv func(string) string) (*settings, error) {
+	s := new(settings)
+	cfg, err := config.Load(getenv, s.sections()...)
+	if err != nil {
+		return nil, err
+	}
+	s.Config = cfg
+	if err := s.checkKinds(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// logAttrs shows the settings in the start-up log line, secrets redacted.
+func (s *settings) logAttrs() []any {
+	attrs := []any{slog.Any("config", s.Config)}
+	for _, t := range transports {
+		if t.section != nil {
+			attrs = append(attrs, slog.Any(t.kind, config.LogValue(t.section(s))))
+		}
+	}
+	return attrs
+}
+
+// describeKinds fills in the kinds of the transport table where a
+// variable's doc names them.
+func describeKinds(doc string) string {
+	var transportKinds, registrarKinds []string
+	for _, t := range transports {
+		if servesTasks(t) {
+			transportKinds = append(transportKinds, t.about)
+		}
+		if registers(t) {
+			registrarKinds = append(registrarKinds, t.kind)
+		}
+	}
+	for _, alias := range slices.Sorted(maps.Keys(registrarAliases)) {
+		registrarKinds = append(registrarKinds, alias+" (the former name of "+registrarAliases[alias]+")")
+	}
+	doc = strings.ReplaceAll(doc, "{transports}", strings.Join(transportKinds, ", "))
+	return strings.ReplaceAll(doc, "{registrars}", strings.Join(registrarKinds, ", "))
 }
 
 // VariablesTable renders every configuration variable as a Markdown table,
@@ -125,12 +165,12 @@ func newLogger(cfg config.Config, stdout io.Writer) *slog.Logger {
 func VariablesTable() string {
 	var b strings.Builder
 	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
-	for _, v := range config.Variables() {
+	for _, v := range config.Variables(new(settings).sections()...) {
 		def := "`" + v.Default + "`"
 		if v.Default == "" {
 			def = "none"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(v.Doc, "|", "\\|"))
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(describeKinds(v.Doc), "|", "\\|"))
 	}
 	return b.String()
 }

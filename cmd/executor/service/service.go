@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gamelan-go/executor/internal/app"
-	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/health"
 	"github.com/gamelan-go/executor/internal/telemetry"
 )
@@ -21,19 +20,19 @@ import (
 // Service is the assembled executor service: the runtime and the HTTP
 // server for probes and metrics.
 type Service struct {
-	cfg     config.Config
-	runtime *app.Runtime
-	metrics *telemetry.Metrics
-	log     *slog.Logger
-	running atomic.Bool
+	settings *settings
+	runtime  *app.Runtime
+	metrics  *telemetry.Metrics
+	log      *slog.Logger
+	running  atomic.Bool
 }
 
-func newService(cfg config.Config, rt *app.Runtime, metrics *telemetry.Metrics, log *slog.Logger) *Service {
+func newService(s *settings, rt *app.Runtime, metrics *telemetry.Metrics, log *slog.Logger) *Service {
 	metrics.ObserveLoad(func() telemetry.Load {
 		stats := rt.Stats()
 		return telemetry.Load{Admitted: stats.Admitted, Running: stats.Running}
 	})
-	return &Service{cfg: cfg, runtime: rt, metrics: metrics, log: log}
+	return &Service{settings: s, runtime: rt, metrics: metrics, log: log}
 }
 
 // probeTimeout bounds one health check.
@@ -43,7 +42,7 @@ const probeTimeout = time.Second
 // order: the runtime drains first (the probes say not ready meanwhile), then
 // the HTTP server closes.
 func (s *Service) Run(ctx context.Context) error {
-	addr := net.JoinHostPort(s.cfg.HTTPHost, strconv.Itoa(s.cfg.HTTPPort))
+	addr := net.JoinHostPort(string(s.settings.HTTPHost), strconv.Itoa(int(s.settings.HTTPPort)))
 	listener, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", addr, err)

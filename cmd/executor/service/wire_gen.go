@@ -7,7 +7,6 @@
 package service
 
 import (
-	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/telemetry"
 	"github.com/gamelan-go/executor/pkg/executor"
 	"log/slog"
@@ -15,48 +14,92 @@ import (
 
 // Injectors from wire.go:
 
-// initService builds the service with the adapters the configuration selects.
-func initService(cfg config.Config, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
-	serviceAdapters, cleanup := newAdapters(cfg, executors, log)
-	servicePlan, err := planTransports(serviceAdapters, cfg, executors)
+// initService builds the service with the transports the settings select.
+// Each technology's set builds its shared resources only when the plan uses
+// them, and the cleanup closes everything in the reverse order of the graph.
+func initService(s *settings, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
+	servicePlan, err := newPlan(s, executors)
+	if err != nil {
+		return nil, nil, err
+	}
+	minter, err := newTokens(s, servicePlan, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	serviceAuthenticate, err := newInbound(s, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	serviceGrpcTLS, err := newGRPCTLS(s, servicePlan)
+	if err != nil {
+		return nil, nil, err
+	}
+	serviceEngineConn, cleanup, err := newEngineConn(s, servicePlan, serviceGrpcTLS, minter, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	config, err := newKafkaConfig(s, servicePlan)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	registrar, err := selectRegistrar(serviceAdapters)
+	producer, cleanup2, err := newKafkaProducer(config, minter, log)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	heartbeater, err := selectHeartbeater(serviceAdapters)
+	client, err := newRegistryClient(s, servicePlan, minter)
 	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	engine := newMemoryEngine(servicePlan, log)
+	serviceWiring := newWiring(s, log, minter, serviceAuthenticate, serviceGrpcTLS, serviceEngineConn, config, producer, client, engine)
+	serviceDeployment, cleanup3, err := newTransports(servicePlan, serviceWiring)
+	if err != nil {
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	serviceControlPlane, err := newControlPlane(servicePlan, serviceWiring)
+	if err != nil {
+		cleanup3()
+		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
 	metrics := telemetry.NewMetrics()
-	runtime, err := newRuntime(cfg, servicePlan, registrar, heartbeater, metrics, log)
+	runtime, err := newRuntime(s, serviceDeployment, serviceControlPlane, metrics, log)
 	if err != nil {
+		cleanup3()
+		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
-	service := newService(cfg, runtime, metrics, log)
+	service := newService(s, runtime, metrics, log)
 	return service, func() {
+		cleanup3()
+		cleanup2()
 		cleanup()
 	}, nil
 }
 
 // initServiceWithPorts builds the service around ports the caller supplies
 // (component tests pass in-memory or mock ports).
-func initServiceWithPorts(cfg config.Config, executors []executor.Executor, log *slog.Logger, given Ports) (*Service, func(), error) {
-	servicePlan := planWithPorts(cfg, executors, given)
-	registrar := givenRegistrar(given)
-	heartbeater := givenHeartbeater(given)
-	metrics := telemetry.NewMetrics()
-	runtime, err := newRuntime(cfg, servicePlan, registrar, heartbeater, metrics, log)
+func initServiceWithPorts(s *settings, executors []executor.Executor, log *slog.Logger, given Ports) (*Service, func(), error) {
+	servicePlan, err := newGivenPlan(s, executors)
 	if err != nil {
 		return nil, nil, err
 	}
-	service := newService(cfg, runtime, metrics, log)
+	serviceDeployment := givenDeployment(servicePlan, given)
+	serviceControlPlane := givenControlPlane(given)
+	metrics := telemetry.NewMetrics()
+	runtime, err := newRuntime(s, serviceDeployment, serviceControlPlane, metrics, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	service := newService(s, runtime, metrics, log)
 	return service, func() {
 	}, nil
 }

@@ -87,7 +87,7 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 			// answered at once (retryable SHUTDOWN, or CANCELLED), so that
 			// the engine runs them elsewhere without waiting for their
 			// timeouts.
-			b.cfg.answerAll(waiting.drop(), log)
+			b.cfg.answer(log, waiting.drop()...)
 			return delivered, err
 		}
 		delivered++
@@ -104,30 +104,26 @@ func (b *BidiSource) stream(ctx context.Context, intake ports.Intake, reg domain
 	return delivered, <-received
 }
 
-// offer offers one waiting task once the runtime has room, unless the
-// engine cancelled it meanwhile: then it is answered CANCELLED instead. It
-// reports whether the runtime took the task (to be acknowledged).
+// offer offers one waiting task once the runtime has room (ports.Pull),
+// unless the engine cancelled it meanwhile: then it is answered CANCELLED
+// instead. It reports whether the runtime took the task (to be
+// acknowledged).
 func (b *BidiSource) offer(ctx context.Context, intake ports.Intake, waiting *waitingTasks, w *waitingTask, log *slog.Logger) (bool, error) {
 	defer w.stopWaiting()
-	for {
-		_, err := intake.AwaitCapacity(w.ctx) // ends early if the engine cancels w
-		if err != nil && !waiting.isCancelled(w) {
-			return false, b.cfg.offerOutcome(w.task, err, log)
-		}
-		// Offered under the queue's lock: a cancellation either finds the
-		// task waiting, or finds it in the runtime.
-		reason, err := waiting.take(w, func() error {
+	// The wait for room ends early if the engine cancels w (w.ctx ends
+	// with its cancellation); the Offer itself runs under the queue's lock,
+	// so that a cancellation either finds the task waiting or finds it in
+	// the runtime.
+	err := ports.Pull(w.ctx, intake, func(context.Context) error {
+		return waiting.take(w, func() error {
 			return intake.Offer(ctx, ports.Delivery{Task: w.task, Malformed: w.malformed})
 		})
-		switch {
-		case reason != "":
-			b.cfg.answer(*w.task, &domain.ErrorInfo{Code: domain.CodeCancelled, Message: reason}, log)
-			return false, nil
-		case errors.Is(err, domain.ErrOverloaded):
-			continue // another source took the room
-		}
-		return err == nil, b.cfg.offerOutcome(w.task, err, log)
+	})
+	if reason := waiting.cancelled(w); reason != "" {
+		b.cfg.answer(log, unrun{task: w.task, cancelled: reason})
+		return false, nil
 	}
+	return err == nil, b.cfg.offerOutcome(w.task, err, log)
 }
 
 // receive reads the stream until it ends, queueing tasks and applying
@@ -169,8 +165,9 @@ func (b *BidiSource) receive(ctx, streamCtx context.Context, stream gamelanv1.Ex
 }
 
 // waitingTask is a task received on a bidi stream and not yet offered.
+// Its unrun holds the task and, once the engine cancelled it, the reason.
 type waitingTask struct {
-	task      *domain.Task
+	unrun
 	malformed error
 	// ctx ends when the source stops, or when the engine cancels the task,
 	// which then stops waiting for room; stopWaiting releases it. It does
@@ -178,11 +175,10 @@ type waitingTask struct {
 	// still offered (its result goes through ReportResults).
 	ctx         context.Context
 	stopWaiting context.CancelFunc
-	cancelled   string // the engine's reason, once it cancelled the task
 }
 
 func newWaitingTask(ctx context.Context, task *domain.Task, malformed error) *waitingTask {
-	w := &waitingTask{task: task, malformed: malformed}
+	w := &waitingTask{unrun: unrun{task: task}, malformed: malformed}
 	w.ctx, w.stopWaiting = context.WithCancel(ctx)
 	return w
 }
@@ -230,12 +226,12 @@ func (q *waitingTasks) next() (*waitingTask, bool) {
 
 // drop releases the tasks still queued, once the putter has closed the
 // queue, and returns them: they will not be offered.
-func (q *waitingTasks) drop() []*waitingTask {
-	var dropped []*waitingTask
+func (q *waitingTasks) drop() []unrun {
+	var dropped []unrun
 	for w := range q.queue {
 		q.forget(w)
 		w.stopWaiting()
-		dropped = append(dropped, w)
+		dropped = append(dropped, w.unrun) // no cancellation can come: receiving has ended
 	}
 	return dropped
 }
@@ -254,27 +250,37 @@ func (q *waitingTasks) cancel(id, reason string) bool {
 	return true
 }
 
-func (q *waitingTasks) isCancelled(w *waitingTask) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return w.cancelled != ""
-}
-
-// take ends w's wait: if it was cancelled it returns the reason without
-// offering it; else it calls offer under the lock, so that a cancellation
-// never falls between the queue and the runtime, and forgets w unless the
-// offer was refused for want of room (w then waits on).
-func (q *waitingTasks) take(w *waitingTask, offer func() error) (cancelled string, err error) {
+// cancelled forgets w and returns the engine's reason if it cancelled w,
+// else "".
+func (q *waitingTasks) cancelled(w *waitingTask) string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if w.cancelled != "" {
 		q.forgetLocked(w)
-		return w.cancelled, nil
 	}
-	if err = offer(); !errors.Is(err, domain.ErrOverloaded) {
+	return w.cancelled
+}
+
+// errCancelledWhileWaiting is what take returns for a task the engine
+// cancelled: w.ctx has ended with the cancellation, so ports.Pull returns.
+var errCancelledWhileWaiting = errors.New("cancelled by the engine while waiting for room")
+
+// take ends w's wait: if it was cancelled it returns
+// errCancelledWhileWaiting without offering it; else it calls offer under
+// the lock, so that a cancellation never falls between the queue and the
+// runtime, and forgets w unless the offer was refused for want of room (w
+// then waits on).
+func (q *waitingTasks) take(w *waitingTask, offer func() error) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w.cancelled != "" {
+		return errCancelledWhileWaiting
+	}
+	err := offer()
+	if !errors.Is(err, domain.ErrOverloaded) {
 		q.forgetLocked(w)
 	}
-	return "", err
+	return err
 }
 
 func (q *waitingTasks) forget(w *waitingTask) {

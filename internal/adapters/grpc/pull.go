@@ -18,43 +18,35 @@ import (
 	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
-// offerPulled hands a task read from an engine stream to the runtime. It
-// waits for room before offering, and stops reading meanwhile rather than
-// buffering, which pushes back on the engine through gRPC flow control: the
-// engine may send more than the runtime can take (ExecuteStream is bounded
-// by the registration's max concurrent tasks, not by the room left, and
-// other sources share the room), and a pull source must not offer into a
-// full runtime.
-//
-// A pulled task cannot be handed back on the stream, so the engine learns
-// at once of a task the runtime will not take: the runtime itself answers an
-// invalid task FAILED INVALID_TASK when a result can name it (one that
-// cannot is logged, throttled), and a task refused while draining is
-// answered here with a retryable FAILED SHUTDOWN. It returns nil once the
-// task is accepted or answered, and an error when the runtime is draining or
-// ctx ends.
+// offerPulled hands a task read from an engine stream to the runtime
+// (ports.Pull). It waits for room before offering, and stops reading
+// meanwhile rather than buffering, which pushes back on the engine through
+// gRPC flow control: the engine may send more than the runtime can take
+// (ExecuteStream is bounded by the registration's max concurrent tasks, not
+// by the room left, and other sources share the room), and a pull source
+// must not offer into a full runtime. It returns nil once the task is taken
+// or answered, and an error when the runtime is draining or ctx ends (see
+// offerOutcome).
 func (c pullConfig) offerPulled(ctx context.Context, intake ports.Intake, task domain.Task, malformed error, log *slog.Logger) error {
-	for {
-		_, err := intake.AwaitCapacity(ctx)
-		if err == nil {
-			err = intake.Offer(ctx, ports.Delivery{Task: &task, Malformed: malformed})
-		}
-		if !errors.Is(err, domain.ErrOverloaded) {
-			return c.offerOutcome(&task, err, log)
-		}
-		// Another source took the room: wait again.
-	}
+	err := ports.Pull(ctx, intake, func(ctx context.Context) error {
+		return intake.Offer(ctx, ports.Delivery{Task: &task, Malformed: malformed})
+	})
+	return c.offerOutcome(&task, err, log)
 }
 
-// offerOutcome deals with the end of a pulled task's offer (see
-// offerPulled): nil once the task is taken or answered, else the error that
-// ends the stream's session.
+// offerOutcome deals with the end of a pulled task's offer: nil once the
+// task is taken or answered, else the error that ends the stream's session.
+// A pulled task cannot be handed back on the stream, so the engine learns at
+// once of a task the runtime will not take: the runtime itself answers an
+// invalid task FAILED INVALID_TASK when a result can name it (one that
+// cannot is refused, and only logged, throttled), and a task refused while
+// draining is answered here with a retryable FAILED SHUTDOWN.
 func (c pullConfig) offerOutcome(task *domain.Task, err error, log *slog.Logger) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, domain.ErrDraining):
-		c.answer(*task, &domain.ErrorInfo{Code: domain.CodeShutdown, Message: "executor is shutting down; run the task elsewhere", Retryable: true}, log)
+		c.answer(log, unrun{task: task})
 		return err
 	case errors.Is(err, domain.ErrInvalidTask):
 		c.refusals.Log(log, slog.LevelWarn, "unaddressable", "task from the engine refused, and no result can name it",
@@ -64,58 +56,45 @@ func (c pullConfig) offerOutcome(task *domain.Task, err error, log *slog.Logger)
 	return err // ctx ended
 }
 
-// answerTimeout bounds the delivery of an answer to a refused task.
+// answerTimeout bounds the delivery of answers to tasks never offered.
 const answerTimeout = 5 * time.Second
 
-// answer reports a task that the runtime will not take (or that the
-// engine cancelled before it was offered) through the result sink, so that
-// the engine learns of it at once: CANCELLED when info's code says so, else
-// FAILED. A task no result can name is only logged. The answer is tried
-// once, within answerTimeout: a task that was never offered has no other
-// owner to retry it, and the engine reassigns a task left unanswered.
-func (c pullConfig) answer(task domain.Task, info *domain.ErrorInfo, log *slog.Logger) {
-	log = log.With(slog.String("run_id", task.RunID), slog.String("node_id", task.NodeID), slog.String("code", info.Code))
-	if !task.Addressable() || c.sink == nil {
-		log.Warn("task from the engine refused and cannot be answered", slog.String("error", info.Message))
-		return
-	}
-	status := domain.StatusFailed
-	if info.Code == domain.CodeCancelled {
-		status = domain.StatusCancelled
-	}
-	res := domain.ResultFor(&task, status)
-	res.Error = info
-	res.ExecutorID = task.ExecutorID // the stream's executor, whose token carries the result
-	res.CompletedAt = time.Now().UTC()
-	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
-	defer cancel()
-	if err := c.sink.Deliver(ctx, []domain.Result{res}); err != nil {
-		log.Error("task from the engine refused, and the refusal could not be reported", slog.Any("error", err))
-		return
-	}
-	log.Warn("task from the engine answered without running", slog.String("status", string(status)), slog.String("error", info.Message))
+// unrun is a task received on a stream that the runtime will never run:
+// cancelled by the engine before it was offered (cancelled is the engine's
+// reason), or refused because the executor is shutting down.
+type unrun struct {
+	task      *domain.Task
+	cancelled string
 }
 
-// answerAll answers tasks received on a stream and never offered, because
-// the runtime stopped first, in one delivery: CANCELLED for those the
-// engine cancelled, else a retryable FAILED SHUTDOWN.
-func (c pullConfig) answerAll(dropped []*waitingTask, log *slog.Logger) {
-	if len(dropped) == 0 || c.sink == nil {
-		return
-	}
+// answer reports tasks received on a stream that the runtime will not run,
+// in one delivery through the result sink, so that the engine learns of them
+// at once: CANCELLED for those the engine cancelled, else a retryable FAILED
+// SHUTDOWN, so that it runs them elsewhere without waiting for their
+// timeouts. A task no result can name is only logged. The delivery is tried
+// once, within answerTimeout: these tasks have no other owner to retry them,
+// and the engine reassigns a task left unanswered after its timeout.
+func (c pullConfig) answer(log *slog.Logger, tasks ...unrun) {
+	var (
+		results []domain.Result
+		answers []string // "task id CODE", for the log line
+	)
 	now := time.Now().UTC()
-	var results []domain.Result
-	for _, w := range dropped {
-		if !w.task.Addressable() {
+	for _, u := range tasks {
+		if !u.task.Addressable() || c.sink == nil {
+			c.refusals.Log(log, slog.LevelWarn, "unanswerable", "task from the engine not run, and it cannot be answered",
+				slog.String("run_id", domain.Clip(u.task.RunID, domain.QuoteBytes)), slog.String("node_id", domain.Clip(u.task.NodeID, domain.QuoteBytes)))
 			continue
 		}
-		res := domain.ResultFor(w.task, domain.StatusFailed)
+		res := domain.ResultFor(u.task, domain.StatusFailed)
 		res.Error = &domain.ErrorInfo{Code: domain.CodeShutdown, Message: "executor is shutting down; run the task elsewhere", Retryable: true}
-		if w.cancelled != "" {
-			res.Status, res.Error = domain.StatusCancelled, &domain.ErrorInfo{Code: domain.CodeCancelled, Message: w.cancelled}
+		if u.cancelled != "" {
+			res.Status, res.Error = domain.StatusCancelled, &domain.ErrorInfo{Code: domain.CodeCancelled, Message: u.cancelled}
 		}
-		res.ExecutorID, res.CompletedAt = w.task.ExecutorID, now
+		res.ExecutorID = u.task.ExecutorID // the stream's executor, whose token carries the result
+		res.CompletedAt = now
 		results = append(results, res)
+		answers = append(answers, domain.Clip(u.task.ID(), domain.QuoteBytes)+" "+res.Error.Code)
 	}
 	if len(results) == 0 {
 		return
@@ -123,11 +102,11 @@ func (c pullConfig) answerAll(dropped []*waitingTask, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
 	if err := c.sink.Deliver(ctx, results); err != nil {
-		log.Error("tasks received while the executor stopped could not be answered; the engine reassigns them after their timeout",
-			slog.Int("tasks", len(results)), slog.Any("error", err))
+		log.Error("tasks from the engine not run could not be answered; the engine reassigns them after their timeout",
+			slog.Any("tasks", answers), slog.Any("error", err))
 		return
 	}
-	log.Info("tasks received while the executor stopped answered without running", slog.Int("tasks", len(results)))
+	log.Info("tasks from the engine answered without running", slog.Any("tasks", answers))
 }
 
 // streamDownGrace is how long a stream may be down before readiness says
@@ -234,7 +213,7 @@ type pullConfig struct {
 	// streamLifetime, when positive, reopens streams this often so that a
 	// fresh token is presented (tokens are checked when a stream opens).
 	streamLifetime time.Duration
-	// sink answers tasks the runtime refuses (see offerPulled).
+	// sink answers tasks the runtime will not run (see answer).
 	sink ports.ResultSink
 	// maxMessageSize bounds a message sent on a stream.
 	maxMessageSize int

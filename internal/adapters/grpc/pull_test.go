@@ -2,6 +2,7 @@ package grpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -278,4 +279,20 @@ func TestRefusedStreamedTasksAreAnswered(t *testing.T) {
 	require.NotNil(t, late, "the task refused while draining was not answered")
 	assert.Equal(t, domain.CodeShutdown, late.GetError().GetCode())
 	assert.True(t, late.GetError().GetContext().AsMap()["retryable"].(bool))
+}
+
+// TestStreamedTaskIsOfferedAgainAfterAnUnexpectedError checks that an
+// Offer failing with an error the Intake contract does not name is retried
+// (ports.Pull): the streamed task, which cannot be handed back, is not lost.
+func TestStreamedTaskIsOfferedAgainAfterAnUnexpectedError(t *testing.T) {
+	engine, conn := startEngine(t)
+	intake := porttest.NewIntake(4)
+	intake.RefuseNext(errors.New("runtime hiccup"))
+	source, _ := newTestIntake(t, conn, IntakeStream, taxRegistration(), fastReconnect)
+	startSource(t, source, intake)
+
+	engine.Enqueue(taxExecutorID, engineTask("run-hiccup", "a"))
+	waitOffered(t, intake, "a")
+	require.Len(t, intake.Refusals(), 1, "the failed offer")
+	assert.Equal(t, "a", intake.Refusals()[0].Task.NodeID)
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	ggrpc "google.golang.org/grpc"
@@ -80,19 +79,13 @@ type ServerConfig struct {
 type PushServer struct {
 	dispatcherpb.UnimplementedExecutorServer
 
-	cfg      ServerConfig
-	log      *slog.Logger
 	server   *ggrpc.Server
 	health   *health.Server
 	listener net.Listener
 	served   chan struct{}
-	refusals *telemetry.Throttle
-
-	// mu is held for reading from the moment a call reads intake until its
-	// Offer returns, so that Stop, which takes it for writing, returns only
-	// once no Offer is in progress or can follow.
-	mu     sync.RWMutex
-	intake ports.Intake // nil before Start and after Stop
+	// gate authenticates, offers and classifies each task, and refuses them
+	// before Start and after Stop.
+	gate *ports.Gate
 }
 
 var _ ports.TaskSource = (*PushServer)(nil)
@@ -106,8 +99,8 @@ func NewPushServer(cfg ServerConfig, log *slog.Logger) (*PushServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push server: listen on %s: %w", cfg.Address, err)
 	}
-	p := &PushServer{cfg: cfg, log: log, listener: listener, health: health.NewServer(), served: make(chan struct{}),
-		refusals: telemetry.NewThrottle(0, 0)}
+	p := &PushServer{listener: listener, health: health.NewServer(), served: make(chan struct{}),
+		gate: ports.NewGate(ports.GateConfig{Name: "push", Authenticate: cfg.Authenticate, Log: log, Refusals: telemetry.NewThrottle(0, 0)})}
 	p.server = ggrpc.NewServer(serverOptions(cfg)...)
 	dispatcherpb.RegisterExecutorServer(p.server, p)
 	healthpb.RegisterHealthServer(p.server, p.health)
@@ -154,9 +147,7 @@ func (p *PushServer) Start(ctx context.Context, intake ports.Intake) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("start push server: %w", err)
 	}
-	p.mu.Lock()
-	p.intake = intake
-	p.mu.Unlock()
+	p.gate.Attach(intake)
 	p.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return nil
 }
@@ -165,76 +156,59 @@ func (p *PushServer) Start(ctx context.Context, intake ports.Intake) error {
 // and no Offer follows its return (it waits for those in progress). The
 // server keeps answering (refusals, health) until Close.
 func (p *PushServer) Stop(context.Context) error {
-	p.mu.Lock()
-	p.intake = nil
-	p.mu.Unlock()
+	p.gate.Detach()
 	p.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return nil
 }
 
 // Close stops the server, waiting up to timeout for calls in progress.
 func (p *PushServer) Close(timeout time.Duration) {
-	stopped := make(chan struct{})
-	go func() { p.server.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(timeout):
-		p.server.Stop()
-		<-stopped
-	}
+	ports.StopWithin(timeout, p.server.GracefulStop, p.server.Stop)
 	<-p.served
 }
 
-// Execute implements the dispatcher's Executor service.
+// Execute implements the dispatcher's Executor service: the gate decides,
+// and its verdict becomes an ack code.
 func (p *PushServer) Execute(ctx context.Context, req *dispatcherpb.ExecutionRequest) (*dispatcherpb.ExecutionAck, error) {
-	if p.cfg.Authenticate != nil {
-		if err := p.authenticate(ctx); err != nil {
-			p.refused("auth", "push task refused: authentication failed", req, err)
-			return refuse(ackUnauthenticated, err.Error()), nil
-		}
-	}
-	task := taskFromPush(req)
-	if id, ok := executorIDFromSignature(req.GetSignature(), req.GetRunId()); ok && domain.ValidID(id) {
-		task.ExecutorID = id
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.intake == nil {
-		return refuse(ackUnavailable, "executor is not accepting tasks (starting or shutting down)"), nil
-	}
-	err := p.intake.Offer(ctx, ports.Delivery{Task: &task, Refusable: true})
-	switch {
-	case err == nil:
+	verdict, err := p.gate.Admit(ctx, ports.Pushed{
+		RunID: req.GetRunId(), NodeID: req.GetNodeId(),
+		Token: func() (string, error) { return bearerToken(ctx) },
+		Task:  func() (domain.Task, error) { return taskFromRequest(req), nil },
+	})
+	switch verdict {
+	case ports.Accepted:
 		return &dispatcherpb.ExecutionAck{Accepted: true, Code: ackAccepted, Message: "accepted"}, nil
-	case errors.Is(err, domain.ErrOverloaded), errors.Is(err, domain.ErrDraining):
-		return refuse(ackUnavailable, err.Error()), nil
-	default:
-		p.refused("invalid", "push task refused: invalid", req, err)
+	case ports.Unauthenticated:
+		return refuse(ackUnauthenticated, err.Error()), nil
+	case ports.BadRequest:
 		return refuse(ackBadRequest, err.Error()), nil
+	default:
+		return refuse(ackUnavailable, err.Error()), nil
 	}
-}
-
-// refused logs a refusal, throttled per kind, with bounded ids.
-func (p *PushServer) refused(kind, msg string, req *dispatcherpb.ExecutionRequest, err error) {
-	p.refusals.Log(p.log, slog.LevelWarn, kind, msg, slog.String("run_id", domain.Clip(req.GetRunId(), domain.QuoteBytes)),
-		slog.String("node_id", domain.Clip(req.GetNodeId(), domain.QuoteBytes)), slog.Any("error", err))
 }
 
 func refuse(code int32, message string) *dispatcherpb.ExecutionAck {
 	return &dispatcherpb.ExecutionAck{Accepted: false, Code: code, Message: message}
 }
 
-func (p *PushServer) authenticate(ctx context.Context) error {
+// taskFromRequest builds the pushed task, with the executor id the
+// signature names as a routing hint. The runtime validates it.
+func taskFromRequest(req *dispatcherpb.ExecutionRequest) domain.Task {
+	task := taskFromPush(req)
+	if id, ok := executorIDFromSignature(req.GetSignature(), req.GetRunId()); ok && domain.ValidID(id) {
+		task.ExecutorID = id
+	}
+	return task
+}
+
+// bearerToken reads the bearer token of an inbound call.
+func bearerToken(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	values := md.Get("authorization")
 	if len(values) == 0 {
-		return fmt.Errorf("%w: no authorization metadata", domain.ErrUnauthenticated)
+		return "", fmt.Errorf("%w: no authorization metadata", domain.ErrUnauthenticated)
 	}
-	token, err := security.BearerToken(values[0])
-	if err != nil {
-		return err
-	}
-	return p.cfg.Authenticate(token)
+	return security.BearerToken(values[0])
 }
 
 // executorIDFromSignature decodes a Gamelan push signature: standard Base64

@@ -3,6 +3,7 @@ package grpc
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -286,4 +287,15 @@ func TestPushServerConfiguration(t *testing.T) {
 	_, err = pushEngine(t).Push(ctx, addr, request("run-closed", "node-a"))
 	require.Error(t, err, "Execute on a closed push server")
 	assert.NotEqual(t, codes.DeadlineExceeded, status.Code(err), "a closed server refuses at once: %v", err)
+}
+
+// TestPushRefusesAnUnexpectedRuntimeErrorAsUnavailable checks that an Offer
+// error the Intake contract does not name is taken as transient (503, the
+// engine retries), never as a bad request that would drop the task.
+func TestPushRefusesAnUnexpectedRuntimeErrorAsUnavailable(t *testing.T) {
+	engine := pushEngine(t)
+	push, intake := startedPushServer(t, ServerConfig{}, 4)
+	intake.RefuseNext(errors.New("runtime hiccup"))
+	requireRefused(t, execute(t, engine, push, request("run-hiccup", "a")), ackUnavailable)
+	requireAccepted(t, execute(t, engine, push, request("run-hiccup", "a")))
 }

@@ -323,36 +323,27 @@ func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *off
 	}
 }
 
-// offer offers a decoded task once the runtime has room, and returns nil
-// once it is admitted, ErrInvalidTask when the runtime refuses it as such,
-// or another error when it was not taken (stopped, draining, or the
-// session ended): the record is then not finished, so it is read again.
+// offer offers a decoded task once the runtime has room (ports.Pull), and
+// returns nil once it is admitted, ErrInvalidTask when the runtime refuses
+// it as such, or another error when it was not taken (stopped, draining, or
+// the session ended): the record is then not finished, so it is read again.
 func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage, task *domain.Task, malformed error) error {
 	s.offering.RLock()
 	defer s.offering.RUnlock()
 	s.admitting.Lock()
 	defer s.admitting.Unlock()
-	for {
-		// Checked under offering: once Stop holds it, ctx has ended, so
-		// no Offer follows Stop's return.
-		if err := ctx.Err(); err != nil {
-			return err
+	// Pull checks ctx under offering: once Stop holds it, ctx has ended, so
+	// no Offer follows Stop's return.
+	return ports.Pull(ctx, intake, func(ctx context.Context) error {
+		tracker.begin()
+		err := intake.Offer(ctx, ports.Delivery{Task: task, Malformed: malformed, Redeliverable: true, Settle: func(err error) {
+			tracker.settle(msg, err)
+		}})
+		if err != nil {
+			tracker.end()
 		}
-		_, err := intake.AwaitCapacity(ctx)
-		if err == nil {
-			tracker.begin()
-			err = intake.Offer(ctx, ports.Delivery{Task: task, Malformed: malformed, Redeliverable: true, Settle: func(err error) {
-				tracker.settle(msg, err)
-			}})
-			if err != nil {
-				tracker.end()
-			}
-		}
-		if !errors.Is(err, domain.ErrOverloaded) {
-			return err
-		}
-		// Overloaded: another source took the room; wait for more.
-	}
+		return err
+	})
 }
 
 // recordLog is the logger of lines about one record, built only when a

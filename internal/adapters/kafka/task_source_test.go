@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -376,4 +377,22 @@ func TestStartTwice(t *testing.T) {
 	source := newSource(t, brokerConfig(b, porttest.UniqueID(t)), newLogBook(t))
 	startSource(t, source, 1)
 	require.Error(t, source.Start(context.Background(), porttest.NewIntake(1)))
+}
+
+// TestUnexpectedOfferErrorIsRetried: an Offer failing with an error the
+// Intake contract does not name is retried (ports.Pull), not left
+// uncommitted until the next rebalance.
+func TestUnexpectedOfferErrorIsRetried(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.Start(t, kafkatest.WithPartitions(1))
+	group := porttest.UniqueID(t)
+	source := newSource(t, brokerConfig(b, group), newLogBook(t))
+	in := startSource(t, source, 4)
+	in.RefuseNext(errors.New("runtime hiccup")) // before the task exists, so before its offer
+	produceTask(t, b, task("hiccup"))
+
+	offered := waitOffered(t, in, "hiccup")["hiccup"]
+	require.Len(t, in.Refusals(), 1, "the failed offer")
+	require.True(t, offered.Settle(nil))
+	waitLag(t, b, group, 0)
 }

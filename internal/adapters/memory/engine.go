@@ -416,8 +416,10 @@ func (d *delivery) port() ports.Delivery {
 	return ports.Delivery{Task: &task, Settle: d.settle, Redeliverable: true}
 }
 
-// settle is the Delivery's Settle: nil acknowledges, an error puts the task
-// back at the front of the queue.
+// settle is the Delivery's Settle: nil acknowledges, and so does
+// domain.ErrUndeliverable (the result was dead-lettered: the task is done,
+// as the port contract says); any other error puts the task back at the
+// front of the queue.
 func (d *delivery) settle(err error) {
 	if !d.finish() {
 		d.engine.violation(fmt.Errorf("task %s: settled more than once, or after Offer refused it", d.task.ID()))
@@ -427,7 +429,7 @@ func (d *delivery) settle(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.inFlight, d.id)
-	if err == nil {
+	if err == nil || errors.Is(err, domain.ErrUndeliverable) {
 		e.acknowledged.add(d.task)
 	} else {
 		e.queue = slices.Insert(e.queue, 0, d.task)

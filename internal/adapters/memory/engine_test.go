@@ -3,6 +3,7 @@ package memory_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -251,6 +252,20 @@ func TestHandedBackTaskIsOfferedFirst(t *testing.T) {
 	assert.Equal(t, []string{"a", "b"}, nodeIDs(engine.Acknowledged()))
 	assert.Empty(t, engine.Unsettled())
 	assert.Empty(t, engine.Violations())
+}
+
+func TestDeadLetteredTaskIsDoneNotRequeued(t *testing.T) {
+	engine := memory.NewEngine()
+	engine.Submit(newTask("a"))
+	_, in := startSource(t, engine, 1)
+
+	first := waitOffers(t, in, 1)[0]
+	first.Settle(fmt.Errorf("result refused for good: %w", domain.ErrUndeliverable))
+
+	require.NoError(t, engine.WaitUntil(waitCtx(t), func() bool { return len(engine.Acknowledged()) == 1 }))
+	assert.Empty(t, engine.Pending(), "a dead-lettered task is not delivered again")
+	assert.Empty(t, engine.Unsettled())
+	assert.Len(t, in.Offers(), 1)
 }
 
 func TestUnexpectedOfferErrorIsRetried(t *testing.T) {

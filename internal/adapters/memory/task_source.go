@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -110,63 +109,40 @@ func (s *TaskSource) Healthy() error {
 	return nil
 }
 
-// deliver is the delivery loop: await room, take the next task, offer it.
-// It returns when ctx ends or the runtime drains.
+// deliver is the delivery loop: await room, take the next task, offer it
+// (ports.Pull), until ctx ends or the runtime drains.
 func (s *TaskSource) deliver(ctx context.Context, intake ports.Intake) {
-	// retryBackoff paces the loop after the runtime refused an offer as
-	// overloaded twice in a row, or failed in a way the contract does not
-	// name, so that a misbehaving intake cannot make the source spin.
-	retryBackoff := domain.Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Multiplier: 2, Jitter: 0.2}
-	retries := 0 // consecutive refusals or failures not caused by the task itself
 	for {
-		if _, err := intake.AwaitCapacity(ctx); err != nil {
-			switch {
-			case ctx.Err() != nil, errors.Is(err, domain.ErrDraining):
-				return
-			default:
-				retries++
-				if retryBackoff.Wait(ctx, retries-1) != nil {
-					return
-				}
-				continue
-			}
-		}
-		task, ok := s.engine.take(ctx)
-		if !ok {
-			return
-		}
-		if ctx.Err() != nil {
-			s.engine.requeue(task)
-			return
-		}
-		d := s.engine.newDelivery(task)
-		err := intake.Offer(ctx, d.port())
-		if err == nil {
-			retries = 0
-			continue
-		}
-		d.withdraw(err)
-		switch {
-		case errors.Is(err, domain.ErrInvalidTask):
-			s.engine.reject(task)
-			retries = 0
-		case errors.Is(err, domain.ErrDraining):
-			s.engine.requeue(task)
-			return
-		case errors.Is(err, domain.ErrOverloaded):
-			// The room AwaitCapacity reported was taken by someone else:
-			// wait for room again, and back off if it keeps happening.
-			s.engine.requeue(task)
-			retries++
-			if retries > 1 && retryBackoff.Wait(ctx, retries-2) != nil {
-				return
-			}
-		default:
-			s.engine.requeue(task)
-			retries++
-			if retryBackoff.Wait(ctx, retries-1) != nil {
-				return
-			}
+		err := ports.Pull(ctx, intake, func(ctx context.Context) error { return s.offerNext(ctx, intake) })
+		if err != nil && !errors.Is(err, domain.ErrInvalidTask) {
+			return // stopped or draining
 		}
 	}
+}
+
+// offerNext takes the next queued task, waiting for one, and offers it. A
+// task the runtime does not take goes back to the front of the queue, as a
+// broker re-reads an uncommitted offset first, except one refused as
+// invalid, which the engine drops (Rejected).
+func (s *TaskSource) offerNext(ctx context.Context, intake ports.Intake) error {
+	task, ok := s.engine.take(ctx)
+	if !ok {
+		return context.Cause(ctx)
+	}
+	if ctx.Err() != nil {
+		s.engine.requeue(task)
+		return context.Cause(ctx)
+	}
+	d := s.engine.newDelivery(task)
+	err := intake.Offer(ctx, d.port())
+	if err == nil {
+		return nil
+	}
+	d.withdraw(err)
+	if errors.Is(err, domain.ErrInvalidTask) {
+		s.engine.reject(task)
+	} else {
+		s.engine.requeue(task)
+	}
+	return err
 }

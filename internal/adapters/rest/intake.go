@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -49,19 +48,14 @@ type IntakeConfig struct {
 // construction and refuses tasks until Start.
 type Intake struct {
 	cfg      IntakeConfig
-	log      *slog.Logger
 	server   *http.Server
 	listener net.Listener
 	served   chan struct{}
 	ids      map[string]bool
 	types    map[string]string // executor type -> its executor id
-	refusals *telemetry.Throttle
-
-	// mu is held for reading from the moment a request reads intake until
-	// its Offer returns, so that Stop, which takes it for writing, returns
-	// only once no Offer is in progress or can follow.
-	mu     sync.RWMutex
-	intake ports.Intake
+	// gate authenticates, offers and classifies each task, and refuses them
+	// before Start and after Stop.
+	gate *ports.Gate
 }
 
 var _ ports.TaskSource = (*Intake)(nil)
@@ -75,8 +69,8 @@ func NewIntake(cfg IntakeConfig, log *slog.Logger) (*Intake, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rest intake: listen on %s: %w", cfg.Address, err)
 	}
-	in := &Intake{cfg: cfg, log: log, listener: listener, served: make(chan struct{}),
-		ids: map[string]bool{}, types: map[string]string{}, refusals: telemetry.NewThrottle(0, 0)}
+	in := &Intake{cfg: cfg, listener: listener, served: make(chan struct{}), ids: map[string]bool{}, types: map[string]string{},
+		gate: ports.NewGate(ports.GateConfig{Name: "rest", Authenticate: cfg.Authenticate, Log: log, Refusals: telemetry.NewThrottle(0, 0)})}
 	for _, reg := range cfg.Executors {
 		in.ids[reg.ExecutorID] = true
 		in.types[reg.Descriptor.Type] = reg.ExecutorID
@@ -102,28 +96,24 @@ func (in *Intake) Start(ctx context.Context, intake ports.Intake) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("start rest intake: %w", err)
 	}
-	in.mu.Lock()
-	in.intake = intake
-	in.mu.Unlock()
+	in.gate.Attach(intake)
 	return nil
 }
 
 // Stop implements ports.TaskSource: tasks are refused with 503 from now on,
 // and no Offer follows its return (it waits for those in progress).
 func (in *Intake) Stop(context.Context) error {
-	in.mu.Lock()
-	in.intake = nil
-	in.mu.Unlock()
+	in.gate.Detach()
 	return nil
 }
 
 // Close shuts the server down, waiting up to timeout for requests in progress.
 func (in *Intake) Close(timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	// Shutdown waits for requests in progress until its context ends, which
+	// the hard stop does at once, then closes the connections left.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := in.server.Shutdown(ctx); err != nil {
-		_ = in.server.Close()
-	}
+	ports.StopWithin(timeout, func() { _ = in.server.Shutdown(ctx) }, func() { cancel(); _ = in.server.Close() })
 	<-in.served
 }
 
@@ -139,53 +129,30 @@ func reply(w http.ResponseWriter, status int, message string) {
 	_ = json.NewEncoder(w).Encode(answer{Accepted: status == http.StatusAccepted, Message: message})
 }
 
-// ServeHTTP takes one task.
+// ServeHTTP takes one task: the gate decides, and its verdict becomes an
+// HTTP status.
 func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		reply(w, http.StatusMethodNotAllowed, "POST a task")
 		return
 	}
-	if in.cfg.Authenticate != nil {
-		token, err := security.BearerToken(r.Header.Get("Authorization"))
-		if err == nil {
-			err = in.cfg.Authenticate(token)
-		}
-		if err != nil {
-			in.refused("auth", "rest task refused: authentication failed", r, err)
-			reply(w, http.StatusUnauthorized, err.Error())
-			return
-		}
-	}
-	task, err := in.parse(r)
-	if err != nil {
-		in.refused("invalid", "rest task refused: invalid", r, err)
-		reply(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	in.mu.RLock()
-	defer in.mu.RUnlock()
-	if in.intake == nil {
-		w.Header().Set("Retry-After", "1")
-		reply(w, http.StatusServiceUnavailable, "executor is not accepting tasks (starting or shutting down)")
-		return
-	}
-	switch err := in.intake.Offer(r.Context(), ports.Delivery{Task: &task, Refusable: true}); {
-	case err == nil:
+	verdict, err := in.gate.Admit(r.Context(), ports.Pushed{
+		RunID: r.Header.Get("X-Run-Id"), NodeID: r.Header.Get("X-Node-Id"),
+		Token: func() (string, error) { return security.BearerToken(r.Header.Get("Authorization")) },
+		Task:  func() (domain.Task, error) { return in.parse(r) },
+	})
+	switch verdict {
+	case ports.Accepted:
 		reply(w, http.StatusAccepted, "accepted")
-	case errors.Is(err, domain.ErrOverloaded), errors.Is(err, domain.ErrDraining):
+	case ports.Unauthenticated:
+		reply(w, http.StatusUnauthorized, err.Error())
+	case ports.BadRequest:
+		reply(w, http.StatusBadRequest, err.Error())
+	default:
 		w.Header().Set("Retry-After", "1")
 		reply(w, http.StatusServiceUnavailable, err.Error())
-	default:
-		in.refused("invalid", "rest task refused: invalid", r, err)
-		reply(w, http.StatusBadRequest, err.Error())
 	}
-}
-
-// refused logs a refusal, throttled per kind, with bounded ids.
-func (in *Intake) refused(kind, msg string, r *http.Request, err error) {
-	in.refusals.Log(in.log, slog.LevelWarn, kind, msg, slog.String("run_id", domain.Clip(r.Header.Get("X-Run-Id"), domain.QuoteBytes)),
-		slog.String("node_id", domain.Clip(r.Header.Get("X-Node-Id"), domain.QuoteBytes)), slog.Any("error", err))
 }
 
 // taskBody is the optional JSON body: a TaskMessage-like object whose

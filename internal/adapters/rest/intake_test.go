@@ -3,6 +3,7 @@ package rest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -287,4 +288,17 @@ func TestIntakeRefusesATimeoutAboveAYear(t *testing.T) {
 		t.Fatalf("accepted with a timeout of %s for timeoutSeconds 18446744074", offered.Timeout)
 	}
 	assert.Equal(t, http.StatusBadRequest, answer.Status, answer.Body)
+}
+
+// TestIntakeAnswers503ToAnUnexpectedRuntimeError checks that an Offer error
+// the Intake contract does not name is taken as transient: 503 with
+// Retry-After, so that the engine posts the task again and it is not lost.
+func TestIntakeAnswers503ToAnUnexpectedRuntimeError(t *testing.T) {
+	intake, offers := startedIntake(t, IntakeConfig{}, 4)
+	offers.RefuseNext(errors.New("runtime hiccup"))
+	answer := post(t, intake, headersOnly("run-1", "hiccup"))
+	message := requireAnswer(t, http.StatusServiceUnavailable, answer, "unexpected runtime error")
+	assert.Equal(t, "1", answer.Header.Get("Retry-After"))
+	assert.Contains(t, message, "runtime hiccup")
+	requireAnswer(t, http.StatusAccepted, post(t, intake, headersOnly("run-1", "hiccup")), "posted again")
 }

@@ -304,7 +304,8 @@ func TestExecuteStream(t *testing.T) {
 	msg, err = stream.Recv()
 	require.NoError(t, err)
 	assert.Equal(t, "run-1:node-a:1", msg.GetCancellation().GetTaskId())
-	assert.False(t, engine.Cancel("t2", "still queued"))
+	// A task still queued is cancelled right after it is sent, never before.
+	require.True(t, engine.Cancel("t2", "still queued"))
 
 	// A result on the stream is recorded and frees the slot.
 	require.NoError(t, stream.Send(&gamelanv1.ExecutorMessage{Message: &gamelanv1.ExecutorMessage_Result{
@@ -313,6 +314,10 @@ func TestExecuteStream(t *testing.T) {
 	msg, err = stream.Recv()
 	require.NoError(t, err)
 	assert.True(t, proto.Equal(t2, msg.GetTask()))
+	msg, err = stream.Recv()
+	require.NoError(t, err)
+	assert.Equal(t, "t2", msg.GetCancellation().GetTaskId(), "the cancellation follows its task")
+	assert.Equal(t, "still queued", msg.GetCancellation().GetReason())
 	require.NoError(t, engine.WaitForResults(testContext(t), 1))
 	assert.False(t, engine.Cancel("t1", "already finished"))
 

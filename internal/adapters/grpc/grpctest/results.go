@@ -2,88 +2,67 @@ package grpctest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
-// ReportResults implements gamelanv1.ExecutorServiceServer: it reads the
-// whole batch, records it, and only then answers Empty, which acknowledges
-// every result of the batch. A call that FailReportResults set to fail reads
-// the batch, records nothing, and fails with codes.Unavailable.
-func (e *Engine) ReportResults(stream grpc.ClientStreamingServer[gamelanv1.TaskResult, emptypb.Empty]) error {
-	var batch []*gamelanv1.TaskResult
-	for {
-		r, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		batch = append(batch, r)
+// Results records results and deduplicates them on their key, the first
+// one winning. A ReportResults batch (executorID empty) that
+// FailReportResults set to fail records nothing and fails with
+// codes.Unavailable.
+func (r *recorder) Results(executorID string, results []*gamelanv1.TaskResult) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if executorID == "" && r.failReportResults > 0 {
+		r.failReportResults--
+		r.notifyLocked()
+		return status.Errorf(codes.Unavailable, "report results: injected fault, batch of %d results not recorded", len(results))
 	}
-	e.mu.Lock()
-	if e.failReportResults > 0 {
-		e.failReportResults--
-		e.notifyLocked()
-		e.mu.Unlock()
-		return status.Errorf(codes.Unavailable, "report results: injected fault, batch of %d results not recorded", len(batch))
-	}
-	e.recordResultsLocked(batch)
-	e.mu.Unlock()
-	return stream.SendAndClose(&emptypb.Empty{})
-}
-
-// recordResultsLocked records results, deduplicates them on their key, and
-// releases the tasks they answer. e.mu must be held.
-func (e *Engine) recordResultsLocked(results []*gamelanv1.TaskResult) {
-	for _, r := range results {
-		e.results = append(e.results, r)
-		key := taskKey(r.GetRunId(), r.GetNodeId(), r.GetAttempt())
-		if _, seen := e.unique[key]; seen {
-			e.duplicates++
+	for _, res := range results {
+		res = proto.CloneOf(res)
+		r.results = append(r.results, res)
+		key := grpcengine.ResultKey(res)
+		if _, seen := r.unique[key]; seen {
+			r.duplicates++
 		} else {
-			e.unique[key] = r
+			r.unique[key] = res
 		}
-		e.releaseLocked(key)
 	}
-	e.notifyLocked()
+	r.notifyLocked()
+	return nil
 }
 
 // FailReportResults makes the next n ReportResults calls fail with
 // codes.Unavailable after reading their batch, without recording it, so that
 // an adapter's resend can be tested. n adds to faults not yet used.
 func (e *Engine) FailReportResults(n int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.failReportResults += n
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	e.rec.failReportResults += n
 }
 
 // Results returns every result received, through ReportResults or
 // ExecuteStream, in arrival order, duplicates included.
 func (e *Engine) Results() []*gamelanv1.TaskResult {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return cloneAll(e.results)
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	return cloneAll(e.rec.results)
 }
 
 // UniqueResults returns the first result received for each
 // "runId:nodeId:attempt" key (domain.IdempotencyKey): the engine's view
 // after deduplication.
 func (e *Engine) UniqueResults() map[string]*gamelanv1.TaskResult {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	unique := maps.Clone(e.unique)
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	unique := maps.Clone(e.rec.unique)
 	for k, r := range unique {
 		unique[k] = proto.CloneOf(r)
 	}
@@ -93,9 +72,9 @@ func (e *Engine) UniqueResults() map[string]*gamelanv1.TaskResult {
 // DuplicateResults returns how many results arrived for a key that already
 // had one.
 func (e *Engine) DuplicateResults() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.duplicates
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	return e.rec.duplicates
 }
 
 // WaitForResults blocks until the engine holds at least n unique results, and
@@ -103,10 +82,10 @@ func (e *Engine) DuplicateResults() int {
 // has, wrapping the context's cause.
 func (e *Engine) WaitForResults(ctx context.Context, n int) error {
 	for {
-		e.mu.Lock()
-		have := len(e.unique)
-		changed := e.changed
-		e.mu.Unlock()
+		e.rec.mu.Lock()
+		have := len(e.rec.unique)
+		changed := e.rec.changed
+		e.rec.mu.Unlock()
 		if have >= n {
 			return nil
 		}

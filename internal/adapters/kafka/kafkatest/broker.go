@@ -5,37 +5,34 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/gamelan-go/executor/internal/engine/kafkaengine"
 )
 
 // The default topic names of docs/protocol.md, section 4, which Start creates
 // unless WithTopics names others, and which the typed helpers (ProduceTask,
 // Results, Registrations, ...) use.
 const (
-	TasksTopic           = "workflow.tasks"
-	ResultsTopic         = "workflow-results"
-	RegistrationsTopic   = "executor-registrations"
-	HeartbeatsTopic      = "executor-heartbeats"
-	UnregistrationsTopic = "executor-unregistrations"
+	TasksTopic           = kafkaengine.TasksTopic
+	ResultsTopic         = kafkaengine.ResultsTopic
+	RegistrationsTopic   = kafkaengine.RegistrationsTopic
+	HeartbeatsTopic      = kafkaengine.HeartbeatsTopic
+	UnregistrationsTopic = kafkaengine.UnregistrationsTopic
 )
 
 // The SASL mechanisms WithSASL accepts, spelled as Kafka (and sarama's
 // SASLType constants) spell them.
 const (
-	SASLPlain       = "PLAIN"
-	SASLScramSHA256 = "SCRAM-SHA-256"
-	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLPlain       = kafkaengine.SASLPlain
+	SASLScramSHA256 = kafkaengine.SASLScramSHA256
+	SASLScramSHA512 = kafkaengine.SASLScramSHA512
 )
 
 // DefaultPartitions is the number of partitions of every topic Start creates
@@ -45,13 +42,7 @@ const DefaultPartitions = 4
 
 // DefaultTopics returns the five default topic names of docs/protocol.md,
 // section 4, tasks first.
-func DefaultTopics() []string {
-	return []string{TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic}
-}
-
-// readyTimeout bounds how long Start and Restart wait for every broker to
-// answer a request.
-const readyTimeout = 10 * time.Second
+func DefaultTopics() []string { return kafkaengine.DefaultTopics() }
 
 // inspectInterval is how often WaitForLag and WaitGroupStable look at the
 // cluster's state, which kfake does not announce.
@@ -62,27 +53,16 @@ type Option func(*settings)
 
 // settings is what the options set; it does not change after Start.
 type settings struct {
-	partitions  int
-	brokers     int
-	topics      []string
+	broker      kafkaengine.BrokerConfig
 	persistent  bool
-	sasl        *saslSettings
 	tls         bool // WithTLS was given
-	serverTLS   *tls.Config
-	clientTLS   *tls.Config
 	compression []kgo.CompressionCodec
-	clusterOpts []kfake.Opt
-}
-
-// saslSettings is the one SASL user of a cluster.
-type saslSettings struct {
-	mechanism, user, password string
 }
 
 // WithPartitions sets the number of partitions of every topic Start creates
 // (DefaultPartitions if not given). It must be at least 1.
 func WithPartitions(n int) Option {
-	return func(s *settings) { s.partitions = n }
+	return func(s *settings) { s.broker.Partitions = n }
 }
 
 // WithBrokers sets the number of brokers of the cluster (1 if not given),
@@ -90,7 +70,7 @@ func WithPartitions(n int) Option {
 // them, so that clients must follow leaders (see Cluster for moving them).
 // It must be at least 1.
 func WithBrokers(n int) Option {
-	return func(s *settings) { s.brokers = n }
+	return func(s *settings) { s.broker.Brokers = n }
 }
 
 // WithTopics replaces the topics Start creates (DefaultTopics if not given)
@@ -98,7 +78,7 @@ func WithBrokers(n int) Option {
 // default names; use ProduceJSON, NewMessageReader and ResultsFrom for
 // others.
 func WithTopics(names ...string) Option {
-	return func(s *settings) { s.topics = slices.Clone(names) }
+	return func(s *settings) { s.broker.Topics = slices.Clone(names) }
 }
 
 // WithPersistence keeps the cluster's state (topics, records, groups,
@@ -114,7 +94,7 @@ func WithPersistence() Option {
 // that user. Start fails the test on another mechanism.
 func WithSASL(mechanism, user, password string) Option {
 	return func(s *settings) {
-		s.sasl = &saslSettings{mechanism: mechanism, user: user, password: password}
+		s.broker.SASL = &kafkaengine.SASL{Mechanism: mechanism, User: user, Password: password}
 	}
 }
 
@@ -126,7 +106,7 @@ func WithSASL(mechanism, user, password string) Option {
 func WithTLS(server, client *tls.Config) Option {
 	return func(s *settings) {
 		s.tls = true
-		s.serverTLS, s.clientTLS = server.Clone(), client.Clone()
+		s.broker.ServerTLS, s.broker.ClientTLS = server.Clone(), client.Clone()
 	}
 }
 
@@ -146,28 +126,28 @@ func WithCompression(codecs ...kgo.CompressionCodec) Option {
 // (kfake.Ports, kfake.ListenFn, kfake.AllowAutoTopicCreation, kfake.DataDir)
 // void the guarantees of the package documentation.
 func WithClusterOptions(opts ...kfake.Opt) Option {
-	return func(s *settings) { s.clusterOpts = append(s.clusterOpts, opts...) }
+	return func(s *settings) { s.broker.ClusterOptions = append(s.broker.ClusterOptions, opts...) }
+}
+
+// validate reports the first problem with the options.
+func (s *settings) validate() error {
+	if s.tls && (s.broker.ServerTLS == nil || s.broker.ClientTLS == nil) {
+		return errors.New("WithTLS needs both a server and a client configuration")
+	}
+	return s.broker.Validate()
 }
 
 // Broker is a Kafka cluster on 127.0.0.1 with the engine's side of the
-// protocol. Create it with Start.
+// protocol: a kafkaengine.Broker, with a producer of its own and the
+// readers and waits of a test. Create it with Start.
 type Broker struct {
-	settings settings
-	dataDir  string   // empty without persistence
-	ports    []int    // the brokers' ports, kept across Restart
-	addrs    []string // "127.0.0.1:port" of each broker, kept across Restart
+	*kafkaengine.Broker
+	compression []kgo.CompressionCodec
 
-	// mu guards cluster and closed. Calls into the cluster hold it for
-	// reading, because a kfake.Cluster blocks forever once closed; Restart
-	// holds it for writing while it replaces the cluster, and Close while
-	// it marks the broker closed.
-	mu      sync.RWMutex
-	cluster *kfake.Cluster
-	closed  bool
-
-	// producerMu guards producer, created on first use.
+	// producerMu guards producer, created on first use, and closed.
 	producerMu sync.Mutex
-	producer   *kgo.Client
+	producer   *kafkaengine.Producer
+	closed     bool
 }
 
 // Start starts a cluster on free ports of 127.0.0.1, creates its topics, and
@@ -175,207 +155,23 @@ type Broker struct {
 // cleanup of t and fails t on a bad option or when the cluster cannot start.
 func Start(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
-	s := settings{partitions: DefaultPartitions, brokers: 1, topics: DefaultTopics()}
+	s := settings{broker: kafkaengine.BrokerConfig{Host: "127.0.0.1", Partitions: DefaultPartitions, Brokers: 1, Topics: DefaultTopics()}}
 	for _, opt := range opts {
 		opt(&s)
 	}
 	if err := s.validate(); err != nil {
 		t.Fatalf("kafkatest: start: %v", err)
 	}
-	b := &Broker{settings: s}
 	if s.persistent {
-		b.dataDir = t.TempDir()
+		s.broker.DataDir = t.TempDir()
 	}
-	cluster, err := b.newCluster(nil)
+	engineBroker, err := kafkaengine.StartBroker(s.broker)
 	if err != nil {
-		t.Fatalf("kafkatest: start cluster of %d brokers: %v", s.brokers, err)
-	}
-	b.cluster = cluster
-	t.Cleanup(b.Close)
-
-	for _, addr := range cluster.ListenAddrs() {
-		_, portText, err := net.SplitHostPort(addr)
-		if err != nil {
-			t.Fatalf("kafkatest: start: listen address %q: %v", addr, err)
-		}
-		port, err := strconv.Atoi(portText)
-		if err != nil {
-			t.Fatalf("kafkatest: start: listen address %q: %v", addr, err)
-		}
-		b.ports = append(b.ports, port)
-		b.addrs = append(b.addrs, net.JoinHostPort("127.0.0.1", portText))
-	}
-	for _, topic := range s.topics {
-		if err := cluster.CreateTopic(topic, int32(s.partitions), nil); err != nil {
-			t.Fatalf("kafkatest: start: create topic %s with %d partitions: %v", topic, s.partitions, err)
-		}
-	}
-	if err := b.waitReady(); err != nil {
 		t.Fatalf("kafkatest: start: %v", err)
 	}
+	b := &Broker{Broker: engineBroker, compression: s.compression}
+	t.Cleanup(b.Close)
 	return b
-}
-
-// validate reports the first problem with the options.
-func (s *settings) validate() error {
-	switch {
-	case s.partitions < 1:
-		return fmt.Errorf("%d partitions: want at least 1", s.partitions)
-	case s.brokers < 1:
-		return fmt.Errorf("%d brokers: want at least 1", s.brokers)
-	case s.tls && (s.serverTLS == nil || s.clientTLS == nil):
-		return errors.New("WithTLS needs both a server and a client configuration")
-	}
-	for _, topic := range s.topics {
-		if topic == "" {
-			return errors.New("WithTopics: empty topic name")
-		}
-	}
-	if s.sasl != nil {
-		switch s.sasl.mechanism {
-		case SASLPlain, SASLScramSHA256, SASLScramSHA512:
-		default:
-			return fmt.Errorf("SASL mechanism %q: want %s, %s or %s", s.sasl.mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
-		}
-		if s.sasl.user == "" {
-			return errors.New("SASL needs a user")
-		}
-	}
-	return nil
-}
-
-// newCluster starts a kfake cluster with the broker's settings, on ports
-// when given and on free ports otherwise.
-func (b *Broker) newCluster(ports []int) (*kfake.Cluster, error) {
-	s := b.settings
-	opts := []kfake.Opt{
-		kfake.NumBrokers(s.brokers),
-		kfake.ListenFn(listenLoopback),
-	}
-	if ports != nil {
-		opts = append(opts, kfake.Ports(ports...))
-	}
-	if b.dataDir != "" {
-		opts = append(opts, kfake.DataDir(b.dataDir))
-	}
-	if s.sasl != nil {
-		opts = append(opts, kfake.EnableSASL(), kfake.Superuser(s.sasl.mechanism, s.sasl.user, s.sasl.password))
-	}
-	if s.serverTLS != nil {
-		opts = append(opts, kfake.TLS(s.serverTLS.Clone()))
-	}
-	opts = append(opts, s.clusterOpts...)
-	return kfake.NewCluster(opts...)
-}
-
-// listenLoopback listens on 127.0.0.1 at the port of address, whatever host
-// address names, so that no broker is ever reachable from outside the
-// machine.
-func listenLoopback(network, address string) (net.Listener, error) {
-	_, port, err := net.SplitHostPort(address)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", address, err)
-	}
-	if network != "tcp" && network != "tcp4" {
-		return nil, fmt.Errorf("listen %s %s: only tcp on 127.0.0.1", network, address)
-	}
-	return net.Listen("tcp4", net.JoinHostPort("127.0.0.1", port))
-}
-
-// waitReady waits until every broker answers a metadata request from a
-// fresh client, which authenticates and handshakes as configured.
-func (b *Broker) waitReady() error {
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	for _, addr := range b.addrs {
-		opts := append(b.ClientOptions(), kgo.SeedBrokers(addr))
-		client, err := kgo.NewClient(opts...)
-		if err != nil {
-			return fmt.Errorf("client for broker %s: %w", addr, err)
-		}
-		err = client.Ping(ctx)
-		client.Close()
-		if err != nil {
-			return fmt.Errorf("broker %s does not answer: %w", addr, err)
-		}
-	}
-	return nil
-}
-
-// Addrs returns the brokers' addresses, "127.0.0.1:port", the bootstrap
-// servers for the executor's configuration. They do not change on Restart.
-func (b *Broker) Addrs() []string {
-	return slices.Clone(b.addrs)
-}
-
-// Topics returns the names of the topics Start created.
-func (b *Broker) Topics() []string {
-	return slices.Clone(b.settings.topics)
-}
-
-// Partitions returns the number of partitions of each topic Start created.
-func (b *Broker) Partitions() int {
-	return b.settings.partitions
-}
-
-// ClientOptions returns the franz-go options that reach this cluster: its
-// seed brokers, the TLS and SASL settings of WithTLS and WithSASL, and
-// client telemetry (KIP-714) off. Add kgo.ConsumerGroup and the like for a
-// client of the test's own, and close that client before the test ends.
-func (b *Broker) ClientOptions() []kgo.Opt {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(b.addrs...),
-		kgo.ClientID("kafkatest"),
-		// KIP-714 telemetry only slows Close down (by up to a second
-		// after a Restart, while the final push waits for a broker).
-		kgo.DisableClientMetrics(),
-	}
-	if b.settings.clientTLS != nil {
-		opts = append(opts, kgo.DialTLSConfig(b.settings.clientTLS.Clone()))
-	}
-	if s := b.settings.sasl; s != nil {
-		opts = append(opts, kgo.SASL(saslMechanism(*s)))
-	}
-	return opts
-}
-
-// saslMechanism returns the franz-go mechanism for s, which validate has
-// checked.
-func saslMechanism(s saslSettings) sasl.Mechanism {
-	switch s.mechanism {
-	case SASLScramSHA256:
-		return scram.Auth{User: s.user, Pass: s.password}.AsSha256Mechanism()
-	case SASLScramSHA512:
-		return scram.Auth{User: s.user, Pass: s.password}.AsSha512Mechanism()
-	default:
-		return plain.Auth{User: s.user, Pass: s.password}.AsMechanism()
-	}
-}
-
-// Cluster returns the running kfake cluster, for what this package does
-// not wrap: fault injection (Fault, Control, SleepControl), leader moves
-// (ShufflePartitionLeaders, MoveTopicPartition), topic changes (CreateTopic,
-// DeleteRecords) and inspection (GroupInfo, PartitionInfos). Restart
-// replaces the cluster, so call Cluster again afterwards: the methods of a
-// closed kfake.Cluster block forever. Cluster returns nil after Close.
-func (b *Broker) Cluster() *kfake.Cluster {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return nil
-	}
-	return b.cluster
-}
-
-// inspect calls fn with the running cluster, which cannot be closed or
-// replaced meanwhile. fn must be quick and must not call Restart or Close.
-func (b *Broker) inspect(fn func(c *kfake.Cluster) error) error {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return errors.New("kafkatest: broker closed")
-	}
-	return fn(b.cluster)
 }
 
 // Restart closes the cluster, as a broker crash would for its clients, and
@@ -387,7 +183,7 @@ func (b *Broker) inspect(fn func(c *kfake.Cluster) error) error {
 // instance because another process took one of its ports).
 func (b *Broker) Restart(t testing.TB) {
 	t.Helper()
-	b.restart(t, nil)
+	b.RestartAfter(t, nil)
 }
 
 // RestartAfter is Restart with an outage of the length down decides: it
@@ -403,34 +199,8 @@ func (b *Broker) Restart(t testing.TB) {
 // called.
 func (b *Broker) RestartAfter(t testing.TB, down func()) {
 	t.Helper()
-	b.restart(t, down)
-}
-
-// restart implements Restart and RestartAfter.
-func (b *Broker) restart(t testing.TB, down func()) {
-	t.Helper()
-	if b.dataDir == "" {
-		t.Fatalf("kafkatest: restart: the broker was started without WithPersistence and would lose everything")
-	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		t.Fatalf("kafkatest: restart: broker closed")
-	}
-	b.cluster.Close()
-	if down != nil {
-		down()
-	}
-	cluster, err := b.newCluster(b.ports)
-	if err != nil {
-		b.closed = true
-		b.mu.Unlock()
-		t.Fatalf("kafkatest: restart on ports %v: %v", b.ports, err)
-	}
-	b.cluster = cluster
-	b.mu.Unlock()
-	if err := b.waitReady(); err != nil {
-		t.Fatalf("kafkatest: restart: %v", err)
+	if err := b.Broker.Restart(down); err != nil {
+		t.Fatalf("kafkatest: %v", err)
 	}
 }
 
@@ -439,26 +209,25 @@ func (b *Broker) restart(t testing.TB, down func()) {
 // are closed by their own cleanups. Close is idempotent; after it, produce
 // and inspection methods return errors.
 func (b *Broker) Close() {
-	// Lock order: producerMu before mu, never the other way round.
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return
-	}
-	b.closed = true
-	cluster := b.cluster
-	b.mu.Unlock()
-
 	b.producerMu.Lock()
+	b.closed = true
 	if b.producer != nil {
 		b.producer.Close()
 		b.producer = nil
 	}
 	b.producerMu.Unlock()
+	b.Broker.Close()
+}
 
-	// Nothing calls into the cluster any more: inspect and Restart check
-	// closed under mu, and those that held it have returned.
-	cluster.Close()
+// inspect calls fn with the running cluster (kafkaengine.Broker.Inspect),
+// which cannot be closed or replaced meanwhile.
+func (b *Broker) inspect(fn func(c *kfake.Cluster) error) error {
+	if err := b.Inspect(fn); errors.Is(err, kafkaengine.ErrClosed) {
+		return errors.New("kafkatest: broker closed")
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // CommittedOffsets returns the offsets group has committed for topic, by

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/engine/kafkaengine"
 )
 
 // TaskKey returns the key the engine deduplicates a task on,
@@ -25,7 +26,7 @@ func TaskKey(m kafka.TaskMessage) string {
 // partition of every record the broker acknowledged. Create it with
 // Broker.BulkProducer.
 type BulkProducer struct {
-	client *kgo.Client
+	producer *kafkaengine.Producer
 
 	mu         sync.Mutex
 	partitions map[string]int32 // TaskKey -> partition, once acknowledged
@@ -35,18 +36,12 @@ type BulkProducer struct {
 // BulkProducer returns a producer of tasks to TasksTopic, closed with t.
 func (b *Broker) BulkProducer(t testing.TB) *BulkProducer {
 	t.Helper()
-	opts := append(b.ClientOptions(),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-		kgo.ProducerBatchCompression(kgo.SnappyCompression(), kgo.NoCompression()),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	)
-	client, err := kgo.NewClient(opts...)
+	producer, err := kafkaengine.NewProducer(b.ClientOptions(), kgo.SnappyCompression(), kgo.NoCompression())
 	if err != nil {
 		t.Fatalf("kafkatest: bulk producer: %v", err)
 	}
-	t.Cleanup(client.Close)
-	return &BulkProducer{client: client, partitions: make(map[string]int32)}
+	t.Cleanup(producer.Close)
+	return &BulkProducer{producer: producer, partitions: make(map[string]int32)}
 }
 
 // Produce sends msg to TasksTopic without waiting; Flush waits.
@@ -56,7 +51,7 @@ func (p *BulkProducer) Produce(ctx context.Context, msg kafka.TaskMessage) {
 		panic(err) // a TaskMessage always encodes
 	}
 	key := TaskKey(msg)
-	p.client.Produce(ctx, &kgo.Record{Topic: TasksTopic, Key: []byte(msg.RunID), Value: value},
+	p.producer.ProduceAsync(ctx, &kgo.Record{Topic: TasksTopic, Key: []byte(msg.RunID), Value: value},
 		func(rec *kgo.Record, err error) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
@@ -73,7 +68,7 @@ func (p *BulkProducer) Produce(ctx context.Context, msg kafka.TaskMessage) {
 // Flush waits until every record produced so far is acknowledged, and
 // returns the first produce that failed, if any.
 func (p *BulkProducer) Flush(ctx context.Context) error {
-	if err := p.client.Flush(ctx); err != nil {
+	if err := p.producer.Flush(ctx); err != nil {
 		return fmt.Errorf("kafkatest: flush the task producer: %w", err)
 	}
 	p.mu.Lock()

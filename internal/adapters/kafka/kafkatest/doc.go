@@ -1,10 +1,14 @@
 // Package kafkatest is the engine and broker side of the Kafka wire contract
-// (docs/protocol.md, section 4), for the tests of the executor's Kafka adapters.
+// (docs/protocol.md, section 4), for the tests of the executor's Kafka
+// adapters: a thin layer over internal/engine/kafkaengine, the engine side
+// the reference engine runs too, with the readers, waits and restarts of a
+// test.
 //
-// A Broker is an in-process Kafka cluster (github.com/twmb/franz-go/pkg/kfake)
+// A Broker is an in-process Kafka cluster (kafkaengine.Broker, on kfake)
 // listening on 127.0.0.1 only, plus the engine's half of the conversation,
-// spoken with franz-go: it produces tasks the way an engine does and reads
-// back what the executor wrote to the results, registrations, heartbeats and
+// spoken with franz-go: it produces tasks the way an engine does
+// (kafkaengine.Producer) and reads back (kafkaengine.Consumer) what the
+// executor wrote to the results, registrations, heartbeats and
 // unregistrations topics. The executor under test talks to it with its own
 // client (sarama) through Addrs, so the two sides share no code but the JSON
 // types of internal/adapters/kafka.

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/gamelan-go/executor/internal/adapters/kafka"
+	"github.com/gamelan-go/executor/internal/engine/kafkaengine"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/security/securitytest"
 )
@@ -541,7 +542,7 @@ func TestInvalidOptions(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := settings{partitions: DefaultPartitions, brokers: 1, topics: DefaultTopics()}
+			s := settings{broker: kafkaengine.BrokerConfig{Partitions: DefaultPartitions, Brokers: 1, Topics: DefaultTopics()}}
 			for _, opt := range opts {
 				opt(&s)
 			}

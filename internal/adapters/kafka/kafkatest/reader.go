@@ -6,44 +6,24 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gamelan-go/executor/internal/engine/kafkaengine"
 )
 
-// readerFetchMaxWait bounds how long a Reader's fetch waits on the broker
-// for records, and so the delay between a record's write and its arrival.
-const readerFetchMaxWait = 50 * time.Millisecond
-
 // Record is one record a Reader fetched.
-type Record struct {
-	Topic     string
-	Partition int32
-	Offset    int64
-	// Key is nil for a null key.
-	Key []byte
-	// Value is nil for a null value (a tombstone).
-	Value []byte
-	// Headers holds the record's headers; for a key that repeats, the last
-	// value wins. It is nil when the record has none.
-	Headers map[string]string
-	// Timestamp is the record's timestamp.
-	Timestamp time.Time
-	// Compression is the codec of the batch the record came in: "none",
-	// "gzip", "snappy", "lz4" or "zstd".
-	Compression string
-}
+type Record = kafkaengine.Record
 
 // Reader consumes one topic from its first offset into memory, without a
 // consumer group, for the life of a test. Create it with Broker.NewReader.
 type Reader struct {
-	broker *Broker
-	topic  string
-	client *kgo.Client
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the fetching goroutine has returned
-	closer sync.Once
+	broker   *Broker
+	topic    string
+	consumer *kafkaengine.Consumer
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the fetching goroutine has returned
+	closer   sync.Once
 
 	mu      sync.Mutex
 	records []Record
@@ -71,91 +51,38 @@ func (b *Broker) NewReader(t testing.TB, topic string) *Reader {
 	if err != nil {
 		t.Fatalf("kafkatest: reader of %s: %v", topic, err)
 	}
-	opts := append(b.ClientOptions(),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(readerFetchMaxWait),
-	)
-	client, err := kgo.NewClient(opts...)
+	consumer, err := kafkaengine.NewConsumer(b.ClientOptions(), "", topic) // no group: every record
 	if err != nil {
-		t.Fatalf("kafkatest: reader of %s: client: %v", topic, err)
+		t.Fatalf("kafkatest: reader of %s: %v", topic, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Reader{
-		broker:  b,
-		topic:   topic,
-		client:  client,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		changed: make(chan struct{}),
+		broker:   b,
+		topic:    topic,
+		consumer: consumer,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}),
 	}
 	go r.fetch(ctx)
 	t.Cleanup(r.Close)
 	return r
 }
 
-// fetch appends every fetched record until ctx ends or the client closes.
+// fetch appends every fetched record until ctx ends or the consumer closes.
 func (r *Reader) fetch(ctx context.Context) {
 	defer close(r.done)
-	for {
-		fetches := r.client.PollFetches(ctx)
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			return
-		}
-		var batch []Record
-		fetches.EachRecord(func(rec *kgo.Record) { batch = append(batch, recordOf(rec)) })
-		var fetchErr error
-		fetches.EachError(func(_ string, _ int32, err error) { fetchErr = err })
-
+	r.consumer.Run(ctx, func(batch []Record) {
 		r.mu.Lock()
-		if fetchErr != nil {
-			r.lastFetchErr = fetchErr
-		}
-		if len(batch) > 0 {
-			r.records = append(r.records, batch...)
-			close(r.changed)
-			r.changed = make(chan struct{})
-		}
-		r.mu.Unlock()
-	}
-}
-
-// recordOf copies what a test needs of rec.
-func recordOf(rec *kgo.Record) Record {
-	out := Record{
-		Topic:       rec.Topic,
-		Partition:   rec.Partition,
-		Offset:      rec.Offset,
-		Key:         rec.Key,
-		Value:       rec.Value,
-		Timestamp:   rec.Timestamp,
-		Compression: compressionName(rec.Attrs.CompressionType()),
-	}
-	if len(rec.Headers) > 0 {
-		out.Headers = make(map[string]string, len(rec.Headers))
-		for _, h := range rec.Headers {
-			out.Headers[h.Key] = string(h.Value)
-		}
-	}
-	return out
-}
-
-// compressionName names a Kafka record batch compression attribute.
-func compressionName(codec uint8) string {
-	switch codec {
-	case 0:
-		return "none"
-	case 1:
-		return "gzip"
-	case 2:
-		return "snappy"
-	case 3:
-		return "lz4"
-	case 4:
-		return "zstd"
-	default:
-		return fmt.Sprintf("unknown(%d)", codec)
-	}
+		defer r.mu.Unlock()
+		r.records = append(r.records, batch...)
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}, func(_ string, _ int32, err error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.lastFetchErr = err
+	})
 }
 
 // Topic returns the topic the reader reads.
@@ -247,7 +174,7 @@ func (r *Reader) CatchUp(ctx context.Context) error {
 func (r *Reader) Close() {
 	r.closer.Do(func() {
 		r.cancel()
-		r.client.Close()
+		r.consumer.Close()
 		<-r.done
 		r.mu.Lock()
 		defer r.mu.Unlock()

@@ -3,25 +3,20 @@ package resttest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/gamelan-go/executor/internal/engine/restengine"
 )
 
-// The routes of the registry (docs/protocol.md, section 5).
-const (
-	executorsPath = "/api/v1/executors"
-	heartbeatPath = "/heartbeat"
-)
+// executorsPath is the registry's collection (docs/protocol.md, section 5).
+const executorsPath = restengine.ExecutorsPath
 
-// communicationTypes are the communicationType values the registry takes.
-var communicationTypes = map[string]bool{"GRPC": true, "KAFKA": true, "REST": true, "LOCAL": true}
-
-// maxBody bounds a registration's body.
+// maxBody bounds the body read of a request.
 const maxBody = 1 << 20
 
 // requestIndexKey carries the index of a request's record to the routes.
@@ -102,20 +97,8 @@ func (r *Registry) handle(w http.ResponseWriter, req *http.Request, stopping cha
 		_, _ = io.WriteString(rec, body)
 		return
 	}
-	if r.verify != nil {
-		if err := r.verify(bearerToken(req.Header.Get("Authorization"))); err != nil {
-			r.mu.Lock()
-			r.refused++
-			r.notifyLocked()
-			r.mu.Unlock()
-			writeError(rec, http.StatusUnauthorized, "unauthenticated: %v", err)
-			return
-		}
-	}
-	if status := r.heartbeatFault(req); status != 0 {
-		writeError(rec, status, "resttest: injected heartbeat answer %d", status)
-		return
-	}
+	// Then the registry's routes: authentication (WithAuth), then the
+	// protocol's handling over store, where FailHeartbeats applies.
 	r.mux.ServeHTTP(rec, req.WithContext(context.WithValue(req.Context(), requestIndexKey{}, index)))
 }
 
@@ -140,16 +123,6 @@ func (r *Registry) takeFailure() (status int, body string, ok bool) {
 	return r.failStatus, r.failBody, true
 }
 
-// heartbeatFault returns the status FailHeartbeats imposes on req, or 0.
-func (r *Registry) heartbeatFault(req *http.Request) int {
-	if req.Method != http.MethodPost || !strings.HasPrefix(req.URL.Path, executorsPath+"/") || !strings.HasSuffix(req.URL.Path, heartbeatPath) {
-		return 0
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.failHeartbeats
-}
-
 // executorIDOf returns the {id} segment, unescaped, of an escaped registry
 // path, or "".
 func executorIDOf(path string) string {
@@ -164,87 +137,82 @@ func executorIDOf(path string) string {
 	return unescape(id)
 }
 
-// routes returns the registry's request router.
+// routes returns the registry's request router: the protocol's routes
+// (restengine.Registry over the Registry's store) and the lists.
 func (r *Registry) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+executorsPath, r.register)
-	mux.HandleFunc("GET "+executorsPath, r.list)
-	mux.HandleFunc("GET "+executorsPath+"/healthy", r.healthy)
-	mux.HandleFunc("GET "+executorsPath+"/{id}", r.get)
-	mux.HandleFunc("DELETE "+executorsPath+"/{id}", r.unregister)
-	mux.HandleFunc("POST "+executorsPath+"/{id}"+heartbeatPath, r.heartbeat)
+	registry := restengine.Registry{Store: store{r}, Verify: r.verify, Refused: func(*http.Request, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.refused++
+		r.notifyLocked()
+	}}
+	registry.Handle(mux)
+	mux.HandleFunc("GET "+executorsPath, registry.Authenticate(r.list))
+	mux.HandleFunc("GET "+executorsPath+"/healthy", registry.Authenticate(r.healthy))
 	return mux
 }
 
-func (r *Registry) register(w http.ResponseWriter, req *http.Request) {
-	var info ExecutorInfo
-	if err := json.NewDecoder(req.Body).Decode(&info); err != nil {
-		writeError(w, http.StatusBadRequest, "executor info: %v", err)
-		return
-	}
-	switch {
-	case info.ExecutorID == "":
-		writeError(w, http.StatusBadRequest, "executor info: executorId is required")
-		return
-	case !communicationTypes[info.CommunicationType]:
-		writeError(w, http.StatusBadRequest, "executor info: communicationType %q is not GRPC, KAFKA, REST or LOCAL", info.CommunicationType)
-		return
-	}
+// store is what the registry's protocol routes keep: the Registry's state.
+type store struct{ r *Registry }
+
+var _ restengine.Store = store{}
+
+// Register stores info, counts the registration and names its executor in
+// the request's record.
+func (s store) Register(ctx context.Context, info ExecutorInfo) (any, error) {
+	r := s.r
 	r.mu.Lock()
-	if index, ok := req.Context().Value(requestIndexKey{}).(int); ok {
+	defer r.mu.Unlock()
+	if index, ok := ctx.Value(requestIndexKey{}).(int); ok {
 		r.requests[index].ExecutorID = info.ExecutorID
 	}
-	r.executors[info.ExecutorID] = info.clone()
+	r.executors[info.ExecutorID] = info.Clone()
 	r.registerCalls[info.ExecutorID]++
 	r.lastSeen[info.ExecutorID] = time.Now()
 	r.notifyLocked()
-	r.mu.Unlock()
-	writeJSON(w, http.StatusOK, info)
+	return info, nil
 }
 
-func (r *Registry) heartbeat(w http.ResponseWriter, req *http.Request) {
-	id := req.PathValue("id")
+// Heartbeat answers FailHeartbeats' status when it is in force, records the
+// heartbeat of a known executor, and refuses that of an unknown one unless
+// GamelanMode (which answers success without recording it).
+func (s store) Heartbeat(_ context.Context, id string) error {
+	r := s.r
 	r.mu.Lock()
-	_, known := r.executors[id]
-	if known {
-		now := time.Now()
-		r.heartbeats[id] = append(r.heartbeats[id], now)
-		r.lastSeen[id] = now
-		r.notifyLocked()
+	defer r.mu.Unlock()
+	if r.failHeartbeats != 0 {
+		return &restengine.StatusError{Status: r.failHeartbeats, Message: fmt.Sprintf("resttest: injected heartbeat answer %d", r.failHeartbeats)}
 	}
-	r.mu.Unlock()
-	if !known && !r.gamelan {
-		writeError(w, http.StatusNotFound, "executor %q is not registered", id)
-		return
+	if _, known := r.executors[id]; !known {
+		if r.gamelan {
+			return nil
+		}
+		return restengine.ErrUnknownExecutor
 	}
-	w.WriteHeader(http.StatusOK)
+	now := time.Now()
+	r.heartbeats[id] = append(r.heartbeats[id], now)
+	r.lastSeen[id] = now
+	r.notifyLocked()
+	return nil
 }
 
-func (r *Registry) unregister(w http.ResponseWriter, req *http.Request) {
-	id := req.PathValue("id")
+// Lookup answers the stored registration.
+func (s store) Lookup(_ context.Context, id string) (any, bool) { return s.r.Executor(id) }
+
+// Unregister removes the registration.
+func (s store) Unregister(_ context.Context, id string) bool {
+	r := s.r
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	_, known := r.executors[id]
 	delete(r.executors, id)
 	r.notifyLocked()
-	r.mu.Unlock()
-	if !known {
-		writeError(w, http.StatusNotFound, "executor %q is not registered", id)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (r *Registry) get(w http.ResponseWriter, req *http.Request) {
-	info, ok := r.Executor(req.PathValue("id"))
-	if !ok {
-		writeError(w, http.StatusNotFound, "executor %q is not registered", req.PathValue("id"))
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
+	return known
 }
 
 func (r *Registry) list(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, r.Executors())
+	restengine.WriteJSON(w, http.StatusOK, r.Executors())
 }
 
 func (r *Registry) healthy(w http.ResponseWriter, _ *http.Request) {
@@ -252,17 +220,7 @@ func (r *Registry) healthy(w http.ResponseWriter, _ *http.Request) {
 	since := time.Now().Add(-r.healthyWithin)
 	healthy := r.executorsLocked(func(id string) bool { return r.lastSeen[id].After(since) })
 	r.mu.Unlock()
-	writeJSON(w, http.StatusOK, healthy)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+	restengine.WriteJSON(w, http.StatusOK, healthy)
 }
 
 // unescape returns the path segment s unescaped, or s when it is not valid.

@@ -8,27 +8,16 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gamelan-go/executor/internal/engine/restengine"
 )
 
 // ExecutorInfo is an executor as the engine's registry knows it
 // (docs/protocol.md, section 5).
-type ExecutorInfo struct {
-	ExecutorID        string            `json:"executorId"`
-	ExecutorType      string            `json:"executorType"`
-	CommunicationType string            `json:"communicationType"`
-	Endpoint          string            `json:"endpoint"`
-	Timeout           int64             `json:"timeout"`
-	Metadata          map[string]string `json:"metadata"`
-}
-
-func (info ExecutorInfo) clone() ExecutorInfo {
-	info.Metadata = maps.Clone(info.Metadata)
-	return info
-}
+type ExecutorInfo = restengine.ExecutorInfo
 
 // Request is one request the registry received.
 type Request struct {
@@ -62,10 +51,10 @@ func GamelanMode() Option {
 	return func(r *Registry) { r.gamelan = true }
 }
 
-// WithAuth verifies every request: verify receives the token of the
-// request's "Authorization: Bearer <token>" header (empty when there is
-// none or it is not a bearer token), and an error refuses the request with
-// 401.
+// WithAuth verifies every request to a route of the registry: verify
+// receives the token of the request's "Authorization: Bearer <token>"
+// header (empty when there is none or it is not a bearer token), and an
+// error refuses the request with 401.
 func WithAuth(verify func(token string) error) Option {
 	return func(r *Registry) { r.verify = verify }
 }
@@ -270,7 +259,7 @@ func (r *Registry) Executor(executorID string) (ExecutorInfo, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	info, ok := r.executors[executorID]
-	return info.clone(), ok
+	return info.Clone(), ok
 }
 
 // Executors returns every registration, ordered by executor id.
@@ -284,7 +273,7 @@ func (r *Registry) executorsLocked(keep func(id string) bool) []ExecutorInfo {
 	out := make([]ExecutorInfo, 0, len(r.executors))
 	for _, id := range slices.Sorted(maps.Keys(r.executors)) {
 		if keep(id) {
-			out = append(out, r.executors[id].clone())
+			out = append(out, r.executors[id].Clone())
 		}
 	}
 	return out
@@ -349,14 +338,4 @@ func (r *Registry) WaitFor(ctx context.Context, cond func() bool) error {
 func (r *Registry) notifyLocked() {
 	close(r.changed)
 	r.changed = make(chan struct{})
-}
-
-// bearerToken returns the token of an "Authorization: Bearer <token>"
-// header, or "".
-func bearerToken(authorization string) string {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
 }

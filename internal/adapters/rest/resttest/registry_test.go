@@ -134,6 +134,7 @@ func TestBadRequests(t *testing.T) {
 	for name, body := range map[string]string{
 		"not JSON":              `{"executorId":`,
 		"no executor id":        `{"executorType":"x","communicationType":"KAFKA"}`,
+		"no executor type":      `{"executorId":"a","communicationType":"KAFKA"}`,
 		"unknown communication": `{"executorId":"a","communicationType":"kafka"}`,
 		"metadata not strings":  `{"executorId":"a","communicationType":"KAFKA","metadata":{"n":1}}`,
 	} {

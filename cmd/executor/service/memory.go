@@ -1,0 +1,33 @@
+package service
+
+import (
+	"log/slog"
+
+	"github.com/google/wire"
+
+	"github.com/gamelan-go/executor/internal/adapters/memory"
+	"github.com/gamelan-go/executor/internal/domain"
+)
+
+// memorySet provides the in-process engine, when something uses it.
+var memorySet = wire.NewSet(newMemoryEngine)
+
+// newMemoryEngine returns the engine every memory port of this process
+// shares, or nil when nothing uses it.
+func newMemoryEngine(p *plan, log *slog.Logger) *memory.Engine {
+	if !p.uses("memory") {
+		return nil
+	}
+	log.Warn("using the in-memory engine: nothing outside this process can send tasks")
+	return memory.NewEngine()
+}
+
+// buildMemory serves every type it is given from the in-process engine.
+func buildMemory(w *wiring, _ []domain.Registration) (built, func(), error) {
+	return built{source: w.memory.TaskSource(), sink: w.memory.ResultSink(), endpoint: "memory"}, func() {}, nil
+}
+
+// memoryRegistrar registers with the in-process engine.
+func memoryRegistrar(w *wiring) (controlPlane, error) {
+	return controlPlane{registrar: w.memory.Registrar(), heartbeater: w.memory.Heartbeater()}, nil
+}
