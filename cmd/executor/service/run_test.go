@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,24 +65,35 @@ func TestRouteFollowsOverridesThenTakeAllThenTheDeclaredType(t *testing.T) {
 	}
 
 	_, err := route(&settings{Config: config.Config{Transport: "grpc"}}, domain.Descriptor{Type: "x", CommunicationType: "PIGEON"})
-	assert.ErrorContains(t, err, `executor type "x" declares communication type "PIGEON", which no transport of this service serves (grpc, kafka, rest, memory)`)
+	assert.ErrorContains(t, err, `executor type "x" declares communication type "PIGEON", which no transport of this service serves (`+
+		strings.Join(kinds(servesTasks), ", ")+")")
 }
 
 func TestLoadChecksEveryKindAgainstTheTable(t *testing.T) {
-	hosted := []executor.Executor{fixedExecutor{domain.Descriptor{Type: "a"}}}
+	// The lists come from the table, so that a transport added to it needs
+	// no edit here.
+	sorted := func(kinds []string) string { return strings.Join(slices.Sorted(slices.Values(kinds)), ", ") }
+	transportKinds, registrarKinds := sorted(kinds(servesTasks)), sorted(kinds(registers))
 	for _, c := range []struct {
 		vars map[string]string
 		want string
 	}{
-		{map[string]string{"GAMELAN_EXECUTOR_TRANSPORT": "carrier-pigeon"}, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of grpc, kafka, memory, rest`},
-		{map[string]string{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES": "a=http"}, `GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES="http": must be one of grpc, kafka, memory, rest (type "a")`},
-		{map[string]string{"GAMELAN_EXECUTOR_REGISTRAR": "pigeon"}, `GAMELAN_EXECUTOR_REGISTRAR="pigeon": must be one of grpc, kafka, memory, rest`},
+		{map[string]string{"GAMELAN_EXECUTOR_TRANSPORT": "carrier-pigeon"}, `GAMELAN_EXECUTOR_TRANSPORT="carrier-pigeon": must be one of ` + transportKinds},
+		{map[string]string{"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES": "a=http"}, `GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES="http": must be one of ` + transportKinds + ` (type "a")`},
+		{map[string]string{"GAMELAN_EXECUTOR_REGISTRAR": "pigeon"}, `GAMELAN_EXECUTOR_REGISTRAR="pigeon": must be one of ` + registrarKinds},
 	} {
 		_, err := load(func(name string) string { return c.vars[name] })
 		require.Error(t, err)
 		assert.Equal(t, c.want, err.Error())
 	}
+	for _, kind := range []string{"grpc", "kafka", "rest", "memory"} {
+		_, err := load(func(name string) string {
+			return map[string]string{"GAMELAN_EXECUTOR_TRANSPORT": kind, "GAMELAN_EXECUTOR_REGISTRAR": kind}[name]
+		})
+		assert.NoError(t, err, "%s is a transport and a registrar", kind)
+	}
 
+	hosted := []executor.Executor{fixedExecutor{domain.Descriptor{Type: "a"}}}
 	s, err := load(func(name string) string { return map[string]string{"GAMELAN_EXECUTOR_REGISTRAR": "http"}[name] })
 	require.NoError(t, err)
 	p, err := newPlan(s, hosted)
