@@ -121,7 +121,7 @@ func baseEnv() map[string]string {
 
 // running is a service started by a test.
 type running struct {
-	engine  *memory.Engine
+	engine  *memory.Backend
 	logs    *logLines
 	baseURL string
 	cancel  context.CancelFunc
@@ -132,7 +132,7 @@ type running struct {
 // engine, and waits until its HTTP server listens.
 func startWithEngine(t *testing.T, vars map[string]string) *running {
 	t.Helper()
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	ports := service.Ports{
 		Source: engine.TaskSource(), Sink: engine.ResultSink(),
 		Registrar: engine.Registrar(), Heartbeater: engine.Heartbeater(),
@@ -142,7 +142,7 @@ func startWithEngine(t *testing.T, vars map[string]string) *running {
 	})
 }
 
-func start(t *testing.T, engine *memory.Engine, run func(ctx context.Context, stdout, stderr io.Writer) error) *running {
+func start(t *testing.T, engine *memory.Backend, run func(ctx context.Context, stdout, stderr io.Writer) error) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{engine: engine, logs: newLogLines(), cancel: cancel, done: make(chan error, 1)}

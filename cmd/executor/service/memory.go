@@ -14,12 +14,12 @@ var memorySet = wire.NewSet(newMemoryEngine)
 
 // newMemoryEngine returns the engine every memory port of this process
 // shares, or nil when nothing uses it.
-func newMemoryEngine(p *plan, log *slog.Logger) *memory.Engine {
+func newMemoryEngine(p *plan, log *slog.Logger) *memory.Backend {
 	if !p.uses("memory") {
 		return nil
 	}
 	log.Warn("using the in-memory engine: nothing outside this process can send tasks")
-	return memory.NewEngine()
+	return memory.NewBackend()
 }
 
 // buildMemory serves every type it is given from the in-process engine.

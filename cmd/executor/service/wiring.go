@@ -25,11 +25,11 @@ type wiring struct {
 	kafka    *kafkaadapter.Config   // the Kafka clients' configuration
 	producer *kafkaadapter.Producer // the process's one Kafka producer
 	registry *rest.Client           // the client of the engine's REST registry
-	memory   *memory.Engine         // the in-process engine
+	memory   *memory.Backend        // the in-process engine
 }
 
 func newWiring(s *settings, log *slog.Logger, tokens *security.Minter, inbound authenticate, t grpcTLS,
-	engine *engineConn, kafka *kafkaadapter.Config, producer *kafkaadapter.Producer, registry *rest.Client, mem *memory.Engine) *wiring {
+	engine *engineConn, kafka *kafkaadapter.Config, producer *kafkaadapter.Producer, registry *rest.Client, mem *memory.Backend) *wiring {
 	return &wiring{settings: s, log: log, tokens: tokens, inbound: inbound, grpcTLS: t,
 		engine: engine, kafka: kafka, producer: producer, registry: registry, memory: mem}
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/gamelan-go/executor/pkg/porttest"
 )
 
-func taskSourceHarness(t *testing.T) (porttest.TaskSourceHarness, *memory.Engine) {
+func taskSourceHarness(t *testing.T) (porttest.TaskSourceHarness, *memory.Backend) {
 	t.Helper()
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	return porttest.TaskSourceHarness{
 		Source: engine.TaskSource(),
 		Publish: func(_ context.Context, task domain.Task) error {
@@ -48,7 +48,7 @@ func TestTaskSourceContractWithoutOptionalHooks(t *testing.T) {
 
 func TestResultSinkContract(t *testing.T) {
 	porttest.ResultSink(t, func(t *testing.T) porttest.ResultSinkHarness {
-		engine := memory.NewEngine()
+		engine := memory.NewBackend()
 		return porttest.ResultSinkHarness{
 			Sink:     engine.ResultSink(),
 			Received: engine.Results,
@@ -60,7 +60,7 @@ func TestResultSinkContract(t *testing.T) {
 
 func TestRegistrarContract(t *testing.T) {
 	porttest.Registrar(t, func(t *testing.T) porttest.RegistrarHarness {
-		engine := memory.NewEngine()
+		engine := memory.NewBackend()
 		return porttest.RegistrarHarness{
 			Registrar: engine.Registrar(),
 			Lookup:    engine.Registration,
@@ -71,7 +71,7 @@ func TestRegistrarContract(t *testing.T) {
 
 func TestHeartbeaterContract(t *testing.T) {
 	porttest.Heartbeater(t, func(t *testing.T) porttest.HeartbeaterHarness {
-		engine := memory.NewEngine()
+		engine := memory.NewBackend()
 		return porttest.HeartbeaterHarness{
 			Heartbeater:   engine.Heartbeater(),
 			Registrar:     engine.Registrar(),

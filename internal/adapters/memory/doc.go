@@ -1,4 +1,4 @@
-// Package memory is the in-process implementation of every port: an Engine
+// Package memory is the in-process implementation of every port: a Backend
 // that stands in for the workflow engine, and the four adapters that talk to
 // it (TaskSource, ResultSink, Registrar, Heartbeater).
 //
@@ -13,7 +13,7 @@
 //     GAMELAN_EXECUTOR_REGISTRAR=memory, where no engine runs at all.
 //
 // Guarantees:
-//   - Every method of the Engine and of the adapters is safe for concurrent
+//   - Every method of the Backend and of the adapters is safe for concurrent
 //     use.
 //   - The TaskSource offers a task only after Intake.AwaitCapacity reported
 //     room, offers each queued task to one source at a time, and never holds

@@ -10,7 +10,7 @@ import (
 
 // Heartbeater reports liveness and load to the engine's registry.
 type Heartbeater struct {
-	engine *Engine
+	engine *Backend
 }
 
 var _ ports.Heartbeater = (*Heartbeater)(nil)

@@ -11,7 +11,7 @@ import (
 
 // Registrar registers executor types with the engine's registry.
 type Registrar struct {
-	engine *Engine
+	engine *Backend
 }
 
 var _ ports.Registrar = (*Registrar)(nil)

@@ -12,7 +12,7 @@ import (
 // ResultSink delivers results to the engine. A nil return means the engine
 // has recorded every result of the batch.
 type ResultSink struct {
-	engine *Engine
+	engine *Backend
 }
 
 var _ ports.ResultSink = (*ResultSink)(nil)

@@ -15,7 +15,7 @@ import (
 // after Intake.AwaitCapacity reported room, and a task refused as overloaded
 // or handed back through Settle returns to the front of the queue.
 type TaskSource struct {
-	engine *Engine
+	engine *Backend
 
 	mu      sync.Mutex
 	state   sourceState

@@ -21,27 +21,28 @@ const DefaultHistoryLimit = 100_000
 // fault (FailDeliveries, FailRegistrations, FailHeartbeats).
 var ErrInjected = errors.New("injected fault")
 
-// Option configures an Engine.
-type Option func(*Engine)
+// Option configures a Backend.
+type Option func(*Backend)
 
 // WithHistoryLimit keeps the n most recent entries of each record (results,
 // unique results, heartbeats per executor, acknowledged and rejected tasks,
 // unregistrations, violations) instead of DefaultHistoryLimit. Values below 1
 // keep the default.
 func WithHistoryLimit(n int) Option {
-	return func(e *Engine) {
+	return func(e *Backend) {
 		if n >= 1 {
 			e.historyLimit = n
 		}
 	}
 }
 
-// Engine is an in-process stand-in for the workflow engine. Its adapters
+// Backend is an in-process stand-in for the workflow engine (not a wire
+// protocol: the engine sides of those are in internal/engine). Its adapters
 // (TaskSource, ResultSink, Registrar, Heartbeater) are what the runtime
 // talks to; its other methods are the engine side that tests and the dev
 // mode drive: submit and cancel tasks, read results, registrations and
 // heartbeats, and inject faults. All methods are safe for concurrent use.
-type Engine struct {
+type Backend struct {
 	historyLimit int
 
 	mu sync.Mutex
@@ -71,9 +72,9 @@ type Engine struct {
 	failHeartbeats    int
 }
 
-// NewEngine returns an engine with an empty queue and no registrations.
-func NewEngine(opts ...Option) *Engine {
-	e := &Engine{historyLimit: DefaultHistoryLimit}
+// NewBackend returns a backend with an empty queue and no registrations.
+func NewBackend(opts ...Option) *Backend {
+	e := &Backend{historyLimit: DefaultHistoryLimit}
 	for _, o := range opts {
 		o(e)
 	}
@@ -93,19 +94,19 @@ func NewEngine(opts ...Option) *Engine {
 
 // TaskSource returns a new source of this engine's tasks. Several sources
 // of one engine compete for its queue, like consumers of one group.
-func (e *Engine) TaskSource() *TaskSource { return &TaskSource{engine: e} }
+func (e *Backend) TaskSource() *TaskSource { return &TaskSource{engine: e} }
 
 // ResultSink returns a sink that delivers results to this engine.
-func (e *Engine) ResultSink() *ResultSink { return &ResultSink{engine: e} }
+func (e *Backend) ResultSink() *ResultSink { return &ResultSink{engine: e} }
 
 // Registrar returns a registrar backed by this engine's registry.
-func (e *Engine) Registrar() *Registrar { return &Registrar{engine: e} }
+func (e *Backend) Registrar() *Registrar { return &Registrar{engine: e} }
 
 // Heartbeater returns a heartbeater backed by this engine's registry.
-func (e *Engine) Heartbeater() *Heartbeater { return &Heartbeater{engine: e} }
+func (e *Backend) Heartbeater() *Heartbeater { return &Heartbeater{engine: e} }
 
 // notifyLocked wakes every waiter. e.mu must be held.
-func (e *Engine) notifyLocked() {
+func (e *Backend) notifyLocked() {
 	close(e.changed)
 	e.changed = make(chan struct{})
 }
@@ -114,7 +115,7 @@ func (e *Engine) notifyLocked() {
 // refuses: the queue is the engine's backlog, and sources take from it only
 // as the runtime has room. Submit does not validate the task, so that tests
 // can submit malformed ones and watch the runtime refuse them (Rejected).
-func (e *Engine) Submit(task domain.Task) {
+func (e *Backend) Submit(task domain.Task) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.queue = append(e.queue, cloneTask(task))
@@ -126,7 +127,7 @@ func (e *Engine) Submit(task domain.Task) {
 // the task found, and returns whether one did. taskID is the task id or the
 // idempotency key. A task still in the engine's queue is not withdrawn: the
 // runtime has not seen it yet, so Cancel reports false for it.
-func (e *Engine) Cancel(taskID, reason string) bool {
+func (e *Backend) Cancel(taskID, reason string) bool {
 	e.mu.Lock()
 	intakes := slices.Clone(e.intakes)
 	e.mu.Unlock()
@@ -140,7 +141,7 @@ func (e *Engine) Cancel(taskID, reason string) bool {
 
 // Pending returns the tasks waiting in the engine's queue, next first:
 // submitted and not yet offered, or handed back and not yet offered again.
-func (e *Engine) Pending() []domain.Task {
+func (e *Backend) Pending() []domain.Task {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return cloneTasks(e.queue)
@@ -148,7 +149,7 @@ func (e *Engine) Pending() []domain.Task {
 
 // Unsettled returns the tasks the runtime accepted and has not settled yet,
 // in the order they were offered.
-func (e *Engine) Unsettled() []domain.Task {
+func (e *Backend) Unsettled() []domain.Task {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ids := slices.Sorted(maps.Keys(e.inFlight))
@@ -161,7 +162,7 @@ func (e *Engine) Unsettled() []domain.Task {
 
 // Acknowledged returns the tasks the runtime settled with a nil error (the
 // result was delivered), in settlement order.
-func (e *Engine) Acknowledged() []domain.Task {
+func (e *Backend) Acknowledged() []domain.Task {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return cloneTasks(e.acknowledged.all())
@@ -169,7 +170,7 @@ func (e *Engine) Acknowledged() []domain.Task {
 
 // Rejected returns the tasks the runtime refused as invalid
 // (domain.ErrInvalidTask), in refusal order. The engine drops them.
-func (e *Engine) Rejected() []domain.Task {
+func (e *Backend) Rejected() []domain.Task {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return cloneTasks(e.rejected.all())
@@ -177,7 +178,7 @@ func (e *Engine) Rejected() []domain.Task {
 
 // Results returns every delivered result in delivery order, duplicates
 // included.
-func (e *Engine) Results() []domain.Result {
+func (e *Backend) Results() []domain.Result {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	results := e.results.all()
@@ -190,7 +191,7 @@ func (e *Engine) Results() []domain.Result {
 // UniqueResults returns the first result delivered for each
 // domain.IdempotencyKey(run id, node id, attempt): the engine's view after
 // deduplication.
-func (e *Engine) UniqueResults() map[string]domain.Result {
+func (e *Backend) UniqueResults() map[string]domain.Result {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	unique := make(map[string]domain.Result, len(e.unique))
@@ -202,7 +203,7 @@ func (e *Engine) UniqueResults() map[string]domain.Result {
 
 // WaitForResults waits until at least n unique results have arrived since
 // the engine was created, or returns an error wrapping ctx's cause.
-func (e *Engine) WaitForResults(ctx context.Context, n int) error {
+func (e *Backend) WaitForResults(ctx context.Context, n int) error {
 	err := e.WaitUntil(ctx, func() bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -222,7 +223,7 @@ func (e *Engine) WaitForResults(ctx context.Context, n int) error {
 // submitted, offered or settled, a result, registration or heartbeat
 // recorded), without the engine's lock held, so it may call the engine's
 // getters.
-func (e *Engine) WaitUntil(ctx context.Context, cond func() bool) error {
+func (e *Backend) WaitUntil(ctx context.Context, cond func() bool) error {
 	for {
 		e.mu.Lock()
 		changed := e.changed
@@ -239,7 +240,7 @@ func (e *Engine) WaitUntil(ctx context.Context, cond func() bool) error {
 }
 
 // Registration returns the current registration of an executor id.
-func (e *Engine) Registration(executorID string) (domain.Registration, bool) {
+func (e *Backend) Registration(executorID string) (domain.Registration, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	reg, ok := e.registrations[executorID]
@@ -250,7 +251,7 @@ func (e *Engine) Registration(executorID string) (domain.Registration, bool) {
 }
 
 // Registrations returns the current registrations, ordered by executor id.
-func (e *Engine) Registrations() []domain.Registration {
+func (e *Backend) Registrations() []domain.Registration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	regs := make([]domain.Registration, 0, len(e.registrations))
@@ -262,7 +263,7 @@ func (e *Engine) Registrations() []domain.Registration {
 
 // Heartbeats returns the heartbeats accepted for an executor id, oldest
 // first. Heartbeats refused as not registered are not included.
-func (e *Engine) Heartbeats(executorID string) []domain.Heartbeat {
+func (e *Backend) Heartbeats(executorID string) []domain.Heartbeat {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	h, ok := e.heartbeats[executorID]
@@ -273,7 +274,7 @@ func (e *Engine) Heartbeats(executorID string) []domain.Heartbeat {
 }
 
 // LastHeartbeat returns the last heartbeat accepted for an executor id.
-func (e *Engine) LastHeartbeat(executorID string) (domain.Heartbeat, bool) {
+func (e *Backend) LastHeartbeat(executorID string) (domain.Heartbeat, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	h, ok := e.heartbeats[executorID]
@@ -285,7 +286,7 @@ func (e *Engine) LastHeartbeat(executorID string) (domain.Heartbeat, bool) {
 
 // Unregistered returns the executor ids passed to Unregister, in call
 // order, including ids the engine did not know.
-func (e *Engine) Unregistered() []string {
+func (e *Backend) Unregistered() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.unregistered.all()
@@ -294,7 +295,7 @@ func (e *Engine) Unregistered() []string {
 // Violations returns the breaches of the ports' contracts the engine
 // observed from the runtime: a Delivery settled more than once, or settled
 // although Offer refused it. A correct runtime leaves it empty.
-func (e *Engine) Violations() []error {
+func (e *Backend) Violations() []error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.violations.all()
@@ -303,7 +304,7 @@ func (e *Engine) Violations() []error {
 // FailDeliveries makes the next n ResultSink.Deliver calls fail with an
 // error wrapping ErrInjected, recording nothing. It sets the count rather
 // than adding to it: FailDeliveries(0) ends an injected outage.
-func (e *Engine) FailDeliveries(n int) {
+func (e *Backend) FailDeliveries(n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.failDeliveries = max(n, 0)
@@ -311,7 +312,7 @@ func (e *Engine) FailDeliveries(n int) {
 
 // FailRegistrations makes the next n Registrar.Register calls fail with an
 // error wrapping ErrInjected. It sets the count, like FailDeliveries.
-func (e *Engine) FailRegistrations(n int) {
+func (e *Backend) FailRegistrations(n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.failRegistrations = max(n, 0)
@@ -320,7 +321,7 @@ func (e *Engine) FailRegistrations(n int) {
 // FailHeartbeats makes the next n Heartbeater.Heartbeat calls fail with an
 // error wrapping ErrInjected (not domain.ErrNotRegistered: the engine is
 // unreachable, not forgetful). It sets the count, like FailDeliveries.
-func (e *Engine) FailHeartbeats(n int) {
+func (e *Backend) FailHeartbeats(n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.failHeartbeats = max(n, 0)
@@ -330,7 +331,7 @@ func (e *Engine) FailHeartbeats(n int) {
 // heartbeats stop or it restarts. Heartbeats for the id then fail with
 // domain.ErrNotRegistered until it registers again. Unregistered is not
 // affected.
-func (e *Engine) Forget(executorID string) {
+func (e *Backend) Forget(executorID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.registrations, executorID)
@@ -339,7 +340,7 @@ func (e *Engine) Forget(executorID string) {
 
 // take removes and returns the next queued task, waiting for one until ctx
 // ends.
-func (e *Engine) take(ctx context.Context) (domain.Task, bool) {
+func (e *Backend) take(ctx context.Context) (domain.Task, bool) {
 	for {
 		e.mu.Lock()
 		if len(e.queue) > 0 {
@@ -362,27 +363,27 @@ func (e *Engine) take(ctx context.Context) (domain.Task, bool) {
 
 // requeue puts a task back at the front of the queue, so that it is the
 // next one offered, as a broker re-reads an uncommitted offset first.
-func (e *Engine) requeue(task domain.Task) {
+func (e *Backend) requeue(task domain.Task) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.queue = slices.Insert(e.queue, 0, task)
 	e.notifyLocked()
 }
 
-func (e *Engine) reject(task domain.Task) {
+func (e *Backend) reject(task domain.Task) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.rejected.add(task)
 	e.notifyLocked()
 }
 
-func (e *Engine) attach(in ports.Intake) {
+func (e *Backend) attach(in ports.Intake) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.intakes = append(e.intakes, in)
 }
 
-func (e *Engine) violation(err error) {
+func (e *Backend) violation(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.violations.add(err)
@@ -392,14 +393,14 @@ func (e *Engine) violation(err error) {
 // delivery is one offer of a queued task, tracked until the runtime settles
 // it or refuses it.
 type delivery struct {
-	engine *Engine
+	engine *Backend
 	id     uint64
 	task   domain.Task
 	done   atomic.Bool // set by the first Settle or by withdraw
 }
 
 // newDelivery records task as in flight and returns its tracker.
-func (e *Engine) newDelivery(task domain.Task) *delivery {
+func (e *Backend) newDelivery(task domain.Task) *delivery {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.nextDelivery++

@@ -41,7 +41,7 @@ func waitCtx(t *testing.T) context.Context {
 
 // startSource starts a memory source of engine with a porttest.Intake and
 // stops it when the test ends.
-func startSource(t *testing.T, engine *memory.Engine, capacity int) (*memory.TaskSource, *porttest.Intake) {
+func startSource(t *testing.T, engine *memory.Backend, capacity int) (*memory.TaskSource, *porttest.Intake) {
 	t.Helper()
 	src := engine.TaskSource()
 	in := porttest.NewIntake(capacity)
@@ -61,7 +61,7 @@ func waitOffers(t *testing.T, in *porttest.Intake, n int) []*porttest.Offered {
 }
 
 func TestSubmitAndOfferCopyTheTask(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	task := newTask("a")
 	engine.Submit(task)
 	task.Context["nested"].(map[string]any)["value"] = "changed by the test"
@@ -78,7 +78,7 @@ func TestSubmitAndOfferCopyTheTask(t *testing.T) {
 }
 
 func TestDeliverCopiesResults(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	res := result("a", domain.StatusFailed)
 	res.Error = &domain.ErrorInfo{Code: "X", Context: map[string]any{"k": "original"}}
 	batch := []domain.Result{res}
@@ -100,7 +100,7 @@ func TestDeliverCopiesResults(t *testing.T) {
 }
 
 func TestUniqueResultsKeepTheFirstPerKey(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	sink := engine.ResultSink()
 	ctx := context.Background()
 	require.NoError(t, sink.Deliver(ctx, []domain.Result{result("a", domain.StatusCompleted), result("b", domain.StatusCompleted)}))
@@ -120,7 +120,7 @@ func TestUniqueResultsKeepTheFirstPerKey(t *testing.T) {
 }
 
 func TestWaitForResults(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	sink := engine.ResultSink()
 
 	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -144,7 +144,7 @@ func TestWaitForResults(t *testing.T) {
 }
 
 func TestFailDeliveries(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	sink := engine.ResultSink()
 	ctx := context.Background()
 	engine.FailDeliveries(2)
@@ -162,7 +162,7 @@ func TestFailDeliveries(t *testing.T) {
 }
 
 func TestFailRegistrationsAndHeartbeats(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	ctx := context.Background()
 	reg := domain.Registration{ExecutorID: "exec-1", Descriptor: domain.Descriptor{Type: "t"}}
 
@@ -182,7 +182,7 @@ func TestFailRegistrationsAndHeartbeats(t *testing.T) {
 }
 
 func TestRegistryForgetAndUnregister(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	ctx := context.Background()
 	registrar, heartbeater := engine.Registrar(), engine.Heartbeater()
 	for _, id := range []string{"exec-b", "exec-a"} {
@@ -213,7 +213,7 @@ func TestRegistryForgetAndUnregister(t *testing.T) {
 }
 
 func TestRejectedTasksAreDropped(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	invalid := newTask("bad")
 	invalid.RunID = "" // porttest.Intake validates like the runtime
 	engine.Submit(invalid)
@@ -229,7 +229,7 @@ func TestRejectedTasksAreDropped(t *testing.T) {
 }
 
 func TestHandedBackTaskIsOfferedFirst(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	engine.Submit(newTask("a"))
 	engine.Submit(newTask("b"))
 	_, in := startSource(t, engine, 1)
@@ -255,7 +255,7 @@ func TestHandedBackTaskIsOfferedFirst(t *testing.T) {
 }
 
 func TestDeadLetteredTaskIsDoneNotRequeued(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	engine.Submit(newTask("a"))
 	_, in := startSource(t, engine, 1)
 
@@ -269,7 +269,7 @@ func TestDeadLetteredTaskIsDoneNotRequeued(t *testing.T) {
 }
 
 func TestUnexpectedOfferErrorIsRetried(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	_, in := startSource(t, engine, 2)
 	in.RefuseNext(errors.New("runtime hiccup"))
 	engine.Submit(newTask("a"))
@@ -280,7 +280,7 @@ func TestUnexpectedOfferErrorIsRetried(t *testing.T) {
 }
 
 func TestCancelForwardsToTheRuntime(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	require.False(t, engine.Cancel("task-a", "no source started"))
 
 	engine.Submit(newTask("a"))
@@ -298,7 +298,7 @@ func TestCancelForwardsToTheRuntime(t *testing.T) {
 }
 
 func TestCompetingSourcesShareTheQueue(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	_, in1 := startSource(t, engine, 5) // full after 5 unsettled tasks: the second source gets the rest
 	_, in2 := startSource(t, engine, 100)
 	const n = 50
@@ -319,7 +319,7 @@ func TestCompetingSourcesShareTheQueue(t *testing.T) {
 }
 
 func TestDrainingStopsTheSource(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	src, in := startSource(t, engine, 2)
 	engine.Submit(newTask("a"))
 	waitOffers(t, in, 1)
@@ -338,7 +338,7 @@ func TestDrainingStopsTheSource(t *testing.T) {
 }
 
 func TestSourceLifecycle(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	src := engine.TaskSource()
 	require.Error(t, src.Healthy(), "before Start")
 	require.Error(t, src.Start(context.Background(), nil), "nil intake")
@@ -360,7 +360,7 @@ func TestSourceLifecycle(t *testing.T) {
 }
 
 func TestStopWaitsForTheDeliveryLoop(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	in := &blockingIntake{Intake: porttest.NewIntake(1), entered: make(chan struct{}), release: make(chan struct{})}
 	src := engine.TaskSource()
 	require.NoError(t, src.Start(context.Background(), in))
@@ -409,7 +409,7 @@ func (r *recordingIntake) Offer(_ context.Context, d ports.Delivery) error {
 }
 
 func TestSettlingTwiceIsAViolation(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	in := &recordingIntake{Intake: porttest.NewIntake(10), deliveries: make(chan ports.Delivery, 10)}
 	src := engine.TaskSource()
 	require.NoError(t, src.Start(context.Background(), in))
@@ -427,7 +427,7 @@ func TestSettlingTwiceIsAViolation(t *testing.T) {
 }
 
 func TestHistoryLimit(t *testing.T) {
-	engine := memory.NewEngine(memory.WithHistoryLimit(3))
+	engine := memory.NewBackend(memory.WithHistoryLimit(3))
 	sink := engine.ResultSink()
 	for _, node := range []string{"a", "b", "c", "d", "e"} {
 		require.NoError(t, sink.Deliver(context.Background(), []domain.Result{result(node, domain.StatusCompleted)}))
@@ -443,7 +443,7 @@ func TestHistoryLimit(t *testing.T) {
 }
 
 func TestCancelledContexts(t *testing.T) {
-	engine := memory.NewEngine()
+	engine := memory.NewBackend()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cause := errors.New("shutting down")
 	cancel(cause)
