@@ -9,12 +9,12 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
-// memorySet provides the in-process engine, when something uses it.
-var memorySet = wire.NewSet(newMemoryEngine)
+// memorySet provides the in-process backend, when something uses it.
+var memorySet = wire.NewSet(newMemoryBackend)
 
-// newMemoryEngine returns the engine every memory port of this process
+// newMemoryBackend returns the backend every memory port of this process
 // shares, or nil when nothing uses it.
-func newMemoryEngine(p *plan, log *slog.Logger) *memory.Backend {
+func newMemoryBackend(p *plan, log *slog.Logger) *memory.Backend {
 	if !p.uses("memory") {
 		return nil
 	}

@@ -54,8 +54,8 @@ func initService(s *settings, executors []executor.Executor, log *slog.Logger) (
 		cleanup()
 		return nil, nil, err
 	}
-	engine := newMemoryEngine(servicePlan, log)
-	serviceWiring := newWiring(s, log, minter, serviceAuthenticate, serviceGrpcTLS, serviceEngineConn, config, producer, client, engine)
+	backend := newMemoryBackend(servicePlan, log)
+	serviceWiring := newWiring(s, log, minter, serviceAuthenticate, serviceGrpcTLS, serviceEngineConn, config, producer, client, backend)
 	serviceDeployment, cleanup3, err := newTransports(servicePlan, serviceWiring)
 	if err != nil {
 		cleanup2()
