@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -89,6 +90,7 @@ func (o *Outcome) AnswerCount(key string, n int) {
 // Figures are an Outcome's counts.
 type Figures struct {
 	Scenario   string         `json:"scenario"`
+	Package    string         `json:"package"`
 	Test       string         `json:"test"`
 	Long       bool           `json:"long"`
 	Submitted  int            `json:"submitted"`
@@ -147,6 +149,7 @@ func (o *Outcome) Check(t testing.TB) Figures {
 	t.Helper()
 	f := o.Figures()
 	f.Test = t.Name()
+	f.Package = packageDir()
 	line, err := json.Marshal(f)
 	if err != nil {
 		t.Fatalf("outcome: %v", err)
@@ -171,6 +174,30 @@ func (o *Outcome) Check(t testing.TB) Figures {
 		t.Errorf("%s: %d results for tasks never submitted", o.Scenario, f.Unexpected)
 	}
 	return f
+}
+
+// packageDir returns the test's package directory relative to the module
+// root ("./test/faults/network"): go test runs a test in its package's
+// directory, so the report can name the command that reruns it.
+func packageDir() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for dir := wd; ; {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			rel, err := filepath.Rel(dir, wd)
+			if err != nil {
+				return ""
+			}
+			return "./" + filepath.ToSlash(rel)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }
 
 var reportMu sync.Mutex
