@@ -1,5 +1,5 @@
 // Package testkit holds the small helpers the process-level test suites
-// (test/e2e, test/interop, test/fork) share.
+// (test/e2e, test/interop, test/fork, test/faults) share.
 package testkit
 
 import (
