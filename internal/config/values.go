@@ -285,12 +285,29 @@ func (u *URL) UnmarshalText(text []byte) error {
 // MarshalText writes the URL with its password redacted.
 func (u URL) MarshalText() ([]byte, error) { return []byte(redactURL(string(u))), nil }
 
-// redactURL hides the password of a URL with credentials in it.
+// redactURL hides the password of a URL with credentials in it. A value
+// that does not parse, or parses without an authority ("user:pass@host"
+// reads as scheme "user"), may hold credentials all the same: a password
+// with an unescaped %, # or / is an easy mistake, and the very reason it
+// does not parse. Everything between its scheme and its last "@" is hidden
+// then.
 func redactURL(value string) string {
-	if u, err := url.Parse(value); err == nil && u.User != nil {
-		return u.Redacted()
+	u, err := url.Parse(value)
+	if err == nil && u.Opaque == "" {
+		if u.User != nil {
+			return u.Redacted()
+		}
+		return value
 	}
-	return value
+	at := strings.LastIndex(value, "@")
+	if at < 0 {
+		return value
+	}
+	start := 0
+	if i := strings.Index(value, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	return value[:start] + redacted + value[at:]
 }
 
 // Topic is a Kafka topic name: 1-249 characters of a-z, A-Z, 0-9, ., _ and

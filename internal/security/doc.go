@@ -35,7 +35,9 @@
 // secret, iss is the expected issuer, aud contains the expected audience
 // when one is configured, sub and exp are present, and the token is inside
 // its validity window (exp not past, iat and nbf not in the future, each
-// with VerifierConfig.Leeway of tolerance). Every refusal wraps
+// with VerifierConfig.Leeway of tolerance). SingleBearerToken takes the
+// token from a request's authorization values only when there is exactly
+// one. Every refusal wraps
 // domain.ErrUnauthenticated with a short fixed reason, which adapters map
 // to gRPC Unauthenticated or HTTP 401.
 //

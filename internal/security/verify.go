@@ -220,6 +220,24 @@ func unauthenticated(reason string) error {
 	return fmt.Errorf("%w: %s", domain.ErrUnauthenticated, reason)
 }
 
+// SingleBearerToken extracts the token from every Authorization header (or
+// authorization metadata value) of one request, as BearerToken does, and
+// refuses a request that carries none or more than one. Two credentials in
+// one request are ambiguous: a proxy in front of the service may have checked
+// one while the service would act on the other, so neither is taken, even
+// when both are valid. Errors wrap domain.ErrUnauthenticated and never
+// contain the values.
+func SingleBearerToken(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", unauthenticated("missing authorization")
+	case 1:
+		return BearerToken(values[0])
+	default:
+		return "", unauthenticated("more than one authorization value")
+	}
+}
+
 // BearerToken extracts the token from an Authorization header or
 // authorization metadata value of the form "Bearer <token>". The scheme is
 // matched case-insensitively and surrounding spaces are ignored. Errors wrap

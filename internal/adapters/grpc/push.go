@@ -201,14 +201,15 @@ func taskFromRequest(req *dispatcherpb.ExecutionRequest) domain.Task {
 	return task
 }
 
-// bearerToken reads the bearer token of an inbound call.
+// bearerToken reads the bearer token of an inbound call, which must carry
+// exactly one authorization value (see security.SingleBearerToken).
 func bearerToken(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	values := md.Get("authorization")
 	if len(values) == 0 {
 		return "", fmt.Errorf("%w: no authorization metadata", domain.ErrUnauthenticated)
 	}
-	return security.BearerToken(values[0])
+	return security.SingleBearerToken(values)
 }
 
 // executorIDFromSignature decodes a Gamelan push signature: standard Base64

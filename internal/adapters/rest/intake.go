@@ -139,7 +139,7 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	verdict, err := in.gate.Admit(r.Context(), ports.Pushed{
 		RunID: r.Header.Get("X-Run-Id"), NodeID: r.Header.Get("X-Node-Id"),
-		Token: func() (string, error) { return security.BearerToken(r.Header.Get("Authorization")) },
+		Token: func() (string, error) { return security.SingleBearerToken(r.Header.Values("Authorization")) },
 		Task:  func() (domain.Task, error) { return in.parse(r) },
 	})
 	switch verdict {
