@@ -16,8 +16,10 @@ import (
 //   - the handler's context carries the task's timeout (else defaultTimeout)
 //     and ctx's cancellation; expiry yields FAILED TIMEOUT, cancellation with
 //     a *domain.Error cause yields that code (CANCELLED -> status CANCELLED);
-//   - a handler that ignores its context is abandoned when the context ends:
-//     its result is decided then, and whatever it returns later is dropped;
+//   - a handler that ignores its context is abandoned when it has not
+//     returned abandonGrace after the context ended: its result is decided
+//     then, and whatever it returns later is dropped. A handler that
+//     returns within the grace (one that watches ctx) gives its own answer;
 //   - a panic yields FAILED PANIC with the stack;
 //   - a returned error yields FAILED with the code of the *domain.Error in its
 //     chain, else EXECUTION_ERROR (retryable);
@@ -87,13 +89,20 @@ func invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 	case o := <-outcome:
 		res = o.toResult(ctx, task)
 	case <-ctx.Done():
+		// A handler that watches ctx is returning now, but its goroutine may
+		// not have run yet. Taken for one that ignores ctx, it would hold its
+		// slot as abandoned, and when every slot of its type is so held, for
+		// an instant, the type's waiting tasks would be answered
+		// HANDLERS_STALLED without running.
+		grace := time.NewTimer(abandonGrace)
 		select {
-		case o := <-outcome: // finished in the same instant: its own answer wins
+		case o := <-outcome: // returned within the grace: its own answer wins
 			res = o.toResult(ctx, task)
-		default:
+		case <-grace.C:
 			res = causeResult(ctx, task)
 			wasAbandoned = true
 		}
+		grace.Stop()
 	}
 	res.Duration = time.Since(started)
 	res.CompletedAt = time.Now().UTC()
@@ -106,6 +115,12 @@ func invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 	}
 	return invocation{result: res, handlerDone: handlerDone, abandoned: wasAbandoned}
 }
+
+// abandonGrace is how long a handler has to return once its context has
+// ended before it is taken to ignore its context and abandoned. It is far
+// longer than a handler watching ctx needs to return, and short enough that
+// the task's answer is still given at about its deadline.
+const abandonGrace = 100 * time.Millisecond
 
 type handlerOutcome struct {
 	res *domain.Result

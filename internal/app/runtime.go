@@ -575,6 +575,9 @@ func (r *Runtime) lifecycleBug(err error) {
 	}
 }
 
+// logStackBytes bounds the stack trace a "task finished" line carries.
+const logStackBytes = 1 << 10
+
 func (r *Runtime) logResult(j *job, res domain.Result) {
 	level := slog.LevelDebug
 	if res.Error != nil {
@@ -586,6 +589,12 @@ func (r *Runtime) logResult(j *job, res domain.Result) {
 	attrs := []any{slog.String("status", string(res.Status)), durationMS(res.Duration)}
 	if res.Error != nil {
 		attrs = append(attrs, slog.String("code", res.Error.Code), slog.String("error", res.Error.Message))
+		if res.Error.StackTrace != "" {
+			// The whole stack goes to the engine in the result; the log keeps
+			// its top, where the handler panicked, so that an operator
+			// reading only this log can find the fault.
+			attrs = append(attrs, slog.String("stack", domain.Clip(res.Error.StackTrace, logStackBytes)))
+		}
 	}
 	r.taskLogger(j).Log(context.Background(), level, "task finished", attrs...)
 }
