@@ -8,6 +8,7 @@ import (
 	"time"
 
 	ggrpc "google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -82,6 +83,7 @@ func Dial(c ClientConfig) (*ggrpc.ClientConn, error) {
 			PermitWithoutStream: c.KeepAliveWithoutCalls,
 		}),
 		ggrpc.WithDefaultCallOptions(ggrpc.MaxCallRecvMsgSize(maxSize), ggrpc.MaxCallSendMsgSize(maxSize)),
+		ggrpc.WithConnectParams(reconnect),
 	}
 	if c.Credentials != nil {
 		opts = append(opts, ggrpc.WithPerRPCCredentials(c.Credentials))
@@ -91,6 +93,21 @@ func Dial(c ClientConfig) (*ggrpc.ClientConn, error) {
 		return nil, fmt.Errorf("grpc client for %s: %w", c.Target, err)
 	}
 	return conn, nil
+}
+
+// reconnect is how the connection to the engine is remade after it was lost.
+// gRPC's default backoff grows to 120 s, so an engine back after a minute's
+// outage could wait that long for its executors; capped at 5 s (with
+// jitter, so a fleet does not reconnect in step), the executor is back within
+// about 5 s of the engine, whatever the outage.
+var reconnect = ggrpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  250 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   5 * time.Second,
+	},
+	MinConnectTimeout: 5 * time.Second,
 }
 
 // callError wraps a failed call's error with the operation, translating the

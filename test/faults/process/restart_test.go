@@ -66,8 +66,11 @@ var restartTasks = testkit.Pick(300, 3000)
 
 const restartWindow = 40
 
-// minOutage is how long the engine stays down at least.
-var minOutage = testkit.Pick(time.Second, 5*time.Second)
+// minOutage is how long the engine stays down at least: long enough, in the
+// long variant, for gRPC's default reconnect backoff to have grown past the
+// executor's 5 s cap (internal/adapters/grpc/client.go), so that recovery
+// shows the cap.
+var minOutage = testkit.Pick(time.Second, 30*time.Second)
 
 // overdueAfter is how long after its last send a task without a result is
 // sent again, as an engine does once a result is overdue. It is well above
