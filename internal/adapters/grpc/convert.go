@@ -3,6 +3,7 @@ package grpc
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -64,17 +65,22 @@ var statusToProto = map[domain.Status]gamelanv1.TaskStatus{
 // resultToProto converts a result for ReportResults. Output that protobuf's
 // Struct cannot hold directly (custom types) goes through JSON first; what
 // JSON cannot hold either is replaced by a note, never dropped silently.
+// Strings that are not UTF-8 have their bad bytes replaced by U+FFFD, as
+// JSON does on Kafka: protobuf refuses to encode them, and a result that
+// cannot be encoded would be resent for ever. (An engine that sends a
+// token that is not UTF-8 on a stream, which decodes only from the raw
+// frame, gets it back so.)
 func resultToProto(r domain.Result) *gamelanv1.TaskResult {
 	status, ok := statusToProto[r.Status]
 	if !ok {
 		status = gamelanv1.TaskStatus_TASK_STATUS_FAILED
 	}
 	pr := &gamelanv1.TaskResult{
-		TaskId:         r.TaskID,
-		RunId:          r.RunID,
-		NodeId:         r.NodeID,
+		TaskId:         validUTF8(r.TaskID),
+		RunId:          validUTF8(r.RunID),
+		NodeId:         validUTF8(r.NodeID),
 		Attempt:        int32(r.Attempt),
-		ExecutionToken: r.ExecutionToken,
+		ExecutionToken: validUTF8(r.ExecutionToken),
 		Status:         status,
 		Output:         structOrNote(r.Output),
 		CompletedAt:    timestamppb.New(r.CompletedAt),
@@ -89,14 +95,18 @@ func resultToProto(r domain.Result) *gamelanv1.TaskResult {
 		}
 		details[retryableKey] = r.Error.Retryable
 		pr.Error = &gamelanv1.ErrorInfo{
-			Code:       r.Error.Code,
-			Message:    r.Error.Message,
-			StackTrace: r.Error.StackTrace,
+			Code:       validUTF8(r.Error.Code),
+			Message:    validUTF8(r.Error.Message),
+			StackTrace: validUTF8(r.Error.StackTrace),
 			Context:    structOrNote(details),
 		}
 	}
 	return pr
 }
+
+// validUTF8 returns s with every byte sequence that is not UTF-8 replaced
+// by U+FFFD; s itself when it is UTF-8.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // toStruct converts a map to a Struct, through JSON when it holds values
 // Struct does not know (structs, typed slices, time.Time).

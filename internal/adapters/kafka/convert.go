@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -46,6 +47,11 @@ func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 	dec.UseNumber()
 	if err := dec.Decode(&msg); err != nil {
 		return recoverIdentity(value), fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	// A record is one JSON value: whatever follows it (a second task, say)
+	// would otherwise be dropped without a word.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return recoverIdentity(value), fmt.Errorf("%w: data after the JSON object", errMalformed)
 	}
 	task := domain.Task{
 		TaskID:         msg.TaskID,
@@ -113,30 +119,84 @@ func plainValue(v any) any {
 // nodeId, attempt, token, taskId and targetExecutor (as ExecutorID), so that
 // the engine can be answered, by the executor it addressed. What it cannot
 // read stays empty (attemptUnknown for the attempt), which makes the task
-// unaddressable.
+// unaddressable. It reads the top-level object token by token, skipping the
+// values of other keys without decoding them, so that a record truncated
+// after its identity, or nested deeper than the decoder allows in another
+// field, still yields the fields before the fault.
 func recoverIdentity(value []byte) domain.Task {
 	task := domain.Task{Attempt: attemptUnknown}
 	if !utf8.Valid(value) {
 		value = []byte(strings.ToValidUTF8(string(value), "\uFFFD"))
 	}
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(value, &fields) != nil {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return task
 	}
-	str := func(key string) string {
+	str := func(raw json.RawMessage) string {
 		var s string
-		if json.Unmarshal(fields[key], &s) == nil {
+		if json.Unmarshal(raw, &s) == nil {
 			return s
 		}
 		return ""
 	}
-	task.RunID, task.NodeID, task.ExecutionToken = str("runId"), str("nodeId"), str("token")
-	task.TaskID, task.ExecutorID = str("taskId"), str("targetExecutor")
-	var n json.Number
-	if json.Unmarshal(fields["attempt"], &n) == nil {
-		task.Attempt = attemptOf(n)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return task
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "runId", "nodeId", "token", "taskId", "targetExecutor", "attempt":
+		default:
+			if skipValue(dec) != nil {
+				return task
+			}
+			continue
+		}
+		var raw json.RawMessage
+		if dec.Decode(&raw) != nil {
+			return task
+		}
+		switch key {
+		case "runId":
+			task.RunID = str(raw)
+		case "nodeId":
+			task.NodeID = str(raw)
+		case "token":
+			task.ExecutionToken = str(raw)
+		case "taskId":
+			task.TaskID = str(raw)
+		case "targetExecutor":
+			task.ExecutorID = str(raw)
+		case "attempt":
+			var n json.Number
+			task.Attempt = attemptUnknown
+			if json.Unmarshal(raw, &n) == nil {
+				task.Attempt = attemptOf(n)
+			}
+		}
 	}
 	return task
+}
+
+// skipValue reads the next value of dec token by token, at any depth.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
 }
 
 // resultMessage converts a result for the results topic.

@@ -86,9 +86,16 @@ func TestBadInputNotJSON(t *testing.T) {
 	requireBadInput(t, []byte(`this is not JSON {"runId":"r-1","nodeId":"n-1"}`), nil)
 }
 
+// A record truncated after its identity is answered by it (the fields
+// before the fault are read one by one); one truncated before is skipped.
 func TestBadInputTruncatedJSON(t *testing.T) {
 	t.Parallel()
-	requireBadInput(t, []byte(`{"runId":"r-1","nodeId":"n-1","attempt":1,"context":{"a":`), nil)
+	requireBadInput(t, []byte(`{"runId":"r-1","nodeId":"n-1","attempt":1,"context":{"a":`), &answer{runID: "r-1", nodeID: "n-1", attempt: 1})
+}
+
+func TestBadInputTruncatedBeforeTheIdentity(t *testing.T) {
+	t.Parallel()
+	requireBadInput(t, []byte(`{"runId":"r-1","nodeId":"n-`), nil)
 }
 
 func TestBadInputArray(t *testing.T) {

@@ -213,6 +213,9 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return domain.Task{}, fmt.Errorf("body is not a JSON object: %v", err)
 	}
+	if fields == nil { // JSON null decodes into a map without error
+		return domain.Task{}, errors.New("body is not a JSON object: null")
+	}
 	if _, ok := fields["context"]; !ok {
 		var vars map[string]any
 		_ = json.Unmarshal(raw, &vars) // an object, as just checked
