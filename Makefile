@@ -38,6 +38,17 @@ test-interop: ## The interop suite against a gRPC C-core engine, idle scenarios 
 test-fork: ## Fork a copy of the repository the whole way: rename, scaffold, make test, a task to the new type
 	GAMELAN_FORK_LONG=1 $(GO) test -count=1 -timeout 40m -run TestFork -v ./test/fork/
 
+.PHONY: test-faults
+# The fault scenarios (test/faults) and the bad-input and attack tables
+# (test/component), long variants, each outcome appended to FAULTS_REPORT,
+# then printed as RELIABILITY.md's table. About 10 minutes.
+FAULTS_REPORT ?= $(CURDIR)/$(BIN)/faults-report.jsonl
+test-faults: ## Fault scenarios, long variants, with their figures (RELIABILITY.md; about 10 min)
+	@mkdir -p $(BIN) && rm -f $(FAULTS_REPORT)
+	GAMELAN_FAULTS_LONG=1 GAMELAN_FAULTS_REPORT=$(FAULTS_REPORT) $(GO) test -race -count=1 -timeout 40m ./test/faults/...
+	GAMELAN_FAULTS_LONG=1 GAMELAN_FAULTS_REPORT=$(FAULTS_REPORT) $(GO) test -race -count=1 -timeout 20m -run 'TestBadInput|TestAttack' ./test/component/
+	$(GO) run ./test/faults/report $(FAULTS_REPORT)
+
 .PHONY: scaffold
 scaffold: ## Scaffold a new executor type: make scaffold NAME=currency-converter [TRANSPORT=grpc|kafka|rest]
 	$(GO) run ./cmd/scaffold executor $(NAME) -transport $(or $(TRANSPORT),grpc)
