@@ -38,8 +38,9 @@
 //     periodically.
 //   - Stop (runtime.go): not ready, stop intake, hand back unstarted
 //     redeliverable tasks, drain the rest up to DrainTimeout (then cancel
-//     them: SHUTDOWN), flush results up to FlushTimeout, unregister, run
-//     Cleanup hooks.
+//     them: SHUTDOWN), flush results up to FlushTimeout, close the sources
+//     (every delivery is settled or given up by then: a source honours
+//     Settle until Close), unregister, run Cleanup hooks.
 //
 // A task's lifecycle (offered, queued or answered, running, finished,
 // settled) is one typed stage per job, moved only by the task table's

@@ -81,6 +81,11 @@ func (s *fakeSource) Stop(context.Context) error {
 	return nil
 }
 
+func (s *fakeSource) Close(context.Context) error {
+	s.events.add("close:%s", s.name)
+	return nil
+}
+
 func (s *fakeSource) Healthy() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -186,7 +186,8 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 // Run starts the runtime and blocks until ctx ends, then stops it in order
 // and returns. Start order: Initialize hooks, workers and result senders,
 // registration of every type (retried until it succeeds), task sources,
-// heartbeats. Stop order: see Package doc. Run returns an error when the
+// heartbeats. Stop order: see Package doc. Run closes every source before
+// it returns, whether it started them or not. Run returns an error when the
 // runtime could not start; a shutdown requested through ctx is not an error.
 func (r *Runtime) Run(ctx context.Context) error {
 	if !r.ran.CompareAndSwap(false, true) {
@@ -197,6 +198,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	initialized, err := r.initialize(ctx)
 	defer r.cleanup(initialized)
 	if err != nil {
+		r.closeSources() // never started: nothing to settle
 		if ctx.Err() != nil {
 			return nil // a shutdown requested during start-up is not a failure
 		}
@@ -224,6 +226,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		<-ctx.Done()
 	}
 	r.stop(&workers, &senders)
+	r.closeSources()
 	stopHeartbeats()
 	heartbeats.Wait()
 	r.unregisterAll()
@@ -345,6 +348,23 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 		slog.Int64("results_delivered", r.delivered.Load()),
 		slog.Int64("results_undelivered", r.undelivered.Load()),
 		slog.Int64("results_dead_lettered", r.deadLettered.Load()))
+}
+
+// closeSources closes every source (ports.TaskSource.Close). Run calls it
+// once stop has settled every delivery or given up at the flush deadline: a
+// source honours Settle until Close, so no earlier moment is safe, and no
+// later one is useful (a Kafka source holds partitions that the other
+// replicas could read meanwhile). A Settle that still comes afterwards, from
+// a worker that outlived the flush deadline, is not honoured: the task stays
+// the engine's or broker's, as the port says.
+func (r *Runtime) closeSources() {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)
+	defer cancel()
+	for _, tr := range r.transports {
+		if err := tr.Source.Close(ctx); err != nil {
+			r.log.Error("close task source", slog.String("transport", tr.Name), slog.Any("error", err))
+		}
+	}
 }
 
 // abandonAdmitted ends what the drain deadline left: running handlers are

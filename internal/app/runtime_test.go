@@ -14,6 +14,7 @@ import (
 
 	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/ports"
 )
 
 func TestRunsTaskAndSettlesAfterDelivery(t *testing.T) {
@@ -556,6 +557,82 @@ func TestGracefulStopDeliversInFlightBeforeUnregister(t *testing.T) {
 		assert.Less(t, deliver, unregister, "result %d delivered after unregister", i)
 	}
 	assert.Less(t, h.events.index("stop:t"), unregister)
+}
+
+// TestSourcesCloseOnceEveryDeliveryIsSettled checks when the runtime
+// closes its sources: a source honours Settle only until Close, so Close
+// must come after the last Settle of every delivery (acknowledged, handed
+// back, or given up at the flush deadline), after Stop, and once per source.
+func TestSourcesCloseOnceEveryDeliveryIsSettled(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var running, peak int64
+	cfg := testConfig()
+	cfg.FlushTimeout = 200 * time.Millisecond
+	h := newHarness(t, cfg, on("a", gated("slow", 1, gate, &running, &peak, &mu)), on("b", completing("quick", 1)))
+	h.sinks["b"].failAll = true // b's result is never acknowledged: given up at the flush deadline
+	h.run(t)
+
+	// Each Settle records whether a source was already closed when it ran.
+	var settledAfterClose []string
+	settles := make(chan struct{}, 8)
+	offer := func(src *fakeSource, node string, redeliverable bool) {
+		in := src.in()
+		require.NotNil(t, in)
+		tk := task("run", node, 1)
+		err := in.Offer(context.Background(), ports.Delivery{Task: &tk, Redeliverable: redeliverable, Settle: func(error) {
+			if h.events.index("close:a") >= 0 || h.events.index("close:b") >= 0 {
+				mu.Lock()
+				settledAfterClose = append(settledAfterClose, node)
+				mu.Unlock()
+			}
+			settles <- struct{}{}
+		}})
+		require.NoError(t, err)
+	}
+	offer(h.sources["a"], "running", false)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return running == 1 }, 5*time.Second, time.Millisecond)
+	offer(h.sources["a"], "queued", true) // handed back at stop
+	offer(h.sources["b"], "undeliverable", false)
+	require.Eventually(t, func() bool { return h.sinks["b"].deliverCalls() > 0 }, 5*time.Second, time.Millisecond)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop(t) }()
+	require.Eventually(t, func() bool { return h.events.index("stop:a") >= 0 }, 5*time.Second, time.Millisecond)
+	close(gate)
+	require.NoError(t, <-stopped)
+	for range 3 {
+		select {
+		case <-settles:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a delivery was never settled")
+		}
+	}
+	mu.Lock()
+	assert.Empty(t, settledAfterClose, "settled after its source was closed: the source no longer honours it")
+	mu.Unlock()
+	for _, name := range []string{"a", "b"} {
+		closed := h.events.index("close:" + name)
+		require.NotEqual(t, -1, closed, "source %s never closed", name)
+		assert.Less(t, h.events.index("stop:"+name), closed, "source %s closed before it was stopped", name)
+		n := 0
+		for _, e := range h.events.all() {
+			if e == "close:"+name {
+				n++
+			}
+		}
+		assert.Equal(t, 1, n, "times source %s was closed", name)
+	}
+}
+
+// TestSourcesCloseWhenInitializeFails checks that a runtime that never got
+// as far as starting its sources still closes them: it owns them from Run on.
+func TestSourcesCloseWhenInitializeFails(t *testing.T) {
+	ex := &hookedExecutor{funcExecutor: completing("hooked", 1), initErr: errors.New("no database")}
+	h := newHarness(t, testConfig(), on("t", ex))
+	require.Error(t, h.rt.Run(context.Background()))
+	assert.NotEqual(t, -1, h.events.index("close:t"), "source not closed")
+	assert.Equal(t, -1, h.events.index("start:t"), "source started although initialization failed")
 }
 
 func TestStopHandsBackUnstartedRedeliverableTasks(t *testing.T) {

@@ -21,11 +21,28 @@ type TaskSource interface {
 	// optional HealthReporter.
 	Start(ctx context.Context, intake Intake) error
 	// Stop ends intake: when it returns, the source makes no further Offer
-	// calls, and push sources refuse new tasks with 503. Tasks already
-	// offered stay valid: their Settle callbacks may still run after Stop,
-	// and the source must still honour them (commit, acknowledge) until it is
-	// closed. Stop is idempotent and safe to call without Start.
+	// (or AwaitCapacity) calls, and push sources refuse new tasks with 503.
+	// Stop also ends reading: a stopped source takes nothing more from the
+	// engine or broker, and lets a successor (another source of the same
+	// queue, topic or consumer group) take over what it did not take (a
+	// Kafka source leaves its group at the next rebalance). Tasks already
+	// offered stay valid: Settle is honoured until Close. Stop is idempotent
+	// and safe to call without Start.
 	Stop(ctx context.Context) error
+	// Close releases the source: Settle is honoured until Close. A Settle
+	// that runs after Stop and before Close is honoured as at any other time
+	// (the task is committed or acknowledged, or handed back); once Close has
+	// returned, nothing is: a Settle callback still returns at once, but a
+	// task not settled by then stays the engine's or the broker's (a
+	// redelivering source leaves it to be delivered again: Kafka leaves its
+	// offset uncommitted to the group, the memory engine requeues it). Close
+	// stops the source first if it was not stopped, frees what it holds (the
+	// consumer group, the listener of a push server, waiting for calls in
+	// progress until ctx ends, then cutting them short) and returns ctx's
+	// cause if ctx ended before it was done. The runtime calls it once it has
+	// settled every delivery or given up at its deadline. Close is idempotent
+	// and safe to call without Start.
+	Close(ctx context.Context) error
 }
 
 // Intake is the runtime's side of a TaskSource. It is implemented by the
@@ -72,8 +89,9 @@ type Delivery struct {
 	// done with too (commit it), since delivering it again would only fail
 	// again. Any other error (wrapping domain.ErrHandedBack) means the
 	// runtime gave the task back without a delivered result, and a
-	// redelivering source should deliver it again. Settle must not block for
-	// long; it may be nil.
+	// redelivering source should deliver it again. The source honours Settle
+	// until it is closed (TaskSource.Close), after Stop too. Settle must not
+	// block for long; it may be nil.
 	Settle func(err error)
 	// Redeliverable reports that the source delivers a handed-back task
 	// again (Kafka re-reads uncommitted offsets). When false, the runtime

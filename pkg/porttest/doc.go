@@ -29,6 +29,9 @@
 //     broker or engine. A harness that reads a shared topic may return
 //     foreign records from Received or LastHeartbeat: the suites filter by
 //     their own ids.
+//   - The TaskSource suite stops and closes every source it starts, and
+//     closes the harness's Source even in a scenario that never starts it
+//     (Close is idempotent and safe without Start).
 //   - Features a transport cannot carry are declared in the harness
 //     (Unsupported fields, a nil Cancel, Break or Forget, Redelivers false)
 //     and the scenarios depending on them are skipped or narrowed, never
@@ -38,6 +41,12 @@
 //     NOT happen, it bounds the observation by a later event (a sentinel task
 //     published after, a successor source receiving the tasks) whenever the
 //     port allows one, and only otherwise by QuietPeriod.
+//
+// The suites are tested themselves (selftest_test.go): run against the
+// in-memory reference wrapped to break one promise at a time (a double
+// Settle, an Offer after Stop, reading after Stop, commits that never happen
+// or outlive Close, a lost result, a nil returned before the engine
+// acknowledged, a Deliver deaf to its context), each must fail.
 //
 // Intake is the test double of the runtime side of a TaskSource. It is
 // exported so that adapters can also write their own transport-specific

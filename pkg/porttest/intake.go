@@ -354,6 +354,14 @@ func (in *Intake) WaitUntil(ctx context.Context, cond func() bool) error {
 	}
 }
 
+// wake wakes WaitUntil callers without a change, for a condition that also
+// watches something else.
+func (in *Intake) wake() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.notifyLocked()
+}
+
 // String summarises what the Intake saw, for failure messages.
 func (in *Intake) String() string {
 	in.mu.Lock()

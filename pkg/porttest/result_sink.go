@@ -27,6 +27,12 @@ type ResultSinkHarness struct {
 	// fail; Restore undoes it. Both nil when the harness cannot inject the
 	// fault; the BrokenAndRestored scenario is then skipped.
 	Break, Restore func()
+	// Hold makes the engine or broker take deliveries and leave them
+	// unanswered, as one that hangs does, until release is called: held is
+	// closed once a Deliver call has reached it and waits for its answer.
+	// release may be called more than once. Nil when the harness cannot;
+	// the ContextEndsWhileHeld scenario is then skipped.
+	Hold func() (held <-chan struct{}, release func())
 	// ReceivedLags reports that Received observes the engine side
 	// asynchronously (a consumer reading the results topic), so that a
 	// result acknowledged by the broker may show up in Received a little
@@ -54,6 +60,10 @@ type ResultSinkHarness struct {
 //   - EmptyBatch: Deliver of a nil or empty batch returns nil.
 //   - CancelledContext: Deliver with a cancelled or expired context returns
 //     an error promptly.
+//   - ContextEndsWhileHeld (Hold only): a Deliver the engine holds
+//     unanswered does not return before the engine has it, and returns an
+//     error promptly once its context ends; once released, the sink
+//     delivers again.
 //   - BrokenAndRestored (Break and Restore only): while broken Deliver
 //     returns an error; once restored it delivers again.
 func ResultSink(t *testing.T, newHarness func(t *testing.T) ResultSinkHarness) {
@@ -76,6 +86,7 @@ func ResultSink(t *testing.T, newHarness func(t *testing.T) ResultSinkHarness) {
 		{"Concurrency", testSinkConcurrency},
 		{"EmptyBatch", testSinkEmptyBatch},
 		{"CancelledContext", testSinkCancelledContext},
+		{"ContextEndsWhileHeld", testSinkContextEndsWhileHeld},
 		{"BrokenAndRestored", testSinkBrokenAndRestored},
 	})
 }
@@ -344,5 +355,41 @@ func testSinkBrokenAndRestored(s *sinkScenario) {
 	restored = true
 	after := s.batch(3, 6)
 	require.NoError(s.t, s.deliver(after), "Deliver once the engine is back")
+	s.requireReceived(after)
+}
+
+// testSinkContextEndsWhileHeld checks the promise that CancelledContext
+// cannot: a Deliver that has reached the engine and waits for its answer
+// still returns promptly when its context ends (a sink that checks ctx only
+// on entry passes CancelledContext and fails here).
+func testSinkContextEndsWhileHeld(s *sinkScenario) {
+	if s.h.Hold == nil {
+		s.t.Skip("the harness cannot make the engine hold a delivery (Hold is nil)")
+	}
+	held, release := s.h.Hold()
+	s.t.Cleanup(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.h.Sink.Deliver(ctx, s.batch(0, 3)) }()
+	select {
+	case <-held:
+	case err := <-done:
+		s.t.Fatalf("Deliver returned (%v) before the engine received the batch: nil must wait for its acknowledgement", err)
+	case <-time.After(s.wait):
+		s.t.Fatalf("waited %s for the engine to receive the batch", s.wait)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		require.Error(s.t, err, "Deliver returned nil although the engine never answered")
+	case <-time.After(promptly):
+		s.t.Fatalf("Deliver did not return within %s of its context ending while the engine held it", promptly)
+	}
+
+	release()
+	after := s.batch(3, 6)
+	require.NoError(s.t, s.deliver(after), "Deliver once the engine answers again")
 	s.requireReceived(after)
 }

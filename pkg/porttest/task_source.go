@@ -3,6 +3,7 @@ package porttest
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // own Publish made available.
 type TaskSourceHarness struct {
 	// Source is the adapter under test, not yet started. The suite starts
-	// it once and stops it when the scenario ends.
+	// it once, and stops and closes it when the scenario ends.
 	Source ports.TaskSource
 	// Publish makes a task available to Source, as the engine does when it
 	// dispatches one (produce to the topic, queue it for the stream, POST it
@@ -43,7 +44,11 @@ type TaskSourceHarness struct {
 	// topic or consumer group, or is nil when there is none. With it, the
 	// Stop and Draining scenarios prove that what the first source did not
 	// take is still there, which also bounds their observation without
-	// relying on QuietPeriod.
+	// relying on QuietPeriod; and, when Redelivers, the Acknowledgement and
+	// SettleUntilClose scenarios prove what Settle committed: a task settled
+	// with nil before Close never reaches the successor, a task left
+	// unsettled at Close does. The suite stops and closes every successor it
+	// starts.
 	Successor func() ports.TaskSource
 	// Unsupported lists the task fields the transport cannot carry.
 	Unsupported []Field
@@ -68,16 +73,32 @@ type TaskSourceHarness struct {
 //     task is offered again and accepted once.
 //   - InvalidTaskRefusal: a task refused with ErrInvalidTask is dropped
 //     after one attempt, and the tasks around it still arrive.
-//   - Acknowledgement: a task settled with nil is not delivered again.
+//   - Acknowledgement: a task settled with nil is not delivered again, and
+//     (Redelivers and Successor) not to a successor either once the source
+//     is closed: it was committed.
 //   - Redelivery (Redelivers only): a task settled with an error wrapping
 //     domain.ErrHandedBack is delivered again, intact.
 //   - Cancellation (Cancel only): the engine's cancellation of an offered
 //     task reaches Intake.Cancel with an id that finds the task.
-//   - StopWithoutStart: Stop before Start, twice, returns nil.
-//   - Stop: after Stop returns (twice, nil) no Offer is made although tasks
-//     are published, and Settle of a task offered before Stop is still
-//     honoured; with a Successor, the published tasks (and, if Redelivers, the
-//     task handed back after Stop) reach the successor.
+//   - StopWithoutStart: Stop and Close before Start, twice each, return nil.
+//   - Stop: after Stop returns (twice, nil) the source makes no Offer or
+//     AwaitCapacity call although tasks are published and a task offered
+//     before Stop is settled: with a Successor, until the successor has
+//     received them (and, if Redelivers, the task handed back after Stop),
+//     then for QuietPeriod more: a stopped source neither offers nor keeps
+//     reading, and a successor takes over.
+//   - StopWithARefusedTaskInHand: Stop while the source holds a task the
+//     intake keeps refusing as overloaded: no call follows Stop's return (no
+//     retry outlives Stop), and with Redelivers and a Successor the task
+//     reaches the successor.
+//   - StopWaitsForAnOfferInProgress: Stop does not return while an Offer is
+//     in progress, and no Offer follows its return.
+//   - SettleUntilClose: Settle is honoured until Close. Of two tasks offered
+//     before Stop, one settled with nil after Stop and before Close, the
+//     other after Close, both Settle calls return promptly, and Close
+//     returns nil, twice; with Redelivers and a Successor, the successor
+//     receives the task settled after Close (nothing was committed for it)
+//     and never the one settled before.
 //   - Draining (pull sources only): after the intake starts draining the
 //     source makes at most one more Offer, which the intake refuses, and does
 //     not spin on AwaitCapacity; with a Successor, the refused task is not
@@ -85,12 +106,24 @@ type TaskSourceHarness struct {
 //   - CancelledStartContext: Start with an already cancelled context either
 //     returns an error, or returns nil and then delivers nothing; Stop
 //     returns nil either way.
+//
+// Every source the suite starts is stopped, its leftovers settled, and
+// closed when the scenario ends.
 func TaskSource(t *testing.T, newHarness func(t *testing.T) TaskSourceHarness) {
 	t.Helper()
 	runScenarios(t, "TaskSource", func(t *testing.T) *sourceScenario {
 		h := newHarness(t)
 		require.NotNil(t, h.Source, "TaskSourceHarness.Source")
 		require.NotNil(t, h.Publish, "TaskSourceHarness.Publish")
+		// Registered first, so it runs last: whatever the scenario did, the
+		// source is closed (Close is idempotent and safe without Start).
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), orDefault(h.WaitTimeout, DefaultWaitTimeout))
+			defer cancel()
+			if err := h.Source.Close(ctx); err != nil {
+				t.Errorf("Close at the end of the scenario: %v", err)
+			}
+		})
 		return &sourceScenario{
 			t:           t,
 			h:           h,
@@ -109,6 +142,8 @@ func TaskSource(t *testing.T, newHarness func(t *testing.T) TaskSourceHarness) {
 		{"Cancellation", testSourceCancellation},
 		{"StopWithoutStart", testSourceStopWithoutStart},
 		{"Stop", testSourceStop},
+		{"StopWithARefusedTaskInHand", testSourceStopWithARefusedTaskInHand},
+		{"SettleUntilClose", testSourceSettleUntilClose},
 		{"StopWaitsForAnOfferInProgress", testSourceStopWaitsForAnOfferInProgress},
 		{"Draining", testSourceDraining},
 		{"CancelledStartContext", testSourceCancelledStartContext},
@@ -178,6 +213,8 @@ func (s *sourceScenario) start(src ports.TaskSource, capacity int) *Intake {
 	return in
 }
 
+// stopAtCleanup stops src when the scenario ends, settles what it left
+// outstanding (acknowledged), then closes it.
 func (s *sourceScenario) stopAtCleanup(src ports.TaskSource, in *Intake) {
 	s.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.wait)
@@ -186,7 +223,20 @@ func (s *sourceScenario) stopAtCleanup(src ports.TaskSource, in *Intake) {
 			s.t.Errorf("Stop at the end of the scenario: %v", err)
 		}
 		in.SettleAll(nil)
+		if err := src.Close(ctx); err != nil {
+			s.t.Errorf("Close at the end of the scenario: %v", err)
+		}
 	})
+}
+
+func (s *sourceScenario) close(src ports.TaskSource) {
+	s.t.Helper()
+	err := returnsWithin(s.t, "Close", 2*s.wait, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+		defer cancel()
+		return src.Close(ctx)
+	})
+	require.NoError(s.t, err, "Close")
 }
 
 func (s *sourceScenario) stop(src ports.TaskSource) {
@@ -404,6 +454,18 @@ func testSourceAcknowledgement(s *sourceScenario) {
 
 	s.sentinel(in, 1)
 	s.requireOnce(in, task)
+	if !s.h.Redelivers || s.h.Successor == nil {
+		return
+	}
+	// What the source committed outlives it: the successor that takes over
+	// its queue, topic or group never receives the acknowledged task. (A
+	// source that never commits passes everything above: it just never
+	// delivers a task twice while it runs.)
+	s.stop(s.h.Source)
+	s.close(s.h.Source)
+	next := s.start(s.h.Successor(), 4)
+	s.sentinel(next, 2)
+	require.Empty(s.t, accepted(next, task), "the successor received task %s, which was acknowledged: the source did not commit it", task.TaskID)
 }
 
 func testSourceRedelivery(s *sourceScenario) {
@@ -465,6 +527,70 @@ func testSourceStopWithoutStart(s *sourceScenario) {
 		})
 		require.NoError(s.t, err, "Stop without Start, call %d", i+1)
 	}
+	for i := range 2 {
+		err := returnsPromptly(s.t, "Close without Start", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+			defer cancel()
+			return s.h.Source.Close(ctx)
+		})
+		require.NoError(s.t, err, "Close without Start, call %d", i+1)
+	}
+}
+
+// stoppedCalls counts the calls a stopped source must no longer make on
+// its intake: Offer (accepted or refused) and AwaitCapacity, which a pull
+// source makes before it takes the next task.
+func stoppedCalls(in *Intake) int { return in.Attempts() + in.AwaitCalls() }
+
+// requireQuietAfterStop checks that a stopped source makes no Offer or
+// AwaitCapacity call on in, whose count was calls when Stop returned: until
+// the successor next (if any) has received every task of want, which it
+// requires, and then for QuietPeriod more, since a source that keeps going
+// after Stop need not offer before the successor is served (a retry timer,
+// a late poll). A successor may receive a task more than once (a consumer
+// group rebalancing as the stopped source leaves it).
+func (s *sourceScenario) requireQuietAfterStop(in *Intake, calls int, next *Intake, want ...domain.Task) {
+	s.t.Helper()
+	quiet := func() bool { return stoppedCalls(in) == calls }
+	const what = "the source called its intake (Offer or AwaitCapacity) after Stop returned"
+	if next != nil {
+		// Watch the stopped intake while waiting for the successor, so that
+		// a stopped source that goes on reading fails here at once rather
+		// than as a successor that waits in vain.
+		watch, stopWatching := context.WithCancel(context.Background())
+		defer stopWatching()
+		broke := make(chan struct{})
+		go func() {
+			if in.WaitUntil(watch, func() bool { return !quiet() }) == nil {
+				close(broke)
+				next.wake()
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+		defer cancel()
+		err := next.WaitUntil(ctx, func() bool {
+			select {
+			case <-broke:
+				return true
+			default:
+			}
+			for _, task := range want {
+				if len(accepted(next, task)) == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		select {
+		case <-broke:
+			s.t.Fatalf("%s; stopped source's %s", what, in)
+		default:
+		}
+		if err != nil {
+			s.t.Fatalf("waited %s for the successor to receive %d tasks: %v; successor's %s; stopped source's %s", s.wait, len(want), err, next, in)
+		}
+	}
+	staysTrue(s.t, in, s.quiet, what, quiet)
 }
 
 func testSourceStop(s *sourceScenario) {
@@ -475,7 +601,7 @@ func testSourceStop(s *sourceScenario) {
 
 	s.stop(s.h.Source)
 	s.stop(s.h.Source) // idempotent
-	attempts := in.Attempts()
+	calls := stoppedCalls(in)
 	later := []domain.Task{s.task(1), s.task(2)}
 	s.publish(later...)
 
@@ -488,7 +614,7 @@ func testSourceStop(s *sourceScenario) {
 	}
 
 	if s.h.Successor == nil {
-		staysTrue(s.t, in, s.quiet, "the source offered a task after Stop returned", func() bool { return in.Attempts() == attempts })
+		s.requireQuietAfterStop(in, calls, nil)
 		return
 	}
 	next := s.start(s.h.Successor(), 4)
@@ -496,8 +622,72 @@ func testSourceStop(s *sourceScenario) {
 	if handedBack {
 		expected = append(expected, first)
 	}
-	s.waitAccepted(next, expected...)
-	require.Equal(s.t, attempts, in.Attempts(), "Offer calls on the stopped source's intake after Stop returned")
+	s.requireQuietAfterStop(in, calls, next, expected...)
+}
+
+// testSourceStopWithARefusedTaskInHand stops a source while the intake
+// keeps refusing a task as overloaded, so that the source holds it and
+// retries: the retry must not outlive Stop.
+func testSourceStopWithARefusedTaskInHand(s *sourceScenario) {
+	in := NewIntake(4)
+	held := s.task(0)
+	refusing := true
+	var mu sync.Mutex
+	in.RefuseMatching(func(t domain.Task) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return refusing && sameTask(t, held)
+	}, fmt.Errorf("%w: porttest keeps refusing task %s", domain.ErrOverloaded, held.TaskID))
+	s.stopAtCleanup(s.h.Source, in)
+	require.NoError(s.t, s.h.Source.Start(s.t.Context(), in), "Start")
+	s.publish(held)
+	s.waitFor(in, "the refused task to be offered again", func() bool { return len(refused(in, held)) >= 2 })
+
+	s.stop(s.h.Source)
+	calls := stoppedCalls(in)
+	mu.Lock()
+	refusing = false // a retry after Stop would now be accepted
+	mu.Unlock()
+	if !s.h.Redelivers || s.h.Successor == nil {
+		// A source that cannot give the task back (a stream: the engine
+		// reassigns it after its timeout; a push: the engine retries the
+		// 503) only has to stop.
+		s.requireQuietAfterStop(in, calls, nil)
+		return
+	}
+	next := s.start(s.h.Successor(), 4)
+	s.requireQuietAfterStop(in, calls, next, held)
+}
+
+// testSourceSettleUntilClose checks that Settle is honoured until Close: a
+// Settle after Stop and before Close commits (acknowledges) its task; after
+// Close, nothing is.
+func testSourceSettleUntilClose(s *sourceScenario) {
+	in := s.start(s.h.Source, 4)
+	kept, dropped := s.task(0), s.task(1)
+	// One after the other, so that a source with ordered commits (a Kafka
+	// partition) can commit kept without dropped.
+	s.publish(kept)
+	s.waitAccepted(in, kept)
+	s.publish(dropped)
+	s.waitAccepted(in, dropped)
+
+	s.stop(s.h.Source)
+	s.settle(accepted(in, kept)[0], nil) // after Stop, before Close: honoured
+	s.close(s.h.Source)
+	s.close(s.h.Source)                     // idempotent
+	s.settle(accepted(in, dropped)[0], nil) // after Close: returns, and nothing is honoured
+
+	if !s.h.Redelivers || s.h.Successor == nil {
+		return // nothing committed is observable: the source has no Settle to honour, or no successor to tell
+	}
+	next := s.start(s.h.Successor(), 4)
+	s.waitAccepted(next, dropped)
+	s.sentinel(next, 2)
+	require.Empty(s.t, accepted(next, kept),
+		"the successor received task %s, which was settled with nil after Stop and before Close: the source did not honour that Settle", kept.TaskID)
+	s.requireOnce(next, dropped)
+	s.requireFields(dropped, accepted(next, dropped)[0].Task)
 }
 
 // testSourceStopWaitsForAnOfferInProgress holds an Offer in progress and

@@ -62,15 +62,22 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, msgAndArg
 // promptly. It returns call's error.
 func returnsPromptly(t *testing.T, what string, call func() error) error {
 	t.Helper()
+	return returnsWithin(t, what, promptly, call)
+}
+
+// returnsWithin runs call and fails the test if it has not returned within
+// limit. It returns call's error.
+func returnsWithin(t *testing.T, what string, limit time.Duration, call func() error) error {
+	t.Helper()
 	done := make(chan error, 1) // buffered: a late call never blocks
 	go func() { done <- call() }()
-	timer := time.NewTimer(promptly)
+	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	select {
 	case err := <-done:
 		return err
 	case <-timer.C:
-		t.Fatalf("%s did not return within %s", what, promptly)
+		t.Fatalf("%s did not return within %s", what, limit)
 		return nil
 	}
 }

@@ -21,10 +21,6 @@ import (
 // the TLS configuration and the connection to the engine.
 var grpcSet = wire.NewSet(newGRPCTLS, newEngineConn)
 
-// pushCloseTimeout bounds how long the push server (and the REST intake)
-// wait for calls in progress when the service closes.
-const pushCloseTimeout = 5 * time.Second
-
 // streamReconnect paces reopening engine streams that fail or end empty.
 var streamReconnect = domain.Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2, Jitter: 0.2}
 
@@ -109,7 +105,7 @@ func buildGRPC(w *wiring, served []domain.Registration) (built, func(), error) {
 	if err != nil {
 		return built{}, nil, err
 	}
-	closePush := func() { push.Close(pushCloseTimeout) }
+	closePush := closingSource(w.log, "grpc push server", push)
 	intake := grpcadapter.IntakeConfig{Mode: string(g.Intake), Executors: served, Reconnect: streamReconnect,
 		MaxMessageSize: int(g.MaxMessageSize), Watch: w.engine.watch}
 	if w.tokens != nil {
@@ -124,7 +120,7 @@ func buildGRPC(w *wiring, served []domain.Registration) (built, func(), error) {
 	if endpoint == "" {
 		endpoint = advertisedAddress(push.Addr())
 	}
-	return built{source: source, sink: sink, endpoint: endpoint}, closePush, nil
+	return built{source: source, sink: sink, endpoint: endpoint}, closingSource(w.log, "grpc task source", source), nil
 }
 
 // grpcReportResults is the sink answering through the engine's

@@ -74,8 +74,8 @@ func newKafkaProducer(cfg *kafkaadapter.Config, tokens *security.Minter, log *sl
 }
 
 // buildKafka serves types from the tasks topic, in a consumer group, and
-// answers on the results topic. Closing leaves the group, committing what
-// the runtime settled.
+// answers on the results topic. Closing the source leaves the group,
+// committing what the runtime settled.
 func buildKafka(w *wiring, served []domain.Registration) (built, func(), error) {
 	source, err := kafkaadapter.NewTaskSource(*w.kafka, served, w.log.With(slog.String("transport", "kafka")))
 	if err != nil {
@@ -85,7 +85,7 @@ func buildKafka(w *wiring, served []domain.Registration) (built, func(), error) 
 		source:   source,
 		sink:     kafkaResults(w),
 		endpoint: w.kafka.TasksTopic, // Kafka executors are reached through the tasks topic
-	}, func() { closing(w.log, "kafka task source", source.Close) }, nil
+	}, closingSource(w.log, "kafka task source", source), nil
 }
 
 // kafkaResults is the sink producing results to the results topic.

@@ -24,7 +24,8 @@ func newMemoryBackend(p *plan, log *slog.Logger) *memory.Backend {
 
 // buildMemory serves every type it is given from the in-process engine.
 func buildMemory(w *wiring, _ []domain.Registration) (built, func(), error) {
-	return built{source: w.memory.TaskSource(), sink: w.memory.ResultSink(), endpoint: "memory"}, func() {}, nil
+	source := w.memory.TaskSource()
+	return built{source: source, sink: w.memory.ResultSink(), endpoint: "memory"}, closingSource(w.log, "memory task source", source), nil
 }
 
 // memoryRegistrar registers with the in-process engine.

@@ -52,7 +52,7 @@ func buildREST(w *wiring, served []domain.Registration) (built, func(), error) {
 	if endpoint == "" {
 		endpoint = "http://" + advertisedAddress(intake.Addr()) + rest.TaskPath
 	}
-	return built{source: intake, sink: sink, endpoint: endpoint}, func() { intake.Close(pushCloseTimeout) }, nil
+	return built{source: intake, sink: sink, endpoint: endpoint}, closingSource(w.log, "rest intake", intake), nil
 }
 
 // restRegistrar registers with the engine's REST registry.

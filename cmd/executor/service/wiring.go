@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/gamelan-go/executor/internal/adapters/memory"
 	"github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/app"
+	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/telemetry"
 )
@@ -38,6 +40,25 @@ func newWiring(s *settings, log *slog.Logger, tokens *security.Minter, inbound a
 func closing(log *slog.Logger, name string, close func() error) {
 	if err := close(); err != nil {
 		log.Error("close "+name, slog.Any("error", err))
+	}
+}
+
+// sourceCloseTimeout bounds how long closing a source waits for calls in
+// progress (the push server's, the REST intake's) and for leaving a consumer
+// group.
+const sourceCloseTimeout = 5 * time.Second
+
+// closingSource is the cleanup of a transport's task source. The runtime
+// closes every source itself once it has settled every delivery or given up
+// at its deadline (app.Runtime.Run), since Settle is honoured only until
+// Close; this cleanup, which runs after the runtime, closes the sources of a
+// runtime that never ran (one that could not be built). Close is idempotent,
+// so after a run it finds the source closed.
+func closingSource(log *slog.Logger, name string, source ports.TaskSource) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), sourceCloseTimeout)
+		defer cancel()
+		closing(log, name, func() error { return source.Close(ctx) })
 	}
 }
 

@@ -34,6 +34,9 @@ func TestResultSinkContract(t *testing.T) {
 			// takes back what Break added, leaving none in force.
 			Break:   func() { engine.FailReportResults(math.MaxInt32) },
 			Restore: func() { engine.FailReportResults(-math.MaxInt32) },
+			// ReportResults left unanswered: the sink must give up when its
+			// context ends.
+			Hold: engine.HoldReportResults,
 			// TaskResult has no executor id and no duration. The retryable
 			// flag travels in the error's context Struct.
 			Unsupported: []porttest.Field{porttest.FieldResultExecutorID, porttest.FieldResultDuration},

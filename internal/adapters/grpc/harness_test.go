@@ -16,6 +16,7 @@ import (
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/pkg/porttest"
 )
 
 // The executor the porttest tasks name: the TaskSource suite's tasks carry
@@ -92,7 +93,11 @@ func newPushServer(t *testing.T, cfg ServerConfig) *PushServer {
 	}
 	push, err := NewPushServer(cfg, testLogger())
 	require.NoError(t, err, "NewPushServer")
-	t.Cleanup(func() { push.Close(5 * time.Second) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = push.Close(ctx) // calls still in progress at the end of a test are cut short
+	})
 	return push
 }
 
@@ -231,10 +236,23 @@ func (in *answeringIntake) Offer(ctx context.Context, d ports.Delivery) error {
 	return in.Intake.Offer(ctx, d)
 }
 
+// awaitRoom waits until the intake has room again. It watches the porttest
+// Intake rather than calling AwaitCapacity, which is the source's call to
+// make: the suite checks that a stopped source makes none, and a task
+// settled after Stop is answered too.
+func (in *answeringIntake) awaitRoom(ctx context.Context) error {
+	pi, ok := in.Intake.(*porttest.Intake)
+	if !ok {
+		_, err := in.AwaitCapacity(ctx)
+		return err
+	}
+	return pi.WaitUntil(ctx, func() bool { return len(pi.Outstanding()) < pi.Capacity() })
+}
+
 func (in *answeringIntake) answer(task domain.Task, settled error) {
 	s := in.source
 	s.wg.Go(func() {
-		if _, err := in.AwaitCapacity(s.ctx); err != nil && s.ctx.Err() != nil {
+		if in.awaitRoom(s.ctx) != nil && s.ctx.Err() != nil {
 			return // the test is over
 		}
 		result := domain.ResultFor(&task, domain.StatusCompleted)

@@ -288,6 +288,11 @@ func (p *puller) Stop(context.Context) error {
 	return nil
 }
 
+// Close implements ports.TaskSource: it stops the source if it was not
+// stopped. Streamed tasks carry no Settle (their results go through
+// ReportResults), so there is nothing else to release.
+func (p *puller) Close(ctx context.Context) error { return p.Stop(ctx) }
+
 // Healthy implements ports.HealthReporter: every stream must be connected.
 func (p *puller) Healthy() error { return p.state.healthy() }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	ggrpc "google.golang.org/grpc"
@@ -83,6 +84,7 @@ type PushServer struct {
 	health   *health.Server
 	listener net.Listener
 	served   chan struct{}
+	closing  sync.Once
 	// gate authenticates, offers and classifies each task, and refuses them
 	// before Start and after Stop.
 	gate *ports.Gate
@@ -161,10 +163,20 @@ func (p *PushServer) Stop(context.Context) error {
 	return nil
 }
 
-// Close stops the server, waiting up to timeout for calls in progress.
-func (p *PushServer) Close(timeout time.Duration) {
-	ports.StopWithin(timeout, p.server.GracefulStop, p.server.Stop)
+// Close implements ports.TaskSource: it stops the source if it was not
+// stopped, then stops the server, letting calls in progress finish until ctx
+// ends and cutting them short then (returning ctx's cause). Pushed tasks
+// carry no Settle, so nothing else is held. Close is idempotent: a second
+// call waits for the first to finish.
+func (p *PushServer) Close(ctx context.Context) error {
+	_ = p.Stop(ctx)
+	var err error
+	p.closing.Do(func() { err = ports.StopWithin(ctx, p.server.GracefulStop, p.server.Stop) })
 	<-p.served
+	if err != nil {
+		return fmt.Errorf("close push server: %w", err)
+	}
+	return nil
 }
 
 // Execute implements the dispatcher's Executor service: the gate decides,

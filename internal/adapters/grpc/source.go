@@ -110,6 +110,16 @@ func (s *TaskSource) Stop(ctx context.Context) error {
 	return errors.Join(err, s.push.Stop(ctx))
 }
 
+// Close implements ports.TaskSource: the pull intake first, then the push
+// server.
+func (s *TaskSource) Close(ctx context.Context) error {
+	var err error
+	if s.pull != nil {
+		err = s.pull.Close(ctx)
+	}
+	return errors.Join(err, s.push.Close(ctx))
+}
+
 // RegistrationSuspects implements ports.RegistrationWatcher with the
 // watch's channel; without a watch it returns nil, a channel that never
 // receives.

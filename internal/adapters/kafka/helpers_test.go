@@ -87,7 +87,9 @@ func newSource(t *testing.T, cfg kafka.Config, logs *logBook, executors ...domai
 	source, err := kafka.NewTaskSource(cfg, executors, logs.logger())
 	require.NoError(t, err, "NewTaskSource")
 	t.Cleanup(func() {
-		if err := source.Close(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := source.Close(ctx); err != nil {
 			t.Errorf("close task source: %v", err)
 		}
 	})

@@ -50,9 +50,10 @@ var rejoinBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 //     restart).
 //
 // Stop stops reading but keeps the group session, so that tasks settled
-// during the drain still commit; Close leaves the group. A stopped source
-// also leaves the group at the next rebalance (a successor joining), so
-// that it does not keep partitions it will not read.
+// during the drain still commit: Settle is honoured until Close, which
+// leaves the group. A stopped source also leaves the group at the next
+// rebalance (a successor joining), so that it does not keep partitions it
+// will not read.
 type TaskSource struct {
 	cfg       Config
 	consumer  *sarama.Config
@@ -62,11 +63,12 @@ type TaskSource struct {
 	refusals  *telemetry.Throttle
 	consuming sync.WaitGroup
 
-	mu       sync.Mutex
-	intake   ports.Intake
-	cancel   context.CancelFunc // ends the consume loop (Close)
-	stopRead context.CancelFunc // ends reading (Stop)
-	readCtx  context.Context
+	mu         sync.Mutex
+	intake     ports.Intake
+	cancel     context.CancelFunc // ends the consume loop (Close)
+	consumeCtx context.Context    // ends with Close
+	stopRead   context.CancelFunc // ends reading (Stop)
+	readCtx    context.Context
 	// offering is held (read) while a claim offers a task, so that Stop can
 	// wait until no Offer is in progress.
 	offering sync.RWMutex
@@ -118,7 +120,7 @@ func (s *TaskSource) Start(ctx context.Context, intake ports.Intake) error {
 	}
 	s.intake = intake
 	consumeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
+	s.cancel, s.consumeCtx = cancel, consumeCtx
 	s.readCtx, s.stopRead = context.WithCancel(consumeCtx)
 	s.consuming.Go(func() { s.consume(consumeCtx) })
 	return nil
@@ -138,18 +140,31 @@ func (s *TaskSource) Stop(context.Context) error {
 	return nil
 }
 
-// Close leaves the group, committing what is finished, and closes the
-// client. Tasks still unfinished are redelivered to the group.
-func (s *TaskSource) Close() error {
-	_ = s.Stop(context.Background())
+// Close implements ports.TaskSource: it stops the source if it was not
+// stopped, then leaves the group, committing what is finished, and closes
+// the client. Tasks still unsettled are not waited for: their offsets stay
+// uncommitted, so the group delivers them again, and their Settle, if it
+// comes, no longer commits anything. If ctx ends before the group is left,
+// Close returns ctx's cause and the leaving goes on in the background.
+func (s *TaskSource) Close(ctx context.Context) error {
+	_ = s.Stop(ctx)
 	s.mu.Lock()
 	cancel := s.cancel
 	s.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
-	s.consuming.Wait()
-	return nil
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		s.consuming.Wait()
+	}()
+	select {
+	case <-left:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close kafka task source: %w", context.Cause(ctx))
+	}
 }
 
 // Healthy implements ports.HealthReporter: the source is in its group.
@@ -241,7 +256,7 @@ func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sar
 	tracker := newOffsetTracker(session, claim.Topic(), claim.Partition())
 	defer tracker.close()
 	s.mu.Lock()
-	readCtx, intake := s.readCtx, s.intake
+	readCtx, closeCtx, intake := s.readCtx, s.consumeCtx, s.intake
 	s.mu.Unlock()
 	// offerCtx ends with reading or with the session, whichever comes
 	// first: a claim waiting for room in a full runtime must let go of its
@@ -254,7 +269,7 @@ func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sar
 		select {
 		case msg, ok := <-claim.Messages():
 			if !ok { // the session is ending
-				s.awaitFinished(tracker)
+				s.awaitFinished(closeCtx, tracker)
 				return nil
 			}
 			s.handle(offerCtx, intake, tracker, msg)
@@ -266,25 +281,28 @@ func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sar
 			// Stopped reading: keep the session, so that tasks settled
 			// during the drain commit, until it ends (Close or rebalance).
 			<-session.Context().Done()
-			s.awaitFinished(tracker)
+			s.awaitFinished(closeCtx, tracker)
 			return nil
 		case <-session.Context().Done():
-			s.awaitFinished(tracker)
+			s.awaitFinished(closeCtx, tracker)
 			return nil
 		}
 	}
 }
 
 // awaitFinished gives the claim's tasks in flight in the runtime a moment
-// to finish, so that their offsets commit before the partition moves.
-// Records refused or handed back are not waited for: they will not finish.
-func (s *TaskSource) awaitFinished(tracker *offsetTracker) {
+// to finish, so that their offsets commit before the partition moves (a
+// rebalance). Records refused or handed back are not waited for: they will
+// not finish. Nor is anything once closeCtx ends: Close is when the runtime
+// has settled all it will, and Settle is not honoured after it.
+func (s *TaskSource) awaitFinished(closeCtx context.Context, tracker *offsetTracker) {
 	n, empty := tracker.outstanding()
 	if n == 0 {
 		return
 	}
 	select {
 	case <-empty:
+	case <-closeCtx.Done():
 	case <-time.After(revokeGrace):
 		s.log.Info("partition released with tasks in flight; they will be redelivered",
 			slog.String("topic", tracker.topic), slog.Int("partition", int(tracker.partition)), slog.Int("tasks", n))

@@ -152,7 +152,7 @@ func TestHandedBackTaskRedelivered(t *testing.T) {
 	require.NoError(t, first.Stop(t.Context()))
 	require.True(t, again.Settle(fmt.Errorf("%w: shutting down", domain.ErrHandedBack)))
 	closing := time.Now()
-	require.NoError(t, first.Close())
+	require.NoError(t, first.Close(t.Context()))
 	// A handed-back task will not finish: Close does not wait for it
 	// (the grace for tasks in flight is 5 s).
 	assert.Less(t, time.Since(closing), 3*time.Second, "Close waited for a handed-back task")
@@ -165,6 +165,40 @@ func TestHandedBackTaskRedelivered(t *testing.T) {
 	next := startSource(t, successor, 4)
 	waitOffered(t, next, "handed-back")["handed-back"].Settle(nil)
 	waitLag(t, b, group, 0)
+}
+
+// TestCloseLeavesUnsettledTasksToTheGroup: Settle is honoured until Close.
+// Close does not wait for a task still unsettled (the grace a rebalance
+// gives tasks in flight is for partitions moving, not for a source that is
+// closed once the runtime has settled all it will); its Settle afterwards
+// commits nothing, and a successor in the group receives it.
+func TestCloseLeavesUnsettledTasksToTheGroup(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.Start(t, kafkatest.WithPartitions(1))
+	group := porttest.UniqueID(t)
+	cfg := brokerConfig(b, group)
+	logs := newLogBook(t)
+	first := newSource(t, cfg, logs)
+	in := startSource(t, first, 4)
+	produceTask(t, b, task("settled"))
+	settled := waitOffered(t, in, "settled")["settled"]
+	produceTask(t, b, task("unsettled"))
+	unsettled := waitOffered(t, in, "unsettled")["unsettled"]
+
+	require.NoError(t, first.Stop(t.Context()))
+	require.True(t, settled.Settle(nil), "settle after Stop")
+	closing := time.Now()
+	require.NoError(t, first.Close(t.Context()))
+	assert.Less(t, time.Since(closing), 3*time.Second, "Close waited for an unsettled task (the rebalance grace is 5 s)")
+	require.True(t, unsettled.Settle(nil), "settle after Close")
+	waitCommitted(t, b, group, 0, 1) // settled: committed before Close returned
+	assert.Equal(t, int64(1), committed(t, b, group, 0), "a Settle after Close committed")
+
+	successor := newSource(t, cfg, logs)
+	next := startSource(t, successor, 4)
+	waitOffered(t, next, "unsettled")["unsettled"].Settle(nil)
+	waitLag(t, b, group, 0)
+	assert.Equal(t, 0, timesOffered(next, "settled"), "the successor received a task settled before Close")
 }
 
 // TestFlowControl: with room for three tasks and fifty waiting on four
@@ -247,7 +281,7 @@ func TestStopEndsOffersAndKeepsCommitting(t *testing.T) {
 		o.Settle(nil)
 	}
 	waitLag(t, b, group, int64(n-len(before)))
-	require.NoError(t, first.Close())
+	require.NoError(t, first.Close(t.Context()))
 
 	successor := newSource(t, cfg, logs)
 	next := startSource(t, successor, 1000)

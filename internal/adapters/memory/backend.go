@@ -50,8 +50,8 @@ type Backend struct {
 	// waiters (sources waiting for a task, WaitUntil) wake without polling.
 	changed chan struct{}
 
-	queue        []domain.Task // the engine's backlog, next task first
-	inFlight     map[uint64]domain.Task
+	queue        []domain.Task        // the engine's backlog, next task first
+	inFlight     map[uint64]*delivery // by delivery id
 	nextDelivery uint64
 	acknowledged *history[domain.Task]
 	rejected     *history[domain.Task]
@@ -70,6 +70,7 @@ type Backend struct {
 	failDeliveries    int
 	failRegistrations int
 	failHeartbeats    int
+	hold              *deliveryHold // HoldDeliveries, nil when not holding
 }
 
 // NewBackend returns a backend with an empty queue and no registrations.
@@ -79,7 +80,7 @@ func NewBackend(opts ...Option) *Backend {
 		o(e)
 	}
 	e.changed = make(chan struct{})
-	e.inFlight = make(map[uint64]domain.Task)
+	e.inFlight = make(map[uint64]*delivery)
 	e.acknowledged = newHistory[domain.Task](e.historyLimit)
 	e.rejected = newHistory[domain.Task](e.historyLimit)
 	e.results = newHistory[domain.Result](e.historyLimit)
@@ -155,7 +156,7 @@ func (e *Backend) Unsettled() []domain.Task {
 	ids := slices.Sorted(maps.Keys(e.inFlight))
 	tasks := make([]domain.Task, 0, len(ids))
 	for _, id := range ids {
-		tasks = append(tasks, cloneTask(e.inFlight[id]))
+		tasks = append(tasks, cloneTask(e.inFlight[id].task))
 	}
 	return tasks
 }
@@ -310,6 +311,37 @@ func (e *Backend) FailDeliveries(n int) {
 	e.failDeliveries = max(n, 0)
 }
 
+// deliveryHold holds ResultSink.Deliver calls unanswered (HoldDeliveries).
+type deliveryHold struct {
+	held, release chan struct{}
+	entered       sync.Once
+}
+
+func (h *deliveryHold) enter() { h.entered.Do(func() { close(h.held) }) }
+
+// HoldDeliveries makes ResultSink.Deliver calls wait without an answer, as
+// an engine that hangs does, until release is called (then they record
+// their results) or their context ends (then they record nothing and
+// return an error). held is closed when the first call waits. release may
+// be called more than once.
+func (e *Backend) HoldDeliveries() (held <-chan struct{}, release func()) {
+	h := &deliveryHold{held: make(chan struct{}), release: make(chan struct{})}
+	e.mu.Lock()
+	e.hold = h
+	e.mu.Unlock()
+	var once sync.Once
+	return h.held, func() {
+		once.Do(func() {
+			e.mu.Lock()
+			if e.hold == h {
+				e.hold = nil
+			}
+			e.mu.Unlock()
+			close(h.release)
+		})
+	}
+}
+
 // FailRegistrations makes the next n Registrar.Register calls fail with an
 // error wrapping ErrInjected. It sets the count, like FailDeliveries.
 func (e *Backend) FailRegistrations(n int) {
@@ -391,23 +423,52 @@ func (e *Backend) violation(err error) {
 }
 
 // delivery is one offer of a queued task, tracked until the runtime settles
-// it or refuses it.
+// it or refuses it, or its source is closed.
 type delivery struct {
 	engine *Backend
+	source *TaskSource // the source that offered it
 	id     uint64
 	task   domain.Task
-	done   atomic.Bool // set by the first Settle or by withdraw
+	done   atomic.Bool // set by the first Settle, by withdraw, or by revoke
+	// revoked is set when the source was closed before the delivery was
+	// settled: its Settle is then ignored, as the port allows.
+	revoked atomic.Bool
 }
 
-// newDelivery records task as in flight and returns its tracker.
-func (e *Backend) newDelivery(task domain.Task) *delivery {
+// newDelivery records task as in flight from source and returns its tracker.
+func (e *Backend) newDelivery(task domain.Task, source *TaskSource) *delivery {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.nextDelivery++
-	d := &delivery{engine: e, id: e.nextDelivery, task: task}
-	e.inFlight[d.id] = task
+	d := &delivery{engine: e, source: source, id: e.nextDelivery, task: task}
+	e.inFlight[d.id] = d
 	e.notifyLocked()
 	return d
+}
+
+// revoke takes back the tasks source offered and the runtime has not
+// settled, as a broker does with the uncommitted records of a consumer that
+// left its group: they return to the front of the queue, in the order they
+// were offered, and their Settle is ignored from now on.
+func (e *Backend) revoke(source *TaskSource) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var back []domain.Task
+	for _, id := range slices.Sorted(maps.Keys(e.inFlight)) {
+		d := e.inFlight[id]
+		if d.source != source {
+			continue
+		}
+		d.revoked.Store(true)
+		if d.finish() {
+			delete(e.inFlight, id)
+			back = append(back, d.task)
+		}
+	}
+	if len(back) > 0 {
+		e.queue = slices.Insert(e.queue, 0, back...)
+		e.notifyLocked()
+	}
 }
 
 // port returns the ports.Delivery offered to the runtime: a fresh copy of
@@ -423,6 +484,9 @@ func (d *delivery) port() ports.Delivery {
 // front of the queue.
 func (d *delivery) settle(err error) {
 	if !d.finish() {
+		if d.revoked.Load() {
+			return // settled after its source was closed: not honoured
+		}
 		d.engine.violation(fmt.Errorf("task %s: settled more than once, or after Offer refused it", d.task.ID()))
 		return
 	}

@@ -465,3 +465,34 @@ func nodeIDs(tasks []domain.Task) []string {
 	}
 	return ids
 }
+
+// TestCloseTakesBackWhatIsUnsettled: Settle is honoured until Close. A task
+// settled after Stop is acknowledged; Close puts the tasks still unsettled
+// back at the front of the queue, in offer order, and their Settle is then
+// ignored (not honoured, and not a violation: the port allows it).
+func TestCloseTakesBackWhatIsUnsettled(t *testing.T) {
+	engine := memory.NewBackend()
+	src, in := startSource(t, engine, 3)
+	for _, node := range []string{"a", "b", "c", "d"} {
+		engine.Submit(newTask(node))
+	}
+	offers := waitOffers(t, in, 3) // d waits: no room
+	require.NoError(t, src.Stop(waitCtx(t)))
+	require.True(t, offers[0].Settle(nil), "settle a after Stop")
+
+	require.NoError(t, src.Close(waitCtx(t)))
+	require.NoError(t, src.Close(waitCtx(t)), "Close again")
+	var pending []string
+	for _, task := range engine.Pending() {
+		pending = append(pending, task.NodeID)
+	}
+	require.Equal(t, []string{"b", "c", "d"}, pending, "unsettled tasks back first, in offer order")
+	assert.Empty(t, engine.Unsettled())
+
+	require.True(t, offers[1].Settle(nil), "settle b after Close")
+	require.True(t, offers[2].Settle(domain.ErrHandedBack), "hand c back after Close")
+	assert.Empty(t, engine.Violations())
+	require.Len(t, engine.Acknowledged(), 1, "only the Settle before Close was honoured")
+	assert.Equal(t, "a", engine.Acknowledged()[0].NodeID)
+	assert.Len(t, engine.Pending(), 3, "the late hand-back did not queue c twice")
+}

@@ -54,6 +54,7 @@ func TestResultSinkContract(t *testing.T) {
 			Received: engine.Results,
 			Break:    func() { engine.FailDeliveries(math.MaxInt) },
 			Restore:  func() { engine.FailDeliveries(0) },
+			Hold:     engine.HoldDeliveries,
 		}
 	})
 }

@@ -23,13 +23,19 @@
 //     and is delivered again (Delivery.Redeliverable is true, as with
 //     uncommitted Kafka offsets). A task refused as invalid is dropped and
 //     recorded in Rejected. After ErrDraining the source stops offering.
-//   - When TaskSource.Stop returns, the source's goroutine has ended and no
-//     further Offer is made. Start's context bounds only starting: delivery
-//     then runs until Stop.
+//   - When TaskSource.Stop returns, the source's goroutine has ended: no
+//     further Offer is made and nothing more is taken from the queue.
+//     Start's context bounds only starting: delivery then runs until Stop.
+//   - Settle is honoured until Close. TaskSource.Close puts the tasks the
+//     source offered and the runtime has not settled back at the front of
+//     the queue, as a broker does with the uncommitted records of a consumer
+//     that left its group, and ignores their Settle from then on.
 //   - Deliver, Register and Heartbeat record deep copies of what they are
 //     given (maps and slices included), so callers may reuse their values.
 //     They fail, recording nothing, when their context has ended or a fault
-//     was injected; injected faults wrap ErrInjected.
+//     was injected; injected faults wrap ErrInjected. HoldDeliveries makes
+//     Deliver wait unanswered, as an engine that hangs, until released or
+//     until its context ends.
 //   - The engine deduplicates results on (run id, node id, attempt) like
 //     Gamelan: UniqueResults keeps the first result per key, Results keeps
 //     every delivery.

@@ -19,8 +19,8 @@ var _ ports.ResultSink = (*ResultSink)(nil)
 
 // Deliver records copies of results, in order, and returns nil; the engine
 // deduplicates them on (run id, node id, attempt). It records nothing and
-// returns an error when ctx has ended or a delivery fault is injected
-// (wrapping ErrInjected). An empty batch is a successful no-op, unless a
+// returns an error when ctx has ended, also while HoldDeliveries holds it,
+// or when a delivery fault is injected (wrapping ErrInjected). An empty batch is a successful no-op, unless a
 // fault is injected: every call counts against FailDeliveries.
 func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error {
 	if ctx.Err() != nil {
@@ -32,6 +32,17 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 	}
 
 	e := s.engine
+	e.mu.Lock()
+	hold := e.hold
+	e.mu.Unlock()
+	if hold != nil {
+		hold.enter()
+		select {
+		case <-hold.release:
+		case <-ctx.Done():
+			return fmt.Errorf("deliver %d results to the memory engine: held without an answer: %w", len(results), context.Cause(ctx))
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.failDeliveries > 0 {

@@ -69,11 +69,12 @@ func (s *TaskSource) Start(ctx context.Context, intake ports.Intake) error {
 }
 
 // Stop ends the delivery loop and waits for it, so that no Offer is made
-// once it returns nil. A task taken from the queue but not yet offered goes
-// back to its front. If ctx ends first, Stop returns ctx's cause and the
-// loop still ends on its own. Tasks already offered stay valid: their Settle
-// callbacks are honoured after Stop. Stop is idempotent and safe without
-// Start; a stopped source cannot be started again.
+// and nothing more is taken from the queue once it returns nil. A task taken
+// from the queue but not yet offered goes back to its front. If ctx ends
+// first, Stop returns ctx's cause and the loop still ends on its own. Tasks
+// already offered stay valid: their Settle is honoured until Close. Stop is
+// idempotent and safe without Start; a stopped source cannot be started
+// again.
 func (s *TaskSource) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	wasServing := s.state == sourceServing
@@ -92,6 +93,19 @@ func (s *TaskSource) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop memory task source: %w", context.Cause(ctx))
 	}
+}
+
+// Close implements ports.TaskSource: it stops the source if it was not
+// stopped, then gives the tasks it offered and the runtime has not settled
+// back to the front of the engine's queue, as a broker redelivers the
+// uncommitted records of a consumer that left its group; their Settle is
+// ignored from then on. Close is idempotent and safe without Start.
+func (s *TaskSource) Close(ctx context.Context) error {
+	if err := s.Stop(ctx); err != nil {
+		return fmt.Errorf("close memory task source: %w", err)
+	}
+	s.engine.revoke(s)
+	return nil
 }
 
 // Healthy implements ports.HealthReporter: nil while the source serves, an
@@ -133,7 +147,7 @@ func (s *TaskSource) offerNext(ctx context.Context, intake ports.Intake) error {
 		s.engine.requeue(task)
 		return context.Cause(ctx)
 	}
-	d := s.engine.newDelivery(task)
+	d := s.engine.newDelivery(task, s)
 	err := intake.Offer(ctx, d.port())
 	if err == nil {
 		return nil

@@ -106,7 +106,11 @@ func newIntake(t *testing.T, cfg IntakeConfig) *Intake {
 	}
 	intake, err := NewIntake(cfg, testLogger(t))
 	require.NoError(t, err)
-	t.Cleanup(func() { intake.Close(time.Second) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = intake.Close(ctx) // requests still in progress at the end of a test are cut short
+	})
 	return intake
 }
 

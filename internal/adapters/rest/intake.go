@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -51,6 +52,7 @@ type Intake struct {
 	server   *http.Server
 	listener net.Listener
 	served   chan struct{}
+	closing  sync.Once
 	ids      map[string]bool
 	types    map[string]string // executor type -> its executor id
 	// gate authenticates, offers and classifies each task, and refuses them
@@ -107,14 +109,26 @@ func (in *Intake) Stop(context.Context) error {
 	return nil
 }
 
-// Close shuts the server down, waiting up to timeout for requests in progress.
-func (in *Intake) Close(timeout time.Duration) {
-	// Shutdown waits for requests in progress until its context ends, which
-	// the hard stop does at once, then closes the connections left.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ports.StopWithin(timeout, func() { _ = in.server.Shutdown(ctx) }, func() { cancel(); _ = in.server.Close() })
+// Close implements ports.TaskSource: it stops the intake if it was not
+// stopped, then shuts the server down, letting requests in progress finish
+// until ctx ends and cutting them short then (returning ctx's cause). Posted
+// tasks carry no Settle, so nothing else is held. Close is idempotent: a
+// second call waits for the first to finish.
+func (in *Intake) Close(ctx context.Context) error {
+	_ = in.Stop(ctx)
+	var err error
+	in.closing.Do(func() {
+		// Shutdown waits for requests in progress until its context ends,
+		// which the hard stop does at once, then closes the connections left.
+		shutdown, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		err = ports.StopWithin(ctx, func() { _ = in.server.Shutdown(shutdown) }, func() { cancel(); _ = in.server.Close() })
+	})
 	<-in.served
+	if err != nil {
+		return fmt.Errorf("close rest intake: %w", err)
+	}
+	return nil
 }
 
 // answer is the JSON the intake answers with.

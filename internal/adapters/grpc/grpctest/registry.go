@@ -33,6 +33,7 @@ type recorder struct {
 	unique            map[string]*gamelanv1.TaskResult
 	duplicates        int
 	failReportResults int
+	hold              *resultHold // HoldReportResults, nil when not holding
 }
 
 var _ grpcengine.Handler = (*recorder)(nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +19,13 @@ import (
 // FailReportResults set to fail records nothing and fails with
 // codes.Unavailable.
 func (r *recorder) Results(executorID string, results []*gamelanv1.TaskResult) error {
+	r.mu.Lock()
+	hold := r.hold
+	r.mu.Unlock()
+	if executorID == "" && hold != nil {
+		hold.enter()
+		<-hold.release // the caller may have given up meanwhile: the batch is still recorded
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if executorID == "" && r.failReportResults > 0 {
@@ -46,6 +54,36 @@ func (e *Engine) FailReportResults(n int) {
 	e.rec.mu.Lock()
 	defer e.rec.mu.Unlock()
 	e.rec.failReportResults += n
+}
+
+// resultHold holds ReportResults batches unanswered (HoldReportResults).
+type resultHold struct {
+	held, release chan struct{}
+	entered       sync.Once
+}
+
+func (h *resultHold) enter() { h.entered.Do(func() { close(h.held) }) }
+
+// HoldReportResults makes ReportResults take batches and leave them
+// unanswered, as an engine that hangs does, until release is called; then
+// the held batches are recorded and answered. held is closed when the first
+// batch is held. release may be called more than once.
+func (e *Engine) HoldReportResults() (held <-chan struct{}, release func()) {
+	h := &resultHold{held: make(chan struct{}), release: make(chan struct{})}
+	e.rec.mu.Lock()
+	e.rec.hold = h
+	e.rec.mu.Unlock()
+	var once sync.Once
+	return h.held, func() {
+		once.Do(func() {
+			e.rec.mu.Lock()
+			if e.rec.hold == h {
+				e.rec.hold = nil
+			}
+			e.rec.mu.Unlock()
+			close(h.release)
+		})
+	}
 }
 
 // Results returns every result received, through ReportResults or
