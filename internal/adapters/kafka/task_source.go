@@ -77,7 +77,16 @@ type TaskSource struct {
 	// of them offer into a full runtime.
 	admitting sync.Mutex
 	health    error
+	// outOfSession is when the last group session ended, zero while in
+	// one: a session can end without an error (a rebalance, a broker
+	// gone) and rejoining can then take as long as the brokers are away.
+	outOfSession time.Time
 }
+
+// rejoinGrace is how long the source may be between two group sessions
+// before it reports itself unhealthy: a rebalance takes less, so readiness
+// does not flap at each one, while a broker outage shows within it.
+const rejoinGrace = 5 * time.Second
 
 var (
 	_ ports.TaskSource     = (*TaskSource)(nil)
@@ -167,11 +176,27 @@ func (s *TaskSource) Close(ctx context.Context) error {
 	}
 }
 
-// Healthy implements ports.HealthReporter: the source is in its group.
+// Healthy implements ports.HealthReporter: the source is in its group, or
+// has been out of a session for less than rejoinGrace.
 func (s *TaskSource) Healthy() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.health
+	if s.health != nil {
+		return s.health
+	}
+	if out := time.Since(s.outOfSession); !s.outOfSession.IsZero() && out > rejoinGrace {
+		return fmt.Errorf("consumer group %s: rejoining for %s", s.cfg.GroupID, out.Round(time.Second))
+	}
+	return nil
+}
+
+// sessionEnded records that a group session ended (Setup ends the gap).
+func (s *TaskSource) sessionEnded() {
+	s.mu.Lock()
+	if s.outOfSession.IsZero() {
+		s.outOfSession = time.Now()
+	}
+	s.mu.Unlock()
 }
 
 func (s *TaskSource) setHealth(err error) {
@@ -206,6 +231,7 @@ func (s *TaskSource) consume(ctx context.Context) {
 		}
 		if group != nil {
 			err = group.Consume(ctx, []string{s.cfg.TasksTopic}, s)
+			s.sessionEnded()
 		}
 		if ctx.Err() != nil || s.stoppedReading() {
 			// Closed; or stopped, and the session that could still commit
@@ -241,7 +267,14 @@ func (s *TaskSource) logErrors(group sarama.ConsumerGroup) {
 
 // Setup implements sarama.ConsumerGroupHandler.
 func (s *TaskSource) Setup(session sarama.ConsumerGroupSession) error {
-	s.setHealth(nil)
+	s.mu.Lock()
+	s.health, s.outOfSession = nil, time.Time{}
+	s.mu.Unlock()
+	// The session is over when its context ends (a failed heartbeat, a
+	// rebalance), although Consume returns only once the claims have
+	// finished and the last commit was tried, which lasts while the
+	// brokers are away.
+	context.AfterFunc(session.Context(), s.sessionEnded)
 	s.log.Info("joined kafka consumer group", slog.String("group", s.cfg.GroupID),
 		slog.Any("partitions", session.Claims()[s.cfg.TasksTopic]), slog.Int("generation", int(session.GenerationID())))
 	return nil
