@@ -3,6 +3,7 @@ package grpc
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -88,10 +89,13 @@ func resultToProto(r domain.Result) *gamelanv1.TaskResult {
 			details[k] = v
 		}
 		details[retryableKey] = r.Error.Retryable
+		// A protobuf string must be UTF-8, or the whole message fails to
+		// encode, on every attempt: a handler's text that is not (bytes it
+		// echoed, say) goes with the invalid bytes replaced.
 		pr.Error = &gamelanv1.ErrorInfo{
-			Code:       r.Error.Code,
-			Message:    r.Error.Message,
-			StackTrace: r.Error.StackTrace,
+			Code:       strings.ToValidUTF8(r.Error.Code, "\uFFFD"),
+			Message:    strings.ToValidUTF8(r.Error.Message, "\uFFFD"),
+			StackTrace: strings.ToValidUTF8(r.Error.StackTrace, "\uFFFD"),
 			Context:    structOrNote(details),
 		}
 	}
