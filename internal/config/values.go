@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The types of this file parse themselves: caarlos0/env calls their
@@ -132,13 +134,18 @@ func (d Delay) MarshalText() ([]byte, error) { return []byte(time.Duration(d).St
 // Duration is d as a time.Duration.
 func (d Delay) Duration() time.Duration { return time.Duration(d) }
 
-// Text is a string that is not blank.
+// Text is UTF-8 text that is not blank. (Text goes to the engine in
+// protobuf strings, such as the version at registration: bytes that are
+// not UTF-8 would make every registration fail to encode.)
 type Text string
 
-// UnmarshalText refuses a value of white space only.
+// UnmarshalText refuses a value of white space only, or not UTF-8.
 func (t *Text) UnmarshalText(text []byte) error {
 	if strings.TrimSpace(string(text)) == "" {
 		return errors.New("must not be blank")
+	}
+	if !utf8.Valid(text) {
+		return errors.New(utf8Rule)
 	}
 	*t = Text(text)
 	return nil
@@ -176,7 +183,8 @@ func isKind(s string) bool {
 	})
 }
 
-// HostPort is host:port with a non-empty host and a port from 1 to 65535.
+// HostPort is host:port with a non-empty UTF-8 host and a port from 1 to
+// 65535.
 type HostPort string
 
 // UnmarshalText checks the shape.
@@ -189,6 +197,9 @@ func (hp *HostPort) UnmarshalText(text []byte) error {
 }
 
 const hostPortRule = "must be host:port with a port from 1 to 65535"
+
+// utf8Rule is the rule of values sent to the engine as text.
+const utf8Rule = "must be UTF-8 text"
 
 // HostPorts is a comma-separated list of HostPort, such as Kafka brokers.
 type HostPorts []string
@@ -268,12 +279,16 @@ func (o Overrides) MarshalText() ([]byte, error) {
 	return []byte(strings.Join(pairs, ",")), nil
 }
 
-// URL is an absolute http or https URL with a host. Shown, its password is
+// URL is an absolute http or https URL with a host, in UTF-8 (an
+// advertised endpoint goes to the engine as text). Shown, its password is
 // redacted.
 type URL string
 
 // UnmarshalText checks the scheme and the host.
 func (u *URL) UnmarshalText(text []byte) error {
+	if !utf8.Valid(text) {
+		return errors.New(utf8Rule)
+	}
 	parsed, err := url.Parse(string(text))
 	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Hostname() == "" {
 		return errors.New("must be an absolute http or https URL with a host, such as http://localhost:8080")
@@ -330,18 +345,20 @@ func (t *Topic) UnmarshalText(text []byte) error {
 // certificate, checked at start-up so that TLS cannot fail later on a typo.
 type File string
 
-// UnmarshalText opens the file and reads its start.
+// UnmarshalText opens the file and reads its start. A failure is told by
+// its reason alone: Load shows the path, quoted, and the path as the
+// system error words it may hold a line break or other control bytes.
 func (f *File) UnmarshalText(text []byte) error {
 	path := string(text)
 	file, err := os.Open(path)
 	if err != nil {
-		return errors.New("cannot read: " + err.Error())
+		return cannotRead(err)
 	}
 	defer file.Close()
 	info, err := file.Stat()
 	switch {
 	case err != nil:
-		return errors.New("cannot read: " + err.Error())
+		return cannotRead(err)
 	case !info.Mode().IsRegular():
 		return errors.New("cannot read: not a regular file")
 	}
@@ -349,10 +366,19 @@ func (f *File) UnmarshalText(text []byte) error {
 		if errors.Is(err, io.EOF) {
 			return errors.New("cannot read: the file is empty")
 		}
-		return errors.New("cannot read: " + err.Error())
+		return cannotRead(err)
 	}
 	*f = File(path)
 	return nil
+}
+
+// cannotRead words a file error without the path it names.
+func cannotRead(err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err
+	}
+	return errors.New("cannot read: " + err.Error())
 }
 
 // Secret is a value never shown: String, LogValue and errors give only its
@@ -451,7 +477,7 @@ func isIdentifierRune(r rune) bool {
 // numeric port from 1 to 65535.
 func isHostPort(value string) bool {
 	host, port, err := net.SplitHostPort(value)
-	if err != nil || host == "" || port == "" || strings.ContainsFunc(port, func(r rune) bool { return r < '0' || r > '9' }) {
+	if err != nil || host == "" || !utf8.ValidString(host) || port == "" || strings.ContainsFunc(port, func(r rune) bool { return r < '0' || r > '9' }) {
 		return false
 	}
 	n, err := strconv.Atoi(port)

@@ -172,7 +172,8 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 // checkAlgorithm reads the protected header of a compact JWS and refuses
 // every alg but HS256 before any signature is checked, so that neither an
 // unsigned token nor a token signed with another algorithm (with or without
-// the same key) is ever considered.
+// the same key) is ever considered. A header with "b64" or "crit" is
+// refused too: those change what is signed, and no JWT uses them.
 func checkAlgorithm(token string) error {
 	encodedHeader, _, ok := strings.Cut(token, ".")
 	if !ok || strings.Count(token, ".") != 2 {
@@ -184,8 +185,13 @@ func checkAlgorithm(token string) error {
 	}
 	var header struct {
 		Algorithm *string `json:"alg"`
+		// A JWT's payload is base64url JSON (RFC 7519, section 7.2): an
+		// unencoded payload (RFC 7797, "b64": false, which the library
+		// would honour), or any other critical extension, is not one.
+		Unencoded json.RawMessage `json:"b64"`
+		Critical  json.RawMessage `json:"crit"`
 	}
-	if err := json.Unmarshal(rawHeader, &header); err != nil || header.Algorithm == nil {
+	if err := json.Unmarshal(rawHeader, &header); err != nil || header.Algorithm == nil || header.Unencoded != nil || header.Critical != nil {
 		return unauthenticated("malformed token")
 	}
 	switch alg := *header.Algorithm; {

@@ -18,6 +18,11 @@ import (
 // errMalformed marks a task record that cannot be taken as it is.
 var errMalformed = errors.New("malformed task record")
 
+// maxReasonBytes bounds the decoder's own words in a malformed record's
+// error: encoding/json quotes a number it cannot store whole, and a record
+// may be a megabyte of digits, while the error is logged and answered.
+const maxReasonBytes = 256
+
 // attemptUnknown is the attempt of a record whose attempt is missing or not
 // a whole number: no result can name such a task (domain.Task.Addressable
 // is false), so it is never answered with a guessed attempt.
@@ -31,9 +36,10 @@ type taskRecord struct {
 }
 
 // decodeTask decodes a task record. A record that is too large, not UTF-8,
-// not JSON, of the wrong shape, or without a run id, node id or whole
-// attempt comes back with an error wrapping errMalformed and the identity
-// recoverIdentity finds in it, so that it can still be answered when that
+// not one JSON value (with nothing after it), of the wrong shape, or
+// without a run id, node id or whole attempt comes back with an error
+// wrapping errMalformed and the identity found in it (recoverIdentity's,
+// or the decoded fields'), so that it can still be answered when that
 // identity allows (the runtime decides, see ports.Delivery.Malformed).
 func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 	if len(value) > maxBytes {
@@ -46,7 +52,7 @@ func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.UseNumber()
 	if err := dec.Decode(&msg); err != nil {
-		return recoverIdentity(value), fmt.Errorf("%w: %v", errMalformed, err)
+		return recoverIdentity(value), fmt.Errorf("%w: %s", errMalformed, domain.Clip(err.Error(), maxReasonBytes))
 	}
 	// A record is one JSON value: whatever follows it (a second task, say)
 	// would otherwise be dropped without a word.
@@ -69,7 +75,13 @@ func decodeTask(value []byte, maxBytes int) (domain.Task, error) {
 	if msg.ScheduledAt != nil {
 		task.ScheduledAt = *msg.ScheduledAt
 	}
+	_, trailing := dec.Token()
 	switch {
+	case !errors.Is(trailing, io.EOF):
+		// One JSON value and nothing after it: a record holding two tasks,
+		// or a task followed by garbage, is not a TaskMessage (answered by
+		// the first value's identity).
+		return task, fmt.Errorf("%w: data after the JSON value", errMalformed)
 	case msg.RunID == "" || msg.NodeID == "":
 		return task, fmt.Errorf("%w: runId and nodeId are required", errMalformed)
 	case task.Attempt == attemptUnknown:

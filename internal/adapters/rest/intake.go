@@ -171,17 +171,42 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // taskBody is the optional JSON body: a TaskMessage-like object whose
 // "context" holds the variables, or, without "context", the variables
-// themselves.
+// themselves. Its fields are read by read, by their exact names.
 type taskBody struct {
-	Context        map[string]any `json:"context"`
-	Configuration  map[string]any `json:"configuration"`
-	TaskID         string         `json:"taskId"`
-	NodeName       string         `json:"nodeName"`
-	NodeType       string         `json:"nodeType"`
-	ExecutorType   string         `json:"executorType"`
-	Token          string         `json:"token"`
-	TimeoutSeconds int64          `json:"timeoutSeconds"`
+	Context        map[string]any
+	Configuration  map[string]any
+	TaskID         string
+	NodeName       string
+	NodeType       string
+	ExecutorType   string
+	Token          string
+	TimeoutSeconds int64
 }
+
+// read fills the body from the object's fields, each taken by its exact
+// name: encoding/json alone would match names in any case and merge
+// "context" and "CONTEXT" into one map. A field of the wrong type is named.
+func (b *taskBody) read(fields map[string]json.RawMessage) error {
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{
+		{"context", &b.Context}, {"configuration", &b.Configuration}, {"taskId", &b.TaskID}, {"nodeName", &b.NodeName},
+		{"nodeType", &b.NodeType}, {"executorType", &b.ExecutorType}, {"token", &b.Token}, {"timeoutSeconds", &b.TimeoutSeconds},
+	} {
+		if raw, ok := fields[f.name]; ok {
+			if err := json.Unmarshal(raw, f.dst); err != nil {
+				return fmt.Errorf("body field %s: %s", f.name, jsonReason(err))
+			}
+		}
+	}
+	return nil
+}
+
+// jsonReason is a JSON error's text, bounded: encoding/json quotes a number
+// it cannot store whole, and a body may be a megabyte of digits, while the
+// answer is sent back and logged.
+func jsonReason(err error) string { return domain.Clip(err.Error(), 256) }
 
 // parse builds a task from the headers and the optional body.
 func (in *Intake) parse(r *http.Request) (domain.Task, error) {
@@ -225,20 +250,25 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
-		return domain.Task{}, fmt.Errorf("body is not a JSON object: %v", err)
+		return domain.Task{}, fmt.Errorf("body is not a JSON object: %s", jsonReason(err))
+	}
+	if fields == nil {
+		return domain.Task{}, errors.New("body is not a JSON object: it is null")
 	}
 	if fields == nil { // JSON null decodes into a map without error
 		return domain.Task{}, errors.New("body is not a JSON object: null")
 	}
 	if _, ok := fields["context"]; !ok {
 		var vars map[string]any
-		_ = json.Unmarshal(raw, &vars) // an object, as just checked
+		if err := json.Unmarshal(raw, &vars); err != nil { // a value Go cannot hold, such as 1e999
+			return domain.Task{}, fmt.Errorf("body: %s", jsonReason(err))
+		}
 		task.Context = vars
 		return task, nil
 	}
 	var body taskBody
-	if err := json.Unmarshal(raw, &body); err != nil {
-		return domain.Task{}, fmt.Errorf("body: %v", err)
+	if err := body.read(fields); err != nil {
+		return domain.Task{}, err
 	}
 	task.Context, task.Configuration = body.Context, body.Configuration
 	task.TaskID, task.NodeName, task.NodeType, task.ExecutionToken = body.TaskID, body.NodeName, body.NodeType, body.Token
