@@ -29,8 +29,7 @@ type advertisingListener struct {
 func (l advertisingListener) Addr() net.Addr { return l.advertised }
 
 // TestBrokerAdvertisesTheAddressItsListenerReports is the groundwork of the
-// network-partition scenario between executor and broker (not written here:
-// it needs the TCP proxy of test/testkit, which this branch does not have).
+// network scenarios between executor and broker (partition_test.go).
 // A kfake broker whose listener reports another address advertises that
 // address, and a client that bootstrapped on the real one connects to the
 // advertised one for its next request: with a proxy there, every connection

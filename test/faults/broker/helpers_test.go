@@ -1,8 +1,9 @@
 // Package broker holds the Kafka fault scenarios of issue 14: the executor
 // service, run in process through service.RunHosting with its Kafka
 // intake, against an embedded kfake cluster on 127.0.0.1 whose broker
-// restarts, whose partition leaders move, and whose consumer group
-// rebalances while a long task runs. Each scenario counts its tasks with
+// restarts, whose partition leaders move, whose consumer group rebalances
+// while a long task runs, and whose network to the executor is partitioned,
+// lossy or slow. Each scenario counts its tasks with
 // testkit.Outcome: none may be lost; duplicates, the price of at-least-once
 // delivery, are reported. A commit audit checks, at every offset commit the
 // group sends, that nothing is committed before its result is on the
