@@ -92,17 +92,21 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 		x, _ := engine.executor(t, victimID)
 		return x.AssignedTasks >= 5, fmt.Sprintf("%+v", x)
 	})
-	// The victim's tasks as of now; those it answers before the signal
-	// are told apart at the end by who answered them.
+	duplicatesBefore := engine.summary(t).Counters.DuplicateResults
+	signalled := time.Now()
+	victim.Signal(t, sig)
+	// The victim's tasks as of the signal: read after it, since a picture
+	// taken before would be a second old by the time the signal went, and
+	// the victim would have answered those tasks meanwhile. The engine
+	// hands them out again only after the heartbeat expiry (2 s); a result
+	// already on its way when the signal went may still land, and such a
+	// task is told apart at the end by who answered it.
 	var victimHeld []string
 	for _, task := range engine.tasks(t, ids) {
 		if task.State == "ASSIGNED" && task.ExecutorID == victimID {
 			victimHeld = append(victimHeld, task.TaskID)
 		}
 	}
-	duplicatesBefore := engine.summary(t).Counters.DuplicateResults
-	signalled := time.Now()
-	victim.Signal(t, sig)
 	if sig == syscall.SIGKILL {
 		require.Error(t, victim.Wait(t, stopTimeout), "a killed process does not exit cleanly")
 	} else {
