@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -17,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/test/testkit"
 )
 
 // The reference engine as a process, its HTTP API as a client sees it, and
@@ -24,9 +22,6 @@ import (
 
 // answerTimeout bounds how long the tests wait for tasks to be answered.
 const answerTimeout = 60 * time.Second
-
-// pollInterval paces the polling of the engine's API.
-const pollInterval = 20 * time.Millisecond
 
 // freePort returns a port of 127.0.0.1 that was free a moment ago: the
 // kernel's pick for a listener that is closed at once.
@@ -49,7 +44,7 @@ func freeAddr(t *testing.T) string {
 type engineProcess struct {
 	*process
 	httpAddr, grpcAddr, kafkaAddr string
-	api                           *engineAPI
+	api                           *testkit.EngineAPI
 }
 
 // startEngine runs the reference engine on free ports of 127.0.0.1 with
@@ -67,7 +62,7 @@ func startEngine(t *testing.T, name string, vars map[string]string) *engineProce
 		}
 		e.process = startCommand(t, name, cmd)
 		if e.listens(t) {
-			e.api = newEngineAPI(e.httpAddr)
+			e.api = testkit.NewEngineAPI(e.httpAddr)
 			return e
 		}
 		require.Less(t, attempt, 3, "engine %s could not listen; stderr:\n%s", name, e.stderr.String())
@@ -129,7 +124,7 @@ func (e *engineProcess) startExecutor(t *testing.T, name string, env map[string]
 	t.Helper()
 	p := startProcess(t, name, env)
 	p.waitReady(t)
-	e.api.waitExecutors(t, executorIDs...)
+	e.api.WaitExecutors(t, startTimeout, executorIDs...)
 	return p
 }
 
@@ -140,338 +135,33 @@ func (e *engineProcess) stop(t *testing.T) {
 	require.NoError(t, e.wait(t), "engine %s exits cleanly; stderr:\n%s", e.name, e.stderr.String())
 }
 
-// engineAPI is a client of the engine's HTTP API.
-type engineAPI struct {
-	base   string
-	client *http.Client
-}
-
-func newEngineAPI(httpAddr string) *engineAPI {
-	return &engineAPI{base: "http://" + httpAddr, client: &http.Client{Timeout: 10 * time.Second}}
-}
-
-// taskSpec is what POST /api/v1/tasks takes.
-type taskSpec struct {
-	ExecutorType   string         `json:"executorType,omitempty"`
-	NodeType       string         `json:"nodeType,omitempty"`
-	Context        map[string]any `json:"context,omitempty"`
-	TimeoutSeconds int            `json:"timeoutSeconds,omitempty"`
-}
-
-// apiTask is a task as GET /api/v1/tasks/{id} shows it.
-type apiTask struct {
-	TaskID       string     `json:"taskId"`
-	RunID        string     `json:"runId"`
-	NodeID       string     `json:"nodeId"`
-	Attempt      int        `json:"attempt"`
-	ExecutorType string     `json:"executorType"`
-	State        string     `json:"state"`
-	ExecutorID   string     `json:"executorId"`
-	Transport    string     `json:"transport"`
-	Deliveries   int        `json:"deliveries"`
-	SubmittedAt  time.Time  `json:"submittedAt"`
-	CompletedAt  time.Time  `json:"completedAt"`
-	Result       *apiResult `json:"result"`
-}
-
-// apiResult is a task's recorded result.
-type apiResult struct {
-	Status string         `json:"status"`
-	Output map[string]any `json:"output"`
-	Error  *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// final reports whether the task has a result.
-func (task apiTask) final() bool { return task.State != "PENDING" && task.State != "ASSIGNED" }
-
-// String names the task in messages.
-func (task apiTask) String() string {
-	s := fmt.Sprintf("%s %s %s on %q over %q (%d deliveries)", task.TaskID, task.ExecutorType, task.State,
-		task.ExecutorID, task.Transport, task.Deliveries)
-	if task.Result != nil && task.Result.Error != nil {
-		s += fmt.Sprintf(": %s %s", task.Result.Error.Code, task.Result.Error.Message)
-	}
-	return s
-}
-
-// apiExecutor is an executor as GET /api/v1/executors shows it.
-type apiExecutor struct {
-	ExecutorID         string            `json:"executorId"`
-	ExecutorType       string            `json:"executorType"`
-	CommunicationType  string            `json:"communicationType"`
-	Endpoint           string            `json:"endpoint"`
-	SupportedNodeTypes []string          `json:"supportedNodeTypes"`
-	MaxConcurrentTasks int               `json:"maxConcurrentTasks"`
-	Metadata           map[string]string `json:"metadata"`
-	RegisteredVia      string            `json:"registeredVia"`
-	Healthy            bool              `json:"healthy"`
-	AssignedTasks      int               `json:"assignedTasks"`
-}
-
-// apiSummary is GET /api/v1/summary.
-type apiSummary struct {
-	Tasks          int                       `json:"tasks"`
-	ByState        map[string]int            `json:"byState"`
-	FailuresByCode map[string]int            `json:"failuresByCode"`
-	ByTransport    map[string]apiTransportSt `json:"byTransport"`
-	Counters       struct {
-		DuplicateResults int64 `json:"duplicateResults"`
-		UnknownResults   int64 `json:"unknownResults"`
-		RefusedCalls     int64 `json:"refusedCalls"`
-	} `json:"counters"`
-}
-
-// apiTransportSt is one transport's line of the summary.
-type apiTransportSt struct {
-	Answered int     `json:"answered"`
-	P50Ms    float64 `json:"p50Ms"`
-	P99Ms    float64 `json:"p99Ms"`
-}
-
-// unfinished counts the tasks without a result.
-func (s apiSummary) unfinished() int { return s.ByState["PENDING"] + s.ByState["ASSIGNED"] }
-
-// call makes one request and decodes a JSON answer into out (when not
-// nil), returning the status code.
-func (a *engineAPI) call(t *testing.T, method, path string, body, out any) int {
-	t.Helper()
-	var reader io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		require.NoError(t, err)
-		reader = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, a.base+path, reader)
-	require.NoError(t, err)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.client.Do(req)
-	require.NoError(t, err, "%s %s", method, path)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	if out != nil && resp.StatusCode < 300 {
-		require.NoError(t, json.Unmarshal(raw, out), "%s %s answered %s", method, path, raw)
-	}
-	return resp.StatusCode
-}
-
-// submit submits a task and returns it as the engine took it.
-func (a *engineAPI) submit(t *testing.T, spec taskSpec) apiTask {
-	t.Helper()
-	var task apiTask
-	require.Equal(t, http.StatusCreated, a.call(t, http.MethodPost, "/api/v1/tasks", spec, &task), "submit %+v", spec)
-	require.NotEmpty(t, task.TaskID)
-	return task
-}
-
-// submitAll submits every spec and returns the task ids in order.
-func (a *engineAPI) submitAll(t *testing.T, specs []taskSpec) []string {
-	t.Helper()
-	ids := make([]string, len(specs))
-	for i, spec := range specs {
-		ids[i] = a.submit(t, spec).TaskID
-	}
-	return ids
-}
-
-// task reads one task.
-func (a *engineAPI) task(t *testing.T, id string) apiTask {
-	t.Helper()
-	var task apiTask
-	require.Equal(t, http.StatusOK, a.call(t, http.MethodGet, "/api/v1/tasks/"+id, nil, &task), "task %s", id)
-	return task
-}
-
-// tasks reads the tasks of ids, in order.
-func (a *engineAPI) tasks(t *testing.T, ids []string) []apiTask {
-	t.Helper()
-	out := make([]apiTask, len(ids))
-	for i, id := range ids {
-		out[i] = a.task(t, id)
-	}
-	return out
-}
-
-// executors lists the registry.
-func (a *engineAPI) executors(t *testing.T) []apiExecutor {
-	t.Helper()
-	var list []apiExecutor
-	require.Equal(t, http.StatusOK, a.call(t, http.MethodGet, "/api/v1/executors", nil, &list))
-	return list
-}
-
-// executor returns the registry's entry of id, or false.
-func (a *engineAPI) executor(t *testing.T, id string) (apiExecutor, bool) {
-	t.Helper()
-	for _, e := range a.executors(t) {
-		if e.ExecutorID == id {
-			return e, true
-		}
-	}
-	return apiExecutor{}, false
-}
-
-// summary reads the summary.
-func (a *engineAPI) summary(t *testing.T) apiSummary {
-	t.Helper()
-	var s apiSummary
-	require.Equal(t, http.StatusOK, a.call(t, http.MethodGet, "/api/v1/summary", nil, &s))
-	return s
-}
-
-// cancel asks the engine to cancel a task and returns the status code.
-func (a *engineAPI) cancel(t *testing.T, id string) int {
-	t.Helper()
-	return a.call(t, http.MethodPost, "/api/v1/tasks/"+id+"/cancel", nil, nil)
-}
-
-// waitFor polls cond until it holds, failing after d with what cond last
-// described.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last: %s", what, d, state)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("%s: test ended", what)
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
-// waitExecutors waits until the engine lists every id as healthy.
-func (a *engineAPI) waitExecutors(t *testing.T, ids ...string) {
-	t.Helper()
-	waitFor(t, startTimeout, fmt.Sprintf("executors %v registered and healthy", ids), func() (bool, string) {
-		healthy := map[string]bool{}
-		for _, e := range a.executors(t) {
-			healthy[e.ExecutorID] = e.Healthy
-		}
-		for _, id := range ids {
-			if !healthy[id] {
-				return false, fmt.Sprintf("registry %v", healthy)
-			}
-		}
-		return true, ""
-	})
-}
-
-// waitAllFinal waits until the engine holds n tasks, every one final, and
-// returns the summary.
-func (a *engineAPI) waitAllFinal(t *testing.T, n int) apiSummary {
-	t.Helper()
-	var s apiSummary
-	waitFor(t, answerTimeout, fmt.Sprintf("all %d tasks answered", n), func() (bool, string) {
-		s = a.summary(t)
-		return s.Tasks == n && s.unfinished() == 0, fmt.Sprintf("%d tasks by state %v", s.Tasks, s.ByState)
-	})
-	return s
-}
-
-// awaitTransport submits probe tasks of spec, one at a time, until one is
-// delivered over transport, and returns the summary then. An executor
-// pulling over a stream is ready once the stream is open on its side; the
-// engine takes the stream a moment later and meanwhile delivers over push,
-// which is always on. Probes that fail or take another transport fail
-// nothing.
-func (a *engineAPI) awaitTransport(t *testing.T, spec taskSpec, transport string) apiSummary {
-	t.Helper()
-	waitFor(t, startTimeout, "a task delivered over "+transport, func() (bool, string) {
-		probe := a.submit(t, spec)
-		answered := a.waitTasks(t, answerTimeout, "a probe answered", []string{probe.TaskID}, func(tasks []apiTask) bool { return tasks[0].final() })
-		return answered[0].Transport == transport, answered[0].String()
-	})
-	return a.summary(t)
-}
-
-// since returns the counts of s that came after before: tasks, states,
-// failures, answers by transport (without latencies) and counters.
-func (s apiSummary) since(before apiSummary) apiSummary {
-	minus := func(now, then map[string]int) map[string]int {
-		out := map[string]int{}
-		for k, n := range now {
-			if d := n - then[k]; d != 0 {
-				out[k] = d
-			}
-		}
-		return out
-	}
-	d := apiSummary{Tasks: s.Tasks - before.Tasks, ByState: minus(s.ByState, before.ByState),
-		FailuresByCode: minus(s.FailuresByCode, before.FailuresByCode), ByTransport: map[string]apiTransportSt{}}
-	for k, st := range s.ByTransport {
-		if n := st.Answered - before.ByTransport[k].Answered; n != 0 {
-			d.ByTransport[k] = apiTransportSt{Answered: n}
-		}
-	}
-	d.Counters.DuplicateResults = s.Counters.DuplicateResults - before.Counters.DuplicateResults
-	d.Counters.UnknownResults = s.Counters.UnknownResults - before.Counters.UnknownResults
-	d.Counters.RefusedCalls = s.Counters.RefusedCalls - before.Counters.RefusedCalls
-	return d
-}
-
-// waitTasks polls the tasks of ids until cond holds for the whole list.
-func (a *engineAPI) waitTasks(t *testing.T, d time.Duration, what string, ids []string, cond func([]apiTask) bool) []apiTask {
-	t.Helper()
-	var tasks []apiTask
-	waitFor(t, d, what, func() (bool, string) {
-		tasks = a.tasks(t, ids)
-		return cond(tasks), describeTasks(tasks)
-	})
-	return tasks
-}
-
-// describeTasks counts tasks by state, executor and transport for messages.
-func describeTasks(tasks []apiTask) string {
-	counts := map[string]int{}
-	for _, task := range tasks {
-		counts[task.State+" on "+task.ExecutorID+" over "+task.Transport]++
-	}
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(counts)) {
-		parts = append(parts, fmt.Sprintf("%s: %d", k, counts[k]))
-	}
-	return strings.Join(parts, "; ")
-}
-
 // The example workloads and what their answers must be.
 
 // taxSpec is a calculate-tax task of amount.
-func taxSpec(amount float64) taskSpec {
-	return taskSpec{ExecutorType: "calculate-tax", Context: map[string]any{"amount": amount}, TimeoutSeconds: 30}
+func taxSpec(amount float64) testkit.TaskSpec {
+	return testkit.TaskSpec{ExecutorType: "calculate-tax", Context: map[string]any{"amount": amount}, TimeoutSeconds: 30}
 }
 
 // orderSpec is an order-validator task of orderID.
-func orderSpec(orderID string) taskSpec {
-	return taskSpec{ExecutorType: "order-validator", Context: map[string]any{"orderId": orderID}, TimeoutSeconds: 30}
+func orderSpec(orderID string) testkit.TaskSpec {
+	return testkit.TaskSpec{ExecutorType: "order-validator", Context: map[string]any{"orderId": orderID}, TimeoutSeconds: 30}
 }
 
 // paymentSpec is a payment-processor task of amount for customer.
-func paymentSpec(amount float64, customer string) taskSpec {
-	return taskSpec{ExecutorType: "payment-processor", Context: map[string]any{"totalAmount": amount, "customerId": customer}, TimeoutSeconds: 30}
+func paymentSpec(amount float64, customer string) testkit.TaskSpec {
+	return testkit.TaskSpec{ExecutorType: "payment-processor", Context: map[string]any{"totalAmount": amount, "customerId": customer}, TimeoutSeconds: 30}
 }
 
 // notificationSpec is a notification-sender task to recipient.
-func notificationSpec(recipient, message string) taskSpec {
-	return taskSpec{ExecutorType: "notification-sender", Context: map[string]any{"recipient": recipient, "message": message}, TimeoutSeconds: 30}
+func notificationSpec(recipient, message string) testkit.TaskSpec {
+	return testkit.TaskSpec{ExecutorType: "notification-sender", Context: map[string]any{"recipient": recipient, "message": message}, TimeoutSeconds: 30}
 }
 
 // checkAnswer checks that a final task carries the answer its type gives
 // to its input: COMPLETED with the right output for valid input, FAILED
 // with the type's code for bad input. Numbers may arrive as strings over
 // push (Gamelan's variables are strings), which the handlers parse.
-func checkAnswer(t *testing.T, spec taskSpec, task apiTask) bool {
+func checkAnswer(t *testing.T, spec testkit.TaskSpec, task testkit.EngineTask) bool {
 	t.Helper()
 	if task.Result == nil {
 		t.Errorf("%s: no result", task)
@@ -558,7 +248,7 @@ func near(a, b float64) bool {
 
 // checkAnswers checks the answer of every task (ids in the order of specs),
 // stopping after a few failures.
-func checkAnswers(t *testing.T, specs []taskSpec, tasks []apiTask) {
+func checkAnswers(t *testing.T, specs []testkit.TaskSpec, tasks []testkit.EngineTask) {
 	t.Helper()
 	require.Len(t, tasks, len(specs))
 	wrong := 0
@@ -589,7 +279,7 @@ func finishedRunsOf(p *process) finishedRuns {
 }
 
 // runsOf returns the run ids of tasks.
-func runsOf(tasks []apiTask) []string {
+func runsOf(tasks []testkit.EngineTask) []string {
 	runs := make([]string, len(tasks))
 	for i, task := range tasks {
 		runs[i] = task.RunID

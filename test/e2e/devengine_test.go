@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/test/testkit"
 )
 
 // The executor service against the reference engine, both real processes:
@@ -22,14 +24,14 @@ import (
 const sigterm = syscall.SIGTERM
 
 // mixedWorkload is n tasks of each type, one in five with bad input.
-func mixedWorkload(n int, types ...string) []taskSpec {
-	var specs []taskSpec
+func mixedWorkload(n int, types ...string) []testkit.TaskSpec {
+	var specs []testkit.TaskSpec
 	for i := range n {
 		bad := i%5 == 4
 		for _, typ := range types {
 			switch {
 			case typ == "calculate-tax" && bad:
-				specs = append(specs, taskSpec{ExecutorType: typ, Context: map[string]any{"amount": "lots"}})
+				specs = append(specs, testkit.TaskSpec{ExecutorType: typ, Context: map[string]any{"amount": "lots"}})
 			case typ == "calculate-tax":
 				specs = append(specs, taxSpec(float64(100+i)+0.25))
 			case typ == "order-validator" && bad:
@@ -52,7 +54,7 @@ func mixedWorkload(n int, types ...string) []taskSpec {
 
 // checkDelivery checks that every task went to the executor id its type
 // maps to, over the transport its type maps to, in one delivery.
-func checkDelivery(t *testing.T, tasks []apiTask, executorIDs, transports map[string]string) {
+func checkDelivery(t *testing.T, tasks []testkit.EngineTask, executorIDs, transports map[string]string) {
 	t.Helper()
 	for _, task := range tasks {
 		assert.Equal(t, executorIDs[task.ExecutorType], task.ExecutorID, "executor of %s", task)
@@ -92,11 +94,11 @@ func TestEngineIntakeModes(t *testing.T) {
 			executor := engine.startExecutor(t, "executor-"+mode, env, slices.Collect(maps.Values(ids))...)
 
 			transport := "grpc-" + mode
-			before := engine.api.awaitTransport(t, taxSpec(1), transport)
+			before := engine.api.AwaitTransport(t, startTimeout, answerTimeout, taxSpec(1), transport)
 			specs := mixedWorkload(20, "calculate-tax", "order-validator")
-			taskIDs := engine.api.submitAll(t, specs)
-			summary := engine.api.waitAllFinal(t, before.Tasks+len(specs)).since(before)
-			tasks := engine.api.tasks(t, taskIDs)
+			taskIDs := engine.api.SubmitAll(t, specs)
+			summary := engine.api.WaitAllFinal(t, answerTimeout, before.Tasks+len(specs)).Since(before)
+			tasks := engine.api.Tasks(t, taskIDs)
 			checkAnswers(t, specs, tasks)
 			checkDelivery(t, tasks, ids, map[string]string{"calculate-tax": transport, "order-validator": transport})
 			assert.Equal(t, map[string]int{"COMPLETED": 32, "FAILED": 8}, summary.ByState)
@@ -118,14 +120,14 @@ func TestEngineIntakeModes(t *testing.T) {
 // it, cancels it through the API, and checks that it ends CANCELLED.
 func cancelOverBidi(t *testing.T, engine *engineProcess, executor *process, executorID string) {
 	t.Helper()
-	payment := engine.api.submit(t, paymentSpec(25, "C-cancel"))
-	engine.api.waitTasks(t, startTimeout, "the payment delivered over the stream", []string{payment.TaskID}, func(tasks []apiTask) bool {
+	payment := engine.api.Submit(t, paymentSpec(25, "C-cancel"))
+	engine.api.WaitTasks(t, startTimeout, "the payment delivered over the stream", []string{payment.TaskID}, func(tasks []testkit.EngineTask) bool {
 		return tasks[0].State == "ASSIGNED" && tasks[0].Transport == "grpc-bidi"
 	})
 	cancelledAt := time.Now()
-	require.Equal(t, http.StatusAccepted, engine.api.cancel(t, payment.TaskID), "cancel a task running over bidi")
-	tasks := engine.api.waitTasks(t, 10*time.Second, "the cancelled payment answered", []string{payment.TaskID}, func(tasks []apiTask) bool {
-		return tasks[0].final()
+	require.Equal(t, http.StatusAccepted, engine.api.Cancel(t, payment.TaskID), "cancel a task running over bidi")
+	tasks := engine.api.WaitTasks(t, 10*time.Second, "the cancelled payment answered", []string{payment.TaskID}, func(tasks []testkit.EngineTask) bool {
+		return tasks[0].Final()
 	})
 	task := tasks[0]
 	require.Equal(t, "CANCELLED", task.State, "%s", task)
@@ -139,7 +141,7 @@ func cancelOverBidi(t *testing.T, engine *engineProcess, executor *process, exec
 	assert.Len(t, executor.linesWith("cancellation from the engine"), 1, "the executor received one cancellation")
 	assert.Equal(t, payment.TaskID, cancellation["task_id"])
 	assert.Equal(t, true, cancellation["found"], "the cancellation found the running task")
-	assert.Equal(t, http.StatusConflict, engine.api.cancel(t, payment.TaskID), "a finished task cannot be cancelled")
+	assert.Equal(t, http.StatusConflict, engine.api.Cancel(t, payment.TaskID), "a finished task cannot be cancelled")
 }
 
 // TestEngineKafkaAndREST serves payment-processor over Kafka (its declared
@@ -170,20 +172,20 @@ func TestEngineKafkaAndREST(t *testing.T) {
 			}
 			engine.startExecutor(t, "executor-"+name, env, slices.Collect(maps.Values(ids))...)
 
-			payment, _ := engine.api.executor(t, ids["payment-processor"])
+			payment, _ := engine.api.Executor(t, ids["payment-processor"])
 			assert.Equal(t, "KAFKA", payment.CommunicationType)
 			assert.Equal(t, variant.registrar, payment.RegisteredVia)
 			assert.Equal(t, 10, payment.MaxConcurrentTasks)
-			tax, _ := engine.api.executor(t, ids["calculate-tax"])
+			tax, _ := engine.api.Executor(t, ids["calculate-tax"])
 			assert.Equal(t, "REST", tax.CommunicationType)
 			assert.Equal(t, variant.registrar, tax.RegisteredVia)
 			assert.True(t, strings.HasPrefix(tax.Endpoint, "http://127.0.0.1:"), "REST endpoint %q", tax.Endpoint)
 			assert.Equal(t, []string{"calculate-tax"}, tax.SupportedNodeTypes)
 
 			specs := mixedWorkload(15, "payment-processor", "calculate-tax")
-			taskIDs := engine.api.submitAll(t, specs)
-			summary := engine.api.waitAllFinal(t, len(specs))
-			tasks := engine.api.tasks(t, taskIDs)
+			taskIDs := engine.api.SubmitAll(t, specs)
+			summary := engine.api.WaitAllFinal(t, answerTimeout, len(specs))
+			tasks := engine.api.Tasks(t, taskIDs)
 			checkAnswers(t, specs, tasks)
 			checkDelivery(t, tasks, ids, map[string]string{"payment-processor": "kafka", "calculate-tax": "rest"})
 			assert.Equal(t, 15, summary.ByTransport["kafka"].Answered)
@@ -212,7 +214,7 @@ func TestEngineMultiTypeProcess(t *testing.T) {
 	registered := executor.linesWith("registered")
 	assert.Len(t, registered, 4, "the process registered four types")
 	endpoints := map[string]bool{}
-	for _, e := range engine.api.executors(t) {
+	for _, e := range engine.api.Executors(t) {
 		if e.CommunicationType == "GRPC" {
 			endpoints[e.Endpoint] = true
 		}
@@ -220,9 +222,9 @@ func TestEngineMultiTypeProcess(t *testing.T) {
 	assert.Len(t, endpoints, 1, "the three gRPC types share the process's push server: %v", endpoints)
 
 	specs := mixedWorkload(10, "calculate-tax", "order-validator", "notification-sender", "payment-processor")
-	taskIDs := engine.api.submitAll(t, specs)
-	summary := engine.api.waitAllFinal(t, len(specs))
-	tasks := engine.api.tasks(t, taskIDs)
+	taskIDs := engine.api.SubmitAll(t, specs)
+	summary := engine.api.WaitAllFinal(t, answerTimeout, len(specs))
+	tasks := engine.api.Tasks(t, taskIDs)
 	checkAnswers(t, specs, tasks)
 	checkDelivery(t, tasks, ids, map[string]string{
 		"calculate-tax": "grpc-push", "order-validator": "grpc-push", "notification-sender": "grpc-push", "payment-processor": "kafka",
@@ -236,7 +238,7 @@ func TestEngineMultiTypeProcess(t *testing.T) {
 	executor.signal(t, sigterm)
 	require.NoError(t, executor.wait(t), "the executor exits cleanly")
 	var listed []string
-	for _, e := range engine.api.executors(t) {
+	for _, e := range engine.api.Executors(t) {
 		listed = append(listed, e.ExecutorID)
 	}
 	assert.Equal(t, []string{ids["payment-processor"]}, listed, "the registry after the stop")
@@ -266,7 +268,7 @@ func startHeartbeatingReplica(t *testing.T, engine *engineProcess, instance stri
 }
 
 // pushedTo returns the ids of the tasks executorID holds, accepted over push.
-func pushedTo(tasks []apiTask, executorID string) []string {
+func pushedTo(tasks []testkit.EngineTask, executorID string) []string {
 	var ids []string
 	for _, task := range tasks {
 		if task.State == "ASSIGNED" && task.ExecutorID == executorID && task.Transport == "grpc-push" {
@@ -293,18 +295,18 @@ func TestEngineReplicasShareLoad(t *testing.T) {
 	}
 
 	specs := mixedWorkload(60, "payment-processor")
-	taskIDs := engine.api.submitAll(t, specs)
+	taskIDs := engine.api.SubmitAll(t, specs)
 	peak := map[string]int{}
-	var summary apiSummary
-	waitFor(t, answerTimeout, "all tasks answered", func() (bool, string) {
-		for _, e := range engine.api.executors(t) {
+	var summary testkit.EngineSummary
+	testkit.WaitFor(t, answerTimeout, "all tasks answered", func() (bool, string) {
+		for _, e := range engine.api.Executors(t) {
 			peak[e.ExecutorID] = max(peak[e.ExecutorID], e.AssignedTasks)
 			require.LessOrEqual(t, e.AssignedTasks, e.MaxConcurrentTasks, "load of %s", e.ExecutorID)
 		}
-		summary = engine.api.summary(t)
-		return summary.unfinished() == 0, fmt.Sprint(summary.ByState)
+		summary = engine.api.Summary(t)
+		return summary.Unfinished() == 0, fmt.Sprint(summary.ByState)
 	})
-	tasks := engine.api.tasks(t, taskIDs)
+	tasks := engine.api.Tasks(t, taskIDs)
 	checkAnswers(t, specs, tasks)
 
 	byReplica := map[string][]string{} // executor id -> run ids
@@ -335,12 +337,12 @@ func TestEngineSIGKILLReassigns(t *testing.T) {
 	victim, survivor := start("victim"), start("survivor")
 
 	specs := mixedWorkload(30, "payment-processor")
-	taskIDs := engine.api.submitAll(t, specs)
+	taskIDs := engine.api.SubmitAll(t, specs)
 	victimID, survivorID := paymentID("victim"), paymentID("survivor")
-	accepted := func(task apiTask) bool {
+	accepted := func(task testkit.EngineTask) bool {
 		return task.State == "ASSIGNED" && task.ExecutorID == victimID && task.Transport == "grpc-push" && task.Deliveries == 1
 	}
-	engine.api.waitTasks(t, startTimeout, "the victim holds five tasks", taskIDs, func(tasks []apiTask) bool {
+	engine.api.WaitTasks(t, startTimeout, "the victim holds five tasks", taskIDs, func(tasks []testkit.EngineTask) bool {
 		n := 0
 		for _, task := range tasks {
 			if accepted(task) {
@@ -353,7 +355,7 @@ func TestEngineSIGKILLReassigns(t *testing.T) {
 	require.Error(t, victim.wait(t), "a killed process does not exit cleanly")
 	killedAt := time.Now()
 	var held []string
-	for _, task := range engine.api.tasks(t, taskIDs) {
+	for _, task := range engine.api.Tasks(t, taskIDs) {
 		if accepted(task) {
 			held = append(held, task.TaskID)
 		}
@@ -362,13 +364,13 @@ func TestEngineSIGKILLReassigns(t *testing.T) {
 
 	more := mixedWorkload(10, "payment-processor")
 	specs = append(specs, more...)
-	taskIDs = append(taskIDs, engine.api.submitAll(t, more)...)
-	engine.api.waitAllFinal(t, len(specs))
-	tasks := engine.api.tasks(t, taskIDs)
+	taskIDs = append(taskIDs, engine.api.SubmitAll(t, more)...)
+	engine.api.WaitAllFinal(t, answerTimeout, len(specs))
+	tasks := engine.api.Tasks(t, taskIDs)
 	checkAnswers(t, specs, tasks)
 
 	ranBySurvivor := finishedRunsOf(survivor)
-	for _, task := range engine.api.tasks(t, held) {
+	for _, task := range engine.api.Tasks(t, held) {
 		assert.Equal(t, survivorID, task.ExecutorID, "%s was reassigned", task)
 		assert.GreaterOrEqual(t, task.Deliveries, 2, "%s", task)
 		assert.GreaterOrEqual(t, task.CompletedAt.Sub(killedAt), time.Second,
@@ -378,7 +380,7 @@ func TestEngineSIGKILLReassigns(t *testing.T) {
 	reassigned := engine.linesContaining("executor stopped heartbeating; reassigning its tasks")
 	assert.True(t, slices.ContainsFunc(reassigned, func(line string) bool { return strings.Contains(line, "executor_id="+victimID) }),
 		"the engine logged reassigning the victim's tasks: %v", reassigned)
-	if e, ok := engine.api.executor(t, victimID); ok {
+	if e, ok := engine.api.Executor(t, victimID); ok {
 		assert.False(t, e.Healthy, "the victim is no longer healthy")
 	}
 	t.Logf("the victim held %d tasks when killed; all %d tasks answered", len(held), len(tasks))
@@ -397,21 +399,21 @@ func TestEngineSIGTERMDrains(t *testing.T) {
 	firstID := paymentID("first")
 
 	specs := mixedWorkload(30, "payment-processor")
-	taskIDs := engine.api.submitAll(t, specs)
+	taskIDs := engine.api.SubmitAll(t, specs)
 	var acceptedBefore []string
-	engine.api.waitTasks(t, startTimeout, "the executor at full capacity", taskIDs, func(tasks []apiTask) bool {
+	engine.api.WaitTasks(t, startTimeout, "the executor at full capacity", taskIDs, func(tasks []testkit.EngineTask) bool {
 		acceptedBefore = pushedTo(tasks, firstID)
 		return len(acceptedBefore) == 10
 	})
 	first.signal(t, sigterm)
 	require.NoError(t, first.wait(t), "SIGTERM: clean exit; stderr: %s", first.stderr.String())
 
-	tasks := engine.api.tasks(t, taskIDs)
-	var answeredByFirst []apiTask
+	tasks := engine.api.Tasks(t, taskIDs)
+	var answeredByFirst []testkit.EngineTask
 	var pending []string
 	for _, task := range tasks {
 		switch {
-		case task.final() && task.ExecutorID == firstID:
+		case task.Final() && task.ExecutorID == firstID:
 			answeredByFirst = append(answeredByFirst, task)
 		case task.State == "PENDING":
 			pending = append(pending, task.TaskID)
@@ -430,21 +432,21 @@ func TestEngineSIGTERMDrains(t *testing.T) {
 	assert.Equal(t, float64(len(answeredByFirst)), drained["results_delivered"], "results delivered: %v", drained)
 	assert.Equal(t, float64(0), drained["results_undelivered"], "%v", drained)
 	assert.NotEmpty(t, first.linesWith("unregistered"), "the executor unregistered")
-	_, listed := engine.api.executor(t, firstID)
+	_, listed := engine.api.Executor(t, firstID)
 	assert.False(t, listed, "the registry forgot the stopped executor")
-	summary := engine.api.summary(t)
+	summary := engine.api.Summary(t)
 	assert.Equal(t, len(pending), summary.ByState["PENDING"], "tasks still waiting: %v", summary.ByState)
 	assert.Zero(t, summary.ByState["ASSIGNED"], "nothing is held by the stopped executor")
 
 	engine.startExecutor(t, "second", replicaEnv(engine, "second", "10ms"), paymentID("second"))
-	engine.api.waitAllFinal(t, len(specs))
-	tasks = engine.api.tasks(t, taskIDs)
+	engine.api.WaitAllFinal(t, answerTimeout, len(specs))
+	tasks = engine.api.Tasks(t, taskIDs)
 	checkAnswers(t, specs, tasks)
-	for _, task := range engine.api.tasks(t, pending) {
+	for _, task := range engine.api.Tasks(t, pending) {
 		assert.Equal(t, paymentID("second"), task.ExecutorID, "%s", task)
 	}
 	refused := 0
-	for _, task := range engine.api.tasks(t, pending) {
+	for _, task := range engine.api.Tasks(t, pending) {
 		if task.Deliveries > 1 {
 			refused++ // pushed to the draining executor, refused, delivered again
 		}
@@ -474,9 +476,9 @@ func TestEngineJWT(t *testing.T) {
 	assert.Empty(t, trusted.linesContaining("INBOUND AUTHENTICATION IS OFF"))
 
 	specs := mixedWorkload(10, "calculate-tax", "payment-processor")
-	taskIDs := engine.api.submitAll(t, specs)
-	summary := engine.api.waitAllFinal(t, len(specs))
-	tasks := engine.api.tasks(t, taskIDs)
+	taskIDs := engine.api.SubmitAll(t, specs)
+	summary := engine.api.WaitAllFinal(t, answerTimeout, len(specs))
+	tasks := engine.api.Tasks(t, taskIDs)
 	checkAnswers(t, specs, tasks)
 	checkDelivery(t, tasks, ids, map[string]string{"calculate-tax": "grpc-push", "payment-processor": "kafka"})
 	require.Zero(t, summary.Counters.RefusedCalls, "no call of the trusted executor refused")
@@ -490,16 +492,16 @@ func TestEngineJWT(t *testing.T) {
 		env["GAMELAN_EXECUTOR_REGISTRAR"] = registrar
 		env["GAMELAN_EXECUTOR_JWT_SECRET"] = "another-secret-of-at-least-32-bytes-987654"
 		env["GAMELAN_EXECUTOR_HEARTBEAT_INTERVAL_SECONDS"] = "1"
-		before := engine.api.summary(t).Counters.RefusedCalls
+		before := engine.api.Summary(t).Counters.RefusedCalls
 		intruder := startProcess(t, "intruder-"+registrar, env)
 		seen := []int64{before}
-		waitFor(t, startTimeout, "the engine refusing the intruder's calls, again and again", func() (bool, string) {
-			if refused := engine.api.summary(t).Counters.RefusedCalls; refused > seen[len(seen)-1] {
+		testkit.WaitFor(t, startTimeout, "the engine refusing the intruder's calls, again and again", func() (bool, string) {
+			if refused := engine.api.Summary(t).Counters.RefusedCalls; refused > seen[len(seen)-1] {
 				seen = append(seen, refused)
 			}
 			return len(seen) >= 3, fmt.Sprintf("refused calls so far: %v", seen)
 		})
-		for _, e := range engine.api.executors(t) {
+		for _, e := range engine.api.Executors(t) {
 			assert.False(t, strings.HasPrefix(e.ExecutorID, "intruder-"), "the registry lists %s", e.ExecutorID)
 		}
 		if registrar == "grpc" {
@@ -521,19 +523,19 @@ func TestEngineJWT(t *testing.T) {
 	env["GAMELAN_EXECUTOR_JWT_SECRET"] = secret
 	env["GAMELAN_EXECUTOR_JWT_INBOUND_ISSUER"] = "another-engine"
 	picky := engine.startExecutor(t, "picky", env, "picky-order-validator-picky")
-	order := engine.api.submit(t, orderSpec("ORDER-7"))
+	order := engine.api.Submit(t, orderSpec("ORDER-7"))
 	refusal := picky.waitForLine(t, startTimeout, "push task refused: authentication failed")
 	assert.Equal(t, order.RunID, refusal["run_id"], "%v", refusal)
 	assert.Contains(t, refusal["error"], "issuer", "%v", refusal)
-	engine.api.waitTasks(t, startTimeout, "the refused push tried again", []string{order.TaskID}, func(tasks []apiTask) bool {
+	engine.api.WaitTasks(t, startTimeout, "the refused push tried again", []string{order.TaskID}, func(tasks []testkit.EngineTask) bool {
 		return tasks[0].Deliveries >= 2
 	})
-	assert.False(t, engine.api.task(t, order.TaskID).final(), "a task whose push was refused is not answered")
+	assert.False(t, engine.api.Task(t, order.TaskID).Final(), "a task whose push was refused is not answered")
 	assert.Empty(t, picky.linesWith("task finished"), "the picky executor ran nothing")
 
 	// The trusted executor still takes every task.
-	task := engine.api.submit(t, taxSpec(40))
-	tasks = engine.api.waitTasks(t, answerTimeout, "a task after the intruders", []string{task.TaskID}, func(tasks []apiTask) bool { return tasks[0].final() })
+	task := engine.api.Submit(t, taxSpec(40))
+	tasks = engine.api.WaitTasks(t, answerTimeout, "a task after the intruders", []string{task.TaskID}, func(tasks []testkit.EngineTask) bool { return tasks[0].Final() })
 	checkAnswer(t, taxSpec(40), tasks[0])
 	assert.Equal(t, ids["calculate-tax"], tasks[0].ExecutorID)
 }
@@ -554,8 +556,8 @@ func TestEngineStopsWithStreamsOpen(t *testing.T) {
 		executors = append(executors, engine.startExecutor(t, mode, env, "executor-"+typ+"-open-"+mode))
 	}
 	// Tasks prove that the engine holds both streams.
-	engine.api.awaitTransport(t, taxSpec(1), "grpc-stream")
-	engine.api.awaitTransport(t, orderSpec("ORDER-1"), "grpc-bidi")
+	engine.api.AwaitTransport(t, startTimeout, answerTimeout, taxSpec(1), "grpc-stream")
+	engine.api.AwaitTransport(t, startTimeout, answerTimeout, orderSpec("ORDER-1"), "grpc-bidi")
 
 	engine.signal(t, sigterm)
 	select {
@@ -565,7 +567,7 @@ func TestEngineStopsWithStreamsOpen(t *testing.T) {
 		t.Fatalf("the engine did not exit within 10s of SIGTERM while executors held streams open")
 	}
 	for _, p := range executors {
-		waitFor(t, startTimeout, p.name+" not ready without its engine", func() (bool, string) {
+		testkit.WaitFor(t, startTimeout, p.name+" not ready without its engine", func() (bool, string) {
 			resp, err := http.Get(p.baseURL + "/q/health/ready")
 			if err != nil {
 				return false, err.Error()
@@ -593,41 +595,41 @@ func TestEngineFrozenExecutorIsDeduplicated(t *testing.T) {
 	frozenID, steadyID := paymentID("frozen"), paymentID("steady")
 
 	specs := mixedWorkload(20, "payment-processor")
-	taskIDs := engine.api.submitAll(t, specs)
+	taskIDs := engine.api.SubmitAll(t, specs)
 	var held []string
-	engine.api.waitTasks(t, startTimeout, "the frozen replica holding five tasks", taskIDs, func(tasks []apiTask) bool {
+	engine.api.WaitTasks(t, startTimeout, "the frozen replica holding five tasks", taskIDs, func(tasks []testkit.EngineTask) bool {
 		held = pushedTo(tasks, frozenID)
 		return len(held) >= 5
 	})
 	frozen.signal(t, syscall.SIGSTOP)
 	t.Cleanup(func() { _ = frozen.cmd.Process.Signal(syscall.SIGCONT) })
-	before := engine.api.summary(t)
-	summary := engine.api.waitAllFinal(t, len(specs))
-	checkAnswers(t, specs, engine.api.tasks(t, taskIDs))
-	for _, task := range engine.api.tasks(t, held) {
+	before := engine.api.Summary(t)
+	summary := engine.api.WaitAllFinal(t, answerTimeout, len(specs))
+	checkAnswers(t, specs, engine.api.Tasks(t, taskIDs))
+	for _, task := range engine.api.Tasks(t, held) {
 		assert.Equal(t, steadyID, task.ExecutorID, "%s was reassigned", task)
 	}
-	assert.Contains(t, finishedRunsOf(steady), engine.api.task(t, held[0]).RunID, "the steady replica ran the frozen one's tasks")
+	assert.Contains(t, finishedRunsOf(steady), engine.api.Task(t, held[0]).RunID, "the steady replica ran the frozen one's tasks")
 
 	frozen.signal(t, syscall.SIGCONT)
-	waitFor(t, answerTimeout, "the thawed replica's late results dropped as duplicates", func() (bool, string) {
-		summary = engine.api.summary(t)
+	testkit.WaitFor(t, answerTimeout, "the thawed replica's late results dropped as duplicates", func() (bool, string) {
+		summary = engine.api.Summary(t)
 		late := summary.Counters.DuplicateResults - before.Counters.DuplicateResults
 		return late >= int64(len(held)), fmt.Sprintf("%d duplicates, %d tasks held", late, len(held))
 	})
-	for _, task := range engine.api.tasks(t, held) {
+	for _, task := range engine.api.Tasks(t, held) {
 		assert.Equal(t, steadyID, task.ExecutorID, "%s keeps its first answer", task)
 		assert.Equal(t, "COMPLETED", task.State, "%s keeps its first answer", task)
 	}
 	assert.Equal(t, len(specs), summary.Tasks)
-	assert.Zero(t, summary.unfinished())
-	engine.api.waitExecutors(t, frozenID)
+	assert.Zero(t, summary.Unfinished())
+	engine.api.WaitExecutors(t, startTimeout, frozenID)
 
 	more := mixedWorkload(4, "payment-processor")
-	moreIDs := engine.api.submitAll(t, more)
-	engine.api.waitAllFinal(t, len(specs)+len(more))
-	tasks := engine.api.tasks(t, moreIDs)
+	moreIDs := engine.api.SubmitAll(t, more)
+	engine.api.WaitAllFinal(t, answerTimeout, len(specs)+len(more))
+	tasks := engine.api.Tasks(t, moreIDs)
 	checkAnswers(t, more, tasks)
-	assert.True(t, slices.ContainsFunc(tasks, func(task apiTask) bool { return task.ExecutorID == frozenID }),
-		"the thawed replica takes tasks again: %s", describeTasks(tasks))
+	assert.True(t, slices.ContainsFunc(tasks, func(task testkit.EngineTask) bool { return task.ExecutorID == frozenID }),
+		"the thawed replica takes tasks again: %s", testkit.DescribeTasks(tasks))
 }

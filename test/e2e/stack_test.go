@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/test/testkit"
 )
 
 // demoPerType is the stack's demo workload per example type; one task in
@@ -78,11 +80,11 @@ func TestStackOneCommand(t *testing.T) {
 		"answered by transport: three types over gRPC, payment-processor over Kafka")
 	assert.Zero(t, printed.refused, "refused calls")
 
-	api := newEngineAPI(httpAddr)
-	summary := api.summary(t)
+	api := testkit.NewEngineAPI(httpAddr)
+	summary := api.Summary(t)
 	assert.Equal(t, total, summary.Tasks, "the API agrees with the printed summary")
 	assert.Equal(t, printed.states, summary.ByState, "the API agrees with the printed summary")
-	for _, e := range api.executors(t) {
+	for _, e := range api.Executors(t) {
 		assert.True(t, e.Healthy, "%s healthy", e.ExecutorID)
 		if e.CommunicationType == "GRPC" {
 			assert.Equal(t, fmt.Sprintf("127.0.0.1:%d", executorGRPCPort), e.Endpoint, "push endpoint of %s", e.ExecutorID)

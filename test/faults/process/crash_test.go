@@ -78,7 +78,7 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 	victimID, otherID := "executor-payment-processor-victim", "executor-payment-processor-other"
 	victim.WaitReady(t, startTimeout)
 	other.WaitReady(t, startTimeout)
-	engine.waitHealthy(t, victimID, otherID)
+	engine.api.WaitExecutors(t, startTimeout, victimID, otherID)
 
 	ids := make([]string, crashTasks)
 	amounts := make(map[string]float64, crashTasks)
@@ -86,13 +86,13 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 		task := engine.submitPayment(t, paymentAmount(i), fmt.Sprintf("C-%d", i))
 		ids[i] = task.TaskID
 		amounts[task.TaskID] = paymentAmount(i)
-		outcome.Submitted(task.key())
+		outcome.Submitted(task.Key())
 	}
-	waitFor(t, startTimeout, "the victim holding five tasks", func() (bool, string) {
-		x, _ := engine.executor(t, victimID)
+	testkit.WaitFor(t, startTimeout, "the victim holding five tasks", func() (bool, string) {
+		x, _ := engine.api.Executor(t, victimID)
 		return x.AssignedTasks >= 5, fmt.Sprintf("%+v", x)
 	})
-	duplicatesBefore := engine.summary(t).Counters.DuplicateResults
+	duplicatesBefore := engine.api.Summary(t).Counters.DuplicateResults
 	signalled := time.Now()
 	victim.Signal(t, sig)
 	// The victim's tasks as of the signal: read after it, since a picture
@@ -102,7 +102,7 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 	// already on its way when the signal went may still land, and such a
 	// task is told apart at the end by who answered it.
 	var victimHeld []string
-	for _, task := range engine.tasks(t, ids) {
+	for _, task := range engine.api.Tasks(t, ids) {
 		if task.State == "ASSIGNED" && task.ExecutorID == victimID {
 			victimHeld = append(victimHeld, task.TaskID)
 		}
@@ -113,13 +113,13 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 		t.Cleanup(func() { _ = victim.Cmd.Process.Signal(syscall.SIGCONT) })
 	}
 
-	engine.waitAllFinal(t, crashTasks)
-	tasks := engine.tasks(t, ids)
-	var reassigned []apiTask // held by the victim at the signal, answered by the other
+	engine.api.WaitAllFinal(t, answerTimeout, crashTasks)
+	tasks := engine.api.Tasks(t, ids)
+	var reassigned []testkit.EngineTask // held by the victim at the signal, answered by the other
 	var lastAnswer time.Time
 	wrong := 0
 	for _, task := range tasks {
-		outcome.AnswerCount(task.key(), 1)
+		outcome.AnswerCount(task.Key(), 1)
 		if task.CompletedAt.After(lastAnswer) {
 			lastAnswer = task.CompletedAt
 		}
@@ -134,7 +134,7 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 		}
 	}
 	require.NotEmpty(t, reassigned, "tasks the victim held when stopped were reassigned")
-	firstReassigned := slices.MinFunc(reassigned, func(a, b apiTask) int { return a.CompletedAt.Compare(b.CompletedAt) })
+	firstReassigned := slices.MinFunc(reassigned, func(a, b testkit.EngineTask) int { return a.CompletedAt.Compare(b.CompletedAt) })
 	outcome.Recovery = firstReassigned.CompletedAt.Sub(signalled)
 	outcome.Notes["heldAtSignal"] = len(victimHeld)
 	outcome.Notes["reassigned"] = len(reassigned)
@@ -144,9 +144,9 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 
 	if sig == syscall.SIGSTOP {
 		lateDuplicates(t, engine, victim, reassigned, duplicatesBefore, outcome)
-		engine.waitHealthy(t, victimID) // the thawed replica registers again
+		engine.api.WaitExecutors(t, startTimeout, victimID) // the thawed replica registers again
 	} else {
-		outcome.Notes["engineDuplicates"] = engine.summary(t).Counters.DuplicateResults - duplicatesBefore
+		outcome.Notes["engineDuplicates"] = engine.api.Summary(t).Counters.DuplicateResults - duplicatesBefore
 	}
 	outcome.Check(t)
 }
@@ -154,7 +154,7 @@ func crashScenario(t *testing.T, sig syscall.Signal) {
 // lateDuplicates thaws the frozen victim and waits until it has finished
 // every task reassigned from it and the engine has dropped that many late
 // results as duplicates; each such task is counted answered twice.
-func lateDuplicates(t *testing.T, engine *devEngine, victim *testkit.Service, reassigned []apiTask, before int64, outcome *testkit.Outcome) {
+func lateDuplicates(t *testing.T, engine *devEngine, victim *testkit.Service, reassigned []testkit.EngineTask, before int64, outcome *testkit.Outcome) {
 	t.Helper()
 	thawed := time.Now()
 	victim.Signal(t, syscall.SIGCONT)
@@ -166,9 +166,9 @@ func lateDuplicates(t *testing.T, engine *devEngine, victim *testkit.Service, re
 		}
 		return runs
 	}
-	var late []apiTask
+	var late []testkit.EngineTask
 	var dropped int64
-	waitFor(t, answerTimeout, "the thawed replica's late results dropped as duplicates", func() (bool, string) {
+	testkit.WaitFor(t, answerTimeout, "the thawed replica's late results dropped as duplicates", func() (bool, string) {
 		runs := finished()
 		late = late[:0]
 		for _, task := range reassigned {
@@ -176,14 +176,14 @@ func lateDuplicates(t *testing.T, engine *devEngine, victim *testkit.Service, re
 				late = append(late, task)
 			}
 		}
-		dropped = engine.summary(t).Counters.DuplicateResults - before
+		dropped = engine.api.Summary(t).Counters.DuplicateResults - before
 		return len(late) == len(reassigned) && dropped >= int64(len(late)),
 			fmt.Sprintf("%d of %d reassigned tasks finished by the thawed replica, %d duplicates dropped", len(late), len(reassigned), dropped)
 	})
 	for _, task := range late {
-		outcome.AnswerCount(task.key(), 2)
+		outcome.AnswerCount(task.Key(), 2)
 		// The engine keeps the first answer: the other replica's.
-		again := engine.tasks(t, []string{task.TaskID})[0]
+		again := engine.api.Tasks(t, []string{task.TaskID})[0]
 		assert.Equal(t, task.ExecutorID, again.ExecutorID, "%s keeps its first answer", task.TaskID)
 	}
 	outcome.Notes["lateDuplicates"] = len(late)
@@ -193,7 +193,7 @@ func lateDuplicates(t *testing.T, engine *devEngine, victim *testkit.Service, re
 
 // checkPaymentTask asserts that a final task completed the payment of
 // amount.
-func checkPaymentTask(t *testing.T, task apiTask, amount float64) bool {
+func checkPaymentTask(t *testing.T, task testkit.EngineTask, amount float64) bool {
 	t.Helper()
 	if !assert.Equal(t, "COMPLETED", task.State, "%s on %s: %+v", task.TaskID, task.ExecutorID, task.Result) || !assert.NotNil(t, task.Result) {
 		return false
