@@ -83,15 +83,28 @@ func write(w io.Writer, rows []testkit.Figures) {
 	}
 }
 
-// notes prints a scenario's extra figures as "key value" pairs, sorted.
+// maxNotes is how many of a scenario's extra figures a row shows; the
+// report file keeps them all.
+const maxNotes = 6
+
+// notes prints a scenario's scalar extra figures as "key value" pairs,
+// sorted, at most maxNotes of them; figures that are lists or maps stay in
+// the report file.
 func notes(m map[string]any) string {
 	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	for k, v := range m {
+		switch v.(type) {
+		case float64, string, bool:
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
+		if len(parts) == maxNotes {
+			parts = append(parts, fmt.Sprintf("(%d more)", len(keys)-maxNotes))
+			break
+		}
 		v := m[k]
 		if x, ok := v.(float64); ok && x != float64(int64(x)) {
 			v = fmt.Sprintf("%.2f", x)
