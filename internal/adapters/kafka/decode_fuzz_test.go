@@ -91,16 +91,26 @@ func checkMalformed(t *testing.T, value []byte, task domain.Task, err error) {
 }
 
 // holdsAttempt reports whether the value has an attempt key at its top
-// level, as encoding/json matches keys: escapes decoded, case folded.
+// level, as encoding/json matches keys (escapes decoded, case folded),
+// among the members before its first fault: the decoder recovers an
+// identity member by member, so a value cut off after its attempt still
+// holds one.
 func holdsAttempt(value []byte) bool {
-	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(strings.NewReader(strings.ToValidUTF8(string(value), "\uFFFD")))
-	if dec.Decode(&fields) != nil {
+	if open, err := dec.Token(); err != nil || open != json.Delim('{') {
 		return false
 	}
-	for k := range fields {
-		if strings.EqualFold(k, "attempt") {
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if k, ok := key.(string); ok && strings.EqualFold(k, "attempt") {
 			return true
+		}
+		var member json.RawMessage
+		if dec.Decode(&member) != nil {
+			return false
 		}
 	}
 	return false
