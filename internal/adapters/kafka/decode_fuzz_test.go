@@ -96,40 +96,61 @@ func checkMalformed(t *testing.T, value []byte, task domain.Task, err error) {
 // identity member by member, so a value cut off after its attempt still
 // holds one.
 func holdsAttempt(value []byte) bool {
-	dec := json.NewDecoder(strings.NewReader(strings.ToValidUTF8(string(value), "\uFFFD")))
-	if open, err := dec.Token(); err != nil || open != json.Delim('{') {
-		return false
-	}
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		if k, ok := key.(string); ok && strings.EqualFold(k, "attempt") {
+	for _, m := range membersBeforeFault(value) {
+		if strings.EqualFold(m.key, "attempt") {
 			return true
-		}
-		var member json.RawMessage
-		if dec.Decode(&member) != nil {
-			return false
 		}
 	}
 	return false
 }
 
 // containsJSONString reports whether the value holds s as a JSON string,
-// either literally or as encoding/json writes it.
+// either literally (bytes that are not UTF-8 read as U+FFFD, as the
+// decoder reads them) or as encoding/json decodes it, in a member before
+// the value's first fault.
 func containsJSONString(value []byte, s string) bool {
-	if strings.Contains(string(value), s) {
+	repaired := strings.ToValidUTF8(string(value), "\uFFFD")
+	if strings.Contains(repaired, s) {
 		return true
 	}
 	// Escapes (\u0041, \n, ...) decode to text the raw bytes do not hold:
-	// fall back to a walk of every string in the value.
-	var doc any
-	repaired := strings.ToValidUTF8(string(value), "\uFFFD")
-	if json.Unmarshal([]byte(repaired), &doc) != nil {
-		return false
+	// fall back to a walk of every string of those members.
+	for _, m := range membersBeforeFault(value) {
+		var doc any
+		if m.key == s || (json.Unmarshal(m.raw, &doc) == nil && holdsString(doc, s)) {
+			return true
+		}
 	}
-	return holdsString(doc, s)
+	return false
+}
+
+type member struct {
+	key string
+	raw json.RawMessage
+}
+
+// membersBeforeFault returns the top-level members of a JSON object value
+// that come before its first fault (the end of a cut-off value, a syntax
+// error), bytes that are not UTF-8 read as U+FFFD.
+func membersBeforeFault(value []byte) []member {
+	dec := json.NewDecoder(strings.NewReader(strings.ToValidUTF8(string(value), "\uFFFD")))
+	if open, err := dec.Token(); err != nil || open != json.Delim('{') {
+		return nil
+	}
+	var members []member
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return members
+		}
+		k, _ := key.(string)
+		var raw json.RawMessage
+		if dec.Decode(&raw) != nil {
+			return members
+		}
+		members = append(members, member{key: k, raw: raw})
+	}
+	return members
 }
 
 func holdsString(v any, s string) bool {
