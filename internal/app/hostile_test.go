@@ -252,17 +252,30 @@ func TestResultTooLargeForTheEngineIsReplacedAtOnce(t *testing.T) {
 // dead-lettered for it, and once it takes results again, every one is
 // delivered whole.
 func TestEngineRefusingEveryResultLosesNothing(t *testing.T) {
-	h := newHarness(t, testConfig(), on("t", completing("calc", 4)))
 	var refusing atomic.Bool
 	refusing.Store(true)
-	h.sinks["t"].rejects = func(domain.Result) bool { return refusing.Load() }
+	// The engine comes back when a full result reaches it after a few
+	// retries, and one sender delivers: a suspect refused in the very
+	// instant the engine comes back, on another sender, could be probed
+	// before that sender's acknowledgement is counted, and its minimal
+	// form would stand in for it (a probe cannot tell an engine that came
+	// back in that instant from one refusing the result's content; see
+	// probeMinimal).
+	cfg := testConfig()
+	cfg.ResultSenders = 1
+	var h *harness
+	h = newHarness(t, cfg, on("t", completing("calc", 4)))
+	h.sinks["t"].rejects = func(r domain.Result) bool {
+		if r.Error == nil && h.rt.Stats().DeliveryRetries >= 3 {
+			refusing.Store(false)
+		}
+		return refusing.Load()
+	}
 	h.run(t)
 	var settled []*settlement
 	for i := range 4 {
 		settled = append(settled, h.sources["t"].mustOffer(t, task("run", fmt.Sprintf("n%d", i), 1)))
 	}
-	require.Eventually(t, func() bool { return h.rt.Stats().DeliveryRetries >= 3 }, 5*time.Second, time.Millisecond)
-	refusing.Store(false)
 	for i, st := range settled {
 		require.NoError(t, st.wait(t), "n%d", i)
 	}

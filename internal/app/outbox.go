@@ -267,7 +267,7 @@ func (o *outbox) deliverSince(ctx context.Context, batch []outboxItem, firstRefu
 		if o.requeueBehindOthers(batch, firstRefusal) {
 			return
 		}
-		if batch = o.probeMinimal(ctx, batch, lastErr); len(batch) == 0 {
+		if batch = o.probeMinimal(ctx, batch, lastErr, firstRefusal); len(batch) == 0 {
 			return
 		}
 		if o.backoff.Wait(ctx, attempt) != nil {
@@ -283,10 +283,16 @@ func (o *outbox) deliverSince(ctx context.Context, batch []outboxItem, firstRefu
 // own content, so the minimal form stands in for it (as replace does); one
 // that refuses the minimal form too is taken to refuse everything for now,
 // and the full result stays to be retried. It returns the suspects left.
-func (o *outbox) probeMinimal(ctx context.Context, suspects []outboxItem, refusal error) []outboxItem {
+//
+// No suspect is probed once the engine has acknowledged anything since the
+// refusals began (firstRefusal): it takes results again, so the full result
+// is sent again, and a refusal then is pinned on it as deliver says. Probed
+// then, the minimal form of a result refused just before the engine came
+// back would be taken and stand in for a result the engine would now take.
+func (o *outbox) probeMinimal(ctx context.Context, suspects []outboxItem, refusal error, firstRefusal int64) []outboxItem {
 	var left []outboxItem
 	for _, it := range suspects {
-		if it.minimal {
+		if it.minimal || o.acked.Load() > firstRefusal {
 			left = append(left, it)
 			continue
 		}
