@@ -22,10 +22,10 @@ type Target struct {
 type TargetKind int
 
 const (
-	NoTarget    TargetKind = iota
-	RatioAtMost            // figure/baseline <= Limit (latency, memory)
-	RatioAtLeast           // figure/baseline >= Limit (throughput)
-	AtMost                 // figure <= Limit
+	NoTarget     TargetKind = iota
+	RatioAtMost             // figure/baseline <= Limit (latency, memory)
+	RatioAtLeast            // figure/baseline >= Limit (throughput)
+	AtMost                  // figure <= Limit
 )
 
 // Row is one line of the table: a figure, its baseline of the same shape
