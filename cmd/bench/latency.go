@@ -40,6 +40,14 @@ func (r *recorder) intended(i int) time.Time {
 	if r.interval == 0 {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+	}
+	return r.intendedLocked(i)
+}
+
+// intendedLocked is intended, for a caller holding r.mu in closed-loop
+// runs.
+func (r *recorder) intendedLocked(i int) time.Time {
+	if r.interval == 0 {
 		return r.sent[i]
 	}
 	return r.start.Add(time.Duration(i) * r.interval)
@@ -57,13 +65,12 @@ func (r *recorder) markSent(i int) {
 // indexes out of range are ignored. It reports whether it was the first.
 func (r *recorder) answer(i int) bool {
 	now := time.Now()
-	at := r.intended(i)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if i < 0 || i >= len(r.done) || r.done[i] != 0 {
 		return false
 	}
-	r.done[i] = max(now.Sub(at), time.Nanosecond)
+	r.done[i] = max(now.Sub(r.intendedLocked(i)), time.Nanosecond)
 	r.answered++
 	if r.answers != nil {
 		r.answers <- struct{}{} // never blocks: room for n
@@ -98,6 +105,28 @@ func (r *recorder) throughput() float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return float64(r.answered) / r.end.Sub(r.start).Seconds()
+}
+
+// censor gives every task still unanswered at now the latency it has
+// reached by then, a lower bound of its own, so that a run cut short at a
+// deadline reports the tasks it still owes instead of leaving them out
+// (which would flatter the figures). It returns how many it censored; a
+// later answer to one of them is ignored.
+func (r *recorder) censor(now time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for i, d := range r.done {
+		if d != 0 {
+			continue
+		}
+		n++
+		// A closed-loop task never sent has no latency at all.
+		if at := r.intendedLocked(i); !at.IsZero() {
+			r.done[i] = max(now.Sub(at), time.Nanosecond)
+		}
+	}
+	return n
 }
 
 // Percentiles of one run, in milliseconds.

@@ -63,12 +63,19 @@ func startProc(name, path string, env map[string]string, args ...string) (*proc,
 	return p, nil
 }
 
+// roleBinary is the binary startRole runs; empty means this one. A test,
+// whose own binary is the test binary, builds cmd/bench and sets it.
+var roleBinary string
+
 // startRole runs this binary again as the named raw baseline and returns
 // the first line it prints (its listen address, or "ready").
 func startRole(ctx context.Context, role string, args ...string) (*proc, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", err
+	self := roleBinary
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return nil, "", err
+		}
 	}
 	p, err := startProc(role, self, nil, append([]string{"-role", role}, args...)...)
 	if err != nil {
