@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestGRPCLatencyEndToEnd runs a tiny latency measurement on each gRPC
+// intake: the executor binary and the raw baseline as child processes
+// against the lean engine, every task answered exactly once, every ratio
+// computed, and the allocation counts read from both sides.
+func TestGRPCLatencyEndToEnd(t *testing.T) {
+	bin := buildBinaries(t)
+	o := &options{executor: filepath.Join(bin, "executor")}
+	for _, transport := range []string{"push", "stream", "bidi"} {
+		t.Run(transport, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			b, err := startGRPCBench(ctx, o, transport)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := b.close(); err != nil {
+					t.Error(err)
+				}
+			}()
+			const n = 300
+			svcRun, rawRun, err := b.both(0, func(s *grpcSide) (*grpcRun, error) { return s.measure(ctx, n, 1000, 0) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, run := range []*grpcRun{svcRun, rawRun} {
+				if got := run.rec.count(); got != n || run.unanswered != 0 {
+					t.Errorf("%s: %d of %d tasks answered, %d cut short", run.side.executorID, got, n, run.unanswered)
+				}
+				if d := run.duplicates.Load(); d != 0 {
+					t.Errorf("%s: %d duplicate results", run.side.executorID, d)
+				}
+			}
+			for _, row := range latencyRows(transport, 1000, svcRun, rawRun) {
+				if row.Value <= 0 || row.Ratio() <= 0 {
+					t.Errorf("%s: value %v, baseline %v, ratio %v", row.Name, row.Value, row.Baseline, row.Ratio())
+				}
+			}
+			// Allocations per task, closed loop: both sides report theirs.
+			costs, rawCosts, err := b.both(1, func(s *grpcSide) (*grpcRun, error) { return s.measureCost(ctx, n, 8) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if costs.allocsPerTask <= 0 || rawCosts.allocsPerTask <= 0 || costs.throughput() <= 0 {
+				t.Errorf("allocations per task: executor %v, raw %v; throughput %v", costs.allocsPerTask, rawCosts.allocsPerTask, costs.throughput())
+			}
+		})
+	}
+}
+
+// buildBinaries builds the executor and this harness (the raw baselines
+// are the harness run with -role; the test binary cannot be) into a
+// temporary directory, and makes startRole use the harness.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH: cannot build the executor binary")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"github.com/gamelan-go/executor/cmd/executor", "github.com/gamelan-go/executor/cmd/bench")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	roleBinary = filepath.Join(dir, "bench")
+	t.Cleanup(func() { roleBinary = "" })
+	return dir
+}
