@@ -4,40 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"net"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/gamelan-go/executor/internal/engine/grpcengine"
-	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
-	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
 // The gRPC scenarios: the executor service on each gRPC intake (push,
-// StreamTasks, ExecuteStream) against the harness's lean engine, beside a
-// raw baseline of the same transport (grpc_raw.go) driven by the same
-// engine with the same messages.
+// StreamTasks, ExecuteStream) against the harness's lean engine
+// (grpc_engine.go), beside a raw baseline of the same transport
+// (grpc_raw.go) driven by the same engine with the same messages. The
+// mechanics of a run are in grpc_run.go.
 
 const (
 	grpcLatencySection    = "Latency (open loop, gRPC)"
 	grpcThroughputSection = "Throughput (closed loop, gRPC)"
-
-	// The executor ids: the service's is NAME-type-INSTANCE_ID.
-	serviceExecutorID = "executor-calculate-tax-bench"
-	rawExecutorID     = "raw-calculate-tax-bench"
-
-	// expectedTax is calculate-tax's answer to an amount of 125.5.
-	expectedTax = 12.55
 )
 
 func init() {
@@ -54,7 +33,7 @@ func init() {
 }
 
 // grpcLatency measures latency at fixed rates, the service and its
-// baseline in turns.
+// baseline in alternating rounds.
 func grpcLatency(ctx context.Context, o *options, transport string) (rows []Row, err error) {
 	b, err := startGRPCBench(ctx, o, transport)
 	if err != nil {
@@ -62,13 +41,14 @@ func grpcLatency(ctx context.Context, o *options, transport string) (rows []Row,
 	}
 	defer func() { err = errors.Join(err, b.close()) }()
 	rates := []int{100, 1000, 10000}
+	rounds := 4
 	if o.smoke {
-		rates = []int{1000}
+		rates, rounds = []int{1000}, 2
 	}
 	for k, rate := range rates {
-		n := latencyTasks(rate, o.smoke)
-		svcRun, rawRun, err := b.both(k, func(s *grpcSide) (*grpcRun, error) {
-			if _, err := s.measure(ctx, clamp(rate/2, 50, 2000), float64(rate), 0); err != nil {
+		n := latencyTasks(rate, o.smoke) / rounds
+		svc, raw, err := b.rounds(k, rounds, func(s *grpcSide) (*grpcRun, error) {
+			if _, err := s.measure(ctx, clamp(rate/4, 20, 1000), float64(rate), 0); err != nil {
 				return nil, fmt.Errorf("warm-up: %w", err)
 			}
 			return s.measure(ctx, n, float64(rate), 0)
@@ -76,13 +56,13 @@ func grpcLatency(ctx context.Context, o *options, transport string) (rows []Row,
 		if err != nil {
 			return rows, fmt.Errorf("%s @ %d/s: %w", transport, rate, err)
 		}
-		rows = append(rows, latencyRows(transport, rate, svcRun, rawRun)...)
+		rows = append(rows, latencyRows(transport, rate, svc, raw)...)
 	}
 	return rows, nil
 }
 
-// latencyTasks is how many tasks a latency run sends: about 10 s of load
-// (3 s in smoke mode), at most 50,000.
+// latencyTasks is how many tasks a latency measurement sends to each side:
+// about 10 s of load (3 s in smoke mode), at most 50,000.
 func latencyTasks(rate int, smoke bool) int {
 	if smoke {
 		return rate * 3
@@ -90,10 +70,10 @@ func latencyTasks(rate int, smoke bool) int {
 	return min(rate*10, 50_000)
 }
 
-func latencyRows(transport string, rate int, svcRun, rawRun *grpcRun) []Row {
-	s, r := svcRun.rec.percentiles(), rawRun.rec.percentiles()
+func latencyRows(transport string, rate int, svc, raw grpcSeries) []Row {
+	s, r := svc.percentiles(), raw.percentiles()
 	name := fmt.Sprintf("%s @ %d/s", transport, rate)
-	note := fmt.Sprintf("%d tasks each", svcRun.n) + svcRun.note() + rawRun.note()
+	note := svc.describe() + svc.note() + raw.note()
 	row := func(suffix string, value, baseline float64, target Target, note string) Row {
 		return Row{Section: grpcLatencySection, Name: name + " " + suffix, Unit: "ms", Value: value, Baseline: baseline, Target: target, Note: note}
 	}
@@ -118,11 +98,12 @@ func grpcThroughput(ctx context.Context, o *options, transport string) (rows []R
 	if o.smoke {
 		levels = []int{64}
 	}
+	const rounds = 2
 	for k, inFlight := range levels {
-		n := throughputTasks(inFlight, o.smoke)
+		n := throughputTasks(inFlight, o.smoke) / rounds
 		costed := inFlight == 64
-		svcRun, rawRun, err := b.both(k, func(s *grpcSide) (*grpcRun, error) {
-			if _, err := s.measure(ctx, clamp(n/10, 200, 2000), 0, inFlight); err != nil {
+		svc, raw, err := b.rounds(k, rounds, func(s *grpcSide) (*grpcRun, error) {
+			if _, err := s.measure(ctx, clamp(n/10, 100, 1000), 0, inFlight); err != nil {
 				return nil, fmt.Errorf("warm-up: %w", err)
 			}
 			if costed {
@@ -138,432 +119,115 @@ func grpcThroughput(ctx context.Context, o *options, transport string) (rows []R
 			target = Target{RatioAtLeast, 0.85}
 		}
 		rows = append(rows, Row{Section: grpcThroughputSection, Name: fmt.Sprintf("%s @ %d in flight", transport, inFlight), Unit: "tasks/s",
-			Value: svcRun.throughput(), Baseline: rawRun.throughput(), Target: target,
-			Note: fmt.Sprintf("%d tasks each", n) + svcRun.note() + rawRun.note()})
+			Value: svc.throughput(), Baseline: raw.throughput(), Target: target, Note: svc.describe() + svc.note() + raw.note()})
 		if costed {
 			rows = append(rows,
-				Row{Section: grpcThroughputSection, Name: transport + " CPU per task", Unit: "µs", Value: svcRun.cpuPerTask, Baseline: rawRun.cpuPerTask,
-					Note: "whole process, during the 64-in-flight run"},
-				Row{Section: grpcThroughputSection, Name: transport + " allocations per task", Unit: "allocs", Value: svcRun.allocsPerTask, Baseline: rawRun.allocsPerTask,
-					Note: "runtime.MemStats.Mallocs, during the 64-in-flight run"})
+				Row{Section: grpcThroughputSection, Name: transport + " CPU per task", Unit: "µs",
+					Value: svc.cpuPerTask(), Baseline: raw.cpuPerTask(), Note: "the whole process (user + system), over the 64-in-flight runs"},
+				Row{Section: grpcThroughputSection, Name: transport + " allocations per task", Unit: "allocs",
+					Value: svc.allocsPerTask(), Baseline: raw.allocsPerTask(), Note: "heap allocations (runtime.MemStats.Mallocs), over the 64-in-flight runs"})
 		}
 	}
 	return rows, nil
 }
 
-// throughputTasks is how many tasks a closed-loop run sends: a few seconds
-// of load at the rates this machine reaches.
+// throughputTasks is how many tasks a closed-loop measurement sends to
+// each side: a few seconds of load at the rates this machine reaches.
 func throughputTasks(inFlight int, smoke bool) int {
 	switch {
 	case smoke:
-		return 10_000
-	case inFlight == 1:
-		return 3_000
-	case inFlight < 64:
-		return 10_000
-	default:
 		return 30_000
+	case inFlight == 1:
+		return 5_000
+	case inFlight < 64:
+		return 20_000
+	default:
+		return 50_000
 	}
 }
 
 func clamp(v, lo, hi int) int { return max(lo, min(v, hi)) }
 
-// grpcBench is one transport's test bed: the lean engine, the executor
-// service and its raw baseline, each ready to take tasks.
-type grpcBench struct {
-	engine        *leanEngine
-	service, raw  *grpcSide
-	serviceHandle *service
+// grpcSeries is one side's runs of one measurement (its rounds), taken
+// together.
+type grpcSeries []*grpcRun
+
+func (s grpcSeries) percentiles() Percentiles {
+	recs := make([]*recorder, len(s))
+	for i, run := range s {
+		recs[i] = run.rec
+	}
+	return mergedPercentiles(recs...)
 }
 
-// startGRPCBench starts the engine, then the service and the raw baseline
-// as child processes, and waits until both can take tasks. Both stay up
-// for the whole scenario, idle while the other is measured.
-func startGRPCBench(ctx context.Context, o *options, transport string) (_ *grpcBench, err error) {
-	engine, err := startLeanEngine()
-	if err != nil {
-		return nil, err
+// throughput is the tasks answered over the time the runs took.
+func (s grpcSeries) throughput() float64 {
+	var answered int
+	var elapsed time.Duration
+	for _, run := range s {
+		answered += run.rec.count()
+		elapsed += run.elapsed()
 	}
-	b := &grpcBench{engine: engine}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, b.close())
-		}
-	}()
-	pushAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	_, pushPort, _ := net.SplitHostPort(pushAddr)
-	b.serviceHandle, err = startService(ctx, o.executor, map[string]string{
-		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET": engine.addr(),
-		"GAMELAN_EXECUTOR_GRPC_INTAKE":        transport,
-		"GAMELAN_EXECUTOR_GRPC_HOST":          "127.0.0.1",
-		"GAMELAN_EXECUTOR_GRPC_PORT":          pushPort,
-		"GAMELAN_EXECUTOR_INSTANCE_ID":        "bench",
-		// Room for the 256-in-flight run, and for a backlog at 10,000/s to
-		// show as latency rather than as refusals.
-		"GAMELAN_EXECUTOR_THREAD_POOL_SIZE": "256",
-		"GAMELAN_EXECUTOR_QUEUE_SIZE":       "10000",
-	})
-	if err != nil {
-		return nil, err
-	}
-	if b.service, err = newGRPCSide(ctx, engine, transport, serviceExecutorID, b.serviceHandle.proc); err != nil {
-		return nil, err
-	}
-	b.service.svc = b.serviceHandle
-	// "--" ends the harness's flags: the rest are the role's.
-	rawProc, _, err := startRole(ctx, "raw-"+transport, "--", "-engine", engine.addr(), "-id", rawExecutorID)
-	if err != nil {
-		return nil, err
-	}
-	b.raw = &grpcSide{proc: rawProc} // so that close stops it if the next step fails
-	raw, err := newGRPCSide(ctx, engine, transport, rawExecutorID, rawProc)
-	if err != nil {
-		return nil, err
-	}
-	b.raw = raw
-	return b, nil
+	return float64(answered) / elapsed.Seconds()
 }
 
-// both runs measure on the service and on the baseline, the service first
-// when k is even and last when it is odd, so that neither always runs on
-// the machine the other warmed up.
-func (b *grpcBench) both(k int, measure func(*grpcSide) (*grpcRun, error)) (svcRun, rawRun *grpcRun, err error) {
-	if k%2 == 0 {
-		if svcRun, err = measure(b.service); err == nil {
-			rawRun, err = measure(b.raw)
-		}
-	} else {
-		if rawRun, err = measure(b.raw); err == nil {
-			svcRun, err = measure(b.service)
-		}
+// cpuPerTask is in µs, over the runs that measured it.
+func (s grpcSeries) cpuPerTask() float64 {
+	var cpu time.Duration
+	var answered int
+	for _, run := range s {
+		cpu += run.cpu
+		answered += run.rec.count()
 	}
-	return svcRun, rawRun, err
+	return float64(cpu.Microseconds()) / float64(answered)
 }
 
-// close stops the service (SIGTERM: it drains and unregisters), the raw
-// baseline and the engine, in that order, so that each child's last words
-// reach the engine.
-func (b *grpcBench) close() error {
-	var errs []error
-	for _, s := range []*grpcSide{b.service, b.raw} {
-		if s != nil && s.pushConn != nil {
-			s.pushConn.Close()
-		}
+func (s grpcSeries) allocsPerTask() float64 {
+	var mallocs float64
+	var answered int
+	for _, run := range s {
+		mallocs += run.mallocs
+		answered += run.rec.count()
 	}
-	if b.serviceHandle != nil {
-		errs = append(errs, b.serviceHandle.stop(30*time.Second))
-	}
-	if b.raw != nil && b.raw.proc != nil {
-		errs = append(errs, b.raw.proc.stop(10*time.Second))
-	}
-	b.engine.stop()
-	return errors.Join(errs...)
+	return mallocs / float64(answered)
 }
 
-// grpcSide is one system under test, the service or its raw baseline, as
-// the engine sees it.
-type grpcSide struct {
-	transport  string // push, stream or bidi
-	executorID string
-	engine     *leanEngine
-	proc       *proc
-	svc        *service // the service's HTTP side; nil for the baseline
-	pushConn   *grpc.ClientConn
-	push       dispatcherpb.ExecutorClient // push only
+// describe says how the measurement was made.
+func (s grpcSeries) describe() string {
+	return fmt.Sprintf("%d tasks a side in %d alternating rounds", len(s)*s[0].n, len(s))
 }
 
-// newGRPCSide waits until the executor can take tasks over transport and,
-// for push, connects to its registered endpoint: one connection, shared by
-// every push, as an engine keeps.
-func newGRPCSide(ctx context.Context, engine *leanEngine, transport, executorID string, p *proc) (*grpcSide, error) {
-	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	endpoint, err := engine.waitIntake(wait, executorID, transport)
-	if err != nil {
-		return nil, err
-	}
-	s := &grpcSide{transport: transport, executorID: executorID, engine: engine, proc: p}
-	if transport == "push" {
-		if s.pushConn, err = grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-			return nil, err
-		}
-		s.push = dispatcherpb.NewExecutorClient(s.pushConn)
-	}
-	return s, nil
-}
-
-// The limits of one run.
-const (
-	// quietLimit: answers that stop coming for this long mean lost tasks.
-	quietLimit = 5 * time.Second
-	// pushAttempts: a push refused (ack not accepted) is sent again after
-	// pushRetryPause, as an engine told "try later" does, this many times
-	// in all; every refusal is counted and reported.
-	pushAttempts   = 5
-	pushRetryPause = 10 * time.Millisecond
-	pushTimeout    = 10 * time.Second
-)
-
-// runSeq numbers the runs: each has a run id of its own, so that the
-// executor's deduplication never meets an earlier run's task and a late
-// result is never taken for the current run's.
-var runSeq atomic.Int64
-
-// grpcRun is one measured run of n tasks through one side.
-type grpcRun struct {
-	id        string
-	side      *grpcSide
-	n         int
-	rec       *recorder
-	signature string         // the push signature: the run id, then the executor id
-	pushes    sync.WaitGroup // push calls in progress
-	// Counted as they happen.
-	duplicates, failed, refused, sendErrors atomic.Int64
-	// Set when the run ends.
-	unanswered    int     // tasks without an answer at the deadline
-	cutAt         float64 // seconds from the start to the deadline, when cut
-	cpuPerTask    float64 // µs, when measured
-	allocsPerTask float64 // when measured
-}
-
-// measure runs n tasks through the side: open loop at rate tasks/s, or
-// with rate 0 closed loop keeping inFlight tasks outstanding. It returns
-// once every task is answered; or at the deadline if answers still come
-// (the side cannot keep the rate: the run's unanswered tasks get the
-// latency they reached then, a lower bound, and its note says so); or with
-// an error when answers stopped coming (lost tasks) or a result was wrong.
-func (s *grpcSide) measure(ctx context.Context, n int, rate float64, inFlight int) (*grpcRun, error) {
-	run := &grpcRun{id: "r" + strconv.FormatInt(runSeq.Add(1), 10), side: s, n: n, rec: newRecorder(n, rate)}
-	run.signature = grpcengine.Signature(run.id, s.executorID)
-	s.engine.run.Store(run)
-	defer s.engine.run.Store(nil)
-
-	loopCtx, stopLoop := context.WithCancel(ctx)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		send := func(i int) { run.send(ctx, i) }
-		if rate > 0 {
-			openLoop(loopCtx, run.rec, n, false, send)
-		} else {
-			closedLoop(loopCtx, run.rec, n, inFlight, send)
-		}
-	}()
-	deadline := time.Now().Add(time.Minute)
-	if rate > 0 {
-		schedule := time.Duration(float64(n) / rate * float64(time.Second))
-		deadline = time.Now().Add(schedule + max(10*time.Second, schedule))
-	}
-	complete, err := run.await(ctx, deadline)
-	stopLoop()
-	<-sent
-	run.pushes.Wait()
-	s.engine.discard(s.executorID)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.executorID, err)
-	}
-	if !complete {
-		run.cut(time.Now())
-	}
-	return run, run.check()
-}
-
-// measureCost is measure, with the side's CPU time and allocations per
-// task over the run.
-func (s *grpcSide) measureCost(ctx context.Context, n, inFlight int) (*grpcRun, error) {
-	cpu0, err := s.proc.cpuTime()
-	if err != nil {
-		return nil, err
-	}
-	// Reading the count allocates too (a metrics scrape does, a lot):
-	// read it twice, and take the difference as the cost of one reading.
-	m0, err1 := s.mallocs(ctx)
-	m1, err2 := s.mallocs(ctx)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, err
-	}
-	run, err := s.measure(ctx, n, 0, inFlight)
-	if err != nil {
-		return nil, err
-	}
-	cpu1, err1 := s.proc.cpuTime()
-	m2, err2 := s.mallocs(ctx)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, err
-	}
-	answered := float64(run.rec.count())
-	run.cpuPerTask = float64((cpu1 - cpu0).Microseconds()) / answered
-	run.allocsPerTask = max(0, m2-m1-(m1-m0)) / answered
-	return run, nil
-}
-
-// mallocs is the side's heap allocations so far: go_memstats_mallocs_total
-// for the service; the baseline prints runtime.MemStats.Mallocs on SIGUSR1.
-func (s *grpcSide) mallocs(ctx context.Context) (float64, error) {
-	if s.svc != nil {
-		return s.svc.metric("go_memstats_mallocs_total")
-	}
-	if err := s.proc.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		return 0, err
-	}
-	select {
-	case line := <-s.proc.lines:
-		v, ok := strings.CutPrefix(line, "mallocs ")
-		if !ok {
-			return 0, fmt.Errorf("%s: unexpected line %q", s.proc.name, line)
-		}
-		return strconv.ParseFloat(v, 64)
-	case <-s.proc.exited:
-		return 0, fmt.Errorf("%s exited: %v", s.proc.name, s.proc.err)
-	case <-time.After(5 * time.Second):
-		return 0, fmt.Errorf("%s did not report its allocations", s.proc.name)
-	case <-ctx.Done():
-		return 0, context.Cause(ctx)
-	}
-}
-
-// send delivers task i: a push of its own on a goroutine (a push waits for
-// its ack, which must not hold the schedule back), or into the executor's
-// stream queue on the engine.
-func (run *grpcRun) send(ctx context.Context, i int) {
-	if run.side.transport != "push" {
-		run.side.engine.enqueue(run.side.executorID, run.task(i))
-		return
-	}
-	run.pushes.Go(func() { run.pushTask(ctx, i) })
-}
-
-// taskContext is every streamed task's context, shared: a message is only
-// read once built.
-var taskContext, _ = structpb.NewStruct(map[string]any{"amount": 125.5})
-
-// task is task i as StreamTasks and ExecuteStream carry it.
-func (run *grpcRun) task(i int) *gamelanv1.ExecutionTask {
-	index := strconv.Itoa(i)
-	return &gamelanv1.ExecutionTask{
-		TaskId: "t" + index, RunId: run.id, NodeId: "n" + index, NodeType: "calculate-tax",
-		Attempt: 1, ExecutionToken: "token", Context: taskContext, ScheduledAt: timestamppb.Now(),
-	}
-}
-
-// pushTask pushes task i as the Gamelan engine does: string variables and
-// the signature naming the executor.
-func (run *grpcRun) pushTask(ctx context.Context, i int) {
-	req := &dispatcherpb.ExecutionRequest{
-		RunId: run.id, NodeId: "n" + strconv.Itoa(i), Attempt: 1,
-		Variables: map[string]string{"amount": "125.50"}, Signature: run.signature,
-	}
-	for attempt := 1; ; attempt++ {
-		callCtx, cancel := context.WithTimeout(ctx, pushTimeout)
-		ack, err := run.side.push.Execute(callCtx, req)
-		cancel()
-		switch {
-		case err != nil:
-			run.sendErrors.Add(1)
-			return
-		case ack.GetAccepted():
-			return
-		}
-		run.refused.Add(1)
-		if attempt == pushAttempts {
-			return
-		}
-		select {
-		case <-time.After(pushRetryPause):
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// result takes a result the engine received for this run.
-func (run *grpcRun) result(r *gamelanv1.TaskResult) {
-	tax := r.GetOutput().GetFields()["tax"].GetNumberValue()
-	if r.GetStatus() != gamelanv1.TaskStatus_TASK_STATUS_COMPLETED || math.Abs(tax-expectedTax) > 1e-9 {
-		run.failed.Add(1)
-	}
-	if !run.rec.answer(taskIndex(r.GetNodeId())) {
-		run.duplicates.Add(1)
-	}
-}
-
-// await waits until every task has an answer (true), or until the
-// deadline while answers still come (false). Answers that stop coming for
-// quietLimit are an error: the tasks left are lost.
-func (run *grpcRun) await(ctx context.Context, deadline time.Time) (bool, error) {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	last, lastChange := 0, time.Now()
-	for {
-		select {
-		case <-run.rec.all:
-			return true, nil
-		case <-ctx.Done():
-			return false, context.Cause(ctx)
-		case now := <-tick.C:
-			if c := run.rec.count(); c != last {
-				last, lastChange = c, now
-			}
-			if now.Sub(lastChange) > quietLimit {
-				return false, fmt.Errorf("%d of %d tasks never answered (nothing for %s; %d pushes failed, %d refused)",
-					run.n-last, run.n, quietLimit, run.sendErrors.Load(), run.refused.Load())
-			}
-			if now.After(deadline) {
-				return false, nil
-			}
-		}
-	}
-}
-
-// cut ends a run at the deadline: each unanswered task is given the
-// latency it had reached.
-func (run *grpcRun) cut(now time.Time) {
-	run.unanswered = run.rec.censor(now)
-	run.cutAt = now.Sub(run.rec.start).Seconds()
-}
-
-// check fails a run with a wrong or missing result.
-func (run *grpcRun) check() error {
-	if n := run.failed.Load(); n > 0 {
-		return fmt.Errorf("%s: %d results not COMPLETED with tax %v", run.side.executorID, n, expectedTax)
-	}
-	if n := run.sendErrors.Load(); n > 0 {
-		return fmt.Errorf("%s: %d pushes failed", run.side.executorID, n)
-	}
-	return nil
-}
-
-// throughput is tasks answered per second; a run cut at its deadline
-// counts up to the deadline.
-func (run *grpcRun) throughput() float64 {
-	if run.unanswered > 0 {
-		return float64(run.rec.count()) / run.cutAt
-	}
-	return run.rec.throughput()
-}
-
-// note says what the reader must know of the run: refusals, duplicates,
-// a deadline reached.
-func (run *grpcRun) note() string {
-	who := "executor"
-	if run.side.svc == nil {
-		who = "raw"
+// note sums up what the reader must know of the side's runs: refusals,
+// duplicates, a rate it could not keep.
+func (s grpcSeries) note() string {
+	var refused, duplicates int64
+	var unanswered, tasks int
+	var lag time.Duration
+	for _, run := range s {
+		refused += run.refused.Load()
+		duplicates += run.duplicates.Load()
+		unanswered += run.unanswered
+		tasks += run.n
+		lag = max(lag, run.lag)
 	}
 	var parts []string
-	if n := run.refused.Load(); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d pushes refused (retried)", n))
+	if refused > 0 {
+		parts = append(parts, fmt.Sprintf("%d pushes refused (sent again)", refused))
 	}
-	if n := run.duplicates.Load(); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d duplicate results", n))
+	if duplicates > 0 {
+		parts = append(parts, fmt.Sprintf("%d duplicate results", duplicates))
 	}
-	if run.unanswered > 0 {
-		parts = append(parts, fmt.Sprintf("could not keep up: %d of %d unanswered after %.0f s (their latency to then counted, a lower bound)", run.unanswered, run.n, run.cutAt))
+	if unanswered > 0 {
+		parts = append(parts, fmt.Sprintf("could not keep up: %d of %d tasks unanswered at the deadline (counted with the latency they had reached, a lower bound)", unanswered, tasks))
+	} else if lag > time.Second {
+		parts = append(parts, fmt.Sprintf("fell behind the rate: last result %.1f s after the last task was due", lag.Seconds()))
 	}
 	if len(parts) == 0 {
 		return ""
+	}
+	who := "executor"
+	if s[0].side.svc == nil {
+		who = "raw"
 	}
 	return "; " + who + ": " + strings.Join(parts, ", ")
 }

@@ -28,12 +28,12 @@ func TestGRPCLatencyEndToEnd(t *testing.T) {
 					t.Error(err)
 				}
 			}()
-			const n = 300
-			svcRun, rawRun, err := b.both(0, func(s *grpcSide) (*grpcRun, error) { return s.measure(ctx, n, 1000, 0) })
+			const n = 150
+			svc, raw, err := b.rounds(0, 2, func(s *grpcSide) (*grpcRun, error) { return s.measure(ctx, n, 1000, 0) })
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, run := range []*grpcRun{svcRun, rawRun} {
+			for _, run := range append(svc, raw...) {
 				if got := run.rec.count(); got != n || run.unanswered != 0 {
 					t.Errorf("%s: %d of %d tasks answered, %d cut short", run.side.executorID, got, n, run.unanswered)
 				}
@@ -41,18 +41,19 @@ func TestGRPCLatencyEndToEnd(t *testing.T) {
 					t.Errorf("%s: %d duplicate results", run.side.executorID, d)
 				}
 			}
-			for _, row := range latencyRows(transport, 1000, svcRun, rawRun) {
+			for _, row := range latencyRows(transport, 1000, svc, raw) {
 				if row.Value <= 0 || row.Ratio() <= 0 {
 					t.Errorf("%s: value %v, baseline %v, ratio %v", row.Name, row.Value, row.Baseline, row.Ratio())
 				}
 			}
 			// Allocations per task, closed loop: both sides report theirs.
-			costs, rawCosts, err := b.both(1, func(s *grpcSide) (*grpcRun, error) { return s.measureCost(ctx, n, 8) })
+			svc, raw, err = b.rounds(1, 1, func(s *grpcSide) (*grpcRun, error) { return s.measureCost(ctx, n, 8) })
 			if err != nil {
 				t.Fatal(err)
 			}
-			if costs.allocsPerTask <= 0 || rawCosts.allocsPerTask <= 0 || costs.throughput() <= 0 {
-				t.Errorf("allocations per task: executor %v, raw %v; throughput %v", costs.allocsPerTask, rawCosts.allocsPerTask, costs.throughput())
+			if svc.allocsPerTask() <= 0 || raw.allocsPerTask() <= 0 || svc.throughput() <= 0 || raw.throughput() <= 0 {
+				t.Errorf("allocations per task: executor %v, raw %v; throughput: executor %v, raw %v",
+					svc.allocsPerTask(), raw.allocsPerTask(), svc.throughput(), raw.throughput())
 			}
 		})
 	}

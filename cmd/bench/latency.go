@@ -135,9 +135,18 @@ type Percentiles struct {
 }
 
 func (r *recorder) percentiles() Percentiles {
-	r.mu.Lock()
-	lat := slices.Clone(r.done)
-	r.mu.Unlock()
+	return mergedPercentiles(r)
+}
+
+// mergedPercentiles are the percentiles of the tasks of several runs taken
+// together, as if they were one run (rounds of one measurement, say).
+func mergedPercentiles(recs ...*recorder) Percentiles {
+	var lat []time.Duration
+	for _, r := range recs {
+		r.mu.Lock()
+		lat = append(lat, r.done...)
+		r.mu.Unlock()
+	}
 	slices.Sort(lat)
 	at := func(q float64) float64 {
 		if len(lat) == 0 {
