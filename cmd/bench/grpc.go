@@ -203,7 +203,11 @@ func (s grpcSeries) note() string {
 	var refused, duplicates int64
 	var unanswered, tasks int
 	var lag time.Duration
+	refusal := ""
 	for _, run := range s {
+		if refusal == "" {
+			refusal = run.refusalText()
+		}
 		refused += run.refused.Load()
 		duplicates += run.duplicates.Load()
 		unanswered += run.unanswered
@@ -212,7 +216,7 @@ func (s grpcSeries) note() string {
 	}
 	var parts []string
 	if refused > 0 {
-		parts = append(parts, fmt.Sprintf("%d pushes refused (sent again)", refused))
+		parts = append(parts, fmt.Sprintf("%d pushes refused and sent again%s", refused, refusal))
 	}
 	if duplicates > 0 {
 		parts = append(parts, fmt.Sprintf("%d duplicate results", duplicates))

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
@@ -172,13 +173,16 @@ func newGRPCSide(ctx context.Context, engine *leanEngine, transport, executorID 
 const (
 	// quietLimit: answers that stop coming for this long mean lost tasks.
 	quietLimit = 5 * time.Second
-	// pushAttempts: a push refused (ack not accepted) is sent again after
-	// pushRetryPause, as an engine told "try later" does, this many times
-	// in all; every refusal is counted and reported.
-	pushAttempts   = 5
-	pushRetryPause = 10 * time.Millisecond
-	pushTimeout    = 10 * time.Second
+	// A push refused (an ack not accepted: 503, "try later") is sent again
+	// as an engine would, after pushRetry's pause, pushAttempts times in
+	// all (about 1 s of pauses); every refusal is counted and reported, and a task
+	// refused every time is lost.
+	pushAttempts = 8
+	pushTimeout  = 10 * time.Second
 )
+
+// pushRetry paces the pushes sent again after a refusal.
+var pushRetry = domain.Backoff{Initial: 10 * time.Millisecond, Max: 320 * time.Millisecond, Multiplier: 2}
 
 // runSeq numbers the runs: each has a run id of its own, so that the
 // executor's deduplication never meets an earlier run's task and a late
@@ -195,6 +199,7 @@ type grpcRun struct {
 	pushes    sync.WaitGroup // push calls in progress
 	// Counted as they happen.
 	duplicates, failed, refused, sendErrors atomic.Int64
+	refusal                                 atomic.Pointer[string] // the message of the first refusal
 	// Set when the run ends.
 	unanswered int           // tasks without an answer at the deadline
 	cutAt      time.Duration // from the start to the deadline, when cut
@@ -343,12 +348,9 @@ func (run *grpcRun) pushTask(ctx context.Context, i int) {
 			return
 		}
 		run.refused.Add(1)
-		if attempt == pushAttempts {
-			return
-		}
-		select {
-		case <-time.After(pushRetryPause):
-		case <-ctx.Done():
+		message := fmt.Sprintf("%d %s", ack.GetCode(), ack.GetMessage())
+		run.refusal.CompareAndSwap(nil, &message)
+		if attempt == pushAttempts || pushRetry.Wait(ctx, attempt-1) != nil {
 			return
 		}
 	}
@@ -383,8 +385,8 @@ func (run *grpcRun) await(ctx context.Context, deadline time.Time) (bool, error)
 				last, lastChange = c, now
 			}
 			if now.Sub(lastChange) > quietLimit {
-				return false, fmt.Errorf("%d of %d tasks never answered (nothing for %s; %d pushes failed, %d refused)",
-					run.n-last, run.n, quietLimit, run.sendErrors.Load(), run.refused.Load())
+				return false, fmt.Errorf("%d of %d tasks never answered (nothing for %s; %d pushes failed, %d refused%s)",
+					run.n-last, run.n, quietLimit, run.sendErrors.Load(), run.refused.Load(), run.refusalText())
 			}
 			if now.After(deadline) {
 				return false, nil
@@ -418,4 +420,13 @@ func (run *grpcRun) elapsed() time.Duration {
 		return run.cutAt
 	}
 	return run.rec.end.Sub(run.rec.start)
+}
+
+// refusalText is ", first: <code> <message>" of the run's first refused
+// push, or "".
+func (run *grpcRun) refusalText() string {
+	if m := run.refusal.Load(); m != nil {
+		return ", first: " + *m
+	}
+	return ""
 }
