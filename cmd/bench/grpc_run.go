@@ -385,8 +385,8 @@ func (run *grpcRun) await(ctx context.Context, deadline time.Time) (bool, error)
 				last, lastChange = c, now
 			}
 			if now.Sub(lastChange) > quietLimit {
-				return false, fmt.Errorf("%d of %d tasks never answered (nothing for %s; %d pushes failed, %d refused%s)",
-					run.n-last, run.n, quietLimit, run.sendErrors.Load(), run.refused.Load(), run.refusalText())
+				return false, fmt.Errorf("%d of %d tasks never answered (nothing for %s; %d pushes failed, %d refused%s; %d results of no current run so far)",
+					run.n-last, run.n, quietLimit, run.sendErrors.Load(), run.refused.Load(), run.refusalText(), run.side.engine.stale.Load())
 			}
 			if now.After(deadline) {
 				return false, nil

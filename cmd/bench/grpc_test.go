@@ -51,6 +51,14 @@ func TestGRPCLatencyEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if transport == "bidi" {
+				// Each side acknowledged each task on the stream, once.
+				want := int64(2 * 3 * n)
+				waitUntil(t, 5*time.Second, func() bool { return b.engine.acks.Load() >= want })
+				if got := b.engine.acks.Load(); got != want {
+					t.Errorf("%d acknowledgements on ExecuteStream, want %d", got, want)
+				}
+			}
 			if svc.allocsPerTask() <= 0 || raw.allocsPerTask() <= 0 || svc.throughput() <= 0 || raw.throughput() <= 0 {
 				t.Errorf("allocations per task: executor %v, raw %v; throughput: executor %v, raw %v",
 					svc.allocsPerTask(), raw.allocsPerTask(), svc.throughput(), raw.throughput())
@@ -76,4 +84,13 @@ func buildBinaries(t *testing.T) string {
 	roleBinary = filepath.Join(dir, "bench")
 	t.Cleanup(func() { roleBinary = "" })
 	return dir
+}
+
+// waitUntil polls cond until it holds or d has passed.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
