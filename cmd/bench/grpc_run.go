@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,16 +54,11 @@ func startGRPCBench(ctx context.Context, o *options, transport string) (_ *grpcB
 			err = errors.Join(err, b.close())
 		}
 	}()
-	pushAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	_, pushPort, _ := net.SplitHostPort(pushAddr)
 	b.serviceHandle, err = startService(ctx, o.executor, map[string]string{
 		"GAMELAN_EXECUTOR_ENGINE_GRPC_TARGET": engine.addr(),
 		"GAMELAN_EXECUTOR_GRPC_INTAKE":        transport,
 		"GAMELAN_EXECUTOR_GRPC_HOST":          "127.0.0.1",
-		"GAMELAN_EXECUTOR_GRPC_PORT":          pushPort,
+		"GAMELAN_EXECUTOR_GRPC_PORT":          "0", // the push endpoint comes with the registration
 		"GAMELAN_EXECUTOR_INSTANCE_ID":        "bench",
 		// Room for the 256-in-flight run, and for a backlog at 10,000/s to
 		// show as latency rather than as refusals.
@@ -175,8 +169,8 @@ const (
 	quietLimit = 5 * time.Second
 	// A push refused (an ack not accepted: 503, "try later") is sent again
 	// as an engine would, after pushRetry's pause, pushAttempts times in
-	// all (about 1 s of pauses); every refusal is counted and reported, and a task
-	// refused every time is lost.
+	// all (about 1 s of pauses); every refusal is counted and reported,
+	// and a task refused every time is lost.
 	pushAttempts = 8
 	pushTimeout  = 10 * time.Second
 )
@@ -255,15 +249,12 @@ func (s *grpcSide) measure(ctx context.Context, n int, rate float64, inFlight in
 // measureCost is measure, with the side's CPU time and allocations per
 // task over the run.
 func (s *grpcSide) measureCost(ctx context.Context, n, inFlight int) (*grpcRun, error) {
-	cpu0, err := s.proc.cpuTime()
-	if err != nil {
-		return nil, err
-	}
 	// Reading the count allocates too (a metrics scrape does, a lot):
 	// read it twice, and take the difference as the cost of one reading.
 	m0, err1 := s.mallocs(ctx)
 	m1, err2 := s.mallocs(ctx)
-	if err := errors.Join(err1, err2); err != nil {
+	cpu0, err3 := s.proc.cpuTime()
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, err
 	}
 	run, err := s.measure(ctx, n, 0, inFlight)
