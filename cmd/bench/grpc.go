@@ -202,7 +202,6 @@ func (s grpcSeries) describe() string {
 func (s grpcSeries) note() string {
 	var refused, duplicates int64
 	var unanswered, tasks int
-	var lag time.Duration
 	refusal := ""
 	for _, run := range s {
 		if refusal == "" {
@@ -212,7 +211,6 @@ func (s grpcSeries) note() string {
 		duplicates += run.duplicates.Load()
 		unanswered += run.unanswered
 		tasks += run.n
-		lag = max(lag, run.lag)
 	}
 	var parts []string
 	if refused > 0 {
@@ -223,8 +221,10 @@ func (s grpcSeries) note() string {
 	}
 	if unanswered > 0 {
 		parts = append(parts, fmt.Sprintf("could not keep up: %d of %d tasks unanswered at the deadline (counted with the latency they had reached, a lower bound)", unanswered, tasks))
-	} else if lag > time.Second {
-		parts = append(parts, fmt.Sprintf("fell behind the rate: last result %.1f s after the last task was due", lag.Seconds()))
+	} else if rate := s[0].rate; rate > 0 && s.throughput() < 0.95*rate {
+		// Its results came slower than its tasks were sent: its latencies
+		// grew with a backlog rather than measuring one task's way.
+		parts = append(parts, fmt.Sprintf("fell behind: results came at %.0f/s on average, tasks were sent at %.0f/s", s.throughput(), rate))
 	}
 	if len(parts) == 0 {
 		return ""

@@ -188,6 +188,7 @@ type grpcRun struct {
 	id        string
 	side      *grpcSide
 	n         int
+	rate      float64 // tasks/s sent, open loop; 0 closed loop
 	rec       *recorder
 	signature string         // the push signature: the run id, then the executor id
 	pushes    sync.WaitGroup // push calls in progress
@@ -197,7 +198,6 @@ type grpcRun struct {
 	// Set when the run ends.
 	unanswered int           // tasks without an answer at the deadline
 	cutAt      time.Duration // from the start to the deadline, when cut
-	lag        time.Duration // open loop: from the last task's due time to the last result
 	cpu        time.Duration // the side's CPU time over the run, when measured
 	mallocs    float64       // the side's heap allocations over the run, when measured
 }
@@ -209,7 +209,7 @@ type grpcRun struct {
 // latency they reached then, a lower bound, and its note says so); or with
 // an error when answers stopped coming (lost tasks) or a result was wrong.
 func (s *grpcSide) measure(ctx context.Context, n int, rate float64, inFlight int) (*grpcRun, error) {
-	run := &grpcRun{id: "r" + strconv.FormatInt(runSeq.Add(1), 10), side: s, n: n, rec: newRecorder(n, rate)}
+	run := &grpcRun{id: "r" + strconv.FormatInt(runSeq.Add(1), 10), side: s, n: n, rate: rate, rec: newRecorder(n, rate)}
 	run.signature = grpcengine.Signature(run.id, s.executorID)
 	s.engine.run.Store(run)
 	defer s.engine.run.Store(nil)
@@ -240,8 +240,6 @@ func (s *grpcSide) measure(ctx context.Context, n int, rate float64, inFlight in
 	}
 	if !complete {
 		run.cut(time.Now())
-	} else if rate > 0 {
-		run.lag = run.rec.end.Sub(run.rec.intended(n - 1))
 	}
 	return run, run.check()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,5 +93,36 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 	deadline := time.Now().Add(d)
 	for !cond() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSeriesNoteSaysWhatTheReaderMustKnow checks the notes of a side's
+// runs: nothing for a run that kept its rate, and a side that fell behind,
+// refusals and duplicates when there were some.
+func TestSeriesNoteSaysWhatTheReaderMustKnow(t *testing.T) {
+	raw := &grpcSide{}
+	// run is a run of n tasks sent at 100/s, all answered took after it
+	// started.
+	run := func(n int, took time.Duration) *grpcRun {
+		r := &grpcRun{side: raw, n: n, rate: 100, rec: newRecorder(n, 100)}
+		r.rec.start = time.Now().Add(-took)
+		for i := range n {
+			r.rec.answer(i)
+		}
+		return r
+	}
+	if note := (grpcSeries{run(100, time.Second)}).note(); note != "" {
+		t.Errorf("a run that kept its rate: note %q, want none", note)
+	}
+	behind := run(100, 2*time.Second)
+	behind.refused.Add(3)
+	message := "503 full"
+	behind.refusal.Store(&message)
+	behind.duplicates.Add(2)
+	note := (grpcSeries{run(100, time.Second), behind}).note()
+	for _, want := range []string{"raw: ", "3 pushes refused and sent again, first: 503 full", "2 duplicate results", "fell behind: results came at 67/s"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("note %q does not say %q", note, want)
+		}
 	}
 }
