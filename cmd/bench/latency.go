@@ -100,6 +100,29 @@ func (r *recorder) throughput() float64 {
 	return float64(r.answered) / r.end.Sub(r.start).Seconds()
 }
 
+// censor gives every sent task still without an answer the latency it has
+// accrued so far, a lower bound, so that the percentiles of a run that
+// could not keep up are not computed over its answered tasks alone. Later
+// answers to those tasks are ignored. It returns how many it censored.
+func (r *recorder) censor() int {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for i, d := range r.done {
+		at := r.sent[i]
+		if r.interval != 0 {
+			at = r.start.Add(time.Duration(i) * r.interval)
+		}
+		if d != 0 || at.IsZero() || at.After(now) {
+			continue
+		}
+		r.done[i] = max(now.Sub(at), time.Nanosecond)
+		n++
+	}
+	return n
+}
+
 // Percentiles of one run, in milliseconds.
 type Percentiles struct {
 	P50, P90, P99, P999, Max float64

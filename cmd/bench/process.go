@@ -70,7 +70,8 @@ func startRole(ctx context.Context, role string, args ...string) (*proc, string,
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := startProc(role, self, nil, append([]string{"-role", role}, args...)...)
+	// "--" ends the harness's own flags: the role parses the rest.
+	p, err := startProc(role, self, nil, append([]string{"-role", role, "--"}, args...)...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -249,4 +250,35 @@ func (s *service) metric(name string) (float64, error) {
 		return 0, fmt.Errorf("metric %s not found", name)
 	}
 	return sum, nil
+}
+
+// ask sends sig to the process and returns the rest of the first line it
+// prints on stdout that starts with prefix (a raw baseline's answer to
+// SIGUSR1, say), skipping other lines, or fails after d.
+func (p *proc) ask(sig os.Signal, prefix string, d time.Duration) (string, error) {
+	// Lines printed before the signal cannot be its answer.
+	for drained := false; !drained; {
+		select {
+		case <-p.lines:
+		default:
+			drained = true
+		}
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return "", err
+	}
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		select {
+		case line := <-p.lines:
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				return strings.TrimSpace(rest), nil
+			}
+		case <-p.exited:
+			return "", fmt.Errorf("%s exited: %v", p.name, p.err)
+		case <-timeout.C:
+			return "", fmt.Errorf("%s did not answer %s within %s", p.name, sig, d)
+		}
+	}
 }
