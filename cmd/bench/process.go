@@ -166,6 +166,12 @@ type service struct {
 // variables; the HTTP address is chosen here) and waits until
 // /q/health/ready answers 200.
 func startService(ctx context.Context, path string, env map[string]string) (*service, error) {
+	return startServiceArgs(ctx, path, nil, env)
+}
+
+// startServiceArgs is startService for a binary that takes arguments, such
+// as this one run as a role that hosts the service.
+func startServiceArgs(ctx context.Context, path string, args []string, env map[string]string) (*service, error) {
 	httpAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -180,7 +186,7 @@ func startService(ctx context.Context, path string, env map[string]string) (*ser
 	for k, v := range env {
 		all[k] = v
 	}
-	p, err := startProc("executor", path, all)
+	p, err := startProc("executor", path, all, args...)
 	if err != nil {
 		return nil, err
 	}
