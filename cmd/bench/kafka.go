@@ -249,6 +249,9 @@ type kafkaSweep struct {
 	throughput map[int]float64 // tasks/s by tasks in flight
 	cpu        float64         // µs of CPU per task at kafkaCostLevel
 	mallocs    float64         // heap allocations per task at kafkaCostLevel
+	// delivery says how the executor delivered results at kafkaCostLevel,
+	// from its own metrics (empty for the baseline).
+	delivery string
 }
 
 // runKafkaThroughput measures saturated throughput at each depth, then CPU
@@ -285,6 +288,11 @@ func runKafkaThroughput(ctx context.Context, o *options) ([]Row, error) {
 			Value: exec.mallocs, Baseline: raw.mallocs, Note: "executor: go_memstats_mallocs_total; raw: runtime.MemStats.Mallocs"},
 	)
 	rows[0].Note += "; " + kafkaSettingsNote
+	for i := range rows {
+		if rows[i].Name == fmt.Sprintf("kafka @ %d in flight", kafkaCostLevel) {
+			rows[i].Note += "; " + exec.delivery
+		}
+	}
 	return rows, nil
 }
 
@@ -305,9 +313,16 @@ func kafkaThroughputSweep(ctx context.Context, o *options, raw bool, levels []in
 				return nil, errors.Join(err, s.close())
 			}
 		}
+		var before deliveryStats
+		if measure && s.sut.svc != nil {
+			before = readDeliveryStats(s.sut.svc)
+		}
 		round, err := s.closed(ctx, level, n)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("%d in flight: %w", level, err), s.close())
+		}
+		if measure && s.sut.svc != nil {
+			sweep.delivery = readDeliveryStats(s.sut.svc).since(before)
 		}
 		sweep.throughput[level] = round.rec.throughput()
 		if measure {
@@ -319,6 +334,32 @@ func kafkaThroughputSweep(ctx context.Context, o *options, raw bool, levels []in
 		}
 	}
 	return sweep, s.close()
+}
+
+// deliveryStats are the executor's result-delivery metrics at one moment.
+type deliveryStats struct {
+	batches, results, seconds float64
+	err                       error
+}
+
+// readDeliveryStats reads the executor's result-delivery metrics: Deliver
+// calls acknowledged, results in them, and the summed time from each
+// batch's oldest completion to its acknowledgement.
+func readDeliveryStats(svc *service) deliveryStats {
+	batches, err1 := svc.metric("gamelan_executor_result_delivery_seconds_count")
+	seconds, err2 := svc.metric("gamelan_executor_result_delivery_seconds_sum")
+	results, err3 := svc.metric("gamelan_executor_results_delivered_total")
+	return deliveryStats{batches: batches, results: results, seconds: seconds, err: errors.Join(err1, err2, err3)}
+}
+
+// since describes the deliveries between before and d.
+func (d deliveryStats) since(before deliveryStats) string {
+	batches := d.batches - before.batches
+	if err := errors.Join(before.err, d.err); err != nil || batches <= 0 {
+		return fmt.Sprintf("delivery metrics unavailable: %v", err)
+	}
+	return fmt.Sprintf("executor's deliveries: %.0f batches of %.1f results on average, %.2f ms from a batch's oldest completion to its acknowledgement on average",
+		batches, (d.results-before.results)/batches, (d.seconds-before.seconds)/batches*1000)
 }
 
 // cost reads the system under test's CPU time and allocation count.
