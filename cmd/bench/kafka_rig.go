@@ -115,7 +115,6 @@ func (k *kafkaRig) warmReader(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	round.rec.start = time.Now()
 	if err := k.producer.Produce(ctx, kafkaengine.ResultsTopic, "warm", value, nil); err != nil {
 		return err
 	}
@@ -198,6 +197,9 @@ func (k *kafkaRig) read(ctx context.Context) {
 		k.mu.Lock()
 		round := k.round
 		k.mu.Unlock()
+		if round == nil {
+			continue // nothing was sent yet, so nothing can be a result
+		}
 		fetches.EachRecord(func(rec *kgo.Record) {
 			if err := round.take(rec.Value); err != nil {
 				k.fail(err)
