@@ -67,6 +67,8 @@ func measure(svc *service) (footprint, error) {
 	return f, errors.Join(err1, err2, err3, err4)
 }
 
+// measureParked measures one row of memory/parked: n tasks parked in
+// payment-processor handlers of an executor-wide process of its own.
 func measureParked(ctx context.Context, n int) (Row, error) {
 	engine, err := startExtrasEngine()
 	if err != nil {
