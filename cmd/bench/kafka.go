@@ -201,6 +201,9 @@ func runKafkaLatency(ctx context.Context, o *options) ([]Row, error) {
 		}
 		rows = append(rows, kafkaLatencyRows(rate, n, rounds[false], rounds[true], lagging)...)
 	}
+	if len(rows) > 0 {
+		rows[0].Note += "; " + kafkaSettingsNote
+	}
 	return rows, nil
 }
 
