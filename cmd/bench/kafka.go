@@ -211,8 +211,8 @@ func runKafkaLatency(ctx context.Context, o *options) ([]Row, error) {
 func kafkaLatencyRows(rate float64, n int, exec, raw *kafkaRound, lagging map[bool]bool) []Row {
 	e, b := exec.rec.percentiles(), raw.rec.percentiles()
 	name := func(p string) string { return fmt.Sprintf("kafka @ %.0f/s %s", rate, p) }
-	note := fmt.Sprintf("%d tasks; result %.0f B (raw %.0f B); duplicates %d (raw %d)",
-		n, exec.resultSize(), raw.resultSize(), exec.dups.Load(), raw.dups.Load())
+	note := fmt.Sprintf("%d tasks, answered at %s/s (raw %s/s); result %.0f B (raw %.0f B); duplicates %d (raw %d)",
+		n, served(exec, lagging[false]), served(raw, lagging[true]), exec.resultSize(), raw.resultSize(), exec.dups.Load(), raw.dups.Load())
 	for side, lag := range lagging {
 		if lag {
 			note += fmt.Sprintf("; %s could not keep the rate (results over %s behind): its figures are lower bounds", kafkaSide(side), kafkaLag)
@@ -228,6 +228,16 @@ func kafkaLatencyRows(rate float64, n int, exec, raw *kafkaRound, lagging map[bo
 		row("p99.9", e.P999, b.P999, Target{}, ""),
 		row("max", e.Max, b.Max, Target{}, ""),
 	}
+}
+
+// served is the rate at which a round's tasks were answered, from the
+// first send to the last first answer; a system that fell behind the
+// schedule answers below the rate it was sent.
+func served(r *kafkaRound, lagging bool) string {
+	if lagging {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f", r.rec.throughput())
 }
 
 // kafkaThroughputTasks is the number of tasks of a closed-loop run with
