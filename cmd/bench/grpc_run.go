@@ -73,7 +73,7 @@ func startGRPCBench(ctx context.Context, o *options, transport string) (_ *grpcB
 	}
 	b.service.svc = b.serviceHandle
 	// "--" ends the harness's flags: the rest are the role's.
-	rawProc, _, err := startRole(ctx, "raw-"+transport, "--", "-engine", engine.addr(), "-id", rawExecutorID)
+	rawProc, _, err := startRole(ctx, "raw-"+transport, "-engine", engine.addr(), "-id", rawExecutorID)
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +12,7 @@ import (
 // against the lean engine, every task answered exactly once, every ratio
 // computed, and the allocation counts read from both sides.
 func TestGRPCLatencyEndToEnd(t *testing.T) {
-	bin := buildBinaries(t)
-	o := &options{executor: filepath.Join(bin, "executor")}
+	o := &options{executor: buildExecutor(t)}
 	for _, transport := range []string{"push", "stream", "bidi"} {
 		t.Run(transport, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -66,25 +63,6 @@ func TestGRPCLatencyEndToEnd(t *testing.T) {
 			}
 		})
 	}
-}
-
-// buildBinaries builds the executor and this harness (the raw baselines
-// are the harness run with -role; the test binary cannot be) into a
-// temporary directory, and makes startRole use the harness.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH: cannot build the executor binary")
-	}
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"github.com/gamelan-go/executor/cmd/executor", "github.com/gamelan-go/executor/cmd/bench")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	roleBinary = filepath.Join(dir, "bench")
-	t.Cleanup(func() { roleBinary = "" })
-	return dir
 }
 
 // waitUntil polls cond until it holds or d has passed.

@@ -117,14 +117,14 @@ func (r *recorder) censor(now time.Time) int {
 	defer r.mu.Unlock()
 	n := 0
 	for i, d := range r.done {
-		if d != 0 {
+		// A task not sent yet (closed loop: never sent; open loop: its time
+		// has not come) has no latency at all.
+		at := r.intendedLocked(i)
+		if d != 0 || at.IsZero() || at.After(now) {
 			continue
 		}
+		r.done[i] = max(now.Sub(at), time.Nanosecond)
 		n++
-		// A closed-loop task never sent has no latency at all.
-		if at := r.intendedLocked(i); !at.IsZero() {
-			r.done[i] = max(now.Sub(at), time.Nanosecond)
-		}
 	}
 	return n
 }

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -46,11 +47,24 @@ type scenario struct {
 	run   func(ctx context.Context, o *options) ([]Row, error)
 }
 
-// scenarios is the whole table, in the order it prints. Each file adds
-// its own through register in an init function.
+// scenarios is the whole table. Each file adds its own through register in
+// an init function; they run and print in the order of scenarioOrder.
 var scenarios []scenario
 
 func register(s scenario) { scenarios = append(scenarios, s) }
+
+// scenarioOrder ranks scenarios by the prefix of their names: latency
+// first, then throughput, the runtime core, and the footprint.
+var scenarioOrder = []string{"latency/", "throughput/", "core", "memory/", "coldstart/", "drain", "engine/"}
+
+func rank(name string) int {
+	for i, prefix := range scenarioOrder {
+		if strings.HasPrefix(name, prefix) {
+			return i
+		}
+	}
+	return len(scenarioOrder)
+}
 
 func main() {
 	role := flag.String("role", "", "run as a raw baseline executor (used by the harness itself)")
@@ -86,6 +100,7 @@ func runAll(ctx context.Context, o *options) int {
 	var rows []Row
 	failed := false
 	started := time.Now()
+	slices.SortStableFunc(scenarios, func(a, b scenario) int { return rank(a.name) - rank(b.name) })
 	for _, s := range scenarios {
 		if !o.run.MatchString(s.name) || (o.smoke && !s.smoke) {
 			continue

@@ -63,21 +63,16 @@ func startProc(name, path string, env map[string]string, args ...string) (*proc,
 	return p, nil
 }
 
-// roleBinary is the binary startRole runs; empty means this one. A test,
-// whose own binary is the test binary, builds cmd/bench and sets it.
-var roleBinary string
-
 // startRole runs this binary again as the named raw baseline and returns
 // the first line it prints (its listen address, or "ready").
 func startRole(ctx context.Context, role string, args ...string) (*proc, string, error) {
-	self := roleBinary
-	if self == "" {
-		var err error
-		if self, err = os.Executable(); err != nil {
-			return nil, "", err
-		}
+	// Under go test this is the test binary, whose TestMain plays roles.
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
 	}
-	p, err := startProc(role, self, nil, append([]string{"-role", role}, args...)...)
+	// "--" ends the harness's own flags: the role parses the rest.
+	p, err := startProc(role, self, nil, append([]string{"-role", role, "--"}, args...)...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -172,6 +167,12 @@ type service struct {
 // variables; the HTTP address is chosen here) and waits until
 // /q/health/ready answers 200.
 func startService(ctx context.Context, path string, env map[string]string) (*service, error) {
+	return startServiceArgs(ctx, path, nil, env)
+}
+
+// startServiceArgs is startService for a binary that takes arguments, such
+// as this one run as a role that hosts the service.
+func startServiceArgs(ctx context.Context, path string, args []string, env map[string]string) (*service, error) {
 	httpAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -186,7 +187,7 @@ func startService(ctx context.Context, path string, env map[string]string) (*ser
 	for k, v := range env {
 		all[k] = v
 	}
-	p, err := startProc("executor", path, all)
+	p, err := startProc("executor", path, all, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,4 +257,35 @@ func (s *service) metric(name string) (float64, error) {
 		return 0, fmt.Errorf("metric %s not found", name)
 	}
 	return sum, nil
+}
+
+// ask sends sig to the process and returns the rest of the first line it
+// prints on stdout that starts with prefix (a raw baseline's answer to
+// SIGUSR1, say), skipping other lines, or fails after d.
+func (p *proc) ask(sig os.Signal, prefix string, d time.Duration) (string, error) {
+	// Lines printed before the signal cannot be its answer.
+	for drained := false; !drained; {
+		select {
+		case <-p.lines:
+		default:
+			drained = true
+		}
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return "", err
+	}
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		select {
+		case line := <-p.lines:
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				return strings.TrimSpace(rest), nil
+			}
+		case <-p.exited:
+			return "", fmt.Errorf("%s exited: %v", p.name, p.err)
+		case <-timeout.C:
+			return "", fmt.Errorf("%s did not answer %s within %s", p.name, sig, d)
+		}
+	}
 }
