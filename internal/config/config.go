@@ -74,6 +74,8 @@ type Config struct {
 	HTTPHost Text           `env:"GAMELAN_EXECUTOR_HTTP_HOST" envDefault:"0.0.0.0" doc:"Address the HTTP server for probes and metrics binds to."`
 	HTTPPort Int[PortRange] `env:"GAMELAN_EXECUTOR_HTTP_PORT" envDefault:"8090" doc:"Port of the HTTP server for /q/health and /q/metrics (8090, beside an engine on 8080); 0 picks a free port."`
 
+	Profiling bool `env:"GAMELAN_EXECUTOR_PROFILING" envDefault:"false" doc:"Serve Go's profiles (CPU, heap, allocations, goroutines, blocking, execution trace) under /debug/pprof/ on the HTTP server. Off by default: profiles show internals and cost CPU while they are taken; never expose them beyond the operators."`
+
 	LogLevel  LogLevel  `env:"GAMELAN_EXECUTOR_LOG_LEVEL" envDefault:"info" doc:"Lowest level logged: debug, info, warn or error."`
 	LogFormat LogFormat `env:"GAMELAN_EXECUTOR_LOG_FORMAT" envDefault:"json" doc:"Log line format: json or text."`
 

@@ -124,6 +124,29 @@ func TestHealthProbes(t *testing.T) {
 	assert.ElementsMatch(t, []string{"runtime", "executor"}, names)
 }
 
+// TestProfilingIsServedOnlyWhenAskedFor: /debug/pprof/ is absent by
+// default and served, CPU profile and execution trace included, with
+// GAMELAN_EXECUTOR_PROFILING=true.
+func TestProfilingIsServedOnlyWhenAskedFor(t *testing.T) {
+	get := func(base, path string) int {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	off := startWithEngine(t, baseEnv())
+	waitForStatus(t, off.baseURL, "/q/health/ready", http.StatusOK)
+	assert.Equal(t, http.StatusNotFound, get(off.baseURL, "/debug/pprof/"))
+
+	vars := baseEnv()
+	vars["GAMELAN_EXECUTOR_PROFILING"] = "true"
+	on := startWithEngine(t, vars)
+	waitForStatus(t, on.baseURL, "/q/health/ready", http.StatusOK)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine?debug=1", "/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=1"} {
+		assert.Equal(t, http.StatusOK, get(on.baseURL, path), path)
+	}
+}
+
 func TestShutdownDrainsInFlightTasksWhileNotReady(t *testing.T) {
 	vars := baseEnv()
 	vars["PAYMENT_GATEWAY_DELAY"] = "3s"

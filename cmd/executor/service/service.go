@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,16 @@ func (s *Service) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	probes.Register(mux)
 	mux.Handle("/q/metrics", s.metrics.Handler())
+	if s.settings.Profiling {
+		// net/http/pprof's handlers, on this server only (not on
+		// http.DefaultServeMux, which another library could serve).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.log.Warn("profiling is on: /debug/pprof/ is served on the HTTP server")
+	}
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	runCtx, stopRuntime := context.WithCancelCause(ctx)
