@@ -96,9 +96,13 @@ type lifecycle struct {
 	// answer is the result decided without running the handler (answered).
 	answer *domain.Result
 	// settles are the Settle callbacks of the original delivery and of its
-	// duplicates, called once the job is settled.
-	settles []func(error)
-	// cancel ends the handler's context (running).
+	// duplicates, called once the job is settled. It starts as a slice of
+	// original, so that a job without duplicates (almost every one) needs
+	// no slice of its own.
+	settles  []func(error)
+	original [1]func(error)
+	// cancel ends the handler's context (running): the worker's, which
+	// runs it (see worker.cancelRunning).
 	cancel context.CancelCauseFunc
 }
 
@@ -142,30 +146,32 @@ const (
 
 // offer admits j, or joins its delivery (settle) to the task in flight with
 // the same key. A duplicate of a finished task is answered its stored
-// result. Otherwise decide picks j's executor, or its answer. decide runs
-// under the table's lock, which answerStalled takes too: if j's type stalls
-// after decide found it not stalled, answerStalled finds j in its queue.
-func (t *taskTable) offer(j *job, settle func(error), decide func() (*hostedExecutor, *domain.Result)) (offerOutcome, error) {
+// result. Otherwise j runs on e, its executor as routed, or is answered
+// answer when routing found none; a task of a stalled executor type is
+// answered HANDLERS_STALLED. That check runs under the table's lock, which
+// answerStalled takes too: if j's type stalls after the check found it not
+// stalled, answerStalled finds j in its queue.
+func (t *taskTable) offer(j *job, settle func(error), e *hostedExecutor, answer *domain.Result) (offerOutcome, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if j.life.stage != offered {
-		return refused, &illegalTransition{j.task.ID(), j.life.stage, queued}
+		return refused, &illegalTransition{j.id, j.life.stage, queued}
 	}
 	if original := t.active[j.key]; original != nil {
 		original.life.settles = append(original.life.settles, settle)
 		return joined, nil
 	}
-	var answer *domain.Result
-	if res, ok := t.finished.get(j.key); ok {
+	switch res, ok := t.finished.get(j.key); {
+	case ok:
 		// The same result, addressed to this delivery: an engine that
 		// re-dispatched the attempt may have given it a new token.
-		stamp(&res, j.task)
-		answer, j.untracked = &res, true
-	} else {
-		j.exec, answer = decide()
-		if j.exec != nil {
-			j.lane = j.exec.lane
-		}
+		stored := res // a copy of its own, so that res stays off the heap
+		stamp(&stored, j.task, j.id)
+		answer, j.untracked = &stored, true
+	case e != nil && t.sched.stalled(e.lane):
+		answer = stalledAnswer(j, e)
+	case e != nil:
+		j.exec, j.lane = e, e.lane
 	}
 	return t.admit(j, settle, answer)
 }
@@ -177,7 +183,7 @@ func (t *taskTable) offerUntracked(j *job, settle func(error), answer *domain.Re
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if j.life.stage != offered {
-		return refused, &illegalTransition{j.task.ID(), j.life.stage, answered}
+		return refused, &illegalTransition{j.id, j.life.stage, answered}
 	}
 	j.untracked = true
 	return t.admit(j, settle, answer)
@@ -191,54 +197,60 @@ func (t *taskTable) admit(j *job, settle func(error), answer *domain.Result) (of
 		to = answered
 	}
 	if !j.life.stage.canMoveTo(to) {
-		return refused, &illegalTransition{j.task.ID(), j.life.stage, to}
+		return refused, &illegalTransition{j.id, j.life.stage, to}
 	}
 	if !t.sched.admit(j) {
 		return refused, nil
 	}
-	j.life = lifecycle{stage: to, answer: answer, settles: []func(error){settle}}
+	j.life = lifecycle{stage: to, answer: answer, original: [1]func(error){settle}}
+	j.life.settles = j.life.original[:]
 	if !j.untracked {
 		t.active[j.key] = j
-		t.byTaskID[j.task.ID()] = j
+		if j.id != j.key {
+			// A task without a task id is found by its key in active.
+			t.byTaskID[j.id] = j
+		}
 	}
 	return admitted, nil
 }
 
 // start moves a job a worker took from the scheduler. An answered job
 // finishes with its answer, and so does a queued one once the runtime shuts
-// down; a queued one otherwise starts running under ctx, which cancel and
-// shutDown end.
-func (t *taskTable) start(j *job) (ctx context.Context, answer *domain.Result, err error) {
+// down; a queued one otherwise starts running, and until it finishes,
+// cancel and shutDown end it by calling cancel: the worker's, which ends
+// the handler's context with the cause they give.
+func (t *taskTable) start(j *job, cancel context.CancelCauseFunc) (answer *domain.Result, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if j.life.stage == queued && t.shutdown != nil {
 		res := failedResult(j.task, errorInfo(t.shutdown))
 		if err := t.answer(j, &res); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if j.life.stage == answered {
 		if err := t.move(j, finished); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return nil, j.life.answer, nil
+		return j.life.answer, nil
 	}
 	if err := t.move(j, running); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ctx, j.life.cancel = context.WithCancelCause(context.Background())
-	return ctx, nil, nil
+	j.life.cancel = cancel
+	return nil, nil
 }
 
 // finish moves a job whose handler returned, or was abandoned at its
-// deadline, from running to finished, and releases its context.
+// deadline, from running to finished: from now on nothing cancels it. Its
+// handler's context is the worker's to release.
 func (t *taskTable) finish(j *job) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.move(j, finished); err != nil {
 		return err
 	}
-	j.life.cancel(nil)
+	j.life.cancel = nil
 	return nil
 }
 
@@ -338,6 +350,34 @@ func (t *taskTable) answer(j *job, res *domain.Result) error {
 func (t *taskTable) settle(j *job, remember *domain.Result) ([]func(error), error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.settleLocked(j, remember)
+}
+
+// settleItems settles the job of every item, as settle does, under one
+// taking of the lock: a sender settles a whole batch at once. When
+// delivered, each item's result is remembered. Each item's settles are set
+// to the Settle callbacks of its job's deliveries (nil for a job that could
+// not be settled: a lifecycle bug, in the error returned).
+func (t *taskTable) settleItems(items []outboxItem, delivered bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for i := range items {
+		it := &items[i]
+		var remember *domain.Result
+		if delivered {
+			remember = &it.result
+		}
+		var err error
+		if it.settles, err = t.settleLocked(it.job, remember); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settleLocked is settle, for callers holding mu.
+func (t *taskTable) settleLocked(j *job, remember *domain.Result) ([]func(error), error) {
 	if err := t.move(j, settled); err != nil {
 		return nil, err
 	}
@@ -347,8 +387,8 @@ func (t *taskTable) settle(j *job, remember *domain.Result) ([]func(error), erro
 		if t.active[j.key] == j {
 			delete(t.active, j.key)
 		}
-		if t.byTaskID[j.task.ID()] == j {
-			delete(t.byTaskID, j.task.ID())
+		if j.id != j.key && t.byTaskID[j.id] == j {
+			delete(t.byTaskID, j.id)
 		}
 		if remember != nil {
 			t.finished.add(j.key, *remember)
@@ -360,7 +400,7 @@ func (t *taskTable) settle(j *job, remember *domain.Result) ([]func(error), erro
 // move moves j to stage to if the lifecycle allows it. Callers hold mu.
 func (t *taskTable) move(j *job, to stage) error {
 	if !j.life.stage.canMoveTo(to) {
-		return &illegalTransition{j.task.ID(), j.life.stage, to}
+		return &illegalTransition{j.id, j.life.stage, to}
 	}
 	j.life.stage = to
 	return nil

@@ -13,7 +13,8 @@ import (
 // handler (answers decided at intake, cancellations) use the immediate lane.
 //
 // Workers block in next on a sync.Cond; sources waiting for room block on
-// roomFreed, a channel closed and replaced whenever a job is released.
+// roomFreed, a channel closed whenever a job is released (made only when
+// someone waits: most releases have no one to tell).
 //
 // Its lock guards where jobs wait and which lane slots they hold, a concern
 // of its own: what happened to a task is its lifecycle stage, guarded by the
@@ -27,6 +28,7 @@ type scheduler struct {
 	lanes     []*lane
 	nextLane  int // round-robin start, so no lane starves another
 	closed    bool
+	// roomFreed, when not nil, is closed at the next release (see roomWaiter).
 	roomFreed chan struct{}
 	// draining is closed when the runtime starts to stop: AwaitCapacity
 	// callers return ErrDraining instead of waiting for room.
@@ -44,7 +46,7 @@ type lane struct {
 }
 
 func newScheduler(limit int) *scheduler {
-	s := &scheduler{limit: limit, roomFreed: make(chan struct{}), draining: make(chan struct{})}
+	s := &scheduler{limit: limit, draining: make(chan struct{})}
 	s.workReady = sync.NewCond(&s.mu)
 	return s
 }
@@ -70,16 +72,24 @@ func (s *scheduler) admit(j *job) bool {
 		s.immediate = append(s.immediate, j)
 	} else {
 		j.lane.queue = append(j.lane.queue, j)
+		if j.lane.running >= j.lane.max {
+			return true // no worker may take it yet: a release of the lane will
+		}
 	}
 	s.workReady.Signal()
 	return true
 }
 
-// next blocks until a job may run and returns it, or returns nil once the
-// scheduler is closed.
-func (s *scheduler) next() *job {
+// next releases done, the job the worker ran last (nil for none), as
+// release does, then blocks until a job may run and returns it, or returns
+// nil once the scheduler is closed. Releasing and taking under one lock
+// spares each task a taking of it.
+func (s *scheduler) next(done *job) *job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if done != nil {
+		s.releaseLocked(done, false)
+	}
 	for {
 		if s.closed {
 			return nil
@@ -116,9 +126,18 @@ func (s *scheduler) pick() *job {
 // release frees the slot of j, which next returned, and its lane's if it
 // was taken from one (the immediate lane's jobs have no lane), unless its
 // handler overran: releaseLane frees that slot when the handler returns.
+//
+// It wakes no worker: the one job a freed lane slot lets start is taken by
+// the worker releasing it, which calls next at once; and a slot of an
+// overrunning handler frees no lane slot.
 func (s *scheduler) release(j *job, overran bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.releaseLocked(j, overran)
+}
+
+// releaseLocked is release, for callers holding mu.
+func (s *scheduler) releaseLocked(j *job, overran bool) {
 	if j.lane != nil {
 		if overran {
 			j.lane.overran++ // its slot is freed by releaseLane
@@ -127,12 +146,28 @@ func (s *scheduler) release(j *job, overran bool) {
 		}
 	}
 	s.admitted--
-	close(s.roomFreed)
-	s.roomFreed = make(chan struct{})
-	s.workReady.Signal()
+	s.freeRoom()
 }
 
-// releaseLane frees one running slot of l, held by a handler that overran.
+// roomWaiter returns a channel closed when room is next freed. Callers
+// hold mu.
+func (s *scheduler) roomWaiter() <-chan struct{} {
+	if s.roomFreed == nil {
+		s.roomFreed = make(chan struct{})
+	}
+	return s.roomFreed
+}
+
+// freeRoom wakes those waiting for room. Callers hold mu.
+func (s *scheduler) freeRoom() {
+	if s.roomFreed != nil {
+		close(s.roomFreed)
+		s.roomFreed = nil
+	}
+}
+
+// releaseLane frees one running slot of l, held by a handler that overran:
+// the goroutine that ran it does not take another job, so a worker is woken.
 func (s *scheduler) releaseLane(l *lane) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -194,8 +229,7 @@ func (s *scheduler) takeQueued(keep func(*job) bool) []*job {
 	}
 	if len(taken) > 0 {
 		s.admitted -= len(taken)
-		close(s.roomFreed)
-		s.roomFreed = make(chan struct{})
+		s.freeRoom()
 	}
 	return taken
 }
@@ -239,7 +273,11 @@ func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 		default:
 		}
 		s.mu.Lock()
-		free, freed := s.limit-s.admitted, s.roomFreed
+		free := s.limit - s.admitted
+		var freed <-chan struct{}
+		if free <= 0 {
+			freed = s.roomWaiter()
+		}
 		s.mu.Unlock()
 		if free > 0 {
 			return free, nil
@@ -259,7 +297,11 @@ func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 func (s *scheduler) awaitIdle(ctx context.Context) bool {
 	for {
 		s.mu.Lock()
-		admitted, freed := s.admitted, s.roomFreed
+		admitted := s.admitted
+		var freed <-chan struct{}
+		if admitted > 0 {
+			freed = s.roomWaiter()
+		}
 		s.mu.Unlock()
 		if admitted == 0 {
 			return true
@@ -285,8 +327,7 @@ func (s *scheduler) close() []*job {
 		l.queue = nil
 	}
 	s.admitted -= len(leftovers)
-	close(s.roomFreed)
-	s.roomFreed = make(chan struct{})
+	s.freeRoom()
 	s.workReady.Broadcast()
 	return leftovers
 }
