@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
-// The task lifecycle. Every job is in one stage, guarded by taskTable.mu
-// and moved only by the taskTable methods in this file, each of which checks
-// its move against the table below. docs/architecture.md ("The task
-// lifecycle") draws the same diagram:
+// The task lifecycle. Every job is in one stage, guarded by the job's own
+// lock (lifecycle.mu) and moved only by the taskTable methods in this file,
+// each of which checks its move against the table below.
+// docs/architecture.md ("The task lifecycle") draws the same diagram:
 //
 //	           offer                start                finish
 //	offered ─────────▶ queued ──────────────▶ running ──────────────▶ finished
@@ -24,9 +25,15 @@ import (
 //	                    │     │                                             ▲
 //	                    └─────┴──── settle (handed back or given up) ───────┘
 //
+// A lock per job, rather than the table's, lets a worker start and finish
+// its job without waiting for the table, which every offer and settlement
+// takes: one lock for all would make the workers queue behind each other.
+// The table's lock guards what is found by key or task id (and each job's
+// Settle callbacks, which a duplicate adds to by key).
+//
 // The scheduler's lock is a separate concern: it guards where a job waits
 // (job.lane) and which lane slots are held, not what happened to the task.
-// The lock order is taskTable.mu, then scheduler.mu.
+// The lock order is taskTable.mu, then lifecycle.mu, then scheduler.mu.
 
 // stage is where a job is in its lifecycle.
 type stage uint8
@@ -89,16 +96,17 @@ func (e *illegalTransition) Error() string {
 	return fmt.Sprintf("task %s: illegal lifecycle transition %s -> %s", e.taskID, e.from, e.to)
 }
 
-// lifecycle is the part of a job that only this file reads or writes,
-// under taskTable.mu.
+// lifecycle is the part of a job that only this file reads or writes.
 type lifecycle struct {
+	// mu guards stage, answer and cancel.
+	mu    sync.Mutex
 	stage stage
 	// answer is the result decided without running the handler (answered).
 	answer *domain.Result
 	// settles are the Settle callbacks of the original delivery and of its
-	// duplicates, called once the job is settled. It starts as a slice of
-	// original, so that a job without duplicates (almost every one) needs
-	// no slice of its own.
+	// duplicates, called once the job is settled; guarded by taskTable.mu.
+	// It starts as a slice of original, so that a job without duplicates
+	// (almost every one) needs no slice of its own.
 	settles  []func(error)
 	original [1]func(error)
 	// cancel ends the handler's context (running): the worker's, which
@@ -111,17 +119,20 @@ type lifecycle struct {
 // deduplication and for cancellation by task id.
 type taskTable struct {
 	mu sync.Mutex
-	// sched is told, under mu, where an admitted or newly answered job
-	// waits, so that no worker sees a job whose stage and queue disagree.
+	// sched is told, under the job's lock, where an admitted or newly
+	// answered job waits, so that no worker sees a job whose stage and
+	// queue disagree.
 	sched    *scheduler
 	active   map[string]*job // by idempotency key
 	byTaskID map[string]*job
 	finished *resultCache
 	// shutdown, once set when the drain deadline passes, answers every job
-	// that has not started running. Handlers' contexts have no shared
-	// parent: a shared parent would serialise every task start on its lock.
-	shutdown error
+	// that has not started running. It is read without mu, by start.
+	shutdown atomic.Pointer[shutdownCause]
 }
+
+// shutdownCause is the cause given to shutDown.
+type shutdownCause struct{ err error }
 
 func newTaskTable(capacity int, sched *scheduler) *taskTable {
 	return &taskTable{
@@ -154,8 +165,8 @@ const (
 func (t *taskTable) offer(j *job, settle func(error), e *hostedExecutor, answer *domain.Result) (offerOutcome, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if j.life.stage != offered {
-		return refused, &illegalTransition{j.id, j.life.stage, queued}
+	if from := j.stage(); from != offered {
+		return refused, &illegalTransition{j.id, from, queued}
 	}
 	if original := t.active[j.key]; original != nil {
 		original.life.settles = append(original.life.settles, settle)
@@ -182,11 +193,18 @@ func (t *taskTable) offer(j *job, settle func(error), e *hostedExecutor, answer 
 func (t *taskTable) offerUntracked(j *job, settle func(error), answer *domain.Result) (offerOutcome, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if j.life.stage != offered {
-		return refused, &illegalTransition{j.id, j.life.stage, answered}
+	if from := j.stage(); from != offered {
+		return refused, &illegalTransition{j.id, from, answered}
 	}
 	j.untracked = true
 	return t.admit(j, settle, answer)
+}
+
+// stage returns j's stage.
+func (j *job) stage() stage {
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
+	return j.life.stage
 }
 
 // admit moves j from offered to queued, or to answered when its answer is
@@ -196,13 +214,25 @@ func (t *taskTable) admit(j *job, settle func(error), answer *domain.Result) (of
 	if answer != nil {
 		to = answered
 	}
-	if !j.life.stage.canMoveTo(to) {
-		return refused, &illegalTransition{j.id, j.life.stage, to}
+	// The stage is set before the scheduler may hand j to a worker, and
+	// undone if the scheduler refuses it: until then, nothing else can
+	// reach j. j's lock is not held across admit, so that a worker taking
+	// j at once does not wait for it.
+	j.life.mu.Lock()
+	from := j.life.stage
+	if !from.canMoveTo(to) {
+		j.life.mu.Unlock()
+		return refused, &illegalTransition{j.id, from, to}
 	}
+	j.life.stage, j.life.answer = to, answer
+	j.life.mu.Unlock()
 	if !t.sched.admit(j) {
+		j.life.mu.Lock()
+		j.life.stage, j.life.answer = from, nil
+		j.life.mu.Unlock()
 		return refused, nil
 	}
-	j.life = lifecycle{stage: to, answer: answer, original: [1]func(error){settle}}
+	j.life.original[0] = settle
 	j.life.settles = j.life.original[:]
 	if !j.untracked {
 		t.active[j.key] = j
@@ -220,10 +250,10 @@ func (t *taskTable) admit(j *job, settle func(error), answer *domain.Result) (of
 // cancel and shutDown end it by calling cancel: the worker's, which ends
 // the handler's context with the cause they give.
 func (t *taskTable) start(j *job, cancel context.CancelCauseFunc) (answer *domain.Result, err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if j.life.stage == queued && t.shutdown != nil {
-		res := failedResult(j.task, errorInfo(t.shutdown))
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
+	if shutdown := t.shutdown.Load(); j.life.stage == queued && shutdown != nil {
+		res := failedResult(j.task, errorInfo(shutdown.err))
 		if err := t.answer(j, &res); err != nil {
 			return nil, err
 		}
@@ -245,8 +275,8 @@ func (t *taskTable) start(j *job, cancel context.CancelCauseFunc) (answer *domai
 // deadline, from running to finished: from now on nothing cancels it. Its
 // handler's context is the worker's to release.
 func (t *taskTable) finish(j *job) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
 	if err := t.move(j, finished); err != nil {
 		return err
 	}
@@ -267,6 +297,8 @@ func (t *taskTable) cancel(id string, cause error) bool {
 	if j == nil {
 		return false
 	}
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
 	switch j.life.stage {
 	case running:
 		j.life.cancel(cause)
@@ -289,7 +321,7 @@ func (t *taskTable) answerStalled(l *lane, answer func(*job) *domain.Result) (st
 	}
 	var errs []error
 	for _, j := range t.sched.queuedIn(l) {
-		if err := t.answerQueued(j, answer(j)); err != nil {
+		if err := t.answerQueuedJob(j, answer(j)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -305,16 +337,20 @@ func (t *taskTable) answerStalled(l *lane, answer func(*job) *domain.Result) (st
 func (t *taskTable) shutDown(cause error) (answered int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.shutdown = cause
+	// Set before the jobs are visited: a job a worker starts from now on
+	// is answered (start), one that started before is cancelled here.
+	t.shutdown.Store(&shutdownCause{cause})
 	for _, j := range t.active {
+		j.life.mu.Lock()
 		if j.life.stage == running {
 			j.life.cancel(cause)
 		}
+		j.life.mu.Unlock()
 	}
 	var errs []error
 	for _, j := range t.sched.queued() {
 		res := failedResult(j.task, errorInfo(cause))
-		if err := t.answerQueued(j, &res); err != nil {
+		if err := t.answerQueuedJob(j, &res); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -323,9 +359,16 @@ func (t *taskTable) shutDown(cause error) (answered int, err error) {
 	return answered, errors.Join(errs...)
 }
 
+// answerQueuedJob is answerQueued, taking j's lock.
+func (t *taskTable) answerQueuedJob(j *job, res *domain.Result) error {
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
+	return t.answerQueued(j, res)
+}
+
 // answerQueued moves a queued job to answered and to the scheduler's
 // immediate lane; if a worker already took it, start finds the answer.
-// Callers hold mu.
+// Callers hold j.life.mu.
 func (t *taskTable) answerQueued(j *job, res *domain.Result) error {
 	if err := t.answer(j, res); err != nil {
 		return err
@@ -334,7 +377,7 @@ func (t *taskTable) answerQueued(j *job, res *domain.Result) error {
 	return nil
 }
 
-// answer moves a queued job to answered. Callers hold mu.
+// answer moves a queued job to answered. Callers hold j.life.mu.
 func (t *taskTable) answer(j *job, res *domain.Result) error {
 	if err := t.move(j, answered); err != nil {
 		return err
@@ -378,7 +421,10 @@ func (t *taskTable) settleItems(items []outboxItem, delivered bool) error {
 
 // settleLocked is settle, for callers holding mu.
 func (t *taskTable) settleLocked(j *job, remember *domain.Result) ([]func(error), error) {
-	if err := t.move(j, settled); err != nil {
+	j.life.mu.Lock()
+	err := t.move(j, settled)
+	j.life.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	settles := j.life.settles
@@ -397,7 +443,8 @@ func (t *taskTable) settleLocked(j *job, remember *domain.Result) ([]func(error)
 	return settles, nil
 }
 
-// move moves j to stage to if the lifecycle allows it. Callers hold mu.
+// move moves j to stage to if the lifecycle allows it. Callers hold
+// j.life.mu.
 func (t *taskTable) move(j *job, to stage) error {
 	if !j.life.stage.canMoveTo(to) {
 		return &illegalTransition{j.id, j.life.stage, to}

@@ -94,11 +94,9 @@ func (f *lifecycleFixture) take() *job {
 	return f.sched.pick()
 }
 
-// stageOf reads j's stage under the table's lock.
+// stageOf reads j's stage under its lock.
 func (f *lifecycleFixture) stageOf(j *job) stage {
-	f.table.mu.Lock()
-	defer f.table.mu.Unlock()
-	return j.life.stage
+	return j.stage()
 }
 
 func requireIllegal(t *testing.T, err error, from, to stage) {
@@ -418,9 +416,7 @@ func TestLifecycleRefusesIllegalTransitions(t *testing.T) {
 		f.offerToRun(t, j, nil)
 		_, _, err := f.start(j)
 		require.NoError(t, err)
-		f.table.mu.Lock()
-		err = f.table.answerQueued(j, completed(j.task))
-		f.table.mu.Unlock()
+		err = f.table.answerQueuedJob(j, completed(j.task))
 		requireIllegal(t, err, running, answered)
 		assert.Equal(t, running, f.stageOf(j))
 	})

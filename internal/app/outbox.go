@@ -49,13 +49,14 @@ type outbox struct {
 	// oldest at head. It doubles when full and never shrinks: it holds at
 	// most the backlog, whose bound (see Config.OutboxSize) bounds it too,
 	// and an array kept from a burst serves the next one without growing.
-	queue   []outboxItem
-	head    int
-	count   int
-	backlog int // queued plus taken by senders and not yet done
-	// paused is backlog >= limit, written under mu and read without it.
-	paused atomic.Bool
-	sealed bool // no more puts will come
+	queue []outboxItem
+	head  int
+	count int
+	// backlog counts the items queued plus those taken by senders and not
+	// yet done. It is written under mu, and read without it by the checks
+	// every offer makes (isFull, room); full reads it under mu.
+	backlog atomic.Int64
+	sealed  bool // no more puts will come
 	// ready holds one wake-up for a sender when the queue is not empty or
 	// the outbox is sealed; a sender that leaves work behind passes it on.
 	ready chan struct{}
@@ -110,10 +111,7 @@ func (o *outbox) put(it outboxItem) bool {
 		return false
 	}
 	o.push(it)
-	o.backlog++
-	if o.backlog >= o.limit {
-		o.paused.Store(true)
-	}
+	o.backlog.Add(1)
 	o.mu.Unlock()
 	o.wake()
 	return true
@@ -147,31 +145,29 @@ func (o *outbox) wake() {
 
 // isFull reports whether the backlog has reached the limit, without
 // taking the lock: Offer asks for every task.
-func (o *outbox) isFull() bool { return o.paused.Load() }
+func (o *outbox) isFull() bool { return o.backlog.Load() >= int64(o.limit) }
 
 // full reports whether the backlog has reached the limit, and returns the
 // channel closed when it next falls below it.
 func (o *outbox) full() (bool, <-chan struct{}) {
+	if !o.isFull() {
+		return false, nil
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.backlog >= o.limit, o.drained
+	return o.isFull(), o.drained
 }
 
 // room returns how many more results the transport may admit before its
 // intake pauses (at least 0).
-func (o *outbox) room() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return max(0, o.limit-o.backlog)
-}
+func (o *outbox) room() int { return max(0, o.limit-int(o.backlog.Load())) }
 
 // settled records that n items taken by a sender are done.
 func (o *outbox) settled(n int) {
 	o.mu.Lock()
-	wasFull := o.backlog >= o.limit
-	o.backlog -= n
-	if wasFull && o.backlog < o.limit {
-		o.paused.Store(false)
+	wasFull := o.isFull()
+	o.backlog.Add(int64(-n))
+	if wasFull && !o.isFull() {
 		close(o.drained)
 		o.drained = make(chan struct{})
 	}

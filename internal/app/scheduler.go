@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gamelan-go/executor/internal/domain"
 )
@@ -23,7 +24,10 @@ type scheduler struct {
 	mu        sync.Mutex
 	workReady *sync.Cond
 	limit     int // workers + queue size
-	admitted  int // admitted and not yet released
+	// admitted counts the jobs admitted and not yet released. It is written
+	// under mu, and read without it by free and awaitRoom, which sources
+	// call for every task.
+	admitted  atomic.Int64
 	immediate []*job
 	lanes     []*lane
 	nextLane  int // round-robin start, so no lane starves another
@@ -41,8 +45,10 @@ type lane struct {
 	running int
 	max     int
 	// overran counts running slots held by handlers abandoned at their
-	// deadline; when it reaches max the lane is stalled (see stalled).
-	overran int
+	// deadline; when it reaches max the lane is stalled (see stalled). It
+	// is written under mu, and read without it by stalled, which every
+	// offer asks.
+	overran atomic.Int64
 }
 
 func newScheduler(limit int) *scheduler {
@@ -64,10 +70,10 @@ func (s *scheduler) newLane(max int) *lane {
 func (s *scheduler) admit(j *job) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.admitted >= s.limit {
+	if s.closed || s.admitted.Load() >= int64(s.limit) {
 		return false
 	}
-	s.admitted++
+	s.admitted.Add(1)
 	if j.lane == nil {
 		s.immediate = append(s.immediate, j)
 	} else {
@@ -140,12 +146,12 @@ func (s *scheduler) release(j *job, overran bool) {
 func (s *scheduler) releaseLocked(j *job, overran bool) {
 	if j.lane != nil {
 		if overran {
-			j.lane.overran++ // its slot is freed by releaseLane
+			j.lane.overran.Add(1) // its slot is freed by releaseLane
 		} else {
 			j.lane.running--
 		}
 	}
-	s.admitted--
+	s.admitted.Add(-1)
 	s.freeRoom()
 }
 
@@ -172,17 +178,13 @@ func (s *scheduler) releaseLane(l *lane) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l.running--
-	l.overran--
+	l.overran.Add(-1)
 	s.workReady.Signal()
 }
 
 // stalled reports whether every slot of l is held by a handler abandoned
 // at its deadline: no task of l can start until one of them returns.
-func (s *scheduler) stalled(l *lane) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return l.overran >= l.max
-}
+func (s *scheduler) stalled(l *lane) bool { return l.overran.Load() >= int64(l.max) }
 
 // queuedIn returns the jobs waiting in l.
 func (s *scheduler) queuedIn(l *lane) []*job {
@@ -228,7 +230,7 @@ func (s *scheduler) takeQueued(keep func(*job) bool) []*job {
 		l.queue = remaining
 	}
 	if len(taken) > 0 {
-		s.admitted -= len(taken)
+		s.admitted.Add(int64(-len(taken)))
 		s.freeRoom()
 	}
 	return taken
@@ -246,11 +248,7 @@ func (s *scheduler) queued() []*job {
 }
 
 // free returns how many more jobs admit would take now.
-func (s *scheduler) free() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.limit - s.admitted
-}
+func (s *scheduler) free() int { return s.limit - int(s.admitted.Load()) }
 
 // beginDrain makes awaitRoom return ErrDraining, now and from now on.
 func (s *scheduler) beginDrain() {
@@ -272,8 +270,11 @@ func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 			return 0, domain.ErrDraining
 		default:
 		}
+		if free := s.free(); free > 0 {
+			return free, nil
+		}
 		s.mu.Lock()
-		free := s.limit - s.admitted
+		free := s.free()
 		var freed <-chan struct{}
 		if free <= 0 {
 			freed = s.roomWaiter()
@@ -297,7 +298,7 @@ func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 func (s *scheduler) awaitIdle(ctx context.Context) bool {
 	for {
 		s.mu.Lock()
-		admitted := s.admitted
+		admitted := s.admitted.Load()
 		var freed <-chan struct{}
 		if admitted > 0 {
 			freed = s.roomWaiter()
@@ -326,7 +327,7 @@ func (s *scheduler) close() []*job {
 		leftovers = append(leftovers, l.queue...)
 		l.queue = nil
 	}
-	s.admitted -= len(leftovers)
+	s.admitted.Add(int64(-len(leftovers)))
 	s.freeRoom()
 	s.workReady.Broadcast()
 	return leftovers
