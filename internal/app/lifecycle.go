@@ -122,10 +122,12 @@ type taskTable struct {
 	// sched is told, under the job's lock, where an admitted or newly
 	// answered job waits, so that no worker sees a job whose stage and
 	// queue disagree.
-	sched    *scheduler
-	active   map[string]*job // by idempotency key
+	sched *scheduler
+	// byKey finds the jobs in flight and the remembered results of
+	// finished tasks by idempotency key; byTaskID finds the jobs in flight
+	// that carry a task id of their own.
+	byKey    *keyIndex
 	byTaskID map[string]*job
-	finished *resultCache
 	// shutdown, once set when the drain deadline passes, answers every job
 	// that has not started running. It is read without mu, by start.
 	shutdown atomic.Pointer[shutdownCause]
@@ -137,9 +139,8 @@ type shutdownCause struct{ err error }
 func newTaskTable(capacity int, sched *scheduler) *taskTable {
 	return &taskTable{
 		sched:    sched,
-		active:   make(map[string]*job),
+		byKey:    newKeyIndex(capacity),
 		byTaskID: make(map[string]*job),
-		finished: newResultCache(capacity),
 	}
 }
 
@@ -168,12 +169,13 @@ func (t *taskTable) offer(j *job, settle func(error), e *hostedExecutor, answer 
 	if from := j.stage(); from != offered {
 		return refused, &illegalTransition{j.id, from, queued}
 	}
-	if original := t.active[j.key]; original != nil {
+	original, res, found := t.byKey.find(j.key)
+	if original != nil {
 		original.life.settles = append(original.life.settles, settle)
 		return joined, nil
 	}
-	switch res, ok := t.finished.get(j.key); {
-	case ok:
+	switch {
+	case found:
 		// The same result, addressed to this delivery: an engine that
 		// re-dispatched the attempt may have given it a new token.
 		stored := res // a copy of its own, so that res stays off the heap
@@ -235,9 +237,9 @@ func (t *taskTable) admit(j *job, settle func(error), answer *domain.Result) (of
 	j.life.original[0] = settle
 	j.life.settles = j.life.original[:]
 	if !j.untracked {
-		t.active[j.key] = j
+		t.byKey.track(j)
 		if j.id != j.key {
-			// A task without a task id is found by its key in active.
+			// A task without a task id is found by its key.
 			t.byTaskID[j.id] = j
 		}
 	}
@@ -292,7 +294,7 @@ func (t *taskTable) cancel(id string, cause error) bool {
 	defer t.mu.Unlock()
 	j := t.byTaskID[id]
 	if j == nil {
-		j = t.active[id]
+		j = t.byKey.inFlight(id)
 	}
 	if j == nil {
 		return false
@@ -340,7 +342,7 @@ func (t *taskTable) shutDown(cause error) (answered int, err error) {
 	// Set before the jobs are visited: a job a worker starts from now on
 	// is answered (start), one that started before is cancelled here.
 	t.shutdown.Store(&shutdownCause{cause})
-	for _, j := range t.active {
+	for _, j := range t.byKey.jobs() {
 		j.life.mu.Lock()
 		if j.life.stage == running {
 			j.life.cancel(cause)
@@ -430,14 +432,9 @@ func (t *taskTable) settleLocked(j *job, remember *domain.Result) ([]func(error)
 	settles := j.life.settles
 	j.life.settles = nil
 	if !j.untracked {
-		if t.active[j.key] == j {
-			delete(t.active, j.key)
-		}
+		t.byKey.untrack(j, remember)
 		if j.id != j.key && t.byTaskID[j.id] == j {
 			delete(t.byTaskID, j.id)
-		}
-		if remember != nil {
-			t.finished.add(j.key, *remember)
 		}
 	}
 	return settles, nil

@@ -69,20 +69,27 @@ func (s *scheduler) newLane(max int) *lane {
 // admit takes j if there is room; it never blocks.
 func (s *scheduler) admit(j *job) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed || s.admitted.Load() >= int64(s.limit) {
+		s.mu.Unlock()
 		return false
 	}
 	s.admitted.Add(1)
+	// A job of a lane at its limit waits for a release of the lane, whose
+	// worker takes it; any other may start at once.
+	startable := true
 	if j.lane == nil {
 		s.immediate = append(s.immediate, j)
 	} else {
 		j.lane.queue = append(j.lane.queue, j)
-		if j.lane.running >= j.lane.max {
-			return true // no worker may take it yet: a release of the lane will
-		}
+		startable = j.lane.running < j.lane.max
 	}
-	s.workReady.Signal()
+	s.mu.Unlock()
+	if startable {
+		// Signalled after unlocking, so that the worker woken does not
+		// wait for the lock at once. No wake-up is lost: a worker that
+		// found no job is already waiting (Wait enlists before unlocking).
+		s.workReady.Signal()
+	}
 	return true
 }
 
