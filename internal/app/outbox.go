@@ -213,6 +213,11 @@ func (o *outbox) seal() {
 // send is one sender's loop. It returns once the outbox is sealed and empty,
 // or ctx has ended (every item it still holds or finds is then given up).
 func (o *outbox) send(ctx context.Context) {
+	// A context of the sender's own parents each call's: the contexts of
+	// concurrent calls would otherwise all register with ctx, under its
+	// lock.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var batch []outboxItem // reused: nothing holds a batch once delivered
 	for {
 		var ok, more bool

@@ -28,7 +28,7 @@ type scheduler struct {
 	// under mu, and read without it by free and awaitRoom, which sources
 	// call for every task.
 	admitted  atomic.Int64
-	immediate []*job
+	immediate jobQueue
 	lanes     []*lane
 	nextLane  int // round-robin start, so no lane starves another
 	closed    bool
@@ -41,7 +41,7 @@ type scheduler struct {
 
 // lane is one executor type's queue and running count.
 type lane struct {
-	queue   []*job
+	queue   jobQueue
 	running int
 	max     int
 	// overran counts running slots held by handlers abandoned at their
@@ -78,9 +78,9 @@ func (s *scheduler) admit(j *job) bool {
 	// worker takes it; any other may start at once.
 	startable := true
 	if j.lane == nil {
-		s.immediate = append(s.immediate, j)
+		s.immediate.push(j)
 	} else {
-		j.lane.queue = append(j.lane.queue, j)
+		j.lane.queue.push(j)
 		startable = j.lane.running < j.lane.max
 	}
 	s.mu.Unlock()
@@ -115,20 +115,15 @@ func (s *scheduler) next(done *job) *job {
 }
 
 func (s *scheduler) pick() *job {
-	if len(s.immediate) > 0 {
-		j := s.immediate[0]
-		s.immediate[0] = nil
-		s.immediate = s.immediate[1:]
-		return j
+	if s.immediate.len() > 0 {
+		return s.immediate.pop()
 	}
 	for i := range s.lanes {
 		l := s.lanes[(s.nextLane+i)%len(s.lanes)]
-		if len(l.queue) == 0 || l.running >= l.max {
+		if l.queue.len() == 0 || l.running >= l.max {
 			continue
 		}
-		j := l.queue[0]
-		l.queue[0] = nil
-		l.queue = l.queue[1:]
+		j := l.queue.pop()
 		l.running++
 		s.nextLane = (s.nextLane + i + 1) % len(s.lanes)
 		return j
@@ -197,7 +192,7 @@ func (s *scheduler) stalled(l *lane) bool { return l.overran.Load() >= int64(l.m
 func (s *scheduler) queuedIn(l *lane) []*job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*job(nil), l.queue...)
+	return append([]*job(nil), l.queue.jobs()...)
 }
 
 // expedite moves a queued job to the immediate lane (its answer is already
@@ -209,11 +204,11 @@ func (s *scheduler) expedite(j *job) bool {
 	if j.lane == nil {
 		return false
 	}
-	if !removeJob(&j.lane.queue, j) {
+	if !j.lane.queue.remove(j) {
 		return false
 	}
 	j.lane = nil
-	s.immediate = append(s.immediate, j)
+	s.immediate.push(j)
 	s.workReady.Signal()
 	return true
 }
@@ -225,16 +220,7 @@ func (s *scheduler) takeQueued(keep func(*job) bool) []*job {
 	defer s.mu.Unlock()
 	var taken []*job
 	for _, l := range s.lanes {
-		remaining := l.queue[:0]
-		for _, j := range l.queue {
-			if keep(j) {
-				taken = append(taken, j)
-			} else {
-				remaining = append(remaining, j)
-			}
-		}
-		clear(l.queue[len(remaining):])
-		l.queue = remaining
+		taken = append(taken, l.queue.removeIf(keep)...)
 	}
 	if len(taken) > 0 {
 		s.admitted.Add(int64(-len(taken)))
@@ -249,7 +235,7 @@ func (s *scheduler) queued() []*job {
 	defer s.mu.Unlock()
 	var jobs []*job
 	for _, l := range s.lanes {
-		jobs = append(jobs, l.queue...)
+		jobs = append(jobs, l.queue.jobs()...)
 	}
 	return jobs
 }
@@ -328,11 +314,9 @@ func (s *scheduler) close() []*job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	leftovers := s.immediate
-	s.immediate = nil
+	leftovers := s.immediate.removeIf(func(*job) bool { return true })
 	for _, l := range s.lanes {
-		leftovers = append(leftovers, l.queue...)
-		l.queue = nil
+		leftovers = append(leftovers, l.queue.removeIf(func(*job) bool { return true })...)
 	}
 	s.admitted.Add(int64(-len(leftovers)))
 	s.freeRoom()
@@ -340,15 +324,72 @@ func (s *scheduler) close() []*job {
 	return leftovers
 }
 
-func removeJob(queue *[]*job, j *job) bool {
-	q := *queue
-	for i, candidate := range q {
+// jobQueue is a queue of jobs, oldest first, that reuses its array: taking
+// from it moves head, and an emptied queue starts again at the front, so
+// that a queue that empties and fills (a lane at ordinary load) allocates
+// nothing.
+type jobQueue struct {
+	list []*job // list[head:] wait
+	head int
+}
+
+func (q *jobQueue) len() int { return len(q.list) - q.head }
+
+// jobs returns the waiting jobs; the slice is the queue's own.
+func (q *jobQueue) jobs() []*job { return q.list[q.head:] }
+
+func (q *jobQueue) push(j *job) {
+	if waiting := q.len(); len(q.list) == cap(q.list) && q.head > 0 && q.head >= waiting {
+		// Slide the waiting jobs to the front rather than grow the array:
+		// at least half of it has been taken.
+		copy(q.list, q.list[q.head:])
+		clear(q.list[waiting:])
+		q.list, q.head = q.list[:waiting], 0
+	}
+	q.list = append(q.list, j)
+}
+
+// pop takes the oldest job; the queue must not be empty.
+func (q *jobQueue) pop() *job {
+	j := q.list[q.head]
+	q.list[q.head] = nil
+	q.head++
+	if q.head == len(q.list) {
+		q.list, q.head = q.list[:0], 0
+	}
+	return j
+}
+
+// remove takes j out of the queue, reporting whether it was there.
+func (q *jobQueue) remove(j *job) bool {
+	waiting := q.jobs()
+	for i, candidate := range waiting {
 		if candidate == j {
-			copy(q[i:], q[i+1:])
-			q[len(q)-1] = nil
-			*queue = q[:len(q)-1]
+			copy(waiting[i:], waiting[i+1:])
+			q.list[len(q.list)-1] = nil
+			q.list = q.list[:len(q.list)-1]
+			if q.len() == 0 {
+				q.list, q.head = q.list[:0], 0
+			}
 			return true
 		}
 	}
 	return false
+}
+
+// removeIf takes out of the queue the jobs for which take reports true and
+// returns them, keeping the others in order.
+func (q *jobQueue) removeIf(take func(*job) bool) []*job {
+	var taken []*job
+	kept := q.list[:0]
+	for _, j := range q.jobs() {
+		if take(j) {
+			taken = append(taken, j)
+		} else {
+			kept = append(kept, j)
+		}
+	}
+	clear(q.list[len(kept):])
+	q.list, q.head = kept, 0
+	return taken
 }
