@@ -13,9 +13,10 @@ import (
 // limit wait in that type's lane while other lanes proceed; jobs that need no
 // handler (answers decided at intake, cancellations) use the immediate lane.
 //
-// Workers block in next on a sync.Cond; sources waiting for room block on
-// roomFreed, a channel closed whenever a job is released (made only when
-// someone waits: most releases have no one to tell).
+// Workers block in next on a sync.Cond, woken one at a time (see wakeOne);
+// sources waiting for room block on roomFreed, a channel closed whenever a
+// job is released (made only when someone waits: most releases have no one
+// to tell).
 //
 // Its lock guards where jobs wait and which lane slots they hold, a concern
 // of its own: what happened to a task is its lifecycle stage, guarded by the
@@ -32,6 +33,10 @@ type scheduler struct {
 	lanes     []*lane
 	nextLane  int // round-robin start, so no lane starves another
 	closed    bool
+	// idle counts the workers waiting in next; waking reports that one of
+	// them has been woken and has not looked for a job yet (see wakeOne).
+	idle   int
+	waking bool
 	// roomFreed, when not nil, is closed at the next release (see roomWaiter).
 	roomFreed chan struct{}
 	// draining is closed when the runtime starts to stop: AwaitCapacity
@@ -83,8 +88,9 @@ func (s *scheduler) admit(j *job) bool {
 		j.lane.queue.push(j)
 		startable = j.lane.running < j.lane.max
 	}
+	wake := startable && s.wakeOne()
 	s.mu.Unlock()
-	if startable {
+	if wake {
 		// Signalled after unlocking, so that the worker woken does not
 		// wait for the lock at once. No wake-up is lost: a worker that
 		// found no job is already waiting (Wait enlists before unlocking).
@@ -93,24 +99,61 @@ func (s *scheduler) admit(j *job) bool {
 	return true
 }
 
+// wakeOne reports whether the caller should wake a waiting worker for a job
+// that may start, and if so counts it as waking. At most one worker is
+// woken at a time: it wakes the next (in next) if more jobs may start. A
+// wake-up per job would mostly be lost, since workers still running take
+// most jobs before the worker woken runs, and every lost one costs a
+// goroutine switch and a taking of the lock. Callers hold mu.
+func (s *scheduler) wakeOne() bool {
+	if s.idle == 0 || s.waking {
+		return false
+	}
+	s.waking = true
+	return true
+}
+
+// startable reports whether a job waits that a worker may start now.
+// Callers hold mu.
+func (s *scheduler) startable() bool {
+	if s.immediate.len() > 0 {
+		return true
+	}
+	for _, l := range s.lanes {
+		if l.queue.len() > 0 && l.running < l.max {
+			return true
+		}
+	}
+	return false
+}
+
 // next releases done, the job the worker ran last (nil for none), as
 // release does, then blocks until a job may run and returns it, or returns
 // nil once the scheduler is closed. Releasing and taking under one lock
 // spares each task a taking of it.
 func (s *scheduler) next(done *job) *job {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if done != nil {
 		s.releaseLocked(done, false)
 	}
 	for {
 		if s.closed {
+			s.mu.Unlock()
 			return nil
 		}
 		if j := s.pick(); j != nil {
+			// Pass the wake-up on while jobs that may start remain.
+			wake := s.startable() && s.wakeOne()
+			s.mu.Unlock()
+			if wake {
+				s.workReady.Signal()
+			}
 			return j
 		}
+		s.idle++
 		s.workReady.Wait()
+		s.idle--
+		s.waking = false // the one woken, or every one at close: all look now
 	}
 }
 

@@ -115,3 +115,42 @@ func TestHandlerThatEndsItsGoroutineIsAnsweredAndItsWorkerReplaced(t *testing.T)
 	assert.Equal(t, domain.StatusCompleted, h.sinks["t"].byKey(t, "run:next:1").Status)
 	assert.Equal(t, 0, h.rt.Stats().Running["exits"])
 }
+
+// Workers are woken one at a time (scheduler.wakeOne), each waking the next
+// while jobs may start: a burst of tasks still runs on every idle worker at
+// once. Each handler here returns only once all of them run together.
+func TestABurstRunsOnEveryIdleWorkerAtOnce(t *testing.T) {
+	const n = 6
+	arrived, together := make(chan struct{}, n), make(chan struct{})
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "together", MaxConcurrentTasks: n},
+		run: func(ctx context.Context, _ *domain.Task) (*domain.Result, error) {
+			arrived <- struct{}{}
+			select {
+			case <-together:
+				return &domain.Result{Status: domain.StatusCompleted}, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		},
+	}
+	cfg := testConfig()
+	cfg.Workers = n
+	h := newHarness(t, cfg, on("t", ex))
+	h.run(t)
+	var settled []*settlement
+	for i := range n {
+		settled = append(settled, h.sources["t"].mustOffer(t, task("run", "n"+string(rune('a'+i)), 1)))
+	}
+	for i := range n {
+		select {
+		case <-arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of %d tasks run at once on %d idle workers", i, n, n)
+		}
+	}
+	close(together)
+	for _, st := range settled {
+		require.NoError(t, st.wait(t))
+	}
+}
