@@ -14,23 +14,72 @@ import (
 	"github.com/gamelan-go/executor/internal/ports"
 )
 
+// The benchmarks below compare the runtime with the least any runtime of
+// this kind needs, measured in the same run: BenchmarkRuntimeThroughput with
+// BenchmarkBaselineWorkerPool (tasks per second under a full load), and
+// BenchmarkRuntimeLatencyIdle with BenchmarkBaselineLatencyIdle (the time
+// one task takes on an otherwise idle service). Every one builds its tasks
+// the same way (benchTask), so that allocations per task compare directly.
+
 // countingSink acknowledges every batch at once and only counts results,
-// so that the benchmark measures the runtime rather than the sink.
-type countingSink struct{ delivered atomic.Int64 }
+// so that the benchmark measures the runtime rather than the sink. When
+// arrived is set, it also sends one signal per result on it.
+type countingSink struct {
+	delivered atomic.Int64
+	arrived   chan struct{}
+}
 
 func (s *countingSink) Deliver(_ context.Context, results []domain.Result) error {
 	s.delivered.Add(int64(len(results)))
+	for _, res := range results {
+		if res.Status != domain.StatusCompleted {
+			// A benchmark of answers decided at intake would measure
+			// nothing of the handler's path.
+			panic("benchmark task not completed: " + string(res.Status) + " " + res.Error.Code + " " + res.Error.Message)
+		}
+		if s.arrived != nil {
+			s.arrived <- struct{}{}
+		}
+	}
 	return nil
 }
 
-// BenchmarkRuntimeThroughput measures tasks/s through the whole runtime
-// path (Offer, dedupe, routing, scheduling, Invoke, outbox, settle) with a
-// trivial handler. Compare with BenchmarkBaselineWorkerPool, the same
-// handler behind a bare channel-fed pool of the same size.
-func BenchmarkRuntimeThroughput(b *testing.B) {
+// benchMeter reports a benchmark's tasks/s and, where it can be measured,
+// the process's CPU time per task (cpu-ns/task), which the other work of a
+// shared machine disturbs far less than time. Start it after the set-up,
+// just before the timer is reset.
+type benchMeter struct {
+	cpu0 time.Duration
+	ok   bool
+}
+
+func startMeter() benchMeter {
+	cpu, ok := processCPU()
+	return benchMeter{cpu0: cpu, ok: ok}
+}
+
+// report stops the timer and reports the figures for b.N tasks.
+func (m benchMeter) report(b *testing.B) {
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	if cpu, ok := processCPU(); ok && m.ok {
+		b.ReportMetric(float64(cpu-m.cpu0)/float64(b.N), "cpu-ns/task")
+	}
+}
+
+// benchTask is the i-th task of a benchmark: a valid task with a key of its
+// own, so that deduplication never shortcuts it.
+func benchTask(i int) *domain.Task {
+	return &domain.Task{RunID: "bench", NodeID: "n" + strconv.Itoa(i), Attempt: 1, ExecutorType: "calc"}
+}
+
+// benchRuntime starts a runtime of 50 workers serving a trivial handler
+// through one transport whose sink is sink, and returns its intake. The
+// runtime stops when the benchmark ends.
+func benchRuntime(b *testing.B, sink ports.ResultSink) ports.Intake {
+	b.Helper()
 	ev := &events{}
 	src := newFakeSource(ev, "t")
-	sink := &countingSink{}
 	ctl := &fakeControl{events: ev}
 	cfg := testConfig()
 	cfg.Workers, cfg.QueueSize = 50, 1000
@@ -46,15 +95,31 @@ func BenchmarkRuntimeThroughput(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- rt.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
 	<-src.started
-	in := src.in()
+	return src.in()
+}
+
+// BenchmarkRuntimeThroughput measures tasks/s through the whole runtime
+// path (Offer, dedupe, routing, scheduling, Invoke, outbox, settle) with a
+// trivial handler. Compare with BenchmarkBaselineWorkerPool, the same
+// handler behind a bare channel-fed pool of the same size.
+func BenchmarkRuntimeThroughput(b *testing.B) {
+	in := benchRuntime(b, &countingSink{})
+	ctx := context.Background()
 
 	var settled sync.WaitGroup
 	settle := func(error) { settled.Done() }
 	b.ReportAllocs()
+	meter := startMeter()
 	b.ResetTimer()
 	for i := range b.N {
-		task := &domain.Task{RunID: "bench", NodeID: "n" + strconv.Itoa(i), ExecutorType: "calc"}
+		task := benchTask(i)
 		settled.Add(1)
 		for {
 			if _, err := in.AwaitCapacity(ctx); err != nil {
@@ -72,10 +137,7 @@ func BenchmarkRuntimeThroughput(b *testing.B) {
 		}
 	}
 	settled.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
-	cancel()
-	<-done
+	meter.report(b)
 }
 
 // BenchmarkBaselineWorkerPool runs the same handler through 50 goroutines
@@ -95,12 +157,59 @@ func BenchmarkBaselineWorkerPool(b *testing.B) {
 		})
 	}
 	b.ReportAllocs()
+	meter := startMeter()
 	b.ResetTimer()
 	for i := range b.N {
-		tasks <- &domain.Task{RunID: "bench", NodeID: "n" + strconv.Itoa(i), ExecutorType: "calc"}
+		tasks <- benchTask(i)
 	}
 	close(tasks)
 	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	meter.report(b)
+}
+
+// BenchmarkRuntimeLatencyIdle measures one task's way through an idle
+// runtime: offer it, wait until its result reaches the sink, and only then
+// offer the next. ns/op is the latency the runtime adds to a handler at
+// ordinary load. Compare with BenchmarkBaselineLatencyIdle.
+func BenchmarkRuntimeLatencyIdle(b *testing.B) {
+	sink := &countingSink{arrived: make(chan struct{}, 1)}
+	in := benchRuntime(b, sink)
+	ctx := context.Background()
+	b.ReportAllocs()
+	meter := startMeter()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := in.Offer(ctx, ports.Delivery{Task: benchTask(i)}); err != nil {
+			b.Fatal(err)
+		}
+		<-sink.arrived
+	}
+	meter.report(b)
+}
+
+// BenchmarkBaselineLatencyIdle calls the same handler through one channel
+// hand-off to a worker goroutine and one back: the least a service that
+// runs handlers on workers of their own adds to one task.
+func BenchmarkBaselineLatencyIdle(b *testing.B) {
+	ex := completing("calc", 50)
+	tasks := make(chan *domain.Task)
+	results := make(chan *domain.Result)
+	go func() {
+		for task := range tasks {
+			res, _ := ex.Execute(context.Background(), task)
+			res.CompletedAt = time.Now()
+			results <- res
+		}
+	}()
+	defer close(tasks)
+	b.ReportAllocs()
+	meter := startMeter()
+	b.ResetTimer()
+	for i := range b.N {
+		tasks <- benchTask(i)
+		if res := <-results; res.Status != domain.StatusCompleted {
+			b.Fatal(res.Status)
+		}
+	}
+	meter.report(b)
 }

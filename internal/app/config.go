@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -88,6 +89,9 @@ func (c Config) validate() error {
 	}
 	if c.OutboxSize < 1 || c.ResultBatchSize < 1 || c.ResultSenders < 1 || c.DedupeCapacity < 1 {
 		errs = append(errs, errors.New("outbox size, result batch size, result senders and dedupe capacity must be at least 1"))
+	}
+	if c.DedupeCapacity > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("dedupe capacity %d: must be at most %d", c.DedupeCapacity, math.MaxInt32))
 	}
 	for name, d := range map[string]time.Duration{
 		"default task timeout": c.DefaultTaskTimeout, "drain timeout": c.DrainTimeout,

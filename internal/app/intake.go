@@ -39,18 +39,25 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 		r.cfg.Observer.TaskRefused(tr.Name, "invalid")
 		return problem
 	}
-	if full, _ := tr.outbox.full(); full {
+	if tr.outbox.isFull() {
 		r.cfg.Observer.TaskRefused(tr.Name, "overloaded")
 		return fmt.Errorf("%w: %d results of transport %s wait for the engine's acknowledgement", domain.ErrOverloaded, tr.outbox.limit, tr.Name)
 	}
-	j := &job{key: task.Key(), task: task, transport: tr, redeliverable: d.Redeliverable}
+	j := newJob(task, tr, d.Redeliverable)
 	var outcome offerOutcome
 	var err error
 	if problem != nil {
 		// Answered FAILED INVALID_TASK, not run (see offerUntracked).
 		outcome, err = r.tasks.offerUntracked(j, d.Settle, r.answerFor(task, domain.CodeInvalidTask, problem.Error()))
 	} else {
-		outcome, err = r.tasks.offer(j, d.Settle, func() (*hostedExecutor, *domain.Result) { return r.assign(task, tr) })
+		// Routed before the table's lock is taken: routing reads only what
+		// New set up, and a duplicate's route is simply not used.
+		e, reason := r.route(task, tr)
+		var answer *domain.Result
+		if e == nil {
+			answer = r.answerFor(task, domain.CodeNoExecutor, reason)
+		}
+		outcome, err = r.tasks.offer(j, d.Settle, e, answer)
 	}
 	switch {
 	case err != nil:
@@ -64,20 +71,6 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 		return fmt.Errorf("%w: %d tasks admitted", domain.ErrOverloaded, r.sched.limit)
 	}
 	return nil // admitted, or joined to the same task in flight: not run twice
-}
-
-// assign picks the executor for a valid task that is neither in flight nor
-// finished, or its answer: NO_EXECUTOR, or HANDLERS_STALLED while every slot
-// of its type is held by a handler that ignored its deadline.
-func (r *Runtime) assign(task *domain.Task, tr *transport) (*hostedExecutor, *domain.Result) {
-	e, reason := r.route(task, tr)
-	switch {
-	case e == nil:
-		return nil, r.answerFor(task, domain.CodeNoExecutor, reason)
-	case r.sched.stalled(e.lane):
-		return nil, stalledAnswer(task, e)
-	}
-	return e, nil
 }
 
 // answerFor returns a FAILED result for a task answered without running,
@@ -139,9 +132,12 @@ func (in *intake) Cancel(taskID, reason string) bool {
 //     An executor id not hosted here is ignored.
 //  3. With neither, a node id equal to a supported node type, else the only
 //     type the task's transport serves.
+//
+// Routing runs for every task: the buffers below live on the stack, so that
+// it allocates nothing unless it explains a refusal.
 func (r *Runtime) route(t *domain.Task, tr *transport) (*hostedExecutor, string) {
 	hint := r.byID[t.ExecutorID]
-	declared := declaredTypes(t)
+	declared := declaredTypes(t, make([]declaredType, 0, 3))
 	if len(declared) == 0 {
 		switch {
 		case hint != nil:
@@ -164,15 +160,16 @@ func (r *Runtime) route(t *domain.Task, tr *transport) (*hostedExecutor, string)
 		return hint, ""
 	}
 	first := declared[0]
-	candidates := r.supportingAll(first.value)
-	if first.field == "executor type" {
-		candidates = nil
+	var candidates []*hostedExecutor
+	if first.field == executorTypeField {
 		if e := r.byType[first.value]; e != nil {
-			candidates = []*hostedExecutor{e}
+			candidates = append(make([]*hostedExecutor, 0, 1), e)
 		}
+	} else {
+		candidates = r.supportingAll(first.value, make([]*hostedExecutor, 0, 4))
 	}
 	if len(candidates) == 0 {
-		if first.field == "executor type" {
+		if first.field == executorTypeField {
 			return nil, fmt.Sprintf("executor type %s is not hosted here", domain.Quote(first.value))
 		}
 		return nil, fmt.Sprintf("no hosted executor supports %s %s", first.field, domain.Quote(first.value))
@@ -202,20 +199,23 @@ func supportsAll(e *hostedExecutor, declared []declaredType) bool {
 // declaredType is one type a task declares, and the field that declares it.
 type declaredType struct{ field, value string }
 
+// executorTypeField names the field that declares an executor type.
+const executorTypeField = "executor type"
+
 // supportedBy reports whether e may run a task declaring d: an executor
 // type must be e's own, a node type one e supports.
 func (d declaredType) supportedBy(e *hostedExecutor) bool {
-	if d.field == "executor type" {
+	if d.field == executorTypeField {
 		return d.value == e.desc.Type
 	}
 	return e.desc.Supports(d.value)
 }
 
-// declaredTypes returns the types a task declares, most specific first.
-func declaredTypes(t *domain.Task) []declaredType {
-	var declared []declaredType
+// declaredTypes appends to declared the types a task declares, most
+// specific first, and returns it.
+func declaredTypes(t *domain.Task, declared []declaredType) []declaredType {
 	if t.ExecutorType != "" {
-		declared = append(declared, declaredType{"executor type", t.ExecutorType})
+		declared = append(declared, declaredType{executorTypeField, t.ExecutorType})
 	}
 	if t.NodeType != "" {
 		declared = append(declared, declaredType{"node type", t.NodeType})
@@ -229,16 +229,21 @@ func declaredTypes(t *domain.Task) []declaredType {
 // supporting returns the executor of that type, else the first that lists
 // it among its supported node types.
 func (r *Runtime) supporting(nodeType string) *hostedExecutor {
-	if all := r.supportingAll(nodeType); len(all) > 0 {
-		return all[0]
+	if e := r.byType[nodeType]; e != nil {
+		return e
+	}
+	for _, e := range r.executors {
+		if e.desc.Supports(nodeType) {
+			return e
+		}
 	}
 	return nil
 }
 
-// supportingAll returns the executors supporting a node type: the one of
-// that type first, then those listing it, in hosting order.
-func (r *Runtime) supportingAll(nodeType string) []*hostedExecutor {
-	var all []*hostedExecutor
+// supportingAll appends to all the executors supporting a node type, the
+// one of that type first, then those listing it, in hosting order, and
+// returns it.
+func (r *Runtime) supportingAll(nodeType string, all []*hostedExecutor) []*hostedExecutor {
 	if e := r.byType[nodeType]; e != nil {
 		all = append(all, e)
 	}

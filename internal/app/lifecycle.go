@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
-// The task lifecycle. Every job is in one stage, guarded by taskTable.mu
-// and moved only by the taskTable methods in this file, each of which checks
-// its move against the table below. docs/architecture.md ("The task
-// lifecycle") draws the same diagram:
+// The task lifecycle. Every job is in one stage, guarded by the job's own
+// lock (lifecycle.mu) and moved only by the taskTable methods in this file,
+// each of which checks its move against the table below.
+// docs/architecture.md ("The task lifecycle") draws the same diagram:
 //
 //	           offer                start                finish
 //	offered ─────────▶ queued ──────────────▶ running ──────────────▶ finished
@@ -24,9 +25,15 @@ import (
 //	                    │     │                                             ▲
 //	                    └─────┴──── settle (handed back or given up) ───────┘
 //
+// A lock per job, rather than the table's, lets a worker start and finish
+// its job without waiting for the table, which every offer and settlement
+// takes: one lock for all would make the workers queue behind each other.
+// The table's lock guards what is found by key or task id (and each job's
+// Settle callbacks, which a duplicate adds to by key).
+//
 // The scheduler's lock is a separate concern: it guards where a job waits
 // (job.lane) and which lane slots are held, not what happened to the task.
-// The lock order is taskTable.mu, then scheduler.mu.
+// The lock order is taskTable.mu, then lifecycle.mu, then scheduler.mu.
 
 // stage is where a job is in its lifecycle.
 type stage uint8
@@ -89,16 +96,21 @@ func (e *illegalTransition) Error() string {
 	return fmt.Sprintf("task %s: illegal lifecycle transition %s -> %s", e.taskID, e.from, e.to)
 }
 
-// lifecycle is the part of a job that only this file reads or writes,
-// under taskTable.mu.
+// lifecycle is the part of a job that only this file reads or writes.
 type lifecycle struct {
+	// mu guards stage, answer and cancel.
+	mu    sync.Mutex
 	stage stage
 	// answer is the result decided without running the handler (answered).
 	answer *domain.Result
 	// settles are the Settle callbacks of the original delivery and of its
-	// duplicates, called once the job is settled.
-	settles []func(error)
-	// cancel ends the handler's context (running).
+	// duplicates, called once the job is settled; guarded by taskTable.mu.
+	// It starts as a slice of original, so that a job without duplicates
+	// (almost every one) needs no slice of its own.
+	settles  []func(error)
+	original [1]func(error)
+	// cancel ends the handler's context (running): the worker's, which
+	// runs it (see worker.cancelRunning).
 	cancel context.CancelCauseFunc
 }
 
@@ -107,24 +119,28 @@ type lifecycle struct {
 // deduplication and for cancellation by task id.
 type taskTable struct {
 	mu sync.Mutex
-	// sched is told, under mu, where an admitted or newly answered job
-	// waits, so that no worker sees a job whose stage and queue disagree.
-	sched    *scheduler
-	active   map[string]*job // by idempotency key
+	// sched is told, under the job's lock, where an admitted or newly
+	// answered job waits, so that no worker sees a job whose stage and
+	// queue disagree.
+	sched *scheduler
+	// byKey finds the jobs in flight and the remembered results of
+	// finished tasks by idempotency key; byTaskID finds the jobs in flight
+	// that carry a task id of their own.
+	byKey    *keyIndex
 	byTaskID map[string]*job
-	finished *resultCache
 	// shutdown, once set when the drain deadline passes, answers every job
-	// that has not started running. Handlers' contexts have no shared
-	// parent: a shared parent would serialise every task start on its lock.
-	shutdown error
+	// that has not started running. It is read without mu, by start.
+	shutdown atomic.Pointer[shutdownCause]
 }
+
+// shutdownCause is the cause given to shutDown.
+type shutdownCause struct{ err error }
 
 func newTaskTable(capacity int, sched *scheduler) *taskTable {
 	return &taskTable{
 		sched:    sched,
-		active:   make(map[string]*job),
+		byKey:    newKeyIndex(capacity),
 		byTaskID: make(map[string]*job),
-		finished: newResultCache(capacity),
 	}
 }
 
@@ -142,30 +158,33 @@ const (
 
 // offer admits j, or joins its delivery (settle) to the task in flight with
 // the same key. A duplicate of a finished task is answered its stored
-// result. Otherwise decide picks j's executor, or its answer. decide runs
-// under the table's lock, which answerStalled takes too: if j's type stalls
-// after decide found it not stalled, answerStalled finds j in its queue.
-func (t *taskTable) offer(j *job, settle func(error), decide func() (*hostedExecutor, *domain.Result)) (offerOutcome, error) {
+// result. Otherwise j runs on e, its executor as routed, or is answered
+// answer when routing found none; a task of a stalled executor type is
+// answered HANDLERS_STALLED. That check runs under the table's lock, which
+// answerStalled takes too: if j's type stalls after the check found it not
+// stalled, answerStalled finds j in its queue.
+func (t *taskTable) offer(j *job, settle func(error), e *hostedExecutor, answer *domain.Result) (offerOutcome, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if j.life.stage != offered {
-		return refused, &illegalTransition{j.task.ID(), j.life.stage, queued}
+	if from := j.stage(); from != offered {
+		return refused, &illegalTransition{j.id, from, queued}
 	}
-	if original := t.active[j.key]; original != nil {
+	original, res, found := t.byKey.find(j.key)
+	if original != nil {
 		original.life.settles = append(original.life.settles, settle)
 		return joined, nil
 	}
-	var answer *domain.Result
-	if res, ok := t.finished.get(j.key); ok {
+	switch {
+	case found:
 		// The same result, addressed to this delivery: an engine that
 		// re-dispatched the attempt may have given it a new token.
-		stamp(&res, j.task)
-		answer, j.untracked = &res, true
-	} else {
-		j.exec, answer = decide()
-		if j.exec != nil {
-			j.lane = j.exec.lane
-		}
+		stored := res // a copy of its own, so that res stays off the heap
+		stamp(&stored, j.task, j.id)
+		answer, j.untracked = &stored, true
+	case e != nil && t.sched.stalled(e.lane):
+		answer = stalledAnswer(j, e)
+	case e != nil:
+		j.exec, j.lane = e, e.lane
 	}
 	return t.admit(j, settle, answer)
 }
@@ -176,11 +195,18 @@ func (t *taskTable) offer(j *job, settle func(error), decide func() (*hostedExec
 func (t *taskTable) offerUntracked(j *job, settle func(error), answer *domain.Result) (offerOutcome, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if j.life.stage != offered {
-		return refused, &illegalTransition{j.task.ID(), j.life.stage, answered}
+	if from := j.stage(); from != offered {
+		return refused, &illegalTransition{j.id, from, answered}
 	}
 	j.untracked = true
 	return t.admit(j, settle, answer)
+}
+
+// stage returns j's stage.
+func (j *job) stage() stage {
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
+	return j.life.stage
 }
 
 // admit moves j from offered to queued, or to answered when its answer is
@@ -190,55 +216,73 @@ func (t *taskTable) admit(j *job, settle func(error), answer *domain.Result) (of
 	if answer != nil {
 		to = answered
 	}
-	if !j.life.stage.canMoveTo(to) {
-		return refused, &illegalTransition{j.task.ID(), j.life.stage, to}
+	// The stage is set before the scheduler may hand j to a worker, and
+	// undone if the scheduler refuses it: until then, nothing else can
+	// reach j. j's lock is not held across admit, so that a worker taking
+	// j at once does not wait for it.
+	j.life.mu.Lock()
+	from := j.life.stage
+	if !from.canMoveTo(to) {
+		j.life.mu.Unlock()
+		return refused, &illegalTransition{j.id, from, to}
 	}
+	j.life.stage, j.life.answer = to, answer
+	j.life.mu.Unlock()
 	if !t.sched.admit(j) {
+		j.life.mu.Lock()
+		j.life.stage, j.life.answer = from, nil
+		j.life.mu.Unlock()
 		return refused, nil
 	}
-	j.life = lifecycle{stage: to, answer: answer, settles: []func(error){settle}}
+	j.life.original[0] = settle
+	j.life.settles = j.life.original[:]
 	if !j.untracked {
-		t.active[j.key] = j
-		t.byTaskID[j.task.ID()] = j
+		t.byKey.track(j)
+		if j.id != j.key {
+			// A task without a task id is found by its key.
+			t.byTaskID[j.id] = j
+		}
 	}
 	return admitted, nil
 }
 
 // start moves a job a worker took from the scheduler. An answered job
 // finishes with its answer, and so does a queued one once the runtime shuts
-// down; a queued one otherwise starts running under ctx, which cancel and
-// shutDown end.
-func (t *taskTable) start(j *job) (ctx context.Context, answer *domain.Result, err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if j.life.stage == queued && t.shutdown != nil {
-		res := failedResult(j.task, errorInfo(t.shutdown))
+// down; a queued one otherwise starts running, and until it finishes,
+// cancel and shutDown end it by calling cancel: the worker's, which ends
+// the handler's context with the cause they give.
+func (t *taskTable) start(j *job, cancel context.CancelCauseFunc) (answer *domain.Result, err error) {
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
+	if shutdown := t.shutdown.Load(); j.life.stage == queued && shutdown != nil {
+		res := failedResult(j.task, errorInfo(shutdown.err))
 		if err := t.answer(j, &res); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if j.life.stage == answered {
 		if err := t.move(j, finished); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return nil, j.life.answer, nil
+		return j.life.answer, nil
 	}
 	if err := t.move(j, running); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ctx, j.life.cancel = context.WithCancelCause(context.Background())
-	return ctx, nil, nil
+	j.life.cancel = cancel
+	return nil, nil
 }
 
 // finish moves a job whose handler returned, or was abandoned at its
-// deadline, from running to finished, and releases its context.
+// deadline, from running to finished: from now on nothing cancels it. Its
+// handler's context is the worker's to release.
 func (t *taskTable) finish(j *job) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
 	if err := t.move(j, finished); err != nil {
 		return err
 	}
-	j.life.cancel(nil)
+	j.life.cancel = nil
 	return nil
 }
 
@@ -250,11 +294,13 @@ func (t *taskTable) cancel(id string, cause error) bool {
 	defer t.mu.Unlock()
 	j := t.byTaskID[id]
 	if j == nil {
-		j = t.active[id]
+		j = t.byKey.inFlight(id)
 	}
 	if j == nil {
 		return false
 	}
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
 	switch j.life.stage {
 	case running:
 		j.life.cancel(cause)
@@ -277,7 +323,7 @@ func (t *taskTable) answerStalled(l *lane, answer func(*job) *domain.Result) (st
 	}
 	var errs []error
 	for _, j := range t.sched.queuedIn(l) {
-		if err := t.answerQueued(j, answer(j)); err != nil {
+		if err := t.answerQueuedJob(j, answer(j)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -293,16 +339,20 @@ func (t *taskTable) answerStalled(l *lane, answer func(*job) *domain.Result) (st
 func (t *taskTable) shutDown(cause error) (answered int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.shutdown = cause
-	for _, j := range t.active {
+	// Set before the jobs are visited: a job a worker starts from now on
+	// is answered (start), one that started before is cancelled here.
+	t.shutdown.Store(&shutdownCause{cause})
+	for _, j := range t.byKey.jobs() {
+		j.life.mu.Lock()
 		if j.life.stage == running {
 			j.life.cancel(cause)
 		}
+		j.life.mu.Unlock()
 	}
 	var errs []error
 	for _, j := range t.sched.queued() {
 		res := failedResult(j.task, errorInfo(cause))
-		if err := t.answerQueued(j, &res); err != nil {
+		if err := t.answerQueuedJob(j, &res); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -311,9 +361,16 @@ func (t *taskTable) shutDown(cause error) (answered int, err error) {
 	return answered, errors.Join(errs...)
 }
 
+// answerQueuedJob is answerQueued, taking j's lock.
+func (t *taskTable) answerQueuedJob(j *job, res *domain.Result) error {
+	j.life.mu.Lock()
+	defer j.life.mu.Unlock()
+	return t.answerQueued(j, res)
+}
+
 // answerQueued moves a queued job to answered and to the scheduler's
 // immediate lane; if a worker already took it, start finds the answer.
-// Callers hold mu.
+// Callers hold j.life.mu.
 func (t *taskTable) answerQueued(j *job, res *domain.Result) error {
 	if err := t.answer(j, res); err != nil {
 		return err
@@ -322,7 +379,7 @@ func (t *taskTable) answerQueued(j *job, res *domain.Result) error {
 	return nil
 }
 
-// answer moves a queued job to answered. Callers hold mu.
+// answer moves a queued job to answered. Callers hold j.life.mu.
 func (t *taskTable) answer(j *job, res *domain.Result) error {
 	if err := t.move(j, answered); err != nil {
 		return err
@@ -338,29 +395,56 @@ func (t *taskTable) answer(j *job, res *domain.Result) error {
 func (t *taskTable) settle(j *job, remember *domain.Result) ([]func(error), error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.move(j, settled); err != nil {
+	return t.settleLocked(j, remember)
+}
+
+// settleItems settles the job of every item, as settle does, under one
+// taking of the lock: a sender settles a whole batch at once. When
+// delivered, each item's result is remembered. Each item's settles are set
+// to the Settle callbacks of its job's deliveries (nil for a job that could
+// not be settled: a lifecycle bug, in the error returned).
+func (t *taskTable) settleItems(items []outboxItem, delivered bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for i := range items {
+		it := &items[i]
+		var remember *domain.Result
+		if delivered {
+			remember = &it.result
+		}
+		var err error
+		if it.settles, err = t.settleLocked(it.job, remember); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settleLocked is settle, for callers holding mu.
+func (t *taskTable) settleLocked(j *job, remember *domain.Result) ([]func(error), error) {
+	j.life.mu.Lock()
+	err := t.move(j, settled)
+	j.life.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	settles := j.life.settles
 	j.life.settles = nil
 	if !j.untracked {
-		if t.active[j.key] == j {
-			delete(t.active, j.key)
-		}
-		if t.byTaskID[j.task.ID()] == j {
-			delete(t.byTaskID, j.task.ID())
-		}
-		if remember != nil {
-			t.finished.add(j.key, *remember)
+		t.byKey.untrack(j, remember)
+		if j.id != j.key && t.byTaskID[j.id] == j {
+			delete(t.byTaskID, j.id)
 		}
 	}
 	return settles, nil
 }
 
-// move moves j to stage to if the lifecycle allows it. Callers hold mu.
+// move moves j to stage to if the lifecycle allows it. Callers hold
+// j.life.mu.
 func (t *taskTable) move(j *job, to stage) error {
 	if !j.life.stage.canMoveTo(to) {
-		return &illegalTransition{j.task.ID(), j.life.stage, to}
+		return &illegalTransition{j.id, j.life.stage, to}
 	}
 	j.life.stage = to
 	return nil

@@ -58,7 +58,19 @@ func newLifecycleFixture(limit int) *lifecycleFixture {
 
 func lifecycleJob(node string) *job {
 	task := &domain.Task{TaskID: "task-" + node, RunID: "run", NodeID: node, Attempt: 1, ExecutionToken: "tok-" + node}
-	return &job{key: task.Key(), task: task}
+	return newJob(task, nil, false)
+}
+
+// start starts j as a worker does, with a context of its own that the
+// table's cancellations end: the context when j runs, else j's answer.
+func (f *lifecycleFixture) start(j *job) (context.Context, *domain.Result, error) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	answer, err := f.table.start(j, cancel)
+	if err != nil || answer != nil {
+		cancel(nil)
+		return nil, answer, err
+	}
+	return ctx, nil, nil
 }
 
 // settleRecorder is a delivery's Settle callback that records its calls.
@@ -69,7 +81,7 @@ func (s *settleRecorder) settle(err error) { s.calls = append(s.calls, err) }
 // offerToRun offers j to be run by the fixture's executor.
 func (f *lifecycleFixture) offerToRun(t *testing.T, j *job, settle func(error)) {
 	t.Helper()
-	outcome, err := f.table.offer(j, settle, func() (*hostedExecutor, *domain.Result) { return f.exec, nil })
+	outcome, err := f.table.offer(j, settle, f.exec, nil)
 	require.NoError(t, err)
 	require.Equal(t, admitted, outcome)
 }
@@ -82,11 +94,9 @@ func (f *lifecycleFixture) take() *job {
 	return f.sched.pick()
 }
 
-// stageOf reads j's stage under the table's lock.
+// stageOf reads j's stage under its lock.
 func (f *lifecycleFixture) stageOf(j *job) stage {
-	f.table.mu.Lock()
-	defer f.table.mu.Unlock()
-	return j.life.stage
+	return j.stage()
 }
 
 func requireIllegal(t *testing.T, err error, from, to stage) {
@@ -112,7 +122,7 @@ func TestLifecycleRunsAQueuedTaskToSettlement(t *testing.T) {
 	assert.Same(t, f.exec.lane, j.lane, "a job to run waits in its type's lane")
 	require.Same(t, j, f.take())
 
-	ctx, answer, err := f.table.start(j)
+	ctx, answer, err := f.start(j)
 	require.NoError(t, err)
 	require.Nil(t, answer)
 	require.NotNil(t, ctx)
@@ -120,7 +130,8 @@ func TestLifecycleRunsAQueuedTaskToSettlement(t *testing.T) {
 
 	require.NoError(t, f.table.finish(j))
 	assert.Equal(t, finished, f.stageOf(j))
-	assert.Error(t, ctx.Err(), "finish did not release the handler's context")
+	assert.False(t, f.table.cancel(j.id, errors.New("late")), "a finished task was cancelled")
+	assert.NoError(t, ctx.Err(), "finish ended the worker's context, which its next task reuses")
 
 	res := completed(j.task)
 	settles, err := f.table.settle(j, res)
@@ -133,15 +144,12 @@ func TestLifecycleRunsAQueuedTaskToSettlement(t *testing.T) {
 
 	dup := lifecycleJob("n")
 	dup.task.ExecutionToken = "tok-again"
-	outcome, err := f.table.offer(dup, nil, func() (*hostedExecutor, *domain.Result) {
-		t.Error("a duplicate of a finished task was routed")
-		return nil, nil
-	})
+	outcome, err := f.table.offer(dup, nil, f.exec, nil)
 	require.NoError(t, err)
 	require.Equal(t, admitted, outcome)
 	assert.Equal(t, answered, f.stageOf(dup))
 	assert.True(t, dup.untracked)
-	_, answer, err = f.table.start(dup)
+	_, answer, err = f.start(dup)
 	require.NoError(t, err)
 	require.NotNil(t, answer)
 	assert.Equal(t, domain.StatusCompleted, answer.Status)
@@ -155,13 +163,13 @@ func TestLifecycleSendsAnAnswerWithoutRunning(t *testing.T) {
 	j := lifecycleJob("n")
 	noExecutor := completed(j.task)
 	noExecutor.Status = domain.StatusFailed
-	outcome, err := f.table.offer(j, nil, func() (*hostedExecutor, *domain.Result) { return nil, noExecutor })
+	outcome, err := f.table.offer(j, nil, nil, noExecutor)
 	require.NoError(t, err)
 	require.Equal(t, admitted, outcome)
 	assert.Equal(t, answered, f.stageOf(j))
 	assert.Nil(t, j.lane, "an answered job waits in a lane")
 
-	ctx, answer, err := f.table.start(j)
+	ctx, answer, err := f.start(j)
 	require.NoError(t, err)
 	assert.Nil(t, ctx)
 	assert.Same(t, noExecutor, answer)
@@ -191,10 +199,7 @@ func TestLifecycleDuplicateJoinsTheTaskInFlight(t *testing.T) {
 	f := newLifecycleFixture(4)
 	j, first, second := lifecycleJob("n"), &settleRecorder{}, &settleRecorder{}
 	f.offerToRun(t, j, first.settle)
-	outcome, err := f.table.offer(lifecycleJob("n"), second.settle, func() (*hostedExecutor, *domain.Result) {
-		t.Error("a duplicate of a task in flight was routed")
-		return nil, nil
-	})
+	outcome, err := f.table.offer(lifecycleJob("n"), second.settle, f.exec, nil)
 	require.NoError(t, err)
 	assert.Equal(t, joined, outcome)
 	assert.Equal(t, 4-1, f.sched.free(), "the duplicate took a slot")
@@ -213,7 +218,7 @@ func TestLifecycleRefusedOfferIsNotTracked(t *testing.T) {
 	f := newLifecycleFixture(1)
 	f.offerToRun(t, lifecycleJob("first"), nil)
 	j := lifecycleJob("n")
-	outcome, err := f.table.offer(j, nil, func() (*hostedExecutor, *domain.Result) { return f.exec, nil })
+	outcome, err := f.table.offer(j, nil, f.exec, nil)
 	require.NoError(t, err)
 	assert.Equal(t, refused, outcome)
 	assert.Equal(t, offered, f.stageOf(j))
@@ -233,7 +238,7 @@ func TestLifecycleCancelAnswersAQueuedTask(t *testing.T) {
 	assert.False(t, f.table.cancel(j.key, cause), "an answered task was cancelled twice")
 
 	require.Same(t, j, f.take())
-	_, answer, err := f.table.start(j)
+	_, answer, err := f.start(j)
 	require.NoError(t, err)
 	require.NotNil(t, answer)
 	assert.Equal(t, domain.StatusCancelled, answer.Status)
@@ -247,7 +252,7 @@ func TestLifecycleCancelAfterAWorkerTookTheJob(t *testing.T) {
 	f.offerToRun(t, j, nil)
 	require.Same(t, j, f.take())
 	require.True(t, f.table.cancel(j.task.ID(), &domain.Error{Code: domain.CodeCancelled}))
-	_, answer, err := f.table.start(j)
+	_, answer, err := f.start(j)
 	require.NoError(t, err)
 	require.NotNil(t, answer, "the worker ran a cancelled task")
 	assert.Equal(t, finished, f.stageOf(j))
@@ -259,7 +264,7 @@ func TestLifecycleCancelEndsARunningHandler(t *testing.T) {
 	f := newLifecycleFixture(4)
 	j := lifecycleJob("n")
 	f.offerToRun(t, j, nil)
-	ctx, _, err := f.table.start(j)
+	ctx, _, err := f.start(j)
 	require.NoError(t, err)
 	cause := &domain.Error{Code: domain.CodeCancelled, Message: "stop"}
 	require.True(t, f.table.cancel(j.key, cause))
@@ -277,13 +282,13 @@ func TestLifecycleShutDown(t *testing.T) {
 	f := newLifecycleFixture(4)
 	run, waiting, taken := lifecycleJob("run"), lifecycleJob("waiting"), lifecycleJob("taken")
 	f.offerToRun(t, run, nil)
-	ctx, _, err := f.table.start(run)
+	ctx, _, err := f.start(run)
 	require.NoError(t, err)
 	f.offerToRun(t, waiting, nil)
 	// taken runs on a second type, whose lane has room: a worker takes it
 	// before the deadline and starts it after.
 	other := &hostedExecutor{lane: f.sched.newLane(1)}
-	outcome, err := f.table.offer(taken, nil, func() (*hostedExecutor, *domain.Result) { return other, nil })
+	outcome, err := f.table.offer(taken, nil, other, nil)
 	require.NoError(t, err)
 	require.Equal(t, admitted, outcome)
 	require.Same(t, run, f.take(), "the first lane's only job")
@@ -297,7 +302,7 @@ func TestLifecycleShutDown(t *testing.T) {
 	assert.Equal(t, answered, f.stageOf(waiting))
 	assert.Nil(t, waiting.lane, "the answered job waits behind a running one")
 
-	_, answer, err := f.table.start(taken)
+	_, answer, err := f.start(taken)
 	require.NoError(t, err)
 	require.NotNil(t, answer, "a task started after the drain deadline")
 	assert.Equal(t, domain.CodeShutdown, answer.Error.Code)
@@ -358,9 +363,9 @@ func TestLifecycleRefusesIllegalTransitions(t *testing.T) {
 	t.Run("start a running job", func(t *testing.T) {
 		j := lifecycleJob("start-running")
 		f.offerToRun(t, j, nil)
-		_, _, err := f.table.start(j)
+		_, _, err := f.start(j)
 		require.NoError(t, err)
-		ctx, answer, err := f.table.start(j)
+		ctx, answer, err := f.start(j)
 		requireIllegal(t, err, running, running)
 		assert.Nil(t, ctx)
 		assert.Nil(t, answer)
@@ -369,7 +374,7 @@ func TestLifecycleRefusesIllegalTransitions(t *testing.T) {
 	t.Run("settle a running job", func(t *testing.T) {
 		j := lifecycleJob("settle-running")
 		f.offerToRun(t, j, nil)
-		_, _, err := f.table.start(j)
+		_, _, err := f.start(j)
 		require.NoError(t, err)
 		settles, err := f.table.settle(j, nil)
 		requireIllegal(t, err, running, settled)
@@ -391,7 +396,7 @@ func TestLifecycleRefusesIllegalTransitions(t *testing.T) {
 		f.offerToRun(t, j, nil)
 		_, err := f.table.settle(j, nil)
 		require.NoError(t, err)
-		_, _, err = f.table.start(j)
+		_, _, err = f.start(j)
 		requireIllegal(t, err, settled, running)
 	})
 	t.Run("offer an admitted job again", func(t *testing.T) {
@@ -409,11 +414,9 @@ func TestLifecycleRefusesIllegalTransitions(t *testing.T) {
 	t.Run("answer a running job", func(t *testing.T) {
 		j := lifecycleJob("answer-running")
 		f.offerToRun(t, j, nil)
-		_, _, err := f.table.start(j)
+		_, _, err := f.start(j)
 		require.NoError(t, err)
-		f.table.mu.Lock()
-		err = f.table.answerQueued(j, completed(j.task))
-		f.table.mu.Unlock()
+		err = f.table.answerQueuedJob(j, completed(j.task))
 		requireIllegal(t, err, running, answered)
 		assert.Equal(t, running, f.stageOf(j))
 	})

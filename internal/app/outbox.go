@@ -38,14 +38,24 @@ type outbox struct {
 	backoff     domain.Backoff
 	log         *slog.Logger
 	observer    Observer
-	// done is called once per item with nil when acknowledged, or with the
-	// reason it was given up (wrapping domain.ErrUndeliverable when it was
-	// dead-lettered).
-	done func(outboxItem, error)
+	// done is called once per item, with a batch of items at a time, with
+	// nil when acknowledged, or with the reason they were given up
+	// (wrapping domain.ErrUndeliverable when dead-lettered). It may set the
+	// items' settles.
+	done func([]outboxItem, error)
 
-	mu      sync.Mutex
-	queue   []outboxItem
-	backlog int  // queued plus taken by senders and not yet done
+	mu sync.Mutex
+	// queue is a ring of the items waiting for a sender: count of them,
+	// oldest at head. It doubles when full and never shrinks: it holds at
+	// most the backlog, whose bound (see Config.OutboxSize) bounds it too,
+	// and an array kept from a burst serves the next one without growing.
+	queue []outboxItem
+	head  int
+	count int
+	// backlog counts the items queued plus those taken by senders and not
+	// yet done. It is written under mu, and read without it by the checks
+	// every offer makes (isFull, room); full reads it under mu.
+	backlog atomic.Int64
 	sealed  bool // no more puts will come
 	// ready holds one wake-up for a sender when the queue is not empty or
 	// the outbox is sealed; a sender that leaves work behind passes it on.
@@ -71,9 +81,12 @@ type outboxItem struct {
 	// acknowledged deliveries when that happened (see deliver).
 	suspect   bool
 	refusedAt int64
+	// settles are the Settle callbacks of the job's deliveries, taken from
+	// the task table when the item is settled (see Runtime.settleAll).
+	settles []func(error)
 }
 
-func newOutbox(name string, sink ports.ResultSink, cfg Config, log *slog.Logger, done func(outboxItem, error)) *outbox {
+func newOutbox(name string, sink ports.ResultSink, cfg Config, log *slog.Logger, done func([]outboxItem, error)) *outbox {
 	return &outbox{
 		transport:   name,
 		sink:        sink,
@@ -97,12 +110,31 @@ func (o *outbox) put(it outboxItem) bool {
 		o.mu.Unlock()
 		return false
 	}
-	o.queue = append(o.queue, it)
-	o.backlog++
+	o.push(it)
+	o.backlog.Add(1)
 	o.mu.Unlock()
 	o.wake()
 	return true
 }
+
+// push appends it to the queue. Callers hold mu.
+func (o *outbox) push(it outboxItem) {
+	if o.count == len(o.queue) {
+		grown := make([]outboxItem, max(minQueue, 2*len(o.queue)))
+		for i := range o.count {
+			grown[i] = o.queue[(o.head+i)%len(o.queue)]
+		}
+		o.queue, o.head = grown, 0
+	}
+	o.queue[(o.head+o.count)%len(o.queue)] = it
+	o.count++
+}
+
+// minQueue is the length of a queue's first array.
+const minQueue = 16
+
+// waiting returns how many items wait in the queue. Callers hold mu.
+func (o *outbox) waiting() int { return o.count }
 
 func (o *outbox) wake() {
 	select {
@@ -111,51 +143,56 @@ func (o *outbox) wake() {
 	}
 }
 
+// isFull reports whether the backlog has reached the limit, without
+// taking the lock: Offer asks for every task.
+func (o *outbox) isFull() bool { return o.backlog.Load() >= int64(o.limit) }
+
 // full reports whether the backlog has reached the limit, and returns the
 // channel closed when it next falls below it.
 func (o *outbox) full() (bool, <-chan struct{}) {
+	if !o.isFull() {
+		return false, nil
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.backlog >= o.limit, o.drained
+	return o.isFull(), o.drained
 }
 
 // room returns how many more results the transport may admit before its
 // intake pauses (at least 0).
-func (o *outbox) room() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return max(0, o.limit-o.backlog)
-}
+func (o *outbox) room() int { return max(0, o.limit-int(o.backlog.Load())) }
 
 // settled records that n items taken by a sender are done.
 func (o *outbox) settled(n int) {
 	o.mu.Lock()
-	wasFull := o.backlog >= o.limit
-	o.backlog -= n
-	if wasFull && o.backlog < o.limit {
+	wasFull := o.isFull()
+	o.backlog.Add(int64(-n))
+	if wasFull && !o.isFull() {
 		close(o.drained)
 		o.drained = make(chan struct{})
 	}
 	o.mu.Unlock()
 }
 
-// take removes up to batchSize queued items. It reports false, with nothing
-// taken, when the queue is empty.
-func (o *outbox) take() ([]outboxItem, bool) {
+// take moves up to batchSize queued items into buf, which it returns, so
+// that a sender reuses one slice from batch to batch. It reports false,
+// with nothing taken, when the queue is empty, and whether more items
+// still wait.
+func (o *outbox) take(buf []outboxItem) (batch []outboxItem, ok, more bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	n := min(len(o.queue), o.batchSize)
+	n := min(o.waiting(), o.batchSize)
 	if n == 0 {
-		return nil, false
+		return buf[:0], false, false
 	}
-	batch := make([]outboxItem, n)
-	copy(batch, o.queue)
-	clear(o.queue[:n])
-	o.queue = o.queue[n:]
-	if len(o.queue) == 0 {
-		o.queue = nil // let the backing array go
+	batch = buf[:0]
+	for range n {
+		batch = append(batch, o.queue[o.head])
+		o.queue[o.head] = outboxItem{} // let the result go once delivered
+		o.head = (o.head + 1) % len(o.queue)
 	}
-	return batch, true
+	o.count -= n
+	return batch, true, o.count > 0
 }
 
 func (o *outbox) isSealed() bool {
@@ -176,10 +213,20 @@ func (o *outbox) seal() {
 // send is one sender's loop. It returns once the outbox is sealed and empty,
 // or ctx has ended (every item it still holds or finds is then given up).
 func (o *outbox) send(ctx context.Context) {
+	// A context of the sender's own parents each call's: the contexts of
+	// concurrent calls would otherwise all register with ctx, under its
+	// lock.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var batch []outboxItem // reused: nothing holds a batch once delivered
 	for {
-		if batch, ok := o.take(); ok {
-			o.wake() // more may be queued: let another sender take it too
+		var ok, more bool
+		if batch, ok, more = o.take(batch); ok {
+			if more {
+				o.wake() // let another sender take the rest
+			}
 			o.deliver(ctx, batch)
+			clear(batch) // let the results go
 			continue
 		}
 		if o.isSealed() {
@@ -198,7 +245,7 @@ func (o *outbox) send(ctx context.Context) {
 // giveUpQueued settles every queued item with cause.
 func (o *outbox) giveUpQueued(cause error) {
 	for {
-		batch, ok := o.take()
+		batch, ok, _ := o.take(nil)
 		if !ok {
 			return
 		}
@@ -208,9 +255,7 @@ func (o *outbox) giveUpQueued(cause error) {
 
 // finish settles a batch taken from the queue.
 func (o *outbox) finish(batch []outboxItem, err error) {
-	for _, it := range batch {
-		o.done(it, err)
-	}
+	o.done(batch, err)
 	o.settled(len(batch))
 }
 
@@ -318,7 +363,7 @@ func (o *outbox) probeMinimal(ctx context.Context, suspects []outboxItem, refusa
 // are queued; it reports whether it did.
 func (o *outbox) requeueBehindOthers(suspects []outboxItem, firstRefusal int64) bool {
 	o.mu.Lock()
-	if len(o.queue) == 0 {
+	if o.waiting() == 0 {
 		o.mu.Unlock()
 		return false
 	}
@@ -326,7 +371,7 @@ func (o *outbox) requeueBehindOthers(suspects []outboxItem, firstRefusal int64) 
 		if !it.suspect || firstRefusal < it.refusedAt {
 			it.suspect, it.refusedAt = true, firstRefusal
 		}
-		o.queue = append(o.queue, it) // still in the backlog: it never left it
+		o.push(it) // still in the backlog: it never left it
 	}
 	o.mu.Unlock()
 	o.wake()

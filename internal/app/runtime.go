@@ -80,9 +80,14 @@ type Runtime struct {
 	outboxCtx    context.Context
 	cancelOutbox context.CancelCauseFunc
 
-	// overran owns the waits for handlers abandoned at their deadline that
-	// still run; Cleanup hooks wait for them (see cleanup).
+	// workers counts the worker goroutines (see worker), and overran the
+	// goroutines of handlers abandoned at their deadline that still run;
+	// Cleanup hooks wait for them (see cleanup).
+	workers sync.WaitGroup
 	overran handlerWaits
+	// timeoutCause is the cause of a handler's context at the deadline of
+	// DefaultTaskTimeout, made once (see handlerContext).
+	timeoutCause *domain.Error
 
 	intakeStarted atomic.Bool
 	draining      atomic.Bool
@@ -110,14 +115,15 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 	}
 	sched := newScheduler(cfg.Workers + cfg.QueueSize)
 	r := &Runtime{
-		cfg:         cfg,
-		log:         log,
-		registrar:   registrar,
-		heartbeater: heartbeater,
-		byType:      make(map[string]*hostedExecutor),
-		byID:        make(map[string]*hostedExecutor),
-		sched:       sched,
-		tasks:       newTaskTable(cfg.DedupeCapacity, sched),
+		cfg:          cfg,
+		log:          log,
+		registrar:    registrar,
+		heartbeater:  heartbeater,
+		byType:       make(map[string]*hostedExecutor),
+		byID:         make(map[string]*hostedExecutor),
+		sched:        sched,
+		tasks:        newTaskTable(cfg.DedupeCapacity, sched),
+		timeoutCause: timeoutCause(cfg.DefaultTaskTimeout),
 	}
 	r.outboxCtx, r.cancelOutbox = context.WithCancelCause(context.Background())
 
@@ -130,7 +136,7 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 			return nil, fmt.Errorf("runtime: transport %q given twice", t.Name)
 		}
 		tr := &transport{Transport: t}
-		tr.outbox = newOutbox(t.Name, t.Sink, cfg, log, r.settle)
+		tr.outbox = newOutbox(t.Name, t.Sink, cfg, log, r.settleAll)
 		byName[t.Name] = tr
 		r.transports = append(r.transports, tr)
 	}
@@ -205,9 +211,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return err
 	}
 
-	var workers, senders sync.WaitGroup
+	var senders sync.WaitGroup
+	r.workers.Add(r.cfg.Workers)
 	for range r.cfg.Workers {
-		workers.Go(r.work)
+		go r.runWorker()
 	}
 	for _, tr := range r.transports {
 		for range r.cfg.ResultSenders {
@@ -225,7 +232,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			slog.Int("workers", r.cfg.Workers), slog.Int("queue_size", r.cfg.QueueSize))
 		<-ctx.Done()
 	}
-	r.stop(&workers, &senders)
+	r.stop(&senders)
 	r.closeSources()
 	stopHeartbeats()
 	heartbeats.Wait()
@@ -288,7 +295,7 @@ func (r *Runtime) start(ctx context.Context) error {
 }
 
 // stop runs the ordered shutdown from "not ready" to "results flushed".
-func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
+func (r *Runtime) stop(senders *sync.WaitGroup) {
 	r.draining.Store(true)
 	r.sched.beginDrain()
 	r.log.Info("runtime stopping: intake closed, draining", slog.String("drain_timeout", r.cfg.DrainTimeout.String()))
@@ -332,7 +339,7 @@ func (r *Runtime) stop(workers, senders *sync.WaitGroup) {
 	for _, j := range r.sched.close() {
 		r.giveUp(j, gaveUp)
 	}
-	if !waitGroupWithin(workers, flushCtx) {
+	if !waitGroupWithin(&r.workers, flushCtx) {
 		r.log.Error("workers did not stop before the flush deadline; a handler or hook ignores its context")
 	}
 	for _, tr := range r.transports {
@@ -404,28 +411,6 @@ func (r *Runtime) giveUp(j *job, cause error) {
 	}
 }
 
-// work is one worker's loop. A worker never blocks on result delivery: the
-// outbox takes every result, and a transport whose results back up pauses
-// its own intake instead (see outbox).
-func (r *Runtime) work() {
-	for {
-		j := r.sched.next()
-		if j == nil {
-			return
-		}
-		res, overran, err := r.answer(j)
-		if err != nil {
-			r.lifecycleBug(err)
-		} else if it := (outboxItem{result: res, job: j}); !j.transport.outbox.put(it) {
-			r.settle(it, errors.New("executor stopped before the result could be sent"))
-		}
-		r.sched.release(j, overran)
-		if overran {
-			r.answerStalled(j.exec)
-		}
-	}
-}
-
 // answerStalled answers the tasks waiting for e when all its slots are held
 // by handlers that ignored their deadline: they could not start until one
 // returns, which may be never, and waiting they would fill the shared queue
@@ -433,7 +418,7 @@ func (r *Runtime) work() {
 // retryable, and so is every task of e offered while it stays stalled (see
 // Offer).
 func (r *Runtime) answerStalled(e *hostedExecutor) {
-	stalled, queued, err := r.tasks.answerStalled(e.lane, func(j *job) *domain.Result { return stalledAnswer(j.task, e) })
+	stalled, queued, err := r.tasks.answerStalled(e.lane, func(j *job) *domain.Result { return stalledAnswer(j, e) })
 	if stalled {
 		r.log.Warn("every slot of the executor type is held by a handler that ignored its deadline; its tasks are answered HANDLERS_STALLED until one returns",
 			slog.String("executor_type", e.desc.Type), slog.Int("queued", queued))
@@ -442,72 +427,12 @@ func (r *Runtime) answerStalled(e *hostedExecutor) {
 }
 
 // stalledAnswer is the answer to a task of a stalled executor type.
-func stalledAnswer(task *domain.Task, e *hostedExecutor) *domain.Result {
-	res := failedResult(task, &domain.ErrorInfo{Code: domain.CodeHandlersStalled, Retryable: true,
+func stalledAnswer(j *job, e *hostedExecutor) *domain.Result {
+	res := failedResult(j.task, &domain.ErrorInfo{Code: domain.CodeHandlersStalled, Retryable: true,
 		Message: fmt.Sprintf("every one of the %d slots of executor type %s is held by a handler that ignored its deadline; run the task again later or elsewhere",
 			e.desc.MaxConcurrentTasks, e.desc.Type)})
 	res.ExecutorID = e.reg.ExecutorID
 	return &res
-}
-
-// answer produces the result of j, which a worker took: the answer decided
-// at intake or by a cancellation, else the handler's. overran reports that
-// the handler was abandoned at its deadline and still holds its lane's slot.
-// An error is a lifecycle bug: j got no result.
-func (r *Runtime) answer(j *job) (res domain.Result, overran bool, err error) {
-	ctx, answer, err := r.tasks.start(j)
-	if err != nil {
-		return domain.Result{}, false, err
-	}
-	if answer != nil {
-		res = *answer
-		r.logResult(j, res)
-		return res, false, nil
-	}
-
-	e := j.exec
-	e.running.Add(1)
-	inv := invoke(ctx, e.executor, j.task, r.cfg.DefaultTaskTimeout)
-	res = inv.result
-	res.ExecutorID = e.reg.ExecutorID
-	if inv.abandoned {
-		r.abandoned(j, inv.handlerDone)
-	} else {
-		<-inv.handlerDone // returning now: its outcome was just handed over
-		e.running.Add(-1)
-	}
-	r.cfg.Observer.TaskFinished(e.desc.Type, res.Status, res.Duration)
-	if res.Status == domain.StatusCompleted || res.Status == domain.StatusSkipped {
-		e.completed.Add(1)
-	} else {
-		e.failed.Add(1)
-	}
-
-	if err := r.tasks.finish(j); err != nil {
-		return domain.Result{}, inv.abandoned, err
-	}
-	r.logResult(j, res)
-	return res, inv.abandoned, nil
-}
-
-// abandoned keeps account of a handler that ignored its context's end: its
-// result is sent now, but the handler still runs, so it keeps its lane's
-// slot (and counts as running) until it returns. Abandoned handlers of a
-// type are thus bounded by its MaxConcurrentTasks, never piling up.
-func (r *Runtime) abandoned(j *job, handlerDone <-chan struct{}) {
-	e, lane := j.exec, j.lane
-	r.cfg.Observer.HandlerAbandoned(e.desc.Type)
-	log := r.taskLogger(j)
-	log.Warn("handler ignored the end of its context and still runs; its slot stays taken until it returns")
-	abandonedAt := time.Now()
-	r.overran.add()
-	go func() {
-		defer r.overran.done()
-		<-handlerDone
-		e.running.Add(-1)
-		r.sched.releaseLane(lane)
-		log.Info("abandoned handler returned", durationMS(time.Since(abandonedAt)))
-	}()
 }
 
 // handlerWaits counts goroutines waiting for abandoned handlers. Unlike a
@@ -554,36 +479,40 @@ func (w *handlerWaits) wait(ctx context.Context) bool {
 	}
 }
 
-// settle is called once per result when its delivery ends: acknowledged
-// (err nil), dead-lettered (err wraps ErrUndeliverable) or given up. It
-// settles the task's deliveries and, on success, remembers the result for
-// duplicates.
-func (r *Runtime) settle(it outboxItem, err error) {
-	j := it.job
-	var remember *domain.Result
-	if err == nil {
-		remember = &it.result
-	}
-	settles, lerr := r.tasks.settle(j, remember)
-	if lerr != nil {
-		r.lifecycleBug(lerr)
-		return
-	}
+// settleAll is the outboxes' done, called once per result when its
+// delivery ends, a batch at a time: acknowledged (err nil), dead-lettered
+// (err wraps ErrUndeliverable) or given up. It settles the tasks'
+// deliveries and, on success, remembers the results for duplicates.
+func (r *Runtime) settleAll(batch []outboxItem, err error) {
+	r.lifecycleBug(r.tasks.settleItems(batch, err == nil))
+	settleErr := err
 	switch {
 	case err == nil:
-		r.delivered.Add(1)
-	case errors.Is(err, domain.ErrUndeliverable):
-		r.deadLettered.Add(1) // logged and counted by the outbox
+	case errors.Is(err, domain.ErrUndeliverable): // logged and counted by the outbox
 	default:
-		r.undelivered.Add(1)
-		r.cfg.Observer.ResultsUndelivered(j.transport.Name, 1)
-		r.taskLogger(j).Error("result not delivered", slog.String("status", string(it.result.Status)), slog.Any("error", err))
-		err = fmt.Errorf("%w: result not acknowledged: %v", domain.ErrHandedBack, err)
+		settleErr = fmt.Errorf("%w: result not acknowledged: %v", domain.ErrHandedBack, err)
 	}
-	for _, s := range settles {
-		if s != nil {
-			s(err)
+	for i := range batch {
+		it := &batch[i]
+		if it.settles == nil {
+			continue // not settled: a lifecycle bug, logged above
 		}
+		switch {
+		case err == nil:
+			r.delivered.Add(1)
+		case errors.Is(err, domain.ErrUndeliverable):
+			r.deadLettered.Add(1)
+		default:
+			r.undelivered.Add(1)
+			r.cfg.Observer.ResultsUndelivered(it.job.transport.Name, 1)
+			r.taskLogger(it.job).Error("result not delivered", slog.String("status", string(it.result.Status)), slog.Any("error", err))
+		}
+		for _, s := range it.settles {
+			if s != nil {
+				s(settleErr)
+			}
+		}
+		it.settles = nil
 	}
 }
 
@@ -625,7 +554,7 @@ func (r *Runtime) taskLogger(j *job) *slog.Logger {
 		executorType = j.exec.desc.Type
 	}
 	return r.log.With(slog.String("run_id", j.task.RunID), slog.String("node_id", j.task.NodeID),
-		slog.String("task_id", j.task.ID()), slog.Int("attempt", j.task.Attempt),
+		slog.String("task_id", j.id), slog.Int("attempt", j.task.Attempt),
 		slog.String("executor_type", executorType), slog.String("transport", j.transport.Name))
 }
 

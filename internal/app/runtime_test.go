@@ -256,6 +256,36 @@ func TestDuplicateOfFinishedTaskGetsSameResult(t *testing.T) {
 	assert.Equal(t, 2, results[2].Attempt)
 }
 
+// DedupeCapacity finished tasks are remembered, the least recently used
+// forgotten first: a duplicate of a forgotten one runs again.
+func TestDedupeRemembersTheLastFinishedTasks(t *testing.T) {
+	var calls atomic.Int64
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "counted"},
+		run: func(_ context.Context, _ *domain.Task) (*domain.Result, error) {
+			return &domain.Result{Status: domain.StatusCompleted, Output: map[string]any{"call": calls.Add(1)}}, nil
+		},
+	}
+	cfg := testConfig()
+	cfg.DedupeCapacity = 2
+	h := newHarness(t, cfg, on("t", ex))
+	h.run(t)
+	run := func(node string) {
+		t.Helper()
+		require.NoError(t, h.sources["t"].mustOffer(t, task("run", node, 1)).wait(t))
+	}
+
+	run("a")
+	run("b")
+	run("a") // remembered: answered again, and now more recent than b
+	assert.Equal(t, int64(2), calls.Load(), "a duplicate of a remembered task ran")
+	run("c") // forgets b
+	run("a")
+	assert.Equal(t, int64(3), calls.Load(), "a remembered task ran again, or c did not run")
+	run("b")
+	assert.Equal(t, int64(4), calls.Load(), "b, the least recently used, was remembered beyond the capacity")
+}
+
 func TestCancelRunningTaskYieldsCancelled(t *testing.T) {
 	started := make(chan struct{})
 	ex := funcExecutor{

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gamelan-go/executor/internal/domain"
 )
@@ -12,8 +13,10 @@ import (
 // limit wait in that type's lane while other lanes proceed; jobs that need no
 // handler (answers decided at intake, cancellations) use the immediate lane.
 //
-// Workers block in next on a sync.Cond; sources waiting for room block on
-// roomFreed, a channel closed and replaced whenever a job is released.
+// Workers block in next on a sync.Cond, woken one at a time (see wakeOne);
+// sources waiting for room block on roomFreed, a channel closed whenever a
+// job is released (made only when someone waits: most releases have no one
+// to tell).
 //
 // Its lock guards where jobs wait and which lane slots they hold, a concern
 // of its own: what happened to a task is its lifecycle stage, guarded by the
@@ -22,11 +25,19 @@ type scheduler struct {
 	mu        sync.Mutex
 	workReady *sync.Cond
 	limit     int // workers + queue size
-	admitted  int // admitted and not yet released
-	immediate []*job
+	// admitted counts the jobs admitted and not yet released. It is written
+	// under mu, and read without it by free and awaitRoom, which sources
+	// call for every task.
+	admitted  atomic.Int64
+	immediate jobQueue
 	lanes     []*lane
 	nextLane  int // round-robin start, so no lane starves another
 	closed    bool
+	// idle counts the workers waiting in next; waking reports that one of
+	// them has been woken and has not looked for a job yet (see wakeOne).
+	idle   int
+	waking bool
+	// roomFreed, when not nil, is closed at the next release (see roomWaiter).
 	roomFreed chan struct{}
 	// draining is closed when the runtime starts to stop: AwaitCapacity
 	// callers return ErrDraining instead of waiting for room.
@@ -35,16 +46,18 @@ type scheduler struct {
 
 // lane is one executor type's queue and running count.
 type lane struct {
-	queue   []*job
+	queue   jobQueue
 	running int
 	max     int
 	// overran counts running slots held by handlers abandoned at their
-	// deadline; when it reaches max the lane is stalled (see stalled).
-	overran int
+	// deadline; when it reaches max the lane is stalled (see stalled). It
+	// is written under mu, and read without it by stalled, which every
+	// offer asks.
+	overran atomic.Int64
 }
 
 func newScheduler(limit int) *scheduler {
-	s := &scheduler{limit: limit, roomFreed: make(chan struct{}), draining: make(chan struct{})}
+	s := &scheduler{limit: limit, draining: make(chan struct{})}
 	s.workReady = sync.NewCond(&s.mu)
 	return s
 }
@@ -61,51 +74,99 @@ func (s *scheduler) newLane(max int) *lane {
 // admit takes j if there is room; it never blocks.
 func (s *scheduler) admit(j *job) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.admitted >= s.limit {
+	if s.closed || s.admitted.Load() >= int64(s.limit) {
+		s.mu.Unlock()
 		return false
 	}
-	s.admitted++
+	s.admitted.Add(1)
+	// A job of a lane at its limit waits for a release of the lane, whose
+	// worker takes it; any other may start at once.
+	startable := true
 	if j.lane == nil {
-		s.immediate = append(s.immediate, j)
+		s.immediate.push(j)
 	} else {
-		j.lane.queue = append(j.lane.queue, j)
+		j.lane.queue.push(j)
+		startable = j.lane.running < j.lane.max
 	}
-	s.workReady.Signal()
+	wake := startable && s.wakeOne()
+	s.mu.Unlock()
+	if wake {
+		// Signalled after unlocking, so that the worker woken does not
+		// wait for the lock at once. No wake-up is lost: a worker that
+		// found no job is already waiting (Wait enlists before unlocking).
+		s.workReady.Signal()
+	}
 	return true
 }
 
-// next blocks until a job may run and returns it, or returns nil once the
-// scheduler is closed.
-func (s *scheduler) next() *job {
+// wakeOne reports whether the caller should wake a waiting worker for a job
+// that may start, and if so counts it as waking. At most one worker is
+// woken at a time: it wakes the next (in next) if more jobs may start. A
+// wake-up per job would mostly be lost, since workers still running take
+// most jobs before the worker woken runs, and every lost one costs a
+// goroutine switch and a taking of the lock. Callers hold mu.
+func (s *scheduler) wakeOne() bool {
+	if s.idle == 0 || s.waking {
+		return false
+	}
+	s.waking = true
+	return true
+}
+
+// startable reports whether a job waits that a worker may start now.
+// Callers hold mu.
+func (s *scheduler) startable() bool {
+	if s.immediate.len() > 0 {
+		return true
+	}
+	for _, l := range s.lanes {
+		if l.queue.len() > 0 && l.running < l.max {
+			return true
+		}
+	}
+	return false
+}
+
+// next releases done, the job the worker ran last (nil for none), as
+// release does, then blocks until a job may run and returns it, or returns
+// nil once the scheduler is closed. Releasing and taking under one lock
+// spares each task a taking of it.
+func (s *scheduler) next(done *job) *job {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	if done != nil {
+		s.releaseLocked(done, false)
+	}
 	for {
 		if s.closed {
+			s.mu.Unlock()
 			return nil
 		}
 		if j := s.pick(); j != nil {
+			// Pass the wake-up on while jobs that may start remain.
+			wake := s.startable() && s.wakeOne()
+			s.mu.Unlock()
+			if wake {
+				s.workReady.Signal()
+			}
 			return j
 		}
+		s.idle++
 		s.workReady.Wait()
+		s.idle--
+		s.waking = false // the one woken, or every one at close: all look now
 	}
 }
 
 func (s *scheduler) pick() *job {
-	if len(s.immediate) > 0 {
-		j := s.immediate[0]
-		s.immediate[0] = nil
-		s.immediate = s.immediate[1:]
-		return j
+	if s.immediate.len() > 0 {
+		return s.immediate.pop()
 	}
 	for i := range s.lanes {
 		l := s.lanes[(s.nextLane+i)%len(s.lanes)]
-		if len(l.queue) == 0 || l.running >= l.max {
+		if l.queue.len() == 0 || l.running >= l.max {
 			continue
 		}
-		j := l.queue[0]
-		l.queue[0] = nil
-		l.queue = l.queue[1:]
+		j := l.queue.pop()
 		l.running++
 		s.nextLane = (s.nextLane + i + 1) % len(s.lanes)
 		return j
@@ -116,44 +177,65 @@ func (s *scheduler) pick() *job {
 // release frees the slot of j, which next returned, and its lane's if it
 // was taken from one (the immediate lane's jobs have no lane), unless its
 // handler overran: releaseLane frees that slot when the handler returns.
+//
+// It wakes no worker: the one job a freed lane slot lets start is taken by
+// the worker releasing it, which calls next at once; and a slot of an
+// overrunning handler frees no lane slot.
 func (s *scheduler) release(j *job, overran bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.releaseLocked(j, overran)
+}
+
+// releaseLocked is release, for callers holding mu.
+func (s *scheduler) releaseLocked(j *job, overran bool) {
 	if j.lane != nil {
 		if overran {
-			j.lane.overran++ // its slot is freed by releaseLane
+			j.lane.overran.Add(1) // its slot is freed by releaseLane
 		} else {
 			j.lane.running--
 		}
 	}
-	s.admitted--
-	close(s.roomFreed)
-	s.roomFreed = make(chan struct{})
-	s.workReady.Signal()
+	s.admitted.Add(-1)
+	s.freeRoom()
 }
 
-// releaseLane frees one running slot of l, held by a handler that overran.
+// roomWaiter returns a channel closed when room is next freed. Callers
+// hold mu.
+func (s *scheduler) roomWaiter() <-chan struct{} {
+	if s.roomFreed == nil {
+		s.roomFreed = make(chan struct{})
+	}
+	return s.roomFreed
+}
+
+// freeRoom wakes those waiting for room. Callers hold mu.
+func (s *scheduler) freeRoom() {
+	if s.roomFreed != nil {
+		close(s.roomFreed)
+		s.roomFreed = nil
+	}
+}
+
+// releaseLane frees one running slot of l, held by a handler that overran:
+// the goroutine that ran it does not take another job, so a worker is woken.
 func (s *scheduler) releaseLane(l *lane) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l.running--
-	l.overran--
+	l.overran.Add(-1)
 	s.workReady.Signal()
 }
 
 // stalled reports whether every slot of l is held by a handler abandoned
 // at its deadline: no task of l can start until one of them returns.
-func (s *scheduler) stalled(l *lane) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return l.overran >= l.max
-}
+func (s *scheduler) stalled(l *lane) bool { return l.overran.Load() >= int64(l.max) }
 
 // queuedIn returns the jobs waiting in l.
 func (s *scheduler) queuedIn(l *lane) []*job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*job(nil), l.queue...)
+	return append([]*job(nil), l.queue.jobs()...)
 }
 
 // expedite moves a queued job to the immediate lane (its answer is already
@@ -165,11 +247,11 @@ func (s *scheduler) expedite(j *job) bool {
 	if j.lane == nil {
 		return false
 	}
-	if !removeJob(&j.lane.queue, j) {
+	if !j.lane.queue.remove(j) {
 		return false
 	}
 	j.lane = nil
-	s.immediate = append(s.immediate, j)
+	s.immediate.push(j)
 	s.workReady.Signal()
 	return true
 }
@@ -181,21 +263,11 @@ func (s *scheduler) takeQueued(keep func(*job) bool) []*job {
 	defer s.mu.Unlock()
 	var taken []*job
 	for _, l := range s.lanes {
-		remaining := l.queue[:0]
-		for _, j := range l.queue {
-			if keep(j) {
-				taken = append(taken, j)
-			} else {
-				remaining = append(remaining, j)
-			}
-		}
-		clear(l.queue[len(remaining):])
-		l.queue = remaining
+		taken = append(taken, l.queue.removeIf(keep)...)
 	}
 	if len(taken) > 0 {
-		s.admitted -= len(taken)
-		close(s.roomFreed)
-		s.roomFreed = make(chan struct{})
+		s.admitted.Add(int64(-len(taken)))
+		s.freeRoom()
 	}
 	return taken
 }
@@ -206,17 +278,13 @@ func (s *scheduler) queued() []*job {
 	defer s.mu.Unlock()
 	var jobs []*job
 	for _, l := range s.lanes {
-		jobs = append(jobs, l.queue...)
+		jobs = append(jobs, l.queue.jobs()...)
 	}
 	return jobs
 }
 
 // free returns how many more jobs admit would take now.
-func (s *scheduler) free() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.limit - s.admitted
-}
+func (s *scheduler) free() int { return s.limit - int(s.admitted.Load()) }
 
 // beginDrain makes awaitRoom return ErrDraining, now and from now on.
 func (s *scheduler) beginDrain() {
@@ -238,8 +306,15 @@ func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 			return 0, domain.ErrDraining
 		default:
 		}
+		if free := s.free(); free > 0 {
+			return free, nil
+		}
 		s.mu.Lock()
-		free, freed := s.limit-s.admitted, s.roomFreed
+		free := s.free()
+		var freed <-chan struct{}
+		if free <= 0 {
+			freed = s.roomWaiter()
+		}
 		s.mu.Unlock()
 		if free > 0 {
 			return free, nil
@@ -259,7 +334,11 @@ func (s *scheduler) awaitRoom(ctx context.Context) (int, error) {
 func (s *scheduler) awaitIdle(ctx context.Context) bool {
 	for {
 		s.mu.Lock()
-		admitted, freed := s.admitted, s.roomFreed
+		admitted := s.admitted.Load()
+		var freed <-chan struct{}
+		if admitted > 0 {
+			freed = s.roomWaiter()
+		}
 		s.mu.Unlock()
 		if admitted == 0 {
 			return true
@@ -278,28 +357,82 @@ func (s *scheduler) close() []*job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	leftovers := s.immediate
-	s.immediate = nil
+	leftovers := s.immediate.removeIf(func(*job) bool { return true })
 	for _, l := range s.lanes {
-		leftovers = append(leftovers, l.queue...)
-		l.queue = nil
+		leftovers = append(leftovers, l.queue.removeIf(func(*job) bool { return true })...)
 	}
-	s.admitted -= len(leftovers)
-	close(s.roomFreed)
-	s.roomFreed = make(chan struct{})
+	s.admitted.Add(int64(-len(leftovers)))
+	s.freeRoom()
 	s.workReady.Broadcast()
 	return leftovers
 }
 
-func removeJob(queue *[]*job, j *job) bool {
-	q := *queue
-	for i, candidate := range q {
+// jobQueue is a queue of jobs, oldest first, that reuses its array: taking
+// from it moves head, and an emptied queue starts again at the front, so
+// that a queue that empties and fills (a lane at ordinary load) allocates
+// nothing.
+type jobQueue struct {
+	list []*job // list[head:] wait
+	head int
+}
+
+func (q *jobQueue) len() int { return len(q.list) - q.head }
+
+// jobs returns the waiting jobs; the slice is the queue's own.
+func (q *jobQueue) jobs() []*job { return q.list[q.head:] }
+
+func (q *jobQueue) push(j *job) {
+	if waiting := q.len(); len(q.list) == cap(q.list) && q.head > 0 && q.head >= waiting {
+		// Slide the waiting jobs to the front rather than grow the array:
+		// at least half of it has been taken.
+		copy(q.list, q.list[q.head:])
+		clear(q.list[waiting:])
+		q.list, q.head = q.list[:waiting], 0
+	}
+	q.list = append(q.list, j)
+}
+
+// pop takes the oldest job; the queue must not be empty.
+func (q *jobQueue) pop() *job {
+	j := q.list[q.head]
+	q.list[q.head] = nil
+	q.head++
+	if q.head == len(q.list) {
+		q.list, q.head = q.list[:0], 0
+	}
+	return j
+}
+
+// remove takes j out of the queue, reporting whether it was there.
+func (q *jobQueue) remove(j *job) bool {
+	waiting := q.jobs()
+	for i, candidate := range waiting {
 		if candidate == j {
-			copy(q[i:], q[i+1:])
-			q[len(q)-1] = nil
-			*queue = q[:len(q)-1]
+			copy(waiting[i:], waiting[i+1:])
+			q.list[len(q.list)-1] = nil
+			q.list = q.list[:len(q.list)-1]
+			if q.len() == 0 {
+				q.list, q.head = q.list[:0], 0
+			}
 			return true
 		}
 	}
 	return false
+}
+
+// removeIf takes out of the queue the jobs for which take reports true and
+// returns them, keeping the others in order.
+func (q *jobQueue) removeIf(take func(*job) bool) []*job {
+	var taken []*job
+	kept := q.list[:0]
+	for _, j := range q.jobs() {
+		if take(j) {
+			taken = append(taken, j)
+		} else {
+			kept = append(kept, j)
+		}
+	}
+	clear(q.list[len(kept):])
+	q.list, q.head = kept, 0
+	return taken
 }

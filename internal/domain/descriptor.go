@@ -27,12 +27,30 @@ const (
 // REST, or a fork's own).
 var communicationPattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,31}$`)
 
-// idPattern is what the Gamelan engine accepts for run, node and executor ids.
-var idPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,255}$`)
+// maxIDBytes bounds an id, as the Gamelan engine does.
+const maxIDBytes = 255
 
 // ValidID reports whether s is acceptable to the engine as an id: letters,
-// digits, '_' and '-', at most 255 characters.
-func ValidID(s string) bool { return idPattern.MatchString(s) }
+// digits, '_' and '-', at most 255 characters (the engine's
+// ^[a-zA-Z0-9_-]{1,255}$). It runs for several ids of every task, so it is a
+// loop over bytes rather than a regular expression, which costs ten times
+// as much.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > maxIDBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !idByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// idByte reports whether b may appear in an id.
+func idByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_' || b == '-'
+}
 
 // Descriptor declares an executor type to the runtime and to the engine.
 type Descriptor struct {

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,6 +14,18 @@ func TestValidID(t *testing.T) {
 	}
 	for _, id := range []string{"", strings.Repeat("x", 256), "has space", "dot.ted", "slash/ed", "colon:ed", "ünicode", "tab\t", "new\nline"} {
 		assert.False(t, ValidID(id), "%q", id)
+	}
+}
+
+// ValidID is the engine's regular expression written as a loop: for every
+// byte, alone and around valid ids, both agree.
+func TestValidIDAgreesWithTheEnginesPattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[a-zA-Z0-9_-]{1,255}$`)
+	for b := range 256 {
+		c := string([]byte{byte(b)})
+		for _, id := range []string{c, "a" + c, c + "a", "run-1" + c + "x", strings.Repeat("x", 254) + c, strings.Repeat("x", 255) + c} {
+			assert.Equal(t, pattern.MatchString(id), ValidID(id), "%q", id)
+		}
 	}
 }
 

@@ -9,7 +9,10 @@
 package telemetry
 
 import (
+	"maps"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +46,61 @@ type Metrics struct {
 	abandoned           *prometheus.CounterVec
 	heartbeatFailures   *prometheus.CounterVec
 	registrationFailure *prometheus.CounterVec
+
+	// finished and deliveries hold the metrics the runtime records for
+	// every task and every batch, by label values (see labelCache).
+	finished   labelCache[finishedLabels, finishedMetrics]
+	deliveries labelCache[string, deliveryMetrics]
+}
+
+type finishedLabels struct {
+	executorType string
+	status       domain.Status
+}
+
+type finishedMetrics struct {
+	tasks    prometheus.Counter
+	duration prometheus.Observer
+}
+
+type deliveryMetrics struct {
+	delivered prometheus.Counter
+	latency   prometheus.Observer
+}
+
+// labelCache keeps the metrics of each set of label values once looked up.
+// A vector's WithLabelValues hashes the values and takes a read lock on
+// every call, which workers recording every task would share; the cache is
+// read without a lock. Label values come from bounded sets, so the cache
+// stays small, and a new set copies it.
+type labelCache[K comparable, V any] struct {
+	mu      sync.Mutex // serialises additions
+	entries atomic.Pointer[map[K]V]
+}
+
+// get returns the metrics for key, looking them up with lookup the first
+// time.
+func (c *labelCache[K, V]) get(key K, lookup func(K) V) V {
+	if m := c.entries.Load(); m != nil {
+		if v, ok := (*m)[key]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var grown map[K]V
+	if m := c.entries.Load(); m != nil {
+		if v, ok := (*m)[key]; ok {
+			return v
+		}
+		grown = maps.Clone(*m)
+	} else {
+		grown = make(map[K]V)
+	}
+	v := lookup(key)
+	grown[key] = v
+	c.entries.Store(&grown)
+	return v
 }
 
 // NewMetrics registers the executor's metrics, the Go runtime's and the
@@ -114,8 +172,16 @@ func (m *Metrics) Handler() http.Handler {
 
 // TaskFinished implements the runtime's Observer.
 func (m *Metrics) TaskFinished(executorType string, status domain.Status, duration time.Duration) {
-	m.tasks.WithLabelValues(executorType, string(status)).Inc()
-	m.taskDuration.WithLabelValues(executorType).Observe(duration.Seconds())
+	f := m.finished.get(finishedLabels{executorType, status}, m.lookupFinished)
+	f.tasks.Inc()
+	f.duration.Observe(duration.Seconds())
+}
+
+func (m *Metrics) lookupFinished(l finishedLabels) finishedMetrics {
+	return finishedMetrics{
+		tasks:    m.tasks.WithLabelValues(l.executorType, string(l.status)),
+		duration: m.taskDuration.WithLabelValues(l.executorType),
+	}
 }
 
 // TaskRefused implements the runtime's Observer.
@@ -125,8 +191,16 @@ func (m *Metrics) TaskRefused(transport, reason string) {
 
 // ResultsDelivered implements the runtime's Observer.
 func (m *Metrics) ResultsDelivered(transport string, results int, latency time.Duration) {
-	m.delivered.WithLabelValues(transport).Add(float64(results))
-	m.deliveryLatency.WithLabelValues(transport).Observe(latency.Seconds())
+	d := m.deliveries.get(transport, m.lookupDelivery)
+	d.delivered.Add(float64(results))
+	d.latency.Observe(latency.Seconds())
+}
+
+func (m *Metrics) lookupDelivery(transport string) deliveryMetrics {
+	return deliveryMetrics{
+		delivered: m.delivered.WithLabelValues(transport),
+		latency:   m.deliveryLatency.WithLabelValues(transport),
+	}
 }
 
 // DeliveryRetried implements the runtime's Observer.

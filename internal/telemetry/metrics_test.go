@@ -35,8 +35,11 @@ func TestMetricsExposeWhatTheRuntimeObserved(t *testing.T) {
 	m.TaskFinished("calculate-tax", domain.StatusCompleted, 20*time.Millisecond)
 	m.TaskFinished("calculate-tax", domain.StatusCompleted, 30*time.Millisecond)
 	m.TaskFinished("calculate-tax", domain.StatusFailed, time.Millisecond)
+	m.TaskFinished("order-validator", domain.StatusCompleted, time.Millisecond)
 	m.TaskRefused("grpc", "overloaded")
 	m.ResultsDelivered("grpc", 3, 5*time.Millisecond)
+	m.ResultsDelivered("kafka", 4, 5*time.Millisecond)
+	m.ResultsDelivered("kafka", 1, 5*time.Millisecond)
 	m.DeliveryRetried("grpc")
 	m.ResultsUndelivered("kafka", 2)
 	m.HeartbeatFailed("calculate-tax")
@@ -47,9 +50,13 @@ func TestMetricsExposeWhatTheRuntimeObserved(t *testing.T) {
 		`gamelan_executor_tasks_total{executor_type="calculate-tax",status="COMPLETED"} 2`,
 		`gamelan_executor_tasks_total{executor_type="calculate-tax",status="FAILED"} 1`,
 		`gamelan_executor_task_duration_seconds_count{executor_type="calculate-tax"} 3`,
+		`gamelan_executor_tasks_total{executor_type="order-validator",status="COMPLETED"} 1`,
+		`gamelan_executor_task_duration_seconds_count{executor_type="order-validator"} 1`,
 		`gamelan_executor_tasks_refused_total{reason="overloaded",transport="grpc"} 1`,
 		`gamelan_executor_results_delivered_total{transport="grpc"} 3`,
 		`gamelan_executor_result_delivery_seconds_count{transport="grpc"} 1`,
+		`gamelan_executor_results_delivered_total{transport="kafka"} 5`,
+		`gamelan_executor_result_delivery_seconds_count{transport="kafka"} 2`,
 		`gamelan_executor_result_delivery_retries_total{transport="grpc"} 1`,
 		`gamelan_executor_results_undelivered_total{transport="kafka"} 2`,
 		`gamelan_executor_heartbeat_failures_total{executor_type="calculate-tax"} 1`,
@@ -59,5 +66,28 @@ func TestMetricsExposeWhatTheRuntimeObserved(t *testing.T) {
 		`go_goroutines`,
 	} {
 		assert.Contains(t, body, line)
+	}
+}
+
+// Workers record tasks concurrently, each type's first task included:
+// every one is counted under its own labels.
+func TestMetricsCountConcurrentTasks(t *testing.T) {
+	m := telemetry.NewMetrics()
+	types := []string{"a", "b", "c", "d"}
+	done := make(chan struct{})
+	for g := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 100 {
+				m.TaskFinished(types[(g+i)%len(types)], domain.StatusCompleted, time.Millisecond)
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	body := scrape(t, m)
+	for _, typ := range types {
+		assert.Contains(t, body, `gamelan_executor_tasks_total{executor_type="`+typ+`",status="COMPLETED"} 200`)
 	}
 }
