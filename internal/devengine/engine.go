@@ -627,9 +627,9 @@ func (e *Engine) Unregister(id string) bool {
 // (the tasks it holds stay with it); any other status lifts that, and an
 // empty one (a heartbeat that carries none) changes nothing.
 func (e *Engine) Heartbeat(hb domain.Heartbeat) error {
-	err := e.reg.heartbeat(hb)
-	if err == nil {
-		e.poke() // an unhealthy executor may be back
+	back, err := e.reg.heartbeat(hb)
+	if back {
+		e.poke() // an unhealthy or draining executor takes tasks again
 	}
 	return err
 }

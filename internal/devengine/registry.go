@@ -93,18 +93,25 @@ func (r *registry) unregister(id string) bool {
 
 // heartbeat records a heartbeat; ErrUnknownExecutor when the id is unknown.
 // A heartbeat without a status leaves Draining as it was.
-func (r *registry) heartbeat(hb domain.Heartbeat) error {
+//
+// It reports whether the executor became available for tasks (it was
+// unhealthy or draining and is neither now): only then has the dispatcher
+// anything new to do. Most heartbeats change nothing it reads, and waking it
+// for each would cost an engine with hundreds of executors a scan per
+// heartbeat.
+func (r *registry) heartbeat(hb domain.Heartbeat) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.executors[hb.ExecutorID]
 	if !ok {
-		return ErrUnknownExecutor
+		return false, ErrUnknownExecutor
 	}
+	before := e.takesTasks()
 	e.LastHeartbeat, e.Healthy, e.ReportedLoad = r.now(), true, hb.CurrentTasks
 	if hb.Status != "" {
 		e.Draining = hb.Status == domain.HealthDraining
 	}
-	return nil
+	return !before && e.takesTasks(), nil
 }
 
 // get returns a copy of an executor.
