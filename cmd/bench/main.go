@@ -75,6 +75,7 @@ func main() {
 	flag.Float64Var(&o.margin, "margin", 0.5, "in smoke mode, how far a figure may miss its target before the run fails (0.5: a ratio target of 1.1x fails above 1.65x)")
 	pattern := flag.String("run", "", "only scenarios whose name matches this regular expression")
 	flag.StringVar(&o.out, "out", "", "also write the table as Markdown to this file")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile (5 s, from 1 s after readiness) and a 1 s execution trace of each executor process into this directory")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,6 +185,9 @@ func startServiceArgs(ctx context.Context, path string, args []string, env map[s
 		"GAMELAN_EXECUTOR_LOG_LEVEL":     "warn",
 		"GAMELAN_EXECUTOR_ENABLED_TYPES": "calculate-tax",
 	}
+	if profileDir != "" {
+		all["GAMELAN_EXECUTOR_PROFILING"] = "true"
+	}
 	for k, v := range env {
 		all[k] = v
 	}
@@ -196,7 +200,43 @@ func startServiceArgs(ctx context.Context, path string, args []string, env map[s
 		p.kill()
 		return nil, err
 	}
+	if profileDir != "" {
+		go s.profile(profileDir)
+	}
 	return s, nil
+}
+
+// profileDir, set by -profile, is where each executor process's CPU
+// profile and execution trace are written.
+var profileDir string
+
+// profile takes a CPU profile of the executor's first seconds under load
+// (profileSeconds from 1 s after it is ready), then an execution trace of
+// one second, into dir, named after the process id: read them with
+// `go tool pprof -top DIR/executor-PID.cpu` and `go tool trace`. A process
+// that exits first leaves a partial or no file.
+func (s *service) profile(dir string) {
+	const profileSeconds = 5
+	select {
+	case <-time.After(time.Second):
+	case <-s.exited:
+		return
+	}
+	pid := s.cmd.Process.Pid
+	for _, p := range []struct{ path, file string }{
+		{fmt.Sprintf("/debug/pprof/profile?seconds=%d", profileSeconds), fmt.Sprintf("executor-%d.cpu", pid)},
+		{"/debug/pprof/trace?seconds=1", fmt.Sprintf("executor-%d.trace", pid)},
+	} {
+		resp, err := http.Get("http://" + s.httpAddr + p.path)
+		if err != nil {
+			return // the process exited: its run was shorter than the profile
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			_ = os.WriteFile(filepath.Join(dir, p.file), data, 0o644)
+		}
+	}
 }
 
 // waitReady polls the readiness probe until it answers 200.
