@@ -106,14 +106,19 @@ func runAll(ctx context.Context, o *options) int {
 		if !o.run.MatchString(s.name) || (o.smoke && !s.smoke) {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "== %s\n", s.name)
-		t := time.Now()
-		got, err := s.run(ctx, o)
+		got, err := runOne(ctx, o, s)
+		// A smoke run is short, so one unlucky moment of a shared machine
+		// (a neighbour's burst, a GC at the wrong time) can push a tail
+		// percentile past its margin: a scenario that misses is run once
+		// more, and only its second figures count. A real regression
+		// misses twice.
+		if o.smoke && err == nil && misses(got, o.margin) {
+			fmt.Fprintf(os.Stderr, "   %s missed a target: running it once more\n", s.name)
+			got, err = runOne(ctx, o, s)
+		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL %s: %v\n", s.name, err)
 			failed = true
 		}
-		fmt.Fprintf(os.Stderr, "   %s in %s\n", s.name, time.Since(t).Round(time.Millisecond))
 		rows = append(rows, got...)
 		if ctx.Err() != nil {
 			break
@@ -147,6 +152,29 @@ func runAll(ctx context.Context, o *options) int {
 		return 1
 	}
 	return 0
+}
+
+// runOne runs one scenario, logging its duration and any failure.
+func runOne(ctx context.Context, o *options, s scenario) ([]Row, error) {
+	fmt.Fprintf(os.Stderr, "== %s\n", s.name)
+	t := time.Now()
+	got, err := s.run(ctx, o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL %s: %v\n", s.name, err)
+	}
+	fmt.Fprintf(os.Stderr, "   %s in %s\n", s.name, time.Since(t).Round(time.Millisecond))
+	return got, err
+}
+
+// misses reports whether a row misses its target by more than margin,
+// leaving out the targets this machine's bare baseline misses too.
+func misses(rows []Row, margin float64) bool {
+	for _, r := range rows {
+		if !r.Holds(margin) && !r.baselineMisses() {
+			return true
+		}
+	}
+	return false
 }
 
 // roles are the raw baselines this binary can run as (see -role); each
