@@ -38,7 +38,7 @@ import (
 // the handler is abandoned (see worker).
 func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultTimeout time.Duration) domain.Result {
 	started := time.Now()
-	hctx, stop := handlerContext(ctx, task.Timeout, defaultTimeout, started, nil)
+	hctx, stop := handlerContext(ctx, task.Timeout, defaultTimeout, started)
 	// The handler runs on a goroutine of its own, so that Invoke can return
 	// the watchdog's answer while a handler that ignores its context runs
 	// on. answer holds the first answer: the handler's or the watchdog's.
@@ -77,24 +77,18 @@ func exitedResult(task *domain.Task, started time.Time) domain.Result {
 
 // handlerContext returns the context a handler runs under: parent's, with
 // the task's timeout (else defaultTimeout; none if that is not positive) as
-// its deadline, counted from started. Its cause at the deadline is a
-// retryable TIMEOUT error naming the timeout: timeoutCause when that is the
-// one for this timeout (the runtime makes the default's once), else one
-// made here.
-func handlerContext(parent context.Context, taskTimeout, defaultTimeout time.Duration, started time.Time, defaultCause *domain.Error) (context.Context, context.CancelFunc) {
-	timeout, cause := taskTimeout, defaultCause
+// its deadline, counted from started, and a retryable TIMEOUT error naming
+// the timeout as its cause at the deadline. (A worker gives its handlers
+// the same: see deadlines.)
+func handlerContext(parent context.Context, taskTimeout, defaultTimeout time.Duration, started time.Time) (context.Context, context.CancelFunc) {
+	timeout := taskTimeout
 	if timeout <= 0 {
 		timeout = defaultTimeout
-	} else if timeout != defaultTimeout {
-		cause = nil
 	}
 	if timeout <= 0 {
 		return context.WithCancel(parent)
 	}
-	if cause == nil {
-		cause = timeoutCause(timeout)
-	}
-	return context.WithDeadlineCause(parent, started.Add(timeout), cause)
+	return context.WithDeadlineCause(parent, started.Add(timeout), timeoutCause(timeout))
 }
 
 // timeoutCause is the cause of a handler's context that reached its

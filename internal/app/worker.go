@@ -23,14 +23,11 @@ type worker struct {
 	watchdog *watchdog
 	// job is the job whose handler runs, for abandon.
 	job *job
-	// parent is the parent of the contexts of the worker's handlers, and
-	// cancelParent ends it with a cause: cancelling the running task (the
-	// engine's cancel, shutdown) does, through cancelRunning. One parent
-	// serves every task of the worker, which runs one at a time, until a
-	// cancellation ends it; a parent per task would cost three allocations
-	// more per task.
-	parent       context.Context
-	cancelParent context.CancelCauseFunc
+	// deadlines gives the handlers' contexts their deadline, and
+	// cancelTask ends the running handler's context with a cause (the
+	// engine's cancel, shutdown: see cancelRunning).
+	deadlines  deadlines
+	cancelTask context.CancelCauseFunc
 	// cancel is cancelRunning, bound once: a method value allocates.
 	cancel context.CancelCauseFunc
 	// abandonedAt is when the watchdog abandoned the handler, for the log.
@@ -41,7 +38,6 @@ func (r *Runtime) newWorker() *worker {
 	w := &worker{r: r}
 	w.watchdog = newWatchdog(w.abandon)
 	w.cancel = w.cancelRunning
-	w.parent, w.cancelParent = context.WithCancelCause(context.Background())
 	return w
 }
 
@@ -54,6 +50,7 @@ func (r *Runtime) runWorker() {
 	for {
 		j := r.sched.next(done)
 		if j == nil {
+			w.deadlines.release()
 			r.workers.Done()
 			return
 		}
@@ -73,10 +70,13 @@ func (r *Runtime) runWorker() {
 // outbox).
 func (w *worker) run(j *job) (goesOn bool) {
 	r := w.r
-	if w.parent.Err() != nil {
-		// The last task was cancelled, and its parent with it. No
-		// cancellation reaches the parent once its task has finished.
-		w.parent, w.cancelParent = context.WithCancelCause(context.Background())
+	var ctx context.Context
+	started := time.Now()
+	if j.exec != nil {
+		// Made before start, which lets cancellations reach it: cancelTask
+		// must be the running handler's from then on.
+		ctx, w.cancelTask = context.WithCancelCause(w.deadlines.parent(r, j.task.Timeout, started))
+		defer w.cancelTask(nil)
 	}
 	answer, err := r.tasks.start(j, w.cancel)
 	switch {
@@ -91,9 +91,6 @@ func (w *worker) run(j *job) (goesOn bool) {
 
 	e := j.exec
 	e.running.Add(1)
-	started := time.Now()
-	ctx, stop := handlerContext(w.parent, j.task.Timeout, r.cfg.DefaultTaskTimeout, started, r.timeoutCause)
-	defer stop()
 	w.job = j
 	returned := false
 	defer func() {
@@ -116,8 +113,68 @@ func (w *worker) run(j *job) (goesOn bool) {
 // task table calls it, through job.life.cancel, only while the worker's
 // job runs.
 func (w *worker) cancelRunning(cause error) {
-	w.cancelParent(cause)
+	w.cancelTask(cause)
 	w.watchdog.ended()
+}
+
+// deadlines makes the parents of a worker's handler contexts: contexts
+// that carry the tasks' deadline, each shared by the tasks the worker
+// starts within one deadlineStep of each other with the same timeout.
+// Each handler's context is a cancellable child of one. A context with a
+// deadline of its own per task would cost a runtime timer set and stopped,
+// and three allocations more, for every task, while a worker of quick
+// handlers starts several tasks per millisecond. The deadline a handler
+// sees is its task's, rounded up to the next deadlineStep.
+type deadlines struct {
+	ctx      context.Context
+	stop     context.CancelFunc
+	deadline time.Time
+	timeout  time.Duration
+	// epoch is what deadlines are rounded from: a reading of the monotonic
+	// clock, so that rounding keeps deadlines on it.
+	epoch time.Time
+}
+
+// deadlineStep is how far a handler's deadline may be later than its
+// task's (see deadlines).
+const deadlineStep = time.Millisecond
+
+// parent returns the parent context for a task with that timeout (else
+// the runtime's default) started at started.
+func (d *deadlines) parent(r *Runtime, taskTimeout time.Duration, started time.Time) context.Context {
+	timeout, cause := taskTimeout, r.timeoutCause
+	if timeout <= 0 || timeout == r.cfg.DefaultTaskTimeout {
+		timeout = r.cfg.DefaultTaskTimeout
+	} else {
+		cause = nil // made below, if a new parent is needed
+	}
+	if d.epoch.IsZero() {
+		d.epoch = started
+	}
+	deadline := started.Add(timeout)
+	if over := deadline.Sub(d.epoch) % deadlineStep; over > 0 {
+		deadline = deadline.Add(deadlineStep - over)
+	}
+	if d.ctx != nil && d.timeout == timeout && d.deadline.Equal(deadline) && d.ctx.Err() == nil {
+		return d.ctx
+	}
+	// No handler context is a child of the parent replaced: the worker's
+	// last handler has returned, and its context is cancelled.
+	d.release()
+	if cause == nil {
+		cause = timeoutCause(timeout)
+	}
+	d.ctx, d.stop = context.WithDeadlineCause(context.Background(), deadline, cause)
+	d.deadline, d.timeout = deadline, timeout
+	return d.ctx
+}
+
+// release stops the last parent's timer.
+func (d *deadlines) release() {
+	if d.stop != nil {
+		d.stop()
+		d.ctx, d.stop = nil, nil
+	}
 }
 
 // abandon is the watchdog's onAbandon: it runs on the watchdog's goroutine
@@ -132,8 +189,10 @@ func (w *worker) abandon(res domain.Result) {
 	r.taskLogger(j).Warn("handler ignored the end of its context and still runs; its slot stays taken until it returns")
 	w.abandonedAt = time.Now()
 	r.overran.add()
-	r.finishRan(j, res)
+	// Released before the result is sent, so that whoever sees the task
+	// settled sees its admission freed too; the lane's slot stays held.
 	r.sched.release(j, true)
+	r.finishRan(j, res)
 	r.answerStalled(j.exec)
 	go r.runWorker()
 }
@@ -142,6 +201,7 @@ func (w *worker) abandon(res domain.Result) {
 // it has returned (after abandon, which disarm waits for).
 func (w *worker) abandonedReturned(j *job) {
 	r := w.r
+	w.deadlines.release() // this goroutine ends
 	r.sched.releaseLane(j.lane)
 	r.taskLogger(j).Info("abandoned handler returned", durationMS(time.Since(w.abandonedAt)))
 	r.overran.done()
@@ -157,6 +217,7 @@ func (w *worker) handlerExited(j *job, started time.Time) {
 		w.abandonedReturned(j) // its replacement runs already
 		return
 	}
+	w.deadlines.release()
 	w.r.finishRan(j, exitedResult(j.task, started))
 	w.r.sched.release(j, false)
 	go w.r.runWorker()

@@ -154,3 +154,50 @@ func TestABurstRunsOnEveryIdleWorkerAtOnce(t *testing.T) {
 		require.NoError(t, st.wait(t))
 	}
 }
+
+// A handler's context carries its task's deadline (rounded up by less than
+// a millisecond: see deadlines) and ends at it with TIMEOUT as its cause;
+// tasks with other timeouts, started together, get their own.
+func TestHandlersGetTheirTasksDeadline(t *testing.T) {
+	type seen struct {
+		deadline time.Time
+		cause    error
+	}
+	seenBy := make(chan seen, 2)
+	ex := funcExecutor{
+		desc: domain.Descriptor{Type: "deadline", MaxConcurrentTasks: 2},
+		run: func(ctx context.Context, task *domain.Task) (*domain.Result, error) {
+			deadline, _ := ctx.Deadline()
+			if task.NodeID == "short" {
+				<-ctx.Done()
+			}
+			seenBy <- seen{deadline, context.Cause(ctx)}
+			return &domain.Result{Status: domain.StatusCompleted}, nil
+		},
+	}
+	cfg := testConfig()
+	cfg.Workers = 1
+	h := newHarness(t, cfg, on("t", ex))
+	h.run(t)
+
+	for _, tt := range []struct {
+		node    string
+		timeout time.Duration
+	}{{"long", time.Hour}, {"short", 30 * time.Millisecond}} {
+		tk := task("run", tt.node, 1)
+		tk.Timeout = tt.timeout
+		before := time.Now()
+		st := h.sources["t"].mustOffer(t, tk)
+		require.NoError(t, st.wait(t))
+		after := time.Now()
+		s := <-seenBy
+		assert.False(t, s.deadline.Before(before.Add(tt.timeout)), "%s: deadline %s is before the task's", tt.node, s.deadline)
+		assert.True(t, s.deadline.Before(after.Add(tt.timeout+time.Millisecond)), "%s: deadline %s is later than the task's", tt.node, s.deadline)
+		if tt.node == "short" {
+			var cause *domain.Error
+			require.ErrorAs(t, s.cause, &cause)
+			assert.Equal(t, domain.CodeTimeout, cause.Code)
+			assert.Contains(t, cause.Message, "30ms")
+		}
+	}
+}
