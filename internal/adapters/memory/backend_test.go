@@ -323,8 +323,19 @@ func TestDrainingStopsTheSource(t *testing.T) {
 	src, in := startSource(t, engine, 2)
 	engine.Submit(newTask("a"))
 	waitOffers(t, in, 1)
-	in.Drain()
+	// The runtime starts to drain while the source offers b: b's Offer is
+	// held until the drain has begun, so that it is refused (a source that
+	// asks for room after the drain gets ErrDraining before taking a task,
+	// and there would be no refusal to see).
+	entered, release := in.BlockNextOffer()
 	engine.Submit(newTask("b"))
+	select {
+	case <-entered:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the source never offered b: %s", in)
+	}
+	in.Drain()
+	release()
 
 	require.NoError(t, engine.WaitUntil(waitCtx(t), func() bool {
 		return len(in.Refusals()) == 1 && len(engine.Pending()) == 1
