@@ -26,8 +26,11 @@
 //     its own queue while other types proceed. A handler that ignores its
 //     deadline keeps its slot until it returns; a type whose every slot is
 //     so held answers its tasks HANDLERS_STALLED.
-//   - Execution (invoke.go): timeout, engine cancellation, panic recovery,
-//     error codes, bounded error messages, hooks.
+//   - Execution (invoke.go, worker.go): a worker runs each handler on its
+//     own goroutine; timeout, engine cancellation, panic recovery, error
+//     codes, bounded error messages, hooks; a handler that ignores its
+//     context is abandoned by the worker's watchdog, and a new worker takes
+//     the worker's place.
 //   - Delivery (outbox.go): results go through an outbox per transport and
 //     are resent with backoff until the sink acknowledges them; only then is
 //     the task settled (Kafka commits its offset). A result refused for good

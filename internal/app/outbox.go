@@ -218,6 +218,8 @@ func (o *outbox) send(ctx context.Context) {
 	// lock.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	s := &sender{outbox: o}
+	defer s.deadlines.release()
 	var batch []outboxItem // reused: nothing holds a batch once delivered
 	for {
 		var ok, more bool
@@ -225,7 +227,7 @@ func (o *outbox) send(ctx context.Context) {
 			if more {
 				o.wake() // let another sender take the rest
 			}
-			o.deliver(ctx, batch)
+			s.deliver(ctx, batch)
 			clear(batch) // let the results go
 			continue
 		}
@@ -259,6 +261,14 @@ func (o *outbox) finish(batch []outboxItem, err error) {
 	o.settled(len(batch))
 }
 
+// sender is one of an outbox's senders: the outbox, with what the sender
+// keeps from one call to the sink to the next.
+type sender struct {
+	*outbox
+	// deadlines bounds each call to CallTimeout (see deliverOnce).
+	deadlines deadlines
+}
+
 // refusal is a result the sink refused for good, alone, and why.
 type refusal struct {
 	item outboxItem
@@ -281,13 +291,13 @@ type refusal struct {
 // result refused alone waits behind the other queued results, whose
 // acknowledgements are that evidence; with none queued, its minimal FAILED
 // form is the probe (probeMinimal).
-func (o *outbox) deliver(ctx context.Context, batch []outboxItem) {
+func (o *sender) deliver(ctx context.Context, batch []outboxItem) {
 	o.deliverSince(ctx, batch, -1)
 }
 
 // deliverSince is deliver, with the acknowledgements counted when the batch
 // was first refused (-1: not yet).
-func (o *outbox) deliverSince(ctx context.Context, batch []outboxItem, firstRefusal int64) {
+func (o *sender) deliverSince(ctx context.Context, batch []outboxItem, firstRefusal int64) {
 	for attempt := 0; len(batch) > 0; attempt++ {
 		refused := o.deliverSplitting(ctx, batch, &firstRefusal)
 		batch = batch[:0:0]
@@ -334,7 +344,7 @@ func (o *outbox) deliverSince(ctx context.Context, batch []outboxItem, firstRefu
 // is sent again, and a refusal then is pinned on it as deliver says. Probed
 // then, the minimal form of a result refused just before the engine came
 // back would be taken and stand in for a result the engine would now take.
-func (o *outbox) probeMinimal(ctx context.Context, suspects []outboxItem, refusal error, firstRefusal int64) []outboxItem {
+func (o *sender) probeMinimal(ctx context.Context, suspects []outboxItem, refusal error, firstRefusal int64) []outboxItem {
 	var left []outboxItem
 	for _, it := range suspects {
 		if it.minimal || o.acked.Load() > firstRefusal {
@@ -361,7 +371,7 @@ func (o *outbox) probeMinimal(ctx context.Context, suspects []outboxItem, refusa
 // requeueBehindOthers puts suspects back at the end of the queue, marked
 // with the acknowledgement count of their first refusal, when other results
 // are queued; it reports whether it did.
-func (o *outbox) requeueBehindOthers(suspects []outboxItem, firstRefusal int64) bool {
+func (o *sender) requeueBehindOthers(suspects []outboxItem, firstRefusal int64) bool {
 	o.mu.Lock()
 	if o.waiting() == 0 {
 		o.mu.Unlock()
@@ -382,7 +392,7 @@ func (o *outbox) requeueBehindOthers(suspects []outboxItem, firstRefusal int64) 
 // until each refused result is alone. It settles what is acknowledged (and
 // everything, when the outbox's context ends) and returns the results
 // refused alone, pinned as deliver says.
-func (o *outbox) deliverSplitting(ctx context.Context, batch []outboxItem, firstRefusal *int64) []refusal {
+func (o *sender) deliverSplitting(ctx context.Context, batch []outboxItem, firstRefusal *int64) []refusal {
 	sentAt := o.acked.Load()
 	err := o.deliverOnce(ctx, batch)
 	switch {
@@ -411,7 +421,7 @@ func (o *outbox) deliverSplitting(ctx context.Context, batch []outboxItem, first
 // replace settles a result refused for good by its own fault: it sends its
 // minimal FAILED form in its place, and dead-letters it if that is refused
 // for its own fault too.
-func (o *outbox) replace(ctx context.Context, r refusal, firstRefusal *int64) {
+func (o *sender) replace(ctx context.Context, r refusal, firstRefusal *int64) {
 	it := r.item
 	if it.minimal {
 		o.observer.ResultDeadLettered(o.transport)
@@ -434,13 +444,14 @@ func (o *outbox) replace(ctx context.Context, r refusal, firstRefusal *int64) {
 // failures. It returns nil when acknowledged, an error wrapping
 // domain.ErrResultRejected when the sink refused it for good, or the last
 // transient error once ctx has ended.
-func (o *outbox) deliverOnce(ctx context.Context, batch []outboxItem) error {
+func (o *sender) deliverOnce(ctx context.Context, batch []outboxItem) error {
 	results := make([]domain.Result, len(batch))
 	for i, it := range batch {
 		results[i] = it.result
 	}
 	for attempt := 0; ; attempt++ {
-		callCtx, cancel := context.WithTimeout(ctx, o.callTimeout)
+		// ctx is the sender's own on every call, as deadlines needs.
+		callCtx, cancel := context.WithCancel(o.deadlines.parent(ctx, o.callTimeout, time.Now()))
 		err := o.sink.Deliver(callCtx, results)
 		cancel()
 		if err == nil {

@@ -38,6 +38,7 @@ func (r *Runtime) newWorker() *worker {
 	w := &worker{r: r}
 	w.watchdog = newWatchdog(w.abandon)
 	w.cancel = w.cancelRunning
+	w.deadlines.causeOf = r.timeoutCauseOf
 	return w
 }
 
@@ -75,7 +76,11 @@ func (w *worker) run(j *job) (goesOn bool) {
 	if j.exec != nil {
 		// Made before start, which lets cancellations reach it: cancelTask
 		// must be the running handler's from then on.
-		ctx, w.cancelTask = context.WithCancelCause(w.deadlines.parent(r, j.task.Timeout, started))
+		timeout := j.task.Timeout
+		if timeout <= 0 {
+			timeout = r.cfg.DefaultTaskTimeout
+		}
+		ctx, w.cancelTask = context.WithCancelCause(w.deadlines.parent(context.Background(), timeout, started))
 		defer w.cancelTask(nil)
 	}
 	answer, err := r.tasks.start(j, w.cancel)
@@ -109,72 +114,21 @@ func (w *worker) run(j *job) (goesOn bool) {
 	return true
 }
 
+// timeoutCauseOf is the cause of a handler's context that reached the
+// deadline of timeout: made once for the default timeout.
+func (r *Runtime) timeoutCauseOf(timeout time.Duration) error {
+	if timeout == r.cfg.DefaultTaskTimeout {
+		return r.timeoutCause
+	}
+	return timeoutCause(timeout)
+}
+
 // cancelRunning ends the context of the running handler with cause. The
 // task table calls it, through job.life.cancel, only while the worker's
 // job runs.
 func (w *worker) cancelRunning(cause error) {
 	w.cancelTask(cause)
 	w.watchdog.ended()
-}
-
-// deadlines makes the parents of a worker's handler contexts: contexts
-// that carry the tasks' deadline, each shared by the tasks the worker
-// starts within one deadlineStep of each other with the same timeout.
-// Each handler's context is a cancellable child of one. A context with a
-// deadline of its own per task would cost a runtime timer set and stopped,
-// and three allocations more, for every task, while a worker of quick
-// handlers starts several tasks per millisecond. The deadline a handler
-// sees is its task's, rounded up to the next deadlineStep.
-type deadlines struct {
-	ctx      context.Context
-	stop     context.CancelFunc
-	deadline time.Time
-	timeout  time.Duration
-	// epoch is what deadlines are rounded from: a reading of the monotonic
-	// clock, so that rounding keeps deadlines on it.
-	epoch time.Time
-}
-
-// deadlineStep is how far a handler's deadline may be later than its
-// task's (see deadlines).
-const deadlineStep = time.Millisecond
-
-// parent returns the parent context for a task with that timeout (else
-// the runtime's default) started at started.
-func (d *deadlines) parent(r *Runtime, taskTimeout time.Duration, started time.Time) context.Context {
-	timeout, cause := taskTimeout, r.timeoutCause
-	if timeout <= 0 || timeout == r.cfg.DefaultTaskTimeout {
-		timeout = r.cfg.DefaultTaskTimeout
-	} else {
-		cause = nil // made below, if a new parent is needed
-	}
-	if d.epoch.IsZero() {
-		d.epoch = started
-	}
-	deadline := started.Add(timeout)
-	if over := deadline.Sub(d.epoch) % deadlineStep; over > 0 {
-		deadline = deadline.Add(deadlineStep - over)
-	}
-	if d.ctx != nil && d.timeout == timeout && d.deadline.Equal(deadline) && d.ctx.Err() == nil {
-		return d.ctx
-	}
-	// No handler context is a child of the parent replaced: the worker's
-	// last handler has returned, and its context is cancelled.
-	d.release()
-	if cause == nil {
-		cause = timeoutCause(timeout)
-	}
-	d.ctx, d.stop = context.WithDeadlineCause(context.Background(), deadline, cause)
-	d.deadline, d.timeout = deadline, timeout
-	return d.ctx
-}
-
-// release stops the last parent's timer.
-func (d *deadlines) release() {
-	if d.stop != nil {
-		d.stop()
-		d.ctx, d.stop = nil, nil
-	}
 }
 
 // abandon is the watchdog's onAbandon: it runs on the watchdog's goroutine
