@@ -76,11 +76,7 @@ func (w *worker) run(j *job) (goesOn bool) {
 	if j.exec != nil {
 		// Made before start, which lets cancellations reach it: cancelTask
 		// must be the running handler's from then on.
-		timeout := j.task.Timeout
-		if timeout <= 0 {
-			timeout = r.cfg.DefaultTaskTimeout
-		}
-		ctx, w.cancelTask = context.WithCancelCause(w.deadlines.parent(context.Background(), timeout, started))
+		ctx, w.cancelTask = w.handlerContext(j, started)
 		defer w.cancelTask(nil)
 	}
 	answer, err := r.tasks.start(j, w.cancel)
@@ -112,6 +108,17 @@ func (w *worker) run(j *job) (goesOn bool) {
 	}
 	r.finishRan(j, res)
 	return true
+}
+
+// handlerContext returns the context j's handler runs under, started at
+// started: the task's timeout (else the default) as its deadline (see
+// deadlines), and cancellable with a cause.
+func (w *worker) handlerContext(j *job, started time.Time) (context.Context, context.CancelCauseFunc) {
+	timeout := j.task.Timeout
+	if timeout <= 0 {
+		timeout = w.r.cfg.DefaultTaskTimeout
+	}
+	return context.WithCancelCause(w.deadlines.parent(context.Background(), timeout, started))
 }
 
 // timeoutCauseOf is the cause of a handler's context that reached the
