@@ -28,14 +28,14 @@ import (
 //
 // What the runtime promises for a handler that ignores its context
 // (README, "Execution"; docs/architecture.md, step 4 and the lifecycle;
-// internal/app/runtime.go, Runtime.abandoned; internal/app/invoke.go):
+// internal/app/worker.go, the worker's watchdog; internal/app/invoke.go):
 // once the handler has not returned 100 ms after its deadline, the task is
 // answered FAILED TIMEOUT and the worker moves on to the next task; the
 // handler keeps its type's slot (MaxConcurrentTasks) until it returns, so
 // such handlers never number more than MaxConcurrentTasks per type. That
 // is the bound on what a deaf or hung type can leak: per abandoned handler,
-// its goroutine and whatever it holds, plus one goroutine of the runtime
-// waiting for it. When every slot of a type is held so, its tasks are
+// its goroutine (the worker it ran on, replaced by a new one) and whatever
+// it holds. When every slot of a type is held so, its tasks are
 // answered FAILED HANDLERS_STALLED (retryable) without running, until one
 // returns. At shutdown the runtime waits for such handlers at most 10 s
 // (its call timeout) before running Cleanup hooks anyway.
