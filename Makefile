@@ -106,7 +106,7 @@ lint: ## go vet and gofmt
 # baseline of the same shape from the same run: BENCHMARKS.md holds the
 # latest table. BENCH_FLAGS passes flags, e.g. BENCH_FLAGS="-run latency/push".
 BENCH_FLAGS ?=
-bench: build ## The whole benchmark table, each figure beside its same-run baseline (about 15 min; BENCHMARKS.md)
+bench: build ## The whole benchmark table, each figure beside its same-run baseline (about 7 min; BENCHMARKS.md)
 	$(GO) build -o $(BIN)/ ./cmd/bench
 	$(BIN)/bench -executor $(BIN)/executor -devengine $(BIN)/devengine -out $(BIN)/bench.md $(BENCH_FLAGS)
 

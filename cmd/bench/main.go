@@ -9,7 +9,7 @@
 // same engine, with the same messages. The ratio between them is the
 // runtime's own cost, which is what the targets bound.
 //
-//	go run ./cmd/bench                  # the whole table (about 15 minutes)
+//	go run ./cmd/bench                  # the whole table (about 7 minutes)
 //	go run ./cmd/bench -smoke           # a short run that fails when a target misses by more than -margin
 //	go run ./cmd/bench -run 'latency/push'
 //
