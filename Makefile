@@ -108,12 +108,12 @@ lint: ## go vet and gofmt
 BENCH_FLAGS ?=
 bench: build ## The whole benchmark table, each figure beside its same-run baseline (about 7 min; BENCHMARKS.md)
 	$(GO) build -o $(BIN)/ ./cmd/bench
-	$(BIN)/bench -executor $(BIN)/executor -devengine $(BIN)/devengine -out $(BIN)/bench.md $(BENCH_FLAGS)
+	$(BIN)/bench -executor $(BIN)/executor -devengine $(BIN)/devengine $(BENCH_FLAGS)
 
 .PHONY: bench-smoke
 bench-smoke: build ## A short benchmark run (under 3 min) that fails when a ratio misses its target by more than the margin
 	$(GO) build -o $(BIN)/ ./cmd/bench
-	$(BIN)/bench -smoke -executor $(BIN)/executor -devengine $(BIN)/devengine -out $(BIN)/bench-smoke.md $(BENCH_FLAGS)
+	$(BIN)/bench -smoke -executor $(BIN)/executor -devengine $(BIN)/devengine $(BENCH_FLAGS)
 
 # Generated code is committed. protoc comes from Debian's protobuf-compiler;
 # the Go plugins are built at the versions pinned in go.mod's tool block.
