@@ -80,7 +80,7 @@ func latencyRows(transport string, rate int, svc, raw grpcSeries) []Row {
 	return []Row{
 		row("p50", s.P50, r.P50, Target{RatioAtMost, 1.1}, note),
 		row("p90", s.P90, r.P90, Target{}, ""),
-		row("p99", s.P99, r.P99, Target{RatioAtMost, 1.2}, ""),
+		withTail(row("p99", s.P99, r.P99, Target{RatioAtMost, 1.2}, "")),
 		row("p99.9", s.P999, r.P999, Target{}, ""),
 		row("max", s.Max, r.Max, Target{}, ""),
 	}

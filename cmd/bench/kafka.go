@@ -224,7 +224,7 @@ func kafkaLatencyRows(rate float64, n int, exec, raw *kafkaRound, lagging map[bo
 	return []Row{
 		row("p50", e.P50, b.P50, Target{RatioAtMost, 1.2}, note),
 		row("p90", e.P90, b.P90, Target{}, ""),
-		row("p99", e.P99, b.P99, Target{RatioAtMost, 1.2}, ""),
+		withTail(row("p99", e.P99, b.P99, Target{RatioAtMost, 1.2}, "")),
 		row("p99.9", e.P999, b.P999, Target{}, ""),
 		row("max", e.Max, b.Max, Target{}, ""),
 	}

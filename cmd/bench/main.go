@@ -144,7 +144,7 @@ func runAll(ctx context.Context, o *options) int {
 		}
 		fmt.Fprintf(os.Stderr, "MISS %s / %s: %s %s (baseline %s, ratio %.2f, target %s, margin %.2f)\n",
 			r.Section, r.Name, trim(r.Value), r.Unit, trim(r.Baseline), r.Ratio(), r.Target, margin)
-		if o.smoke && !r.baselineMisses() {
+		if o.smoke && r.gates() {
 			failed = true
 		}
 	}
@@ -166,11 +166,11 @@ func runOne(ctx context.Context, o *options, s scenario) ([]Row, error) {
 	return got, err
 }
 
-// misses reports whether a row misses its target by more than margin,
-// leaving out the targets this machine's bare baseline misses too.
+// misses reports whether a row that gates a smoke run misses its target by
+// more than margin.
 func misses(rows []Row, margin float64) bool {
 	for _, r := range rows {
-		if !r.Holds(margin) && !r.baselineMisses() {
+		if !r.Holds(margin) && r.gates() {
 			return true
 		}
 	}
