@@ -31,6 +31,7 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 		return domain.ErrDraining
 	}
 	task := d.Task
+	task.TakeTraceContext()
 	problem := task.Validate()
 	if d.Malformed != nil {
 		problem = fmt.Errorf("%w: %w", domain.ErrInvalidTask, d.Malformed)

@@ -406,4 +406,5 @@ func stamp(res *domain.Result, task *domain.Task, id string) {
 	res.NodeID = task.NodeID
 	res.Attempt = task.Attempt
 	res.ExecutionToken = task.ExecutionToken
+	res.Trace = task.Trace
 }

@@ -58,6 +58,11 @@ type Result struct {
 	CompletedAt time.Time
 	// Duration is how long the handler ran.
 	Duration time.Duration
+	// Trace is the trace context the result carries back to the engine:
+	// its task's as received, or, when tracing is on, the executor's span
+	// of the task (a child of the engine's). Transports put it where the
+	// task brought it (see TraceContext).
+	Trace TraceContext
 }
 
 // Key returns the "runId:nodeId:attempt" key the engine deduplicates on.
@@ -75,6 +80,7 @@ func ResultFor(t *Task, status Status) Result {
 		Attempt:        t.Attempt,
 		ExecutionToken: t.ExecutionToken,
 		Status:         status,
+		Trace:          t.Trace,
 	}
 }
 

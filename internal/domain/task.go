@@ -69,6 +69,9 @@ type Task struct {
 	Timeout time.Duration
 	// ScheduledAt is when the engine scheduled the task, when known.
 	ScheduledAt time.Time
+	// Trace is the trace context the engine sent with the task, if any
+	// (see TraceContext).
+	Trace TraceContext
 }
 
 // Key returns the "runId:nodeId:attempt" key the engine and the runtime

@@ -1,0 +1,97 @@
+package domain
+
+import "unicode/utf8"
+
+// TraceContext is the W3C trace context (traceparent and tracestate) and
+// baggage that travel with one task, and back with its result. The runtime
+// keeps the text as received: it is parsed only where tracing is on, and a
+// value that does not parse is ignored there, never a reason to refuse a task.
+//
+// Where a task's trace context travels depends on the transport: the call's
+// metadata for a gRPC push, the record's headers on Kafka, the request's
+// headers over REST. StreamTasks and ExecuteStream have no per-task
+// metadata (theirs belongs to the whole stream), so there the engine puts it
+// in the task's context under the reserved keys TraceParentKey,
+// TraceStateKey and BaggageKey; TakeTraceContext moves them out before the
+// handler sees the context, on every transport. A result carries the trace
+// context back the same way its task brought it (see docs/protocol.md).
+type TraceContext struct {
+	TraceParent string
+	TraceState  string
+	Baggage     string
+	// InContext says the task brought its trace context in its context's
+	// reserved keys, not in per-task metadata: its result then carries its
+	// own back in its output, under the same keys.
+	InContext bool
+}
+
+// The reserved context keys of a task's trace context, for transports
+// without per-task metadata.
+const (
+	TraceParentKey = "__traceparent__"
+	TraceStateKey  = "__tracestate__"
+	BaggageKey     = "__baggage__"
+)
+
+// Bounds on a trace context: a traceparent is 55 bytes in version 00 and
+// the W3C specifications bound tracestate to 32 members and baggage to
+// 8,192 bytes. A longer value is dropped, not truncated: half a header
+// would mean something else.
+const (
+	MaxTraceParentBytes = 256
+	MaxTraceStateBytes  = 1024
+	MaxBaggageBytes     = 8192
+)
+
+// IsZero reports whether tc carries nothing.
+func (tc TraceContext) IsZero() bool {
+	return tc.TraceParent == "" && tc.TraceState == "" && tc.Baggage == ""
+}
+
+// Bounded returns tc without the values that are too long or not UTF-8
+// text, which no propagator could read anyway.
+func (tc TraceContext) Bounded() TraceContext {
+	keep := func(v string, limit int) string {
+		if len(v) > limit || !utf8.ValidString(v) {
+			return ""
+		}
+		return v
+	}
+	return TraceContext{
+		TraceParent: keep(tc.TraceParent, MaxTraceParentBytes),
+		TraceState:  keep(tc.TraceState, MaxTraceStateBytes),
+		Baggage:     keep(tc.Baggage, MaxBaggageBytes),
+		InContext:   tc.InContext,
+	}
+}
+
+// TakeTraceContext removes the reserved trace keys from the task's context
+// and, when the transport brought no trace context of its own (its per-task
+// metadata wins), keeps their string values as the task's Trace, marked
+// InContext, so that its result carries its trace context back in the same
+// reserved keys. The runtime calls it on every task it is offered.
+func (t *Task) TakeTraceContext() {
+	if len(t.Context) == 0 {
+		return
+	}
+	var tc TraceContext
+	found := takeText(t.Context, TraceParentKey, &tc.TraceParent)
+	found = takeText(t.Context, TraceStateKey, &tc.TraceState) || found
+	found = takeText(t.Context, BaggageKey, &tc.Baggage) || found
+	if found && t.Trace.IsZero() {
+		t.Trace = tc.Bounded()
+		t.Trace.InContext = true
+	}
+}
+
+// takeText deletes key from m, and reports whether it was there; a string
+// value is kept in into.
+func takeText(m map[string]any, key string, into *string) bool {
+	v, ok := m[key]
+	if !ok {
+		return false
+	}
+	delete(m, key)
+	*into, _ = v.(string)
+	return true
+}
