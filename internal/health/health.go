@@ -16,6 +16,9 @@
 // times the check timeout; keep both small enough for the orchestrator's probe
 // timeout.
 //
+// GRPC answers the gRPC health checking protocol (grpc.health.v1) from the
+// same checks, for the process's gRPC servers.
+//
 // An error's text is shown verbatim to whoever can reach the HTTP port:
 // checks must never put secrets, tokens or credentials into their errors.
 package health
