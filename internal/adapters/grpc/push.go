@@ -59,7 +59,17 @@ type ServerConfig struct {
 	Authenticate func(token string) error
 	// Executors are the executor types served over gRPC.
 	Executors []domain.Registration
+	// Health, when set, answers the standard health service
+	// (grpc.health.v1.Health) in place of the server's own, which says
+	// SERVING for "" between Start and Stop only. The service runs serve it
+	// from their health probes. Health calls need no bearer token either
+	// way: only Execute authenticates.
+	Health healthpb.HealthServer
 }
+
+// PushServiceName is the full name of the gRPC service the push server
+// serves, as health checks name it.
+const PushServiceName = "tech.kayys.gamelan.dispatcher.Executor"
 
 // PushServer serves tech.kayys.gamelan.dispatcher.Executor/Execute, the way
 // the Gamelan engine delivers tasks, and the standard gRPC health service.
@@ -81,7 +91,7 @@ type PushServer struct {
 	dispatcherpb.UnimplementedExecutorServer
 
 	server   *ggrpc.Server
-	health   *health.Server
+	health   *health.Server // the server's own health service; nil when one is given
 	listener net.Listener
 	served   chan struct{}
 	closing  sync.Once
@@ -101,12 +111,11 @@ func NewPushServer(cfg ServerConfig, log *slog.Logger) (*PushServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push server: listen on %s: %w", cfg.Address, err)
 	}
-	p := &PushServer{listener: listener, health: health.NewServer(), served: make(chan struct{}),
+	p := &PushServer{listener: listener, served: make(chan struct{}),
 		gate: ports.NewGate(ports.GateConfig{Name: "push", Authenticate: cfg.Authenticate, Log: log, Refusals: telemetry.NewThrottle(0, 0)})}
 	p.server = ggrpc.NewServer(serverOptions(cfg)...)
 	dispatcherpb.RegisterExecutorServer(p.server, p)
-	healthpb.RegisterHealthServer(p.server, p.health)
-	p.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(p.server, p.healthServer(cfg.Health))
 	go func() {
 		defer close(p.served)
 		if err := p.server.Serve(listener); err != nil {
@@ -115,6 +124,17 @@ func NewPushServer(cfg ServerConfig, log *slog.Logger) (*PushServer, error) {
 	}()
 	log.Info("push server listening", slog.String("addr", listener.Addr().String()), slog.Bool("tls", cfg.TLS != nil))
 	return p, nil
+}
+
+// healthServer is given when set; otherwise it is the server's own, kept in
+// p.health, NOT_SERVING until Start.
+func (p *PushServer) healthServer(given healthpb.HealthServer) healthpb.HealthServer {
+	if given != nil {
+		return given
+	}
+	p.health = health.NewServer()
+	p.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	return p.health
 }
 
 func serverOptions(cfg ServerConfig) []ggrpc.ServerOption {
@@ -150,7 +170,7 @@ func (p *PushServer) Start(ctx context.Context, intake ports.Intake) error {
 		return fmt.Errorf("start push server: %w", err)
 	}
 	p.gate.Attach(intake)
-	p.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	p.setServing(healthpb.HealthCheckResponse_SERVING)
 	return nil
 }
 
@@ -159,8 +179,16 @@ func (p *PushServer) Start(ctx context.Context, intake ports.Intake) error {
 // server keeps answering (refusals, health) until Close.
 func (p *PushServer) Stop(context.Context) error {
 	p.gate.Detach()
-	p.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	p.setServing(healthpb.HealthCheckResponse_NOT_SERVING)
 	return nil
+}
+
+// setServing sets the status of the server's own health service; a given
+// one follows its own checks.
+func (p *PushServer) setServing(s healthpb.HealthCheckResponse_ServingStatus) {
+	if p.health != nil {
+		p.health.SetServingStatus("", s)
+	}
 }
 
 // Close implements ports.TaskSource: it stops the source if it was not
