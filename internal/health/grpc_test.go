@@ -184,3 +184,38 @@ func TestGRPCHealthWatchSendsOnlyChanges(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, second.GetStatus())
 }
+
+// TestGRPCHealthWatchEndsWithTheCaller checks that a Watch whose caller has
+// gone returns on the server, so that a graceful stop does not wait for it.
+func TestGRPCHealthWatchEndsWithTheCaller(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	server := grpc.NewServer()
+	healthpb.RegisterHealthServer(server, health.NewGRPC(health.New(time.Second), time.Hour))
+	go func() { _ = server.Serve(listener) }()
+	t.Cleanup(server.Stop)
+	conn, err := grpc.NewClient(listener.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+
+	ctx, cancel := context.WithCancel(callContext(t))
+	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	first, err := watch.Recv()
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_SERVING, first.GetStatus(), "no checks: serving")
+	cancel()
+
+	// GracefulStop returns only once every handler has returned; the
+	// hour-long interval shows the Watch ended with its stream, not on a tick.
+	stopped := make(chan struct{})
+	go func() {
+		server.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-callContext(t).Done():
+		t.Fatal("the Watch kept running after its caller had gone")
+	}
+}

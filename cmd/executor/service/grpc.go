@@ -14,6 +14,7 @@ import (
 	grpcadapter "github.com/gamelan-go/executor/internal/adapters/grpc"
 	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
+	"github.com/gamelan-go/executor/internal/health"
 	"github.com/gamelan-go/executor/internal/security"
 )
 
@@ -101,6 +102,9 @@ func buildGRPC(w *wiring, served []domain.Registration) (built, func(), error) {
 		KeepAliveTimeout:     g.KeepAliveTimeout.Duration(),
 		Authenticate:         w.inbound,
 		Executors:            served,
+		// The health service answers from the HTTP probes' checks, so that
+		// gRPC and HTTP probes agree (README, "Operating it").
+		Health: health.NewGRPC(w.probes, 0, grpcadapter.PushServiceName),
 	}, w.log.With(slog.String("component", "push-server")))
 	if err != nil {
 		return built{}, nil, err

@@ -24,20 +24,52 @@ type Service struct {
 	settings *settings
 	runtime  *app.Runtime
 	metrics  *telemetry.Metrics
+	probes   *health.Probes
 	log      *slog.Logger
 	running  atomic.Bool
 }
 
-func newService(s *settings, rt *app.Runtime, metrics *telemetry.Metrics, log *slog.Logger) *Service {
+func newService(s *settings, rt *app.Runtime, metrics *telemetry.Metrics, probes *health.Probes, log *slog.Logger) *Service {
 	metrics.ObserveLoad(func() telemetry.Load {
 		stats := rt.Stats()
 		return telemetry.Load{Admitted: stats.Admitted, Running: stats.Running}
 	})
-	return &Service{settings: s, runtime: rt, metrics: metrics, log: log}
+	svc := &Service{settings: s, runtime: rt, metrics: metrics, probes: probes, log: log}
+	// These replace newProbes' placeholders of the same names.
+	probes.AddLiveness(livenessCheck, func() error {
+		if !svc.running.Load() {
+			return errNotRunning
+		}
+		return nil
+	})
+	probes.AddReadiness(readinessCheck, rt.Ready)
+	return svc
 }
 
 // probeTimeout bounds one health check.
 const probeTimeout = time.Second
+
+// Names of the service's health checks.
+const (
+	livenessCheck  = "runtime"
+	readinessCheck = "executor"
+)
+
+var errNotRunning = errors.New("runtime not running")
+
+// newProbes returns the process's health checks, which the HTTP probes and
+// the gRPC health service of every gRPC server answer from. The gRPC servers
+// are built, and listen, before the service exists to supply the real
+// checks, so until then placeholders of the same names say it is not
+// running: a health call in that window must not find no checks, which
+// would read as healthy.
+func newProbes() *health.Probes {
+	probes := health.New(probeTimeout)
+	notRunning := func() error { return errNotRunning }
+	probes.AddLiveness(livenessCheck, notRunning)
+	probes.AddReadiness(readinessCheck, notRunning)
+	return probes
+}
 
 // Run serves the probes, runs the runtime until ctx ends, and stops both in
 // order: the runtime drains first (the probes say not ready meanwhile), then
@@ -48,16 +80,8 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", addr, err)
 	}
-	probes := health.New(probeTimeout)
-	probes.AddLiveness("runtime", func() error {
-		if !s.running.Load() {
-			return errors.New("runtime not running")
-		}
-		return nil
-	})
-	probes.AddReadiness("executor", s.runtime.Ready)
 	mux := http.NewServeMux()
-	probes.Register(mux)
+	s.probes.Register(mux)
 	mux.Handle("/q/metrics", s.metrics.Handler())
 	if s.settings.Profiling {
 		// net/http/pprof's handlers, on this server only (not on

@@ -16,13 +16,13 @@ import (
 // them, and the cleanup closes everything in the reverse order of the graph.
 func initService(s *settings, executors []executor.Executor, log *slog.Logger) (*Service, func(), error) {
 	wire.Build(newPlan, securitySet, grpcSet, kafkaSet, restSet, memorySet, newWiring,
-		newTransports, newControlPlane, telemetry.NewMetrics, newRuntime, newService)
+		newTransports, newControlPlane, telemetry.NewMetrics, newProbes, newRuntime, newService)
 	return nil, nil, nil
 }
 
 // initServiceWithPorts builds the service around ports the caller supplies
 // (component tests pass in-memory or mock ports).
 func initServiceWithPorts(s *settings, executors []executor.Executor, log *slog.Logger, given Ports) (*Service, func(), error) {
-	wire.Build(newGivenPlan, givenDeployment, givenControlPlane, telemetry.NewMetrics, newRuntime, newService)
+	wire.Build(newGivenPlan, givenDeployment, givenControlPlane, telemetry.NewMetrics, newProbes, newRuntime, newService)
 	return nil, nil, nil
 }

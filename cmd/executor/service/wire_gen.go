@@ -55,7 +55,8 @@ func initService(s *settings, executors []executor.Executor, log *slog.Logger) (
 		return nil, nil, err
 	}
 	backend := newMemoryBackend(servicePlan, log)
-	serviceWiring := newWiring(s, log, minter, serviceAuthenticate, serviceGrpcTLS, serviceEngineConn, config, producer, client, backend)
+	probes := newProbes()
+	serviceWiring := newWiring(s, log, minter, serviceAuthenticate, serviceGrpcTLS, serviceEngineConn, config, producer, client, backend, probes)
 	serviceDeployment, cleanup3, err := newTransports(servicePlan, serviceWiring)
 	if err != nil {
 		cleanup2()
@@ -77,7 +78,7 @@ func initService(s *settings, executors []executor.Executor, log *slog.Logger) (
 		cleanup()
 		return nil, nil, err
 	}
-	service := newService(s, runtime, metrics, log)
+	service := newService(s, runtime, metrics, probes, log)
 	return service, func() {
 		cleanup3()
 		cleanup2()
@@ -99,7 +100,8 @@ func initServiceWithPorts(s *settings, executors []executor.Executor, log *slog.
 	if err != nil {
 		return nil, nil, err
 	}
-	service := newService(s, runtime, metrics, log)
+	probes := newProbes()
+	service := newService(s, runtime, metrics, probes, log)
 	return service, func() {
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/gamelan-go/executor/internal/adapters/memory"
 	"github.com/gamelan-go/executor/internal/adapters/rest"
 	"github.com/gamelan-go/executor/internal/app"
+	"github.com/gamelan-go/executor/internal/health"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/telemetry"
@@ -28,12 +29,14 @@ type wiring struct {
 	producer *kafkaadapter.Producer // the process's one Kafka producer
 	registry *rest.Client           // the client of the engine's REST registry
 	memory   *memory.Backend        // the in-process engine
+	probes   *health.Probes         // the checks gRPC health services answer from
 }
 
 func newWiring(s *settings, log *slog.Logger, tokens *security.Minter, inbound authenticate, t grpcTLS,
-	engine *engineConn, kafka *kafkaadapter.Config, producer *kafkaadapter.Producer, registry *rest.Client, mem *memory.Backend) *wiring {
+	engine *engineConn, kafka *kafkaadapter.Config, producer *kafkaadapter.Producer, registry *rest.Client, mem *memory.Backend,
+	probes *health.Probes) *wiring {
 	return &wiring{settings: s, log: log, tokens: tokens, inbound: inbound, grpcTLS: t,
-		engine: engine, kafka: kafka, producer: producer, registry: registry, memory: mem}
+		engine: engine, kafka: kafka, producer: producer, registry: registry, memory: mem, probes: probes}
 }
 
 // closing closes one resource when the service stops, logging a failure.
