@@ -52,6 +52,12 @@
 // that takes it: a cancellation never overtakes its task. StreamTasks cannot
 // carry cancellations.
 //
+// Health. Every serve also answers the standard health service
+// (grpc.health.v1.Health) without credentials, Config.Auth notwithstanding:
+// "", tech.kayys.gamelan.grpc.v1.ExecutorService and "liveness" are SERVING
+// until Shutdown begins, NOT_SERVING from then on (an open Watch is told,
+// then ended with codes.Unavailable); other names are NOT_FOUND.
+//
 // Lifecycle. Start serves a new grpc.Server on a listener; Stop is a hard
 // stop (open streams break, the listener closes) and returns once every
 // handler has returned; Shutdown ends open streams with codes.Unavailable,
@@ -60,8 +66,9 @@
 // the push connections.
 //
 // Security. Config.ServerOptions passes TLS credentials, interceptors or any
-// other grpc.ServerOption through; Config.Auth verifies every call and
-// refuses a failure with codes.Unauthenticated (counted by Refused).
+// other grpc.ServerOption through; Config.Auth verifies every call but the
+// health service's and refuses a failure with codes.Unauthenticated
+// (counted by Refused).
 // BearerToken reads the "authorization: Bearer ..." metadata for it. Push
 // dials in plaintext unless Config.PushDialOptions says otherwise.
 //

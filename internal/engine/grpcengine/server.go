@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -64,10 +65,11 @@ type Config struct {
 	// credentials (grpc.Creds), interceptors, limits. The Server itself adds
 	// grpc.WaitForHandlers(true), on which Stop relies.
 	ServerOptions []grpc.ServerOption
-	// Auth, when set, verifies every call before its handler runs: an error
-	// fails it with codes.Unauthenticated, counted by Refused. It runs after
-	// an interceptor set with grpc.UnaryInterceptor or
-	// grpc.StreamInterceptor, and before chained ones.
+	// Auth, when set, verifies every call but the health service's before
+	// its handler runs: an error fails it with codes.Unauthenticated,
+	// counted by Refused. It runs after an interceptor set with
+	// grpc.UnaryInterceptor or grpc.StreamInterceptor, and before chained
+	// ones.
 	Auth func(ctx context.Context) error
 	// EmptyRegistrationStatus answers RegisterExecutor with an empty status,
 	// as the Gamelan engine does, instead of RegisteredStatus.
@@ -150,6 +152,7 @@ func (s *Server) Start(lis net.Listener) error {
 	served := make(chan struct{})
 	s.mu.Lock()
 	s.stopping = make(chan struct{})
+	healthpb.RegisterHealthServer(server, healthService{stopping: s.stopping})
 	s.mu.Unlock()
 	s.server, s.listener, s.served, s.addr = server, lis, served, lis.Addr().String()
 	go func() {
@@ -252,6 +255,9 @@ func (s *Server) refuse(method string, err error) error {
 }
 
 func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if isHealthCall(info.FullMethod) {
+		return handler(ctx, req)
+	}
 	if err := s.cfg.Auth(ctx); err != nil {
 		return nil, s.refuse(info.FullMethod, err)
 	}
@@ -259,6 +265,9 @@ func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if isHealthCall(info.FullMethod) {
+		return handler(srv, ss)
+	}
 	if err := s.cfg.Auth(ss.Context()); err != nil {
 		return s.refuse(info.FullMethod, err)
 	}
