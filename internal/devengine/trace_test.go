@@ -151,7 +151,7 @@ func TestStreamedTaskCarriesItsTraceInReservedKeys(t *testing.T) {
 	defer cancel()
 	stream, err := client.StreamTasks(ctx, &gamelanv1.StreamTasksRequest{ExecutorId: "tax-1", MaxConcurrent: 4})
 	require.NoError(t, err)
-	waitFor(t, e, "the stream", func() bool { room, limited := e.deliverers["GRPC"].(Streamer).Room("tax-1"); return limited && room > 0 })
+	waitStreams(t, e.deliverers["GRPC"].(*GRPC), "tax-1", 1)
 	task := submit(t, e, TaskSpec{ExecutorType: "tax"})
 	sent, err := stream.Recv()
 	require.NoError(t, err)
