@@ -56,4 +56,12 @@
 //     speaks for.
 //     Tasks the engine delivers carry its own token. The engine's gRPC
 //     server admits executors' keepalive pings (every 5s at most).
+//   - Tracing: with Config.TracerProvider set, each task gets a
+//     "dispatch <executor type>" producer span from its first delivery
+//     until its result arrives; its W3C trace context goes with the task
+//     (push metadata, the reserved __traceparent__/__tracestate__/
+//     __baggage__ keys of a streamed task's context, Kafka and REST
+//     headers), and the trace context the result carries back (call
+//     metadata, output keys, result record headers) is recorded on the
+//     span as a link and attributes. Off (nil) adds nothing to a task.
 package devengine

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -67,6 +70,9 @@ type Task struct {
 	// overdue, once the stream it was sent on has closed, is when it goes
 	// back to the queue unless answered meanwhile.
 	overdue time.Time
+	// span is its dispatch span while tracing is on, from its first
+	// delivery until it is final.
+	span trace.Span
 }
 
 // Final reports whether the task has a result.
@@ -172,15 +178,27 @@ type Config struct {
 	Log            *slog.Logger
 	// Now is the clock (time.Now).
 	Now func() time.Time
+	// TracerProvider, when set, turns tracing on: the engine starts a
+	// "dispatch <executor type>" producer span per task, sends its trace
+	// context with the task (push metadata, the reserved keys of a
+	// streamed task's context, Kafka headers, REST headers; see
+	// docs/protocol.md, "Trace context") and ends it when the task's result
+	// arrives, linking the executor's span. Nil is off: the engine sends no
+	// trace context.
+	TracerProvider trace.TracerProvider
+	// Propagator writes and reads trace contexts (W3C trace context and
+	// baggage if nil).
+	Propagator propagation.TextMapPropagator
 }
 
 // Engine is the reference engine's core: registry, task queue, dispatch and
 // results. Transports (gRPC, HTTP, Kafka) call it; it calls them back through
 // Deliverers.
 type Engine struct {
-	cfg Config
-	reg *registry
-	log *slog.Logger
+	cfg     Config
+	reg     *registry
+	log     *slog.Logger
+	tracing tracing
 
 	deliverers map[string]Deliverer // by communication type
 
@@ -242,7 +260,7 @@ func New(cfg Config) *Engine {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Engine{
-		cfg: cfg, reg: newRegistry(cfg.HeartbeatExpiry, cfg.Now), log: cfg.Log,
+		cfg: cfg, reg: newRegistry(cfg.HeartbeatExpiry, cfg.Now), log: cfg.Log, tracing: newTracing(cfg),
 		deliverers: map[string]Deliverer{},
 		tasks:      map[string]*Task{}, byKey: map[string]*Task{}, queues: map[string][]*Task{},
 		held: map[string]map[string]*Task{}, orphans: map[string]*Task{},
@@ -406,6 +424,7 @@ func (e *Engine) dispatch(ctx context.Context) {
 			e.holdLocked(t)
 			t.Deliveries++
 			task, delivery := t.Domain(), t.Deliveries
+			task.Trace = e.tracing.start(t)
 			if s, ok := d.(Streamer); ok {
 				if transport, ok := s.Offer(ex, task); ok {
 					t.Transport = transport
@@ -504,6 +523,7 @@ func (e *Engine) unholdLocked(t *Task) {
 // finishLocked records that a task became final, and forgets the final
 // tasks that finished first beyond RetainFinished. Callers hold mu.
 func (e *Engine) finishLocked(t *Task) {
+	e.tracing.end(t, nil) // a task final without a result (cancelled while queued)
 	e.finished = append(e.finished, t)
 	for len(e.finished) > e.cfg.RetainFinished {
 		old := e.finished[0]
@@ -674,6 +694,7 @@ func (e *Engine) Result(res domain.Result) bool {
 	if res.ExecutorID != "" {
 		t.ExecutorID = res.ExecutorID
 	}
+	e.tracing.end(t, &res)
 	t.Result, t.State = resultView(res), string(res.Status)
 	t.CompletedAt = e.cfg.Now()
 	t.LatencyMs = float64(t.CompletedAt.Sub(t.SubmittedAt).Microseconds()) / 1000

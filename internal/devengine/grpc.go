@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/gamelan-go/executor/internal/domain"
@@ -26,11 +27,11 @@ type GRPC struct {
 }
 
 var (
-	_ grpcengine.Handler = (*GRPC)(nil)
-	_ Deliverer          = (*GRPC)(nil)
-	_ Streamer           = (*GRPC)(nil)
-	_ Canceller          = (*GRPC)(nil)
-	_ Router             = (*GRPC)(nil)
+	_ grpcengine.TracedHandler = (*GRPC)(nil)
+	_ Deliverer                = (*GRPC)(nil)
+	_ Streamer                 = (*GRPC)(nil)
+	_ Canceller                = (*GRPC)(nil)
+	_ Router                   = (*GRPC)(nil)
 )
 
 // NewGRPC returns the engine's gRPC side; cfg configures its Server (token
@@ -88,9 +89,24 @@ func (g *GRPC) Heartbeat(hb *gamelanv1.HeartbeatRequest) error {
 
 // Results implements grpcengine.Handler: each result is recorded (or
 // refused, or counted as a duplicate) by the Engine.
-func (g *GRPC) Results(_ string, results []*gamelanv1.TaskResult) error {
-	for _, r := range results {
-		g.engine.Result(resultFromProto(r))
+func (g *GRPC) Results(executorID string, results []*gamelanv1.TaskResult) error {
+	return g.TracedResults(executorID, results, nil)
+}
+
+// TracedResults implements grpcengine.TracedHandler: Results, with the
+// trace context each result carried back (traces[i] for results[i]), which
+// ends its task's dispatch span. The reserved keys that carried it in an
+// output are not kept in the recorded output.
+func (g *GRPC) TracedResults(_ string, results []*gamelanv1.TaskResult, traces []domain.TraceContext) error {
+	for i, r := range results {
+		res := resultFromProto(r)
+		if i < len(traces) {
+			res.Trace = traces[i]
+			if res.Trace.InContext {
+				res.Output = withoutTraceKeys(res.Output)
+			}
+		}
+		g.engine.Result(res)
 	}
 	return nil
 }
@@ -143,6 +159,9 @@ func (g *GRPC) Offer(to Executor, task domain.Task) (string, bool) {
 		g.log.Warn("task not sent on a stream; pushing it", slog.String("task_id", task.TaskID), slog.Any("error", err))
 		return "", false
 	}
+	// A stream's metadata is the whole stream's: the task's trace context
+	// goes in its context's reserved keys.
+	grpcengine.PutTraceInContext(pt, task.Trace)
 	switch kind, ok := g.server.Offer(to.ID, pt); {
 	case !ok:
 		return "", false
@@ -164,6 +183,9 @@ func (g *GRPC) Route(Executor) string { return transportPush }
 func (g *GRPC) Deliver(ctx context.Context, to Executor, task domain.Task) (string, error) {
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if md := grpcengine.TraceMetadata(task.Trace); len(md) > 0 {
+		callCtx = metadata.NewOutgoingContext(callCtx, md) // a push is one task: its metadata is the task's
+	}
 	ack, err := g.server.Push(callCtx, to.Endpoint, pushRequest(task, to.ID))
 	if err != nil {
 		return "", err

@@ -216,6 +216,12 @@ func (h *HTTP) Deliver(ctx context.Context, to Executor, task domain.Task) (stri
 	}
 	post := restengine.TaskPost{ExecutorID: to.ID, RunID: task.RunID, NodeID: task.NodeID, Attempt: task.Attempt,
 		IdempotencyKey: task.Key(), Signature: grpcengine.Signature(task.RunID, to.ID), Body: body}
+	for key, value := range traceHeaders(task.Trace) {
+		if post.Header == nil {
+			post.Header = http.Header{}
+		}
+		post.Header.Set(key, value)
+	}
 	if h.token != nil {
 		if post.Token, err = h.token(); err != nil {
 			return "", err

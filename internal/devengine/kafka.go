@@ -195,7 +195,12 @@ func (k *Kafka) decode(r kafkaengine.Record) (executorID string, apply func(), e
 	case k.cfg.ResultsTopic:
 		var m kafkamsg.ResultMessage
 		err = json.Unmarshal(r.Value, &m)
-		return m.ExecutorID, func() { k.engine.Result(resultFromMessage(m)) }, err
+		return m.ExecutorID, func() {
+			res := resultFromMessage(m)
+			res.Trace = domain.TraceContext{TraceParent: r.Headers[traceParentHeader], TraceState: r.Headers[traceStateHeader], Baggage: r.Headers[baggageHeader]}
+			res.Output = withoutTraceKeys(res.Output)
+			k.engine.Result(res)
+		}, err
 	case k.cfg.RegistrationsTopic:
 		var m kafkamsg.RegistrationMessage
 		err = json.Unmarshal(r.Value, &m)
@@ -247,13 +252,13 @@ func (k *Kafka) Deliver(ctx context.Context, to Executor, task domain.Task) (str
 		at := task.ScheduledAt.UTC()
 		msg.ScheduledAt = &at
 	}
-	var headers map[string]string
+	headers := traceHeaders(task.Trace)
 	if k.token != nil {
 		token, err := k.token()
 		if err != nil {
 			return "", err
 		}
-		headers = map[string]string{kafkamsg.AuthorizationHeader: "Bearer " + token}
+		headers[kafkamsg.AuthorizationHeader] = "Bearer " + token
 	}
 	if err := k.producer.ProduceTask(ctx, k.cfg.TasksTopic, msg, headers); err != nil {
 		return "", fmt.Errorf("produce task %s: %w", task.TaskID, err)
@@ -272,4 +277,16 @@ func (k *Kafka) Close() {
 	if k.broker != nil {
 		k.broker.Close()
 	}
+}
+
+// traceHeaders returns the record headers of a task's trace context: one
+// per non-empty value (none when tracing is off).
+func traceHeaders(tc domain.TraceContext) map[string]string {
+	headers := map[string]string{}
+	for key, value := range map[string]string{traceParentHeader: tc.TraceParent, traceStateHeader: tc.TraceState, baggageHeader: tc.Baggage} {
+		if value != "" {
+			headers[key] = value
+		}
+	}
+	return headers
 }

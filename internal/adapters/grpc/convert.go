@@ -67,7 +67,9 @@ var statusToProto = map[domain.Status]gamelanv1.TaskStatus{
 // JSON cannot hold either is replaced by a note, never dropped silently.
 // Strings that are not UTF-8 have their bad bytes replaced by U+FFFD, as
 // JSON does on Kafka: protobuf refuses to encode them, and a result that
-// cannot be encoded would be resent for ever. (An engine that sends a
+// cannot be encoded would be resent for ever. A result whose task brought
+// its trace context in its context carries its own back in the output,
+// under the same reserved keys (addTraceToOutput). (An engine that sends a
 // token that is not UTF-8 on a stream, which decodes only from the raw
 // frame, gets it back so.)
 func resultToProto(r domain.Result) *gamelanv1.TaskResult {
@@ -82,7 +84,7 @@ func resultToProto(r domain.Result) *gamelanv1.TaskResult {
 		Attempt:        int32(r.Attempt),
 		ExecutionToken: validUTF8(r.ExecutionToken),
 		Status:         status,
-		Output:         structOrNote(r.Output),
+		Output:         addTraceToOutput(structOrNote(r.Output), r.Trace),
 		CompletedAt:    timestamppb.New(r.CompletedAt),
 	}
 	if r.CompletedAt.IsZero() {

@@ -123,7 +123,7 @@ func FuzzPushRequest(f *testing.F) {
 		if domain.ValidID(executorID) {
 			want = executorID
 		}
-		if got := taskFromRequest(req); got.ExecutorID != want {
+		if got := taskFromRequest(t.Context(), req); got.ExecutorID != want {
 			t.Fatalf("the signature of run %q for executor %q gave executor %q", runID, executorID, got.ExecutorID)
 		}
 
@@ -131,7 +131,7 @@ func FuzzPushRequest(f *testing.F) {
 		if proto.Unmarshal(data, &pushed) != nil {
 			return // refused by gRPC itself before the push server sees it
 		}
-		task := taskFromRequest(&pushed)
+		task := taskFromRequest(t.Context(), &pushed)
 		if task.RunID != pushed.GetRunId() || task.NodeID != pushed.GetNodeId() || task.Attempt != int(pushed.GetAttempt()) ||
 			task.ExecutionToken != pushed.GetToken() || task.IdempotencyKey != pushed.GetIdempotencyKey() {
 			t.Fatalf("the task's ids are not the request's: %s", identity(task))

@@ -213,7 +213,7 @@ func (p *PushServer) Execute(ctx context.Context, req *dispatcherpb.ExecutionReq
 	verdict, err := p.gate.Admit(ctx, ports.Pushed{
 		RunID: req.GetRunId(), NodeID: req.GetNodeId(),
 		Token: func() (string, error) { return bearerToken(ctx) },
-		Task:  func() (domain.Task, error) { return taskFromRequest(req), nil },
+		Task:  func() (domain.Task, error) { return taskFromRequest(ctx, req), nil },
 	})
 	switch verdict {
 	case ports.Accepted:
@@ -232,9 +232,12 @@ func refuse(code int32, message string) *dispatcherpb.ExecutionAck {
 }
 
 // taskFromRequest builds the pushed task, with the executor id the
-// signature names as a routing hint. The runtime validates it.
-func taskFromRequest(req *dispatcherpb.ExecutionRequest) domain.Task {
+// signature names as a routing hint and the trace context of the call's
+// metadata (a push carries one task, so its metadata is the task's). The
+// runtime validates it.
+func taskFromRequest(ctx context.Context, req *dispatcherpb.ExecutionRequest) domain.Task {
 	task := taskFromPush(req)
+	task.Trace = traceFromMetadata(ctx)
 	if id, ok := executorIDFromSignature(req.GetSignature(), req.GetRunId()); ok && domain.ValidID(id) {
 		task.ExecutorID = id
 	}

@@ -76,7 +76,7 @@ func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error
 			}
 			messages[i] = msg
 		}
-		if err := s.report(security.WithSubject(ctx, executorID), messages); err != nil {
+		if err := s.report(reportContext(ctx, executorID, group), messages); err != nil {
 			if isNotRegistered(err) && s.watch != nil {
 				s.watch.Suspect("the engine answered ReportResults for " + executorID + " with NotFound")
 			}
@@ -101,6 +101,22 @@ func (s *ResultSink) RegistrationSuspects() <-chan string {
 		return nil
 	}
 	return s.watch.RegistrationSuspects()
+}
+
+// reportContext is the context of the ReportResults call carrying group:
+// the executor's token subject and, when the call carries exactly one
+// result whose task brought its trace context in per-task metadata (a
+// push, a REST post), that trace context as the call's metadata. A call
+// carrying several results has no per-result metadata: the runtime links
+// its delivery span to each task's span instead. A result whose task
+// brought its trace context in its context carries it in its output
+// (resultToProto), whatever the batch.
+func reportContext(ctx context.Context, executorID string, group []domain.Result) context.Context {
+	ctx = security.WithSubject(ctx, executorID)
+	if len(group) == 1 && !group[0].Trace.InContext {
+		ctx = withTraceMetadata(ctx, group[0].Trace)
+	}
+	return ctx
 }
 
 // report sends one ReportResults stream and waits for its Empty.
@@ -164,7 +180,9 @@ func (s *ResultSink) message(r domain.Result) (*gamelanv1.TaskResult, error) {
 	if size <= s.maxSize {
 		return msg, nil
 	}
-	msg = resultToProto(r.TooLarge(size, s.maxSize))
+	small := r.TooLarge(size, s.maxSize)
+	small.Trace = r.Trace // bounded and small: the engine's trace still gets its answer
+	msg = resultToProto(small)
 	if minimal := proto.Size(msg); minimal > s.maxSize {
 		return nil, fmt.Errorf("%w: result for run %s node %s is %d bytes even without output, more than the limit of %d",
 			domain.ErrResultTooLarge, domain.Quote(r.RunID), domain.Quote(r.NodeID), minimal, s.maxSize)

@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/IBM/sarama"
+
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -228,6 +230,7 @@ func resultMessage(r domain.Result) ResultMessage {
 	if msg.Output == nil {
 		msg.Output = map[string]any{}
 	}
+	msg.Output = withTraceInOutput(msg.Output, r.Trace)
 	if r.CompletedAt.IsZero() {
 		msg.CompletedAt = time.Now().UTC()
 	}
@@ -252,4 +255,96 @@ func encodeResult(r domain.Result) []byte {
 	}
 	value, _ = json.Marshal(msg) // only strings and numbers left
 	return value
+}
+
+// The record headers of a task's trace context and of its result's: the W3C
+// header names, as Kafka instrumentations of OpenTelemetry use them.
+const (
+	TraceParentHeader = "traceparent"
+	TraceStateHeader  = "tracestate"
+	BaggageHeader     = "baggage"
+)
+
+// traceFromHeaders reads a task record's trace context. A record with more
+// than one traceparent header has none that can be trusted, so it is
+// dropped; repeated tracestate and baggage headers are joined with commas,
+// as the W3C specifications join repeated HTTP headers. Values too long are
+// dropped (domain.TraceContext.Bounded): never a reason to refuse a task.
+func traceFromHeaders(headers []*sarama.RecordHeader) domain.TraceContext {
+	var tc domain.TraceContext
+	var parents int
+	for _, h := range headers {
+		if h == nil {
+			continue
+		}
+		switch string(h.Key) {
+		case TraceParentHeader:
+			parents++
+			tc.TraceParent = string(h.Value)
+		case TraceStateHeader:
+			tc.TraceState = joinList(tc.TraceState, string(h.Value))
+		case BaggageHeader:
+			tc.Baggage = joinList(tc.Baggage, string(h.Value))
+		}
+	}
+	if parents > 1 {
+		tc.TraceParent = ""
+	}
+	return tc.Bounded()
+}
+
+// joinList appends a list member to a comma-separated list.
+func joinList(list, member string) string {
+	if list == "" {
+		return member
+	}
+	return list + "," + member
+}
+
+// traceHeaders returns the result record headers of a trace context: one
+// per non-empty value.
+func traceHeaders(tc domain.TraceContext) []sarama.RecordHeader {
+	tc = tc.Bounded()
+	var headers []sarama.RecordHeader
+	for _, f := range []struct{ key, value string }{
+		{TraceParentHeader, tc.TraceParent}, {TraceStateHeader, tc.TraceState}, {BaggageHeader, tc.Baggage},
+	} {
+		if f.value != "" {
+			headers = append(headers, sarama.RecordHeader{Key: []byte(f.key), Value: []byte(f.value)})
+		}
+	}
+	return headers
+}
+
+// headersSize is the bytes headers take in a record, framing left aside
+// (recordOverhead covers it).
+func headersSize(headers []sarama.RecordHeader) int {
+	n := 0
+	for _, h := range headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// withTraceInOutput returns output with the trace context under the
+// reserved keys when the task brought it in its context (an engine that
+// sent no headers): the result carries it back the way it came. output is
+// copied, never changed: it is the handler's map.
+func withTraceInOutput(output map[string]any, tc domain.TraceContext) map[string]any {
+	tc = tc.Bounded()
+	if !tc.InContext || tc.IsZero() {
+		return output
+	}
+	out := make(map[string]any, len(output)+3)
+	for k, v := range output {
+		out[k] = v
+	}
+	for key, value := range map[string]string{
+		domain.TraceParentKey: tc.TraceParent, domain.TraceStateKey: tc.TraceState, domain.BaggageKey: tc.Baggage,
+	} {
+		if value != "" {
+			out[key] = value
+		}
+	}
+	return out
 }

@@ -158,10 +158,12 @@ func (w *batchWaiter) ack(err error) {
 	}
 }
 
-// record is one record to send, for an executor id (for its token).
+// record is one record to send, for an executor id (for its token), with
+// headers of its own (a result's trace context) after the token's.
 type record struct {
 	topic, key, executorID string
 	value                  []byte
+	headers                []sarama.RecordHeader
 }
 
 // send produces records and returns nil once every one is acknowledged. On
@@ -212,6 +214,7 @@ func (p *Producer) produce(ctx context.Context, records []record) error {
 			}
 			msgs[i].Headers = headers
 		}
+		msgs[i].Headers = append(msgs[i].Headers, r.headers...)
 	}
 	if err := p.enqueue(ctx, msgs); err != nil {
 		return err

@@ -13,7 +13,9 @@ import (
 
 // ResultSink produces results as ResultMessage JSON to the results topic,
 // keyed by run id, and returns once the brokers acknowledged every record
-// (acks=all).
+// (acks=all). A result's trace context travels in its record's headers
+// traceparent, tracestate and baggage (and, when its task brought it in its
+// context, in its output's reserved keys too).
 //
 // A result whose record (key, value and headers) would exceed
 // MaxMessageBytes could never be produced, and would hold its batch (and its
@@ -44,16 +46,19 @@ func NewResultSink(producer *Producer, cfg Config) *ResultSink {
 func (s *ResultSink) Deliver(ctx context.Context, results []domain.Result) error {
 	records := make([]record, len(results))
 	for i, r := range results {
-		limit := s.maxValue - len(r.RunID) // the key
+		headers := traceHeaders(r.Trace)
+		limit := s.maxValue - len(r.RunID) - headersSize(headers) // the key and the trace context
 		value := encodeResult(r)
 		if len(value) > limit {
-			value = encodeResult(r.TooLarge(len(value), limit))
+			small := r.TooLarge(len(value), limit)
+			small.Trace = r.Trace // already in headers; kept for the output's reserved keys
+			value = encodeResult(small)
 			if len(value) > limit {
 				return fmt.Errorf("deliver %d results: %w: the result for run %s node %s is %d bytes even without output, more than the %d a record holds",
 					len(results), domain.ErrResultTooLarge, domain.Quote(r.RunID), domain.Quote(r.NodeID), len(value), limit)
 			}
 		}
-		records[i] = record{topic: s.topic, key: r.RunID, executorID: r.ExecutorID, value: value}
+		records[i] = record{topic: s.topic, key: r.RunID, executorID: r.ExecutorID, value: value, headers: headers}
 	}
 	err := s.producer.send(ctx, records)
 	if errors.Is(err, domain.ErrResultTooLarge) {

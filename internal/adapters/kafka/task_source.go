@@ -355,6 +355,7 @@ func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *o
 // skipped, and the partition goes on.
 func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
 	task, malformed := decodeTask(msg.Value, s.cfg.MaxMessageBytes)
+	task.Trace = traceFromHeaders(msg.Headers) // a record is one task: its headers are the task's
 	if target := task.ExecutorID; target != "" && !s.ids[target] {
 		id, ours := s.types[target]
 		if !ours {

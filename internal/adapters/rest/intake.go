@@ -41,7 +41,8 @@ type IntakeConfig struct {
 
 // Intake is the REST task intake: the endpoint Gamelan's REST dispatcher
 // posts a task to, with the task in headers (X-Executor-Id, X-Run-Id,
-// X-Node-Id, X-Attempt, X-Idempotency-Key, X-Signature) and an optional JSON
+// X-Node-Id, X-Attempt, X-Idempotency-Key, X-Signature), its trace context
+// in the W3C headers (traceparent, tracestate, baggage) and an optional JSON
 // body. It answers 202 when the task is accepted (the result goes through
 // the configured ResultSink), 503 when the runtime is full, draining or not
 // started, 400 when the request is malformed, too large or names an executor
@@ -214,6 +215,7 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 		RunID:          r.Header.Get("X-Run-Id"),
 		NodeID:         r.Header.Get("X-Node-Id"),
 		IdempotencyKey: r.Header.Get("X-Idempotency-Key"),
+		Trace:          traceFromHeaders(r.Header),
 	}
 	if task.RunID == "" || task.NodeID == "" {
 		return domain.Task{}, errors.New("X-Run-Id and X-Node-Id are required")
@@ -275,4 +277,21 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	task.ExecutorType = body.ExecutorType
 	task.Timeout = domain.TimeoutFromSeconds(body.TimeoutSeconds)
 	return task, nil
+}
+
+// traceFromHeaders reads a posted task's W3C trace context. A request with
+// more than one traceparent has none that can be trusted, so it is dropped;
+// repeated tracestate and baggage lines are joined with commas, as the W3C
+// specifications say. Values too long are dropped
+// (domain.TraceContext.Bounded): never a reason to refuse a task. The
+// result goes back through the configured result sink, which carries it
+// (ReportResults metadata for a call of one result, Kafka record headers).
+func traceFromHeaders(h http.Header) domain.TraceContext {
+	var tc domain.TraceContext
+	if parents := h.Values("Traceparent"); len(parents) == 1 {
+		tc.TraceParent = parents[0]
+	}
+	tc.TraceState = strings.Join(h.Values("Tracestate"), ",")
+	tc.Baggage = strings.Join(h.Values("Baggage"), ",")
+	return tc.Bounded()
 }

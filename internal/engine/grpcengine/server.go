@@ -332,7 +332,7 @@ func (s *Server) ReportResults(stream grpc.ClientStreamingServer[gamelanv1.TaskR
 		}
 		batch = append(batch, r)
 	}
-	if err := s.results("", batch); err != nil {
+	if err := s.results("", batch, CallTrace(stream.Context())); err != nil {
 		return err
 	}
 	return stream.SendAndClose(&emptypb.Empty{})
@@ -343,13 +343,20 @@ func (s *Server) ReportResults(stream grpc.ClientStreamingServer[gamelanv1.TaskR
 // refuses the results: the executor no longer runs those tasks (it will
 // send the results again), and an engine told of a result may give the
 // stream its next task at once.
-func (s *Server) results(executorID string, results []*gamelanv1.TaskResult) error {
+//
+// A TracedHandler also gets each result's trace context: its output's
+// reserved keys, else call's (the metadata of a ReportResults call carrying
+// one result).
+func (s *Server) results(executorID string, results []*gamelanv1.TaskResult, call domain.TraceContext) error {
 	s.mu.Lock()
 	for _, r := range results {
 		s.releaseLocked(ResultKey(r))
 	}
 	s.notifyLocked()
 	s.mu.Unlock()
+	if traced, ok := s.handler.(TracedHandler); ok {
+		return traced.TracedResults(executorID, results, resultTraces(call, results))
+	}
 	return s.handler.Results(executorID, results)
 }
 

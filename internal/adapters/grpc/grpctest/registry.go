@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
@@ -31,12 +32,13 @@ type recorder struct {
 
 	results           []*gamelanv1.TaskResult
 	unique            map[string]*gamelanv1.TaskResult
+	traces            map[string]domain.TraceContext // of the unique results
 	duplicates        int
 	failReportResults int
 	hold              *resultHold // HoldReportResults, nil when not holding
 }
 
-var _ grpcengine.Handler = (*recorder)(nil)
+var _ grpcengine.TracedHandler = (*recorder)(nil)
 
 func newRecorder() *recorder {
 	return &recorder{
@@ -48,6 +50,7 @@ func newRecorder() *recorder {
 		streamCalls:         make(map[string]int),
 		streamMaxConcurrent: make(map[string][]int32),
 		unique:              make(map[string]*gamelanv1.TaskResult),
+		traces:              make(map[string]domain.TraceContext),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
@@ -19,6 +20,12 @@ import (
 // FailReportResults set to fail records nothing and fails with
 // codes.Unavailable.
 func (r *recorder) Results(executorID string, results []*gamelanv1.TaskResult) error {
+	return r.TracedResults(executorID, results, nil)
+}
+
+// TracedResults records results as Results does, with the trace context
+// each one carried back (traces[i] for results[i]; nil for none).
+func (r *recorder) TracedResults(executorID string, results []*gamelanv1.TaskResult, traces []domain.TraceContext) error {
 	r.mu.Lock()
 	hold := r.hold
 	r.mu.Unlock()
@@ -33,7 +40,7 @@ func (r *recorder) Results(executorID string, results []*gamelanv1.TaskResult) e
 		r.notifyLocked()
 		return status.Errorf(codes.Unavailable, "report results: injected fault, batch of %d results not recorded", len(results))
 	}
-	for _, res := range results {
+	for i, res := range results {
 		res = proto.CloneOf(res)
 		r.results = append(r.results, res)
 		key := grpcengine.ResultKey(res)
@@ -41,6 +48,9 @@ func (r *recorder) Results(executorID string, results []*gamelanv1.TaskResult) e
 			r.duplicates++
 		} else {
 			r.unique[key] = res
+			if i < len(traces) {
+				r.traces[key] = traces[i]
+			}
 		}
 	}
 	r.notifyLocked()
@@ -105,6 +115,19 @@ func (e *Engine) UniqueResults() map[string]*gamelanv1.TaskResult {
 		unique[k] = proto.CloneOf(r)
 	}
 	return unique
+}
+
+// ResultTrace returns the trace context the first result received for key
+// ("runId:nodeId:attempt") carried back: its output's reserved keys, or the
+// metadata of a ReportResults call that carried it alone. It reports false
+// when no result arrived for key.
+func (e *Engine) ResultTrace(key string) (domain.TraceContext, bool) {
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	if _, ok := e.rec.unique[key]; !ok {
+		return domain.TraceContext{}, false
+	}
+	return e.rec.traces[key], true
 }
 
 // DuplicateResults returns how many results arrived for a key that already
