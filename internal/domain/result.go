@@ -122,6 +122,7 @@ func (r Result) Minimal(code, message string) Result {
 		Error:          &ErrorInfo{Code: code, Message: Clip(message, MaxErrorMessageBytes)},
 		CompletedAt:    r.CompletedAt,
 		Duration:       r.Duration,
+		Trace:          r.Trace.Bounded(),
 	}
 }
 
