@@ -30,6 +30,10 @@ build: ## Build the executor service and the reference engine into bin/
 test: lint ## Vet, format check, and every test with the race detector
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
+.PHONY: test-deploy
+test-deploy: ## Validate deploy/compose.yaml and the Kubernetes overlays offline (compose-go, kustomize, strict k8s types)
+	$(GO) test -race -count=1 ./deploy/
+
 .PHONY: test-interop
 test-interop: ## The interop suite against a gRPC C-core engine, idle scenarios included (about 12 min)
 	GAMELAN_INTEROP_LONG=1 $(GO) test -race -count=1 -parallel 16 -timeout 40m -run Interop -v ./test/interop/

@@ -30,6 +30,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Config is what every deployment of the executor service configures.
@@ -68,8 +69,13 @@ type Config struct {
 	TaskTimeout        Seconds[UpToAYear] `env:"GAMELAN_EXECUTOR_TASK_TIMEOUT_SECONDS" envDefault:"300" doc:"Deadline in seconds of tasks that carry no timeout."`
 	ShutdownTimeout    Seconds[UpToAYear] `env:"GAMELAN_EXECUTOR_SHUTDOWN_TIMEOUT_SECONDS" envDefault:"30" doc:"Seconds the drain waits for running tasks on shutdown before cancelling them."`
 	ResultFlushTimeout Seconds[UpToAYear] `env:"GAMELAN_EXECUTOR_RESULT_FLUSH_TIMEOUT_SECONDS" envDefault:"10" doc:"Seconds results still undelivered after the drain may take to be acknowledged."`
-	ResultOutboxSize   Int[AtLeast1]      `env:"GAMELAN_EXECUTOR_RESULT_OUTBOX_SIZE" envDefault:"1000" doc:"Results that may wait for delivery per transport."`
-	DedupeCapacity     Int[AtLeast1]      `env:"GAMELAN_EXECUTOR_DEDUPE_CAPACITY" envDefault:"10000" doc:"Finished tasks remembered to drop duplicate deliveries."`
+	// TerminationGracePeriod and PreStop describe the orchestrator's stop,
+	// which this process cannot observe: they are read only to warn at
+	// start-up when the drain and flush cannot fit (ShutdownBudget).
+	TerminationGracePeriod Seconds[ZeroToAYear] `env:"GAMELAN_EXECUTOR_TERMINATION_GRACE_PERIOD_SECONDS" envDefault:"0" doc:"The orchestrator's grace period from the start of the stop to the kill (Kubernetes terminationGracePeriodSeconds; set it from the same value). When set, start-up warns if PRE_STOP_SECONDS + SHUTDOWN_TIMEOUT_SECONDS + RESULT_FLUSH_TIMEOUT_SECONDS exceed it. 0 means unknown: no check."`
+	PreStop                Seconds[ZeroToAYear] `env:"GAMELAN_EXECUTOR_PRE_STOP_SECONDS" envDefault:"0" doc:"Seconds the orchestrator waits before it sends the stop signal (a preStop hook), which its grace period counts too; only read by the start-up check of TERMINATION_GRACE_PERIOD_SECONDS."`
+	ResultOutboxSize       Int[AtLeast1]        `env:"GAMELAN_EXECUTOR_RESULT_OUTBOX_SIZE" envDefault:"1000" doc:"Results that may wait for delivery per transport."`
+	DedupeCapacity         Int[AtLeast1]        `env:"GAMELAN_EXECUTOR_DEDUPE_CAPACITY" envDefault:"10000" doc:"Finished tasks remembered to drop duplicate deliveries."`
 
 	HTTPHost Text           `env:"GAMELAN_EXECUTOR_HTTP_HOST" envDefault:"0.0.0.0" doc:"Address the HTTP server for probes and metrics binds to."`
 	HTTPPort Int[PortRange] `env:"GAMELAN_EXECUTOR_HTTP_PORT" envDefault:"8090" doc:"Port of the HTTP server for /q/health and /q/metrics (8090, beside an engine on 8080); 0 picks a free port."`
@@ -92,6 +98,20 @@ func (c *Config) Check() []Problem {
 		}}
 	}
 	return nil
+}
+
+// ShutdownBudget compares the time a stop may take with the orchestrator's
+// grace period: need is PRE_STOP_SECONDS + SHUTDOWN_TIMEOUT_SECONDS +
+// RESULT_FLUSH_TIMEOUT_SECONDS, because the grace period starts with the
+// preStop hook, then the drain and the flush run one after the other. fits
+// is false only when the grace period is known (not 0) and shorter than
+// need: the orchestrator would then kill the process mid-drain or
+// mid-flush, losing the results of tasks it ran. need leaves out the few
+// seconds of closing connections and unregistering; keep a margin.
+func (c Config) ShutdownBudget() (need, grace time.Duration, fits bool) {
+	need = c.PreStop.Duration() + c.ShutdownTimeout.Duration() + c.ResultFlushTimeout.Duration()
+	grace = c.TerminationGracePeriod.Duration()
+	return need, grace, grace == 0 || need <= grace
 }
 
 // CheckHostedTypes reports, as one line naming the variable, the first type in

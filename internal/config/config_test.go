@@ -618,3 +618,25 @@ func TestKafkaPasswordIsRedacted(t *testing.T) {
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("kafka", "kafka", LogValue(cfg.Kafka))
 	assert.NotContains(t, logged.String(), "hunter2-kafka")
 }
+
+func TestShutdownBudgetFitsOnlyWhenTheGracePeriodCoversPreStopDrainAndFlush(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		vars map[string]string
+		need time.Duration
+		fits bool
+	}{
+		{"grace period unknown", map[string]string{}, 40 * time.Second, true},
+		{"exactly enough", map[string]string{"GAMELAN_EXECUTOR_TERMINATION_GRACE_PERIOD_SECONDS": "45", "GAMELAN_EXECUTOR_PRE_STOP_SECONDS": "5"}, 45 * time.Second, true},
+		{"the preStop eats the margin", map[string]string{"GAMELAN_EXECUTOR_TERMINATION_GRACE_PERIOD_SECONDS": "44", "GAMELAN_EXECUTOR_PRE_STOP_SECONDS": "5"}, 45 * time.Second, false},
+		{"Kubernetes' default with a long drain", map[string]string{"GAMELAN_EXECUTOR_TERMINATION_GRACE_PERIOD_SECONDS": "30", "GAMELAN_EXECUTOR_SHUTDOWN_TIMEOUT_SECONDS": "60"}, 70 * time.Second, false},
+	} {
+		getenv, _ := environment(c.vars)
+		cfg, err := Load(getenv)
+		require.NoError(t, err, c.name)
+		need, grace, fits := cfg.ShutdownBudget()
+		assert.Equal(t, c.need, need, c.name)
+		assert.Equal(t, c.fits, fits, c.name)
+		assert.Equal(t, cfg.TerminationGracePeriod.Duration(), grace, c.name)
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -64,6 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flags := flag.NewFlagSet("executor", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	printVariables := flags.Bool("variables", false, "print the configuration variables as a Markdown table and exit")
+	healthcheck := flags.String("healthcheck", "", "GET this URL (e.g. http://127.0.0.1:8090/q/health/ready), exit 0 if it answers 200 and 1 otherwise: the probe of container healthchecks, since the image has no shell or curl")
 	flags.Usage = func() {
 		fmt.Fprintln(stderr, "usage: executor [-variables]\n\nThe service is configured through environment variables; -variables lists them.")
 		flags.PrintDefaults()
@@ -78,6 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_, err := io.WriteString(stdout, VariablesTable())
 		return err
 	}
+	if *healthcheck != "" {
+		return probe(ctx, *healthcheck)
+	}
 
 	s, err := load(getenv)
 	if err != nil {
@@ -89,12 +95,56 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := telemetry.NewLogger(stdout, s.LogLevel.Slog(), s.LogFormat == "text")
 	log.Info("starting executor service", s.logAttrs()...)
+	warnShutdownBudget(log, s.Config)
 	svc, cleanup, err := inject(s, executors, log)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 	return svc.Run(ctx)
+}
+
+// warnShutdownBudget logs a warning when the orchestrator's grace period,
+// as the deployment passed it in, is shorter than the preStop, the drain
+// and the flush together: the process would be killed before it delivered
+// the results of the tasks it ran. It only warns, because a deployment may
+// knowingly accept that (tasks that are redelivered anyway).
+func warnShutdownBudget(log *slog.Logger, cfg config.Config) {
+	need, grace, fits := cfg.ShutdownBudget()
+	if fits {
+		return
+	}
+	log.Warn("shutdown budget exceeds the termination grace period: a stop may kill the process mid-drain and lose results; "+
+		"raise GAMELAN_EXECUTOR_TERMINATION_GRACE_PERIOD_SECONDS (and terminationGracePeriodSeconds) or lower the timeouts",
+		slog.Int64("termination_grace_period_seconds", int64(grace/time.Second)),
+		slog.Int64("needed_seconds", int64(need/time.Second)),
+		slog.Int64("pre_stop_seconds", int64(cfg.PreStop.Duration()/time.Second)),
+		slog.Int64("shutdown_timeout_seconds", int64(cfg.ShutdownTimeout.Duration()/time.Second)),
+		slog.Int64("result_flush_timeout_seconds", int64(cfg.ResultFlushTimeout.Duration()/time.Second)))
+}
+
+// healthcheckTimeout bounds the -healthcheck request, below the interval of
+// any sensible container healthcheck.
+const healthcheckTimeout = 3 * time.Second
+
+// probe answers -healthcheck: nil when url answers 200 within
+// healthcheckTimeout, else an error saying what it answered.
+func probe(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // enabledExecutors keeps the executors ENABLED_TYPES names (all when empty),
@@ -160,12 +210,17 @@ func describeKinds(doc string) string {
 	return strings.ReplaceAll(doc, "{registrars}", strings.Join(registrarKinds, ", "))
 }
 
+// Variables lists every variable the service reads, Config's and every
+// transport section's, in order: the README's table and the deployment
+// manifests' check (deploy/) share it.
+func Variables() []config.Variable { return config.Variables(new(settings).sections()...) }
+
 // VariablesTable renders every configuration variable as a Markdown table,
 // the one in the README.
 func VariablesTable() string {
 	var b strings.Builder
 	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
-	for _, v := range config.Variables(new(settings).sections()...) {
+	for _, v := range Variables() {
 		def := "`" + v.Default + "`"
 		if v.Default == "" {
 			def = "none"
