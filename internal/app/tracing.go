@@ -169,14 +169,17 @@ func (s *jobSpans) executed(res *domain.Result) {
 }
 
 // sending records the result on the task span, starts the deliver span, and
-// sets the result's trace context to the task span's (a child of the
-// engine's), sent back the same way the task's came.
-func (s *jobSpans) sending(res *domain.Result, task *domain.Task, prop propagation.TextMapPropagator) {
-	recordResult(s.task, res)
+// returns res with the task span's trace context (a child of the engine's),
+// sent back the same way the task's came. res is taken and returned by
+// value: a pointer to the caller's would move it to the heap for every task,
+// traced or not.
+func (s *jobSpans) sending(res domain.Result, task *domain.Task, prop propagation.TextMapPropagator) domain.Result {
+	recordResult(s.task, &res)
 	_, s.deliver = s.tracer.Start(s.ctx, "deliver")
 	res.Trace = domain.TraceContext{InContext: task.Trace.InContext}
 	prop.Inject(s.ctx, traceCarrier{&res.Trace})
 	res.Trace = res.Trace.Bounded()
+	return res
 }
 
 // settled ends the task's spans once its delivery ended: acknowledged (err

@@ -230,7 +230,7 @@ func (r *Runtime) finishRan(j *job, res domain.Result) {
 // once the outbox takes no more.
 func (r *Runtime) send(j *job, res domain.Result) {
 	if j.spans != nil {
-		j.spans.sending(&res, j.task, r.cfg.Propagator)
+		res = j.spans.sending(res, j.task, r.cfg.Propagator)
 	}
 	if it := (outboxItem{result: res, job: j}); !j.transport.outbox.put(it) {
 		r.settleAll([]outboxItem{it}, errors.New("executor stopped before the result could be sent"))
