@@ -269,3 +269,30 @@ func TestTracingOffStartsNothingAndEchoesTheTrace(t *testing.T) {
 	assert.False(t, sc.IsValid())
 	assert.True(t, h.sinks["t"].byKey(t, plain.Key()).Trace.IsZero())
 }
+
+func TestTracingRecordsAnAbandonedHandler(t *testing.T) {
+	cfg, rec := tracedConfig(t)
+	release := make(chan struct{})
+	stubborn := funcExecutor{
+		desc: domain.Descriptor{Type: "stubborn", MaxConcurrentTasks: 1},
+		run: func(context.Context, *domain.Task) (*domain.Result, error) {
+			<-release // ignores its context
+			return &domain.Result{Status: domain.StatusCompleted}, nil
+		},
+	}
+	h := newHarness(t, cfg, on("t", stubborn))
+	h.run(t)
+	defer close(release)
+
+	tk := task("run1", "slow", 1)
+	tk.Timeout = 20 * time.Millisecond
+	require.NoError(t, h.sources["t"].mustOffer(t, tk).wait(t))
+	assert.Equal(t, domain.CodeTimeout, h.sinks["t"].byKey(t, tk.Key()).Error.Code)
+
+	execute := oneSpan(t, rec, "execute")
+	abandoned, _ := attrOf(execute, "gamelan.abandoned")
+	assert.True(t, abandoned.AsBool(), "the execute span does not say the handler was abandoned")
+	assert.Equal(t, codes.Error, execute.Status().Code)
+	code, _ := attrOf(oneSpan(t, rec, "task stubborn"), "gamelan.error_code")
+	assert.Equal(t, domain.CodeTimeout, code.AsString())
+}
