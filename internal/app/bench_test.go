@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -77,6 +81,12 @@ func benchTask(i int) *domain.Task {
 // through one transport whose sink is sink, and returns its intake. The
 // runtime stops when the benchmark ends.
 func benchRuntime(b *testing.B, sink ports.ResultSink) ports.Intake {
+	return benchRuntimeTraced(b, sink, nil)
+}
+
+// benchRuntimeTraced is benchRuntime with tracer as Config.Tracer (nil:
+// tracing off).
+func benchRuntimeTraced(b *testing.B, sink ports.ResultSink, tracer trace.Tracer) ports.Intake {
 	b.Helper()
 	ev := &events{}
 	src := newFakeSource(ev, "t")
@@ -84,6 +94,7 @@ func benchRuntime(b *testing.B, sink ports.ResultSink) ports.Intake {
 	cfg := testConfig()
 	cfg.Workers, cfg.QueueSize = 50, 1000
 	cfg.DedupeCapacity = 10000
+	cfg.Tracer = tracer
 	rt, err := app.New(cfg, []app.Hosted{{
 		Executor:     completing("calc", 50),
 		Registration: domain.Registration{ExecutorID: "bench-calc"},
@@ -110,7 +121,35 @@ func benchRuntime(b *testing.B, sink ports.ResultSink) ports.Intake {
 // trivial handler. Compare with BenchmarkBaselineWorkerPool, the same
 // handler behind a bare channel-fed pool of the same size.
 func BenchmarkRuntimeThroughput(b *testing.B) {
-	in := benchRuntime(b, &countingSink{})
+	benchThroughput(b, benchRuntime(b, &countingSink{}), benchTask)
+}
+
+// BenchmarkRuntimeThroughputTraced is BenchmarkRuntimeThroughput with
+// tracing on: every span sampled, batched and handed to an exporter that
+// discards it, and every task bringing the engine's traceparent. It is the
+// cost of tracing on, without the network.
+func BenchmarkRuntimeThroughputTraced(b *testing.B) {
+	benchThroughput(b, benchRuntimeTraced(b, &countingSink{}, benchTracer(b)), benchTracedTask)
+}
+
+// benchTracer returns a tracer that samples every span and exports it, in
+// batches, to an exporter that discards it.
+func benchTracer(b *testing.B) trace.Tracer {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp.Tracer("bench")
+}
+
+// benchTracedTask is benchTask with the engine's trace context.
+func benchTracedTask(i int) *domain.Task {
+	t := benchTask(i)
+	t.Trace.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	return t
+}
+
+// benchThroughput offers b.N tasks made by newTask to in as fast as it
+// takes them, and waits until all are settled.
+func benchThroughput(b *testing.B, in ports.Intake, newTask func(int) *domain.Task) {
 	ctx := context.Background()
 
 	var settled sync.WaitGroup
@@ -119,7 +158,7 @@ func BenchmarkRuntimeThroughput(b *testing.B) {
 	meter := startMeter()
 	b.ResetTimer()
 	for i := range b.N {
-		task := benchTask(i)
+		task := newTask(i)
 		settled.Add(1)
 		for {
 			if _, err := in.AwaitCapacity(ctx); err != nil {
@@ -173,13 +212,25 @@ func BenchmarkBaselineWorkerPool(b *testing.B) {
 // ordinary load. Compare with BenchmarkBaselineLatencyIdle.
 func BenchmarkRuntimeLatencyIdle(b *testing.B) {
 	sink := &countingSink{arrived: make(chan struct{}, 1)}
-	in := benchRuntime(b, sink)
+	benchLatency(b, benchRuntime(b, sink), sink, benchTask)
+}
+
+// BenchmarkRuntimeLatencyIdleTraced is BenchmarkRuntimeLatencyIdle with
+// tracing on, as BenchmarkRuntimeThroughputTraced.
+func BenchmarkRuntimeLatencyIdleTraced(b *testing.B) {
+	sink := &countingSink{arrived: make(chan struct{}, 1)}
+	benchLatency(b, benchRuntimeTraced(b, sink, benchTracer(b)), sink, benchTracedTask)
+}
+
+// benchLatency offers b.N tasks made by newTask to in one at a time, each
+// once the last one's result reached sink.
+func benchLatency(b *testing.B, in ports.Intake, sink *countingSink, newTask func(int) *domain.Task) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	meter := startMeter()
 	b.ResetTimer()
 	for i := range b.N {
-		if err := in.Offer(ctx, ports.Delivery{Task: benchTask(i)}); err != nil {
+		if err := in.Offer(ctx, ports.Delivery{Task: newTask(i)}); err != nil {
 			b.Fatal(err)
 		}
 		<-sink.arrived

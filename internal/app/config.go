@@ -6,6 +6,9 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -57,6 +60,13 @@ type Config struct {
 	ResultSenders int
 	// Observer receives the runtime's events for metrics (none if nil).
 	Observer Observer
+	// Tracer starts the spans of every task (tracing.go); nil turns
+	// tracing off, at no cost.
+	Tracer trace.Tracer
+	// Propagator reads the engine's trace context from each task and
+	// writes the executor's into its result, when Tracer is set (W3C trace
+	// context and baggage if nil).
+	Propagator propagation.TextMapPropagator
 }
 
 // withDefaults fills in the internal knobs.
@@ -68,6 +78,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ResultSenders, 4)
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.Tracer != nil && c.Propagator == nil {
+		c.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	return c
 }

@@ -32,6 +32,18 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 	}
 	task := d.Task
 	task.TakeTraceContext()
+	spans := r.startTaskSpan(task, tr) // nil when tracing is off
+	err := in.offer(d, spans)
+	if err != nil && spans != nil {
+		spans.refused(err)
+	}
+	return err
+}
+
+// offer is Offer for a task received while the runtime takes tasks, with
+// its spans (nil when tracing is off).
+func (in *intake) offer(d ports.Delivery, spans *jobSpans) error {
+	r, tr, task := in.rt, in.transport, d.Task
 	problem := task.Validate()
 	if d.Malformed != nil {
 		problem = fmt.Errorf("%w: %w", domain.ErrInvalidTask, d.Malformed)
@@ -45,10 +57,14 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 		return fmt.Errorf("%w: %d results of transport %s wait for the engine's acknowledgement", domain.ErrOverloaded, tr.outbox.limit, tr.Name)
 	}
 	j := newJob(task, tr, d.Redeliverable)
+	j.spans = spans
 	var outcome offerOutcome
 	var err error
 	if problem != nil {
 		// Answered FAILED INVALID_TASK, not run (see offerUntracked).
+		if spans != nil {
+			spans.admitted(nil)
+		}
 		outcome, err = r.tasks.offerUntracked(j, d.Settle, r.answerFor(task, domain.CodeInvalidTask, problem.Error()))
 	} else {
 		// Routed before the table's lock is taken: routing reads only what
@@ -58,7 +74,13 @@ func (in *intake) Offer(_ context.Context, d ports.Delivery) error {
 		if e == nil {
 			answer = r.answerFor(task, domain.CodeNoExecutor, reason)
 		}
+		if spans != nil {
+			spans.admitted(e)
+		}
 		outcome, err = r.tasks.offer(j, d.Settle, e, answer)
+	}
+	if outcome == joined && spans != nil {
+		spans.joined()
 	}
 	switch {
 	case err != nil:

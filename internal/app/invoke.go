@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -56,13 +58,25 @@ func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 				}
 			}
 		}()
-		res, abandoned := runWatched(hctx, ex, task, task.ID(), started, wd)
+		res, abandoned := runWatched(invokeScope(ctx, hctx, ex, task), ex, task, task.ID(), started, wd)
 		returned = true
 		if !abandoned {
 			answer <- res
 		}
 	}()
 	return <-answer
+}
+
+// invokeScope returns hctx with the task's scope, as a worker gives its
+// handlers (see handlerScope), logging to slog.Default(). Unless the
+// caller's ctx carries a span already, it carries the engine's span context
+// when the task brought a traceparent.
+func invokeScope(ctx, hctx context.Context, ex domain.Executor, task *domain.Task) context.Context {
+	scope := &handlerScope{Context: hctx, task: task, taskID: task.ID(), executorType: ex.Descriptor().Type}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		return scope
+	}
+	return remoteContext(scope, &task.Trace)
 }
 
 // exitedResult answers a task whose handler ended its goroutine without

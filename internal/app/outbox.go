@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
 )
@@ -38,6 +40,8 @@ type outbox struct {
 	backoff     domain.Backoff
 	log         *slog.Logger
 	observer    Observer
+	// tracer starts a span per Deliver call (nil: tracing is off).
+	tracer trace.Tracer
 	// done is called once per item, with a batch of items at a time, with
 	// nil when acknowledged, or with the reason they were given up
 	// (wrapping domain.ErrUndeliverable when dead-lettered). It may set the
@@ -96,6 +100,7 @@ func newOutbox(name string, sink ports.ResultSink, cfg Config, log *slog.Logger,
 		backoff:     cfg.ResultBackoff,
 		log:         log,
 		observer:    cfg.Observer,
+		tracer:      cfg.Tracer,
 		done:        done,
 		ready:       make(chan struct{}, 1),
 		drained:     make(chan struct{}),
@@ -452,8 +457,13 @@ func (o *sender) deliverOnce(ctx context.Context, batch []outboxItem) error {
 	for attempt := 0; ; attempt++ {
 		// ctx is the sender's own on every call, as deadlines needs.
 		callCtx, cancel := context.WithCancel(o.deadlines.parent(ctx, o.callTimeout, time.Now()))
+		span := o.startBatchSpan(batch, attempt)
+		if span != nil {
+			callCtx = trace.ContextWithSpan(callCtx, span)
+		}
 		err := o.sink.Deliver(callCtx, results)
 		cancel()
+		endBatchSpan(span, err)
 		if err == nil {
 			oldest := results[0].CompletedAt
 			for _, r := range results[1:] {

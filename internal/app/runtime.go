@@ -400,6 +400,11 @@ func (r *Runtime) giveUp(j *job, cause error) {
 	err = domain.ErrHandedBack
 	if cause != nil {
 		err = fmt.Errorf("%w: %v", domain.ErrHandedBack, cause)
+	}
+	if j.spans != nil {
+		j.spans.settled(err)
+	}
+	if cause != nil {
 		r.undelivered.Add(1)
 		r.cfg.Observer.ResultsUndelivered(j.transport.Name, 1)
 		r.taskLogger(j).Error("task given up at shutdown", slog.Any("error", cause))
@@ -496,6 +501,9 @@ func (r *Runtime) settleAll(batch []outboxItem, err error) {
 		it := &batch[i]
 		if it.settles == nil {
 			continue // not settled: a lifecycle bug, logged above
+		}
+		if s := it.job.spans; s != nil {
+			s.settled(err)
 		}
 		switch {
 		case err == nil:

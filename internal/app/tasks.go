@@ -29,6 +29,12 @@ type job struct {
 	// guarded by taskTable.mu.
 	slot int32
 
+	// spans are the task's spans, nil when tracing is off (tracing.go).
+	spans *jobSpans
+	// scope is the context its handler runs under (see handlerScope),
+	// kept here so that it costs no allocation of its own.
+	scope handlerScope
+
 	// life is its stage in the task lifecycle, guarded by taskTable.mu and
 	// read or written only in lifecycle.go.
 	life lifecycle

@@ -73,6 +73,9 @@ func (w *worker) run(j *job) (goesOn bool) {
 	r := w.r
 	var ctx context.Context
 	started := time.Now()
+	if j.spans != nil {
+		j.spans.queue.End()
+	}
 	if j.exec != nil {
 		// Made before start, which lets cancellations reach it: cancelTask
 		// must be the running handler's from then on.
@@ -91,6 +94,7 @@ func (w *worker) run(j *job) (goesOn bool) {
 	}
 
 	e := j.exec
+	ctx = w.scoped(j, ctx)
 	e.running.Add(1)
 	w.job = j
 	returned := false
@@ -119,6 +123,19 @@ func (w *worker) handlerContext(j *job, started time.Time) (context.Context, con
 		timeout = w.r.cfg.DefaultTaskTimeout
 	}
 	return context.WithCancelCause(w.deadlines.parent(context.Background(), timeout, started))
+}
+
+// scoped returns the context j's handler runs under: ctx, the cancellable
+// one handlerContext made, with the task's scope (see handlerScope) and,
+// when tracing is on, the execute span; when it is off, the engine's span
+// context if the task brought a traceparent, so that the handler's logs name
+// its trace.
+func (w *worker) scoped(j *job, ctx context.Context) context.Context {
+	j.scope = handlerScope{Context: ctx, task: j.task, taskID: j.id, executorType: j.exec.desc.Type, log: w.r.log}
+	if j.spans != nil {
+		return j.spans.startExecute(&j.scope)
+	}
+	return remoteContext(&j.scope, &j.task.Trace)
 }
 
 // timeoutCauseOf is the cause of a handler's context that reached the
@@ -150,6 +167,9 @@ func (w *worker) abandon(res domain.Result) {
 	r.taskLogger(j).Warn("handler ignored the end of its context and still runs; its slot stays taken until it returns")
 	w.abandonedAt = time.Now()
 	r.overran.add()
+	if j.spans != nil {
+		j.spans.execute.SetAttributes(attrAbandoned.Bool(true))
+	}
 	// Released before the result is sent, so that whoever sees the task
 	// settled sees its admission freed too; the lane's slot stays held.
 	r.sched.release(j, true)
@@ -189,6 +209,9 @@ func (w *worker) handlerExited(j *job, started time.Time) {
 func (r *Runtime) finishRan(j *job, res domain.Result) {
 	e := j.exec
 	res.ExecutorID = e.reg.ExecutorID
+	if j.spans != nil {
+		j.spans.executed(&res)
+	}
 	r.cfg.Observer.TaskFinished(e.desc.Type, res.Status, res.Duration)
 	if res.Status == domain.StatusCompleted || res.Status == domain.StatusSkipped {
 		e.completed.Add(1)
@@ -206,6 +229,9 @@ func (r *Runtime) finishRan(j *job, res domain.Result) {
 // send queues j's result in its transport's outbox, or settles j at once
 // once the outbox takes no more.
 func (r *Runtime) send(j *job, res domain.Result) {
+	if j.spans != nil {
+		res = j.spans.sending(res, j.task, r.cfg.Propagator)
+	}
 	if it := (outboxItem{result: res, job: j}); !j.transport.outbox.put(it) {
 		r.settleAll([]outboxItem{it}, errors.New("executor stopped before the result could be sent"))
 	}

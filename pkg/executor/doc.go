@@ -25,6 +25,11 @@
 // and reserve errors for what they could not decide; Retry retries a flaky
 // call inside a handler with exponential backoff.
 //
+// Logger(ctx) returns the service's logger with the task's run_id, node_id,
+// task_id, attempt and executor_type, and trace_id and span_id when the
+// task is traced; Span(ctx) returns the task's span, under which a handler's
+// own spans join the engine's trace.
+//
 // The types are aliases of the runtime's own (internal/domain), so a handler
 // written here needs no conversion. Package executortest runs a handler
 // without any transport, for unit tests.

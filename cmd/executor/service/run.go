@@ -96,6 +96,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := telemetry.NewLogger(stdout, s.LogLevel.Slog(), s.LogFormat == "text")
 	log.Info("starting executor service", s.logAttrs()...)
 	warnShutdownBudget(log, s.Config)
+	if s.tracing, err = telemetry.NewTracing(ctx, getenv, string(s.Version), log); err != nil {
+		return err
+	}
+	defer func() {
+		// After the runtime has stopped, so that the last tasks' spans are
+		// flushed too; bounded by telemetry.ShutdownTimeout.
+		if err := s.tracing.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("traces not flushed", slog.Any("error", err))
+		}
+	}()
 	svc, cleanup, err := inject(s, executors, log)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
+	"github.com/gamelan-go/executor/internal/telemetry"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -21,6 +22,9 @@ type settings struct {
 	GRPC  config.GRPC
 	REST  config.REST
 	Kafka config.Kafka
+	// tracing is set up by run from the OTEL_* variables, before the
+	// runtime is built (off: its Tracer is nil).
+	tracing *telemetry.Tracing
 }
 
 // transports is the one table of the ways this service talks to engines.

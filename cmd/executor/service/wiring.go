@@ -71,7 +71,7 @@ func runtimeConfig(s *settings, observer app.Observer) app.Config {
 	if reregister == 0 {
 		reregister = -1 // 0 disables periodic re-registration
 	}
-	return app.Config{
+	cfg := app.Config{
 		Workers:            int(s.ThreadPoolSize),
 		QueueSize:          int(s.QueueSize),
 		DefaultTaskTimeout: s.TaskTimeout.Duration(),
@@ -84,6 +84,10 @@ func runtimeConfig(s *settings, observer app.Observer) app.Config {
 		DedupeCapacity:     int(s.DedupeCapacity),
 		Observer:           observer,
 	}
+	if s.tracing != nil {
+		cfg.Tracer, cfg.Propagator = s.tracing.Tracer, s.tracing.Propagator
+	}
+	return cfg
 }
 
 func newRuntime(s *settings, d deployment, cp controlPlane, metrics *telemetry.Metrics, log *slog.Logger) (*app.Runtime, error) {
