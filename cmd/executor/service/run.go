@@ -13,6 +13,7 @@ import (
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/telemetry"
+	"github.com/gamelan-go/executor/internal/version"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -64,8 +65,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flags := flag.NewFlagSet("executor", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	printVariables := flags.Bool("variables", false, "print the configuration variables as a Markdown table and exit")
+	printVersion := flags.Bool("version", false, "print the build's version, commit, build date and Go release, and exit")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: executor [-variables]\n\nThe service is configured through environment variables; -variables lists them.")
+		fmt.Fprintln(stderr, "usage: executor [-variables] [-version]\n\nThe service is configured through environment variables; -variables lists them.")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(args); err != nil {
@@ -73,6 +75,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if flags.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: the service is configured through environment variables", flags.Args())
+	}
+	// -version reads no configuration, so that it works on any image
+	// whatever its environment.
+	if *printVersion {
+		return version.Get().Write(stdout, "executor")
 	}
 	if *printVariables {
 		_, err := io.WriteString(stdout, VariablesTable())
