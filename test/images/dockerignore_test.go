@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,6 +88,11 @@ func (f ignoreFile) excluded(rel string) bool {
 		}
 	}
 	return out
+}
+
+// hasExceptions reports whether any line re-includes ("!") what others leave out.
+func (f ignoreFile) hasExceptions() bool {
+	return slices.ContainsFunc(f, func(r ignoreRule) bool { return r.exception })
 }
 
 func (r ignoreRule) matchesOrParent(rel string) bool {
