@@ -172,11 +172,14 @@ images-check: ## Build both images' binaries with the Dockerfiles' script, check
 	  GAMELAN_IMAGES_COMMIT=$(IMAGES_COMMIT) GAMELAN_IMAGES_BUILD_DATE=$(IMAGES_BUILD_DATE) \
 	  $(GO) test -count=1 -v ./test/images/
 
-# docker builds both images, stamped with the checkout's version and commit.
+# docker builds both images, stamped with the checkout's version and commit
+# and one build date (taken once, so that both images carry the same).
 DOCKER_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DOCKER_COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
-DOCKER_ARGS     = --build-arg VERSION=$(DOCKER_VERSION) --build-arg COMMIT=$(DOCKER_COMMIT) \
-                  --build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ifndef DOCKER_BUILD_DATE
+DOCKER_BUILD_DATE := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+endif
+DOCKER_ARGS = --build-arg VERSION=$(DOCKER_VERSION) --build-arg COMMIT=$(DOCKER_COMMIT) --build-arg BUILD_DATE=$(DOCKER_BUILD_DATE)
 
 .PHONY: docker
 docker: ## Build the executor's and the reference engine's images (needs a Docker engine)
