@@ -17,6 +17,7 @@ package version
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"runtime/debug"
 )
@@ -109,4 +110,11 @@ func (i Info) Write(w io.Writer, program string) error {
 	_, err := fmt.Fprintf(w, "%s\nversion: %s\ncommit: %s\nbuild date: %s\ngo: %s %s\n",
 		program, i.Version, commit, i.BuildDate, i.GoVersion, i.Platform)
 	return err
+}
+
+// LogValue shows the build as a group of a log line, e.g. the service's
+// start-up line: {"version":"1.4.0","commit":"3f2c...","build_date":...,"go":"go1.26.8"}.
+func (i Info) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("version", i.Version), slog.String("commit", i.Commit),
+		slog.String("build_date", i.BuildDate), slog.Bool("modified", i.Modified), slog.String("go", i.GoVersion))
 }

@@ -1,6 +1,9 @@
 package version
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -64,4 +67,14 @@ func TestGetReadsTheLinkerVariables(t *testing.T) {
 	assert.Equal(t, "9.9.9", info.Version)
 	assert.Equal(t, "c0ffee", info.Commit)
 	assert.Equal(t, "2026-12-01T00:00:00Z", info.BuildDate)
+}
+
+func TestLogValueIsAGroupOfTheBuild(t *testing.T) {
+	var b bytes.Buffer
+	info := Info{Version: "1.4.0", Commit: "feedface", BuildDate: "2026-12-05T17:00:00Z", GoVersion: "go1.26.8"}
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("start", slog.Any("build", info))
+	var line struct{ Build map[string]any }
+	require.NoError(t, json.Unmarshal(b.Bytes(), &line), b.String())
+	assert.Equal(t, map[string]any{"version": "1.4.0", "commit": "feedface", "build_date": "2026-12-05T17:00:00Z",
+		"modified": false, "go": "go1.26.8"}, line.Build)
 }

@@ -95,7 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := telemetry.NewLogger(stdout, s.LogLevel.Slog(), s.LogFormat == "text")
-	log.Info("starting executor service", s.logAttrs()...)
+	// The build comes first: which binary runs is the first question about
+	// any log.
+	log.Info("starting executor service", append([]any{slog.Any("build", version.Get())}, s.logAttrs()...)...)
 	svc, cleanup, err := inject(s, executors, log)
 	if err != nil {
 		return err
