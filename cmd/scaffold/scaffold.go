@@ -212,7 +212,7 @@ const generatedDir = "internal/gen"
 // renamed are the files, by extension or name, in which the module path is
 // replaced as text.
 var renamed = map[string]bool{
-	".go": true, ".proto": true, ".md": true, ".mod": true, ".py": true, ".yaml": true, ".yml": true,
+	".go": true, ".proto": true, ".md": true, ".mod": true, ".py": true, ".yaml": true, ".yml": true, ".Dockerfile": true,
 	"Makefile": true, "Dockerfile": true, "run": true,
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/gamelan-go/executor/internal/engine/grpcengine"
 	"github.com/gamelan-go/executor/internal/security"
 	"github.com/gamelan-go/executor/internal/telemetry"
+	"github.com/gamelan-go/executor/internal/version"
 )
 
 // Options configure the reference engine process.
@@ -48,6 +49,8 @@ type Options struct {
 	ExecutorHTTPAddr                   string
 	ExecutorGRPCPort, ExecutorRESTPort int
 	LogLevel                           slog.Level
+	// ShowVersion asks Run to print the build's version and return at once.
+	ShowVersion bool
 }
 
 // parseOptions reads flags and DEVENGINE_* variables.
@@ -72,6 +75,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.ExecutorHTTPAddr, "executor-http", "127.0.0.1:8090", "with -executor: its probes' address")
 	fs.IntVar(&o.ExecutorGRPCPort, "executor-grpc-port", 9090, "with -executor: its push server's port on 127.0.0.1")
 	fs.IntVar(&o.ExecutorRESTPort, "executor-rest-port", 8091, "with -executor: its REST intake's port on 127.0.0.1")
+	fs.BoolVar(&o.ShowVersion, "version", false, "print the build's version, commit, build date and Go release, and exit")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (DEVENGINE_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err
@@ -101,6 +105,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	o, err := parseOptions(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if o.ShowVersion {
+		return version.Get().Write(stdout, "devengine")
 	}
 	logOut := stdout
 	if o.Executor != "" {

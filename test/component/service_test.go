@@ -15,7 +15,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gamelan-go/executor/cmd/executor/service"
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/version"
 )
 
 func TestServiceRunsExampleTasksEndToEnd(t *testing.T) {
@@ -66,13 +68,17 @@ func TestServiceRunsExampleTasksEndToEnd(t *testing.T) {
 
 	assert.Equal(t, domain.CodeNoExecutor, results["run-1:mystery:1"].Error.Code)
 
-	// Every example type registered, with a name, version and host.
+	// Every example type registered, with a name, version and host, and
+	// the build of the binary, over each transport.
+	build := version.Get()
 	for _, typ := range []string{"calculate-tax", "order-validator", "payment-processor", "notification-sender"} {
 		reg, ok := r.engine.Registration("executor-" + typ)
 		require.True(t, ok, "%s not registered", typ)
 		assert.Equal(t, typ, reg.Descriptor.Type)
 		assert.Equal(t, "executor", reg.Metadata["name"])
 		assert.NotEmpty(t, reg.Metadata["host"])
+		assert.Equal(t, build.Version, reg.Metadata[service.MetadataBuildVersion], typ)
+		assert.Equal(t, build.Commit, reg.Metadata[service.MetadataBuildCommit], typ)
 	}
 	paymentReg, _ := r.engine.Registration("executor-payment-processor")
 	assert.Equal(t, domain.CommunicationKafka, paymentReg.CommunicationType)

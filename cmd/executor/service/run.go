@@ -15,6 +15,7 @@ import (
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/telemetry"
+	"github.com/gamelan-go/executor/internal/version"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -67,8 +68,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flags.SetOutput(stderr)
 	printVariables := flags.Bool("variables", false, "print the configuration variables as a Markdown table and exit")
 	healthcheck := flags.String("healthcheck", "", "GET this URL (e.g. http://127.0.0.1:8090/q/health/ready), exit 0 if it answers 200 and 1 otherwise: the probe of container healthchecks, since the image has no shell or curl")
+	printVersion := flags.Bool("version", false, "print the build's version, commit, build date and Go release, and exit")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: executor [-variables]\n\nThe service is configured through environment variables; -variables lists them.")
+		fmt.Fprintln(stderr, "usage: executor [-variables] [-version] [-healthcheck URL]\n\nThe service is configured through environment variables; -variables lists them.")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(args); err != nil {
@@ -76,6 +78,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if flags.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: the service is configured through environment variables", flags.Args())
+	}
+	// -version reads no configuration, so that it works on any image
+	// whatever its environment.
+	if *printVersion {
+		return version.Get().Write(stdout, "executor")
 	}
 	if *printVariables {
 		_, err := io.WriteString(stdout, VariablesTable())
@@ -94,7 +101,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := telemetry.NewLogger(stdout, s.LogLevel.Slog(), s.LogFormat == "text")
-	log.Info("starting executor service", s.logAttrs()...)
+	// The build comes first: which binary runs is the first question about
+	// any log.
+	log.Info("starting executor service", append([]any{slog.Any("build", version.Get())}, s.logAttrs()...)...)
 	warnShutdownBudget(log, s.Config)
 	if s.tracing, err = telemetry.NewTracing(ctx, getenv, string(s.Version), log); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	kafkaadapter "github.com/gamelan-go/executor/internal/adapters/kafka"
 	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/internal/version"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -117,14 +118,17 @@ func TestRegistrationDescribesTheExecutor(t *testing.T) {
 	s := &settings{Config: config.Config{Name: "tax-service", Version: "2.3.0", InstanceID: "pod-1"}}
 	desc := domain.Descriptor{Type: "calculate-tax", CommunicationType: domain.CommunicationGRPC}
 	kafka, _ := lookup("kafka")
-	reg := registration(s, desc, kafka, "host-1")
+	build := version.Info{Version: "1.4.0", Commit: "feedface", BuildDate: "2026-12-05T17:00:00Z"}
+	reg := registration(s, desc, kafka, "host-1", build)
 	assert.Equal(t, "tax-service-calculate-tax", reg.ExecutorID)
 	assert.True(t, reg.Shared, "Kafka replicas share one logical executor")
 	assert.Equal(t, domain.CommunicationKafka, reg.CommunicationType, "the transport actually serving the type is registered")
-	assert.Equal(t, map[string]string{"name": "tax-service", "version": "2.3.0", "host": "host-1"}, reg.Metadata)
+	assert.Equal(t, map[string]string{"name": "tax-service", "version": "2.3.0", "host": "host-1",
+		"buildVersion": "1.4.0", "buildCommit": "feedface"}, reg.Metadata,
+		"GAMELAN_EXECUTOR_VERSION stays the version; the binary's build goes beside it")
 
 	grpc, _ := lookup("grpc")
-	reg = registration(s, desc, grpc, "host-1")
+	reg = registration(s, desc, grpc, "host-1", build)
 	assert.Equal(t, "tax-service-calculate-tax-pod-1", reg.ExecutorID, "each replica has its own endpoint, so its own id")
 	assert.False(t, reg.Shared)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
 	"github.com/gamelan-go/executor/internal/telemetry"
+	"github.com/gamelan-go/executor/internal/version"
 	"github.com/gamelan-go/executor/pkg/executor"
 )
 
@@ -201,12 +202,13 @@ func newGivenPlan(s *settings, executors []executor.Executor) (*plan, error) {
 
 func planWith(s *settings, executors []executor.Executor, route func(domain.Descriptor) (transport, error)) (*plan, error) {
 	p := &plan{settings: s, served: make(map[string][]domain.Registration), registrar: string(s.Registrar), host: hostName()}
+	build := version.Get()
 	for _, ex := range executors {
 		t, err := route(ex.Descriptor())
 		if err != nil {
 			return nil, err
 		}
-		reg := registration(s, ex.Descriptor().WithDefaults(), t, p.host)
+		reg := registration(s, ex.Descriptor().WithDefaults(), t, p.host, build)
 		if p.served[t.kind] == nil {
 			p.kinds = append(p.kinds, t.kind)
 		}
@@ -280,12 +282,26 @@ func (p *plan) executorTypes() []string {
 	return types
 }
 
+// Registration metadata keys naming the build of the binary (internal/version),
+// beside "version", which is GAMELAN_EXECUTOR_VERSION.
+const (
+	MetadataBuildVersion = "buildVersion"
+	MetadataBuildCommit  = "buildCommit"
+)
+
 // registration is what the engine learns about one executor type served by
 // a transport. Executor ids are NAME-type, and NAME-type-INSTANCE for a
 // transport whose replicas each have an endpoint, so that replicas do not
 // overwrite each other; Kafka replicas share one logical id, like they
 // share one group. The endpoint is filled in once the transport is built.
-func registration(s *settings, desc domain.Descriptor, t transport, host string) domain.Registration {
+//
+// The metadata's "version" is GAMELAN_EXECUTOR_VERSION, the service's own
+// version as its operators name it (also the tokens' executor_version
+// claim); it is not replaced by the binary's. The build the binary was made
+// from, stamped at build time (internal/version), goes beside it under keys
+// of its own, so that an engine sees both which service answers and which
+// build of the template runs it.
+func registration(s *settings, desc domain.Descriptor, t transport, host string, build version.Info) domain.Registration {
 	id := string(s.Name) + "-" + desc.Type
 	if t.perReplica {
 		id += "-" + instanceID(s, host)
@@ -294,12 +310,14 @@ func registration(s *settings, desc domain.Descriptor, t transport, host string)
 	if t.communication != "" {
 		communication = t.communication
 	}
+	metadata := map[string]string{"name": string(s.Name), "version": string(s.Version), "host": host,
+		MetadataBuildVersion: build.Version, MetadataBuildCommit: build.Commit}
 	return domain.Registration{
 		ExecutorID:        id,
 		Descriptor:        desc,
 		CommunicationType: communication,
 		Endpoint:          t.kind,
-		Metadata:          map[string]string{"name": string(s.Name), "version": string(s.Version), "host": host},
+		Metadata:          metadata,
 		Shared:            t.shared,
 	}
 }
