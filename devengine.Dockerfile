@@ -33,7 +33,9 @@ ENV DEVENGINE_HTTP_ADDR=0.0.0.0:8080 \
     DEVENGINE_GRPC_ADDR=0.0.0.0:9000 \
     DEVENGINE_KAFKA_ADDR=0.0.0.0:9092
 # 8080: task API and REST registry; 9000: ExecutorService (gRPC);
-# 9092: the embedded Kafka broker.
+# 9092: the embedded Kafka broker, which clients in other containers reach
+# only when DEVENGINE_KAFKA_ADVERTISED_HOST names this container (its
+# Compose service name, for example): see deploy/compose.yaml.
 EXPOSE 8080 9000 9092
 USER nonroot:nonroot
 ENTRYPOINT ["/devengine"]

@@ -33,7 +33,7 @@ func TestComposeFileLoadsAndServesTheStackTheREADMEDescribes(t *testing.T) {
 
 	engine := project.Services["devengine"]
 	assert.Equal(t, "gamelan-devengine", engine.Image)
-	assert.Equal(t, "devengine:9092", value(engine.Environment, "DEVENGINE_KAFKA_ADDR"),
+	assert.Equal(t, "devengine", value(engine.Environment, "DEVENGINE_KAFKA_ADVERTISED_HOST"),
 		"the embedded broker must advertise an address the executors reach")
 	assert.Equal(t, []string{"8080:8080"}, published(engine))
 
@@ -72,6 +72,10 @@ func TestComposeFileLoadsAndServesTheStackTheREADMEDescribes(t *testing.T) {
 	for variable := range engine.Environment {
 		assert.Contains(t, devengineVariables, variable, "devengine sets a variable it does not read")
 	}
+	for name, service := range project.Services {
+		require.NotNil(t, service.Build, "%s: built from the repository's Dockerfiles", name)
+		assert.FileExists(t, filepath.Join(service.Build.Context, service.Build.Dockerfile), "%s builds from a Dockerfile the repository holds", name)
+	}
 }
 
 func TestComposeLoaderRejectsUnknownKeys(t *testing.T) {
@@ -89,7 +93,7 @@ func TestComposeLoaderRejectsUnknownKeys(t *testing.T) {
 // devengineVariables are the DEVENGINE_* variables the reference engine
 // reads (internal/devengine, parseOptions).
 var devengineVariables = []string{
-	"DEVENGINE_HTTP_ADDR", "DEVENGINE_GRPC_ADDR", "DEVENGINE_KAFKA_ADDR", "DEVENGINE_KAFKA_BROKERS",
+	"DEVENGINE_HTTP_ADDR", "DEVENGINE_GRPC_ADDR", "DEVENGINE_KAFKA_ADDR", "DEVENGINE_KAFKA_ADVERTISED_HOST", "DEVENGINE_KAFKA_BROKERS",
 	"DEVENGINE_HEARTBEAT_EXPIRY_SECONDS", "DEVENGINE_JWT_SECRET", "DEVENGINE_EXECUTOR_ISSUER",
 	"DEVENGINE_EXECUTOR_AUDIENCE", "DEVENGINE_LOG_LEVEL",
 }

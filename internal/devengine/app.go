@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	ggrpc "google.golang.org/grpc"
 
 	"github.com/gamelan-go/executor/internal/engine/grpcengine"
@@ -51,6 +52,9 @@ type Options struct {
 	LogLevel                           slog.Level
 	// ShowVersion asks Run to print the build's version and return at once.
 	ShowVersion bool
+	// TracerProvider turns the engine's tracing on (see Config); Run sets
+	// it from the OTEL_* variables, nil leaves tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // parseOptions reads flags and DEVENGINE_* variables.
@@ -67,6 +71,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.HTTPAddr, "http", env("HTTP_ADDR", "127.0.0.1:8080"), "API and REST registry address (DEVENGINE_HTTP_ADDR)")
 	fs.StringVar(&o.GRPCAddr, "grpc", env("GRPC_ADDR", "127.0.0.1:9000"), "ExecutorService address (DEVENGINE_GRPC_ADDR)")
 	fs.StringVar(&o.Kafka.EmbeddedAddress, "kafka", env("KAFKA_ADDR", "127.0.0.1:9092"), "embedded Kafka broker address (DEVENGINE_KAFKA_ADDR)")
+	fs.StringVar(&o.Kafka.AdvertisedHost, "kafka-advertised-host", env("KAFKA_ADVERTISED_HOST", ""), "the host the embedded broker tells clients to dial, e.g. its container's name when it listens on 0.0.0.0 (DEVENGINE_KAFKA_ADVERTISED_HOST)")
 	brokers := fs.String("kafka-brokers", env("KAFKA_BROKERS", ""), "external Kafka brokers instead of the embedded one (DEVENGINE_KAFKA_BROKERS)")
 	expiry := fs.Duration("heartbeat-expiry", 0, "executor heartbeat expiry (DEVENGINE_HEARTBEAT_EXPIRY_SECONDS, default 30s)")
 	fs.StringVar(&o.Executor, "executor", "", "executor binary to start beside the engine (the one-command stack)")
@@ -114,11 +119,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logOut = stderr // stdout shows the demo's progress
 	}
 	log := telemetry.NewLogger(logOut, o.LogLevel, true)
+	// The same OTEL_* variables as the executor's turn tracing on (off by
+	// default): the engine then starts a span per task it dispatches.
+	tracing, err := telemetry.NewTracing(ctx, getenv, telemetry.EngineServiceName, version.Get().Version, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tracing.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("traces not flushed", slog.Any("error", err))
+		}
+	}()
+	o.TracerProvider = tracing.Provider
 	return run(ctx, o, stdout, log)
 }
 
 func run(ctx context.Context, o Options, stdout io.Writer, log *slog.Logger) error {
-	engine := New(Config{HeartbeatExpiry: o.HeartbeatExpiry, Log: log})
+	engine := New(Config{HeartbeatExpiry: o.HeartbeatExpiry, Log: log, TracerProvider: o.TracerProvider})
 
 	var verify func(string) error
 	var verifyAt func(string, time.Time) (string, error)

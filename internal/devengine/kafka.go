@@ -24,6 +24,10 @@ type KafkaConfig struct {
 	Brokers []string
 	// EmbeddedAddress is where the embedded broker listens (127.0.0.1:9092).
 	EmbeddedAddress string
+	// AdvertisedHost is the host the embedded broker tells clients to dial
+	// (EmbeddedAddress's host if empty): the engine's name on a container
+	// network when it listens on 0.0.0.0.
+	AdvertisedHost string
 	// Partitions of the topics the embedded broker creates (6).
 	Partitions int32
 	// Topic names (docs/protocol.md defaults if empty).
@@ -97,7 +101,7 @@ func NewKafka(cfg KafkaConfig, engine *Engine, verify func(token string, at time
 		if err != nil {
 			return nil, fmt.Errorf("embedded kafka port %q: %w", port, err)
 		}
-		k.broker, err = kafkaengine.StartBroker(kafkaengine.BrokerConfig{Host: host, Ports: []int{portNumber}, Partitions: int(cfg.Partitions),
+		k.broker, err = kafkaengine.StartBroker(kafkaengine.BrokerConfig{Host: host, AdvertisedHost: cfg.AdvertisedHost, Ports: []int{portNumber}, Partitions: int(cfg.Partitions),
 			Topics: []string{cfg.TasksTopic, cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic}})
 		if err != nil {
 			return nil, fmt.Errorf("start embedded kafka on %s: %w", cfg.EmbeddedAddress, err)

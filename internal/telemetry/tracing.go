@@ -32,12 +32,19 @@ type Tracing struct {
 	// Protocol is the OTLP protocol: "grpc" or "http/protobuf".
 	Protocol string
 
+	// Provider is the provider Tracer comes from, for code that takes a
+	// provider (the reference engine); nil when tracing is off.
+	Provider trace.TracerProvider
+
 	provider *sdktrace.TracerProvider
 }
 
-// DefaultServiceName is the service.name of the spans when OTEL_SERVICE_NAME
-// does not set one.
-const DefaultServiceName = "gamelan-executor"
+// The service.name of the spans when OTEL_SERVICE_NAME does not set one:
+// the executor's, and the reference engine's.
+const (
+	DefaultServiceName = "gamelan-executor"
+	EngineServiceName  = "gamelan-devengine"
+)
 
 // ShutdownTimeout bounds how long Shutdown waits for the last spans to be
 // exported: an unreachable collector must not hold the service's exit.
@@ -59,14 +66,14 @@ const tracerName = "github.com/gamelan-go/executor"
 //     headers, TLS and timeout variables itself (from the process's
 //     environment), and the SDK its sampler (OTEL_TRACES_SAMPLER) and batch
 //     (OTEL_BSP_*) variables;
-//   - the resource is service.name (OTEL_SERVICE_NAME, else
-//     DefaultServiceName), service.version (version), and
+//   - the resource is service.name (OTEL_SERVICE_NAME, else service),
+//     service.version (version), and
 //     OTEL_RESOURCE_ATTRIBUTES;
 //   - the propagator is W3C trace context and baggage.
 //
 // It logs whether tracing is on and where it exports. Call Shutdown when
 // the service stops, to flush the spans still batched.
-func NewTracing(ctx context.Context, getenv func(string) string, version string, log *slog.Logger) (*Tracing, error) {
+func NewTracing(ctx context.Context, getenv func(string) string, service, version string, log *slog.Logger) (*Tracing, error) {
 	t := &Tracing{Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
 	if on, why := tracingOn(getenv); !on {
 		log.Info("tracing is off", slog.String("reason", why))
@@ -76,13 +83,14 @@ func NewTracing(ctx context.Context, getenv func(string) string, version string,
 	if err != nil {
 		return nil, err
 	}
-	res, err := newResource(getenv, version)
+	res, err := newResource(getenv, service, version)
 	if err != nil {
 		return nil, err
 	}
 	// The sampler is the SDK's, which reads OTEL_TRACES_SAMPLER and
 	// OTEL_TRACES_SAMPLER_ARG (parent-based always-on by default).
 	t.provider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
+	t.Provider = t.provider
 	t.Tracer = t.provider.Tracer(tracerName, trace.WithInstrumentationVersion(version))
 	log.Info("tracing is on", slog.String("protocol", t.Protocol), slog.String("endpoint", t.Endpoint))
 	return t, nil
@@ -155,14 +163,14 @@ func (t *Tracing) newExporter(ctx context.Context, getenv func(string) string) (
 // the attributes of OTEL_RESOURCE_ATTRIBUTES ("key=value,...", values
 // URL-encoded), which may override neither of the first two that
 // OTEL_SERVICE_NAME or version set.
-func newResource(getenv func(string) string, version string) (*resource.Resource, error) {
+func newResource(getenv func(string) string, service, version string) (*resource.Resource, error) {
 	attrs, err := parseResourceAttributes(getenv("OTEL_RESOURCE_ATTRIBUTES"))
 	if err != nil {
 		return nil, err
 	}
 	name := getenv("OTEL_SERVICE_NAME")
 	if name == "" {
-		name = DefaultServiceName
+		name = service
 		for _, a := range attrs {
 			if a.Key == "service.name" {
 				name = a.Value.AsString()

@@ -43,7 +43,7 @@ func TestTracingIsOffUnlessAnOTLPExporterIsConfigured(t *testing.T) {
 		{name: "sdk disabled", vars: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}, on: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tr, err := telemetry.NewTracing(context.Background(), getenv(tc.vars), "1.2.3", slog.New(slog.DiscardHandler))
+			tr, err := telemetry.NewTracing(context.Background(), getenv(tc.vars), telemetry.DefaultServiceName, "1.2.3", slog.New(slog.DiscardHandler))
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
 			assert.Equal(t, tc.on, tr.On())
@@ -58,7 +58,7 @@ func TestTracingIsOffUnlessAnOTLPExporterIsConfigured(t *testing.T) {
 func TestTracingRefusesAnUnknownProtocol(t *testing.T) {
 	_, err := telemetry.NewTracing(context.Background(), getenv(map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-	}), "", slog.New(slog.DiscardHandler))
+	}), telemetry.DefaultServiceName, "", slog.New(slog.DiscardHandler))
 	assert.ErrorContains(t, err, "http/json")
 }
 
@@ -83,7 +83,7 @@ func TestTracingExportsToTheConfiguredEndpointOnShutdown(t *testing.T) {
 	srv, posts := otlpReceiver(t)
 	tr, err := telemetry.NewTracing(context.Background(), getenv(map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL, "OTEL_SERVICE_NAME": "test-executor",
-	}), "1.2.3", slog.New(slog.DiscardHandler))
+	}), telemetry.DefaultServiceName, "1.2.3", slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	_, span := tr.Tracer.Start(context.Background(), "one")
 	span.End()

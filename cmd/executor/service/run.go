@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// any log.
 	log.Info("starting executor service", append([]any{slog.Any("build", version.Get())}, s.logAttrs()...)...)
 	warnShutdownBudget(log, s.Config)
-	if s.tracing, err = telemetry.NewTracing(ctx, getenv, string(s.Version), log); err != nil {
+	if s.tracing, err = telemetry.NewTracing(ctx, getenv, telemetry.DefaultServiceName, string(s.Version), log); err != nil {
 		return err
 	}
 	defer func() {

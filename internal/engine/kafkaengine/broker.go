@@ -49,6 +49,12 @@ type SASL struct {
 type BrokerConfig struct {
 	// Host is the address the brokers listen on (127.0.0.1 if empty).
 	Host string
+	// AdvertisedHost is the host the brokers name in their metadata, which
+	// clients dial once they have bootstrapped (the listening address if
+	// empty). Set it when the brokers listen on every interface and clients
+	// reach them by a name, such as a container's service name: a broker
+	// listening on 0.0.0.0 would otherwise tell them to dial "::".
+	AdvertisedHost string
 	// Ports are the brokers' ports, one each; empty picks free ones.
 	Ports []int
 	// Brokers is the number of brokers (1 if 0, or len(Ports)).
@@ -176,7 +182,13 @@ func (b *Broker) newCluster(ports []int) (*kfake.Cluster, error) {
 	c := b.cfg
 	opts := []kfake.Opt{
 		kfake.NumBrokers(c.Brokers),
-		kfake.ListenFn(func(network, address string) (net.Listener, error) { return listenOn(c.Host, network, address) }),
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			ln, err := listenOn(c.Host, network, address)
+			if err != nil || c.AdvertisedHost == "" {
+				return ln, err
+			}
+			return advertisedListener{Listener: ln, host: c.AdvertisedHost}, nil
+		}),
 	}
 	if len(ports) > 0 {
 		opts = append(opts, kfake.Ports(ports...))
@@ -193,6 +205,25 @@ func (b *Broker) newCluster(ports []int) (*kfake.Cluster, error) {
 	opts = append(opts, c.ClusterOptions...)
 	return kfake.NewCluster(opts...)
 }
+
+// advertisedListener is a listener that names host as its address: kfake
+// advertises a broker by its listener's address, so this is how a broker
+// tells clients a host other than the one it listens on.
+type advertisedListener struct {
+	net.Listener
+	host string
+}
+
+func (l advertisedListener) Addr() net.Addr {
+	_, port, _ := net.SplitHostPort(l.Listener.Addr().String())
+	return advertisedAddr(net.JoinHostPort(l.host, port))
+}
+
+// advertisedAddr is a "host:port" that need not be an IP address.
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // listenOn listens on host at the port of address, whatever host address
 // names, so that a broker is reachable only where the configuration says.
