@@ -209,7 +209,7 @@ func checkPod(t *testing.T, overlay string, r rendered) {
 	}
 	assert.Equal(t, health.LivePath, probePath(c.LivenessProbe), overlay)
 	assert.Equal(t, health.ReadyPath, probePath(c.ReadinessProbe), overlay)
-	assert.Equal(t, health.LivePath, probePath(c.StartupProbe), overlay)
+	assert.Equal(t, health.StartedPath, probePath(c.StartupProbe), overlay)
 
 	require.NotNil(t, c.SecurityContext, overlay)
 	assert.True(t, *c.SecurityContext.ReadOnlyRootFilesystem, overlay)

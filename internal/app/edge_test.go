@@ -181,3 +181,40 @@ func TestShutdownDuringInitializeIsNotAnError(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+// initBlocksUntilReleased is an executor whose Initialize hook returns once
+// released (a cache warmed, a model loaded).
+type initBlocksUntilReleased struct {
+	funcExecutor
+	release chan struct{}
+}
+
+func (i *initBlocksUntilReleased) Initialize(ctx context.Context) error {
+	select {
+	case <-i.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Started answers the startup probe: it waits for the process's own
+// start-up (the Initialize hooks) and never for the engine, so a pod whose
+// engine is away is not restarted for it.
+func TestStartedFollowsInitializeNotTheEngine(t *testing.T) {
+	ex := &initBlocksUntilReleased{funcExecutor: completing("warmup", 1), release: make(chan struct{})}
+	h := newHarness(t, testConfig(), on("t", ex))
+	h.control.mu.Lock()
+	h.control.failReg = 1 << 30 // the engine refuses every registration
+	h.control.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.rt.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	require.ErrorContains(t, h.rt.Started(), "Initialize")
+	close(ex.release)
+	require.Eventually(t, func() bool { return h.rt.Started() == nil }, 5*time.Second, time.Millisecond,
+		"the runtime did not report started once its Initialize hooks returned")
+	require.Error(t, h.rt.Ready(), "not ready while the engine refuses registration")
+}

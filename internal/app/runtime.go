@@ -89,6 +89,7 @@ type Runtime struct {
 	// DefaultTaskTimeout, made once (see handlerContext).
 	timeoutCause *domain.Error
 
+	initialized   atomic.Bool // the Initialize hooks have returned, workers run
 	intakeStarted atomic.Bool
 	draining      atomic.Bool
 	delivered     atomic.Int64
@@ -221,6 +222,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			senders.Go(func() { tr.outbox.send(r.outboxCtx) })
 		}
 	}
+	r.initialized.Store(true)
 
 	startErr := r.start(ctx)
 	heartbeatsCtx, stopHeartbeats := context.WithCancel(context.WithoutCancel(ctx))
@@ -564,6 +566,18 @@ func (r *Runtime) taskLogger(j *job) *slog.Logger {
 	return r.log.With(slog.String("run_id", j.task.RunID), slog.String("node_id", j.task.NodeID),
 		slog.String("task_id", j.id), slog.Int("attempt", j.task.Attempt),
 		slog.String("executor_type", executorType), slog.String("transport", j.transport.Name))
+}
+
+// Started reports nil once the runtime has finished its own start-up: the
+// executors' Initialize hooks have returned and the workers run. It never
+// depends on the engine (registration is Ready's), so that an orchestrator's
+// startup probe restarts a process stuck in its own start-up, never one
+// waiting for an engine that is away.
+func (r *Runtime) Started() error {
+	if !r.initialized.Load() {
+		return errors.New("starting: running the executors' Initialize hooks")
+	}
+	return nil
 }
 
 // Ready reports nil when the runtime should receive tasks: every type

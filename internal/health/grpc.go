@@ -71,12 +71,12 @@ func (g *GRPC) Check(_ context.Context, req *healthpb.HealthCheckRequest) (*heal
 // List implements healthpb.HealthServer: the status of every known service.
 // The checks are evaluated once for readiness and once for liveness.
 func (g *GRPC) List(context.Context, *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
-	ready := servingStatus(g.probes.evaluate(true))
+	ready := servingStatus(g.probes.evaluate(readinessSet))
 	statuses := make(map[string]*healthpb.HealthCheckResponse, len(g.services)+1)
 	for _, name := range g.services {
 		statuses[name] = &healthpb.HealthCheckResponse{Status: ready}
 	}
-	statuses[LivenessService] = &healthpb.HealthCheckResponse{Status: servingStatus(g.probes.evaluate(false))}
+	statuses[LivenessService] = &healthpb.HealthCheckResponse{Status: servingStatus(g.probes.evaluate(livenessSet))}
 	return &healthpb.HealthListResponse{Statuses: statuses}, nil
 }
 
@@ -122,9 +122,9 @@ func (g *GRPC) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_Wa
 func (g *GRPC) status(service string) (healthpb.HealthCheckResponse_ServingStatus, bool) {
 	switch {
 	case service == LivenessService:
-		return servingStatus(g.probes.evaluate(false)), true
+		return servingStatus(g.probes.evaluate(livenessSet)), true
 	case slices.Contains(g.services, service):
-		return servingStatus(g.probes.evaluate(true)), true
+		return servingStatus(g.probes.evaluate(readinessSet)), true
 	default:
 		return healthpb.HealthCheckResponse_SERVICE_UNKNOWN, false
 	}

@@ -1,11 +1,15 @@
-// Package health serves the service's liveness and readiness probes on
-// /q/health/live, /q/health/ready and /q/health, answering SmallRye-style
+// Package health serves the service's start-up, liveness and readiness
+// probes on /q/health/started, /q/health/live, /q/health/ready and
+// /q/health, answering SmallRye-style
 // JSON as Quarkus services do:
 //
 //	{"status":"DOWN","checks":[{"name":"intake","status":"DOWN","data":{"error":"not connected"}},{"name":"runtime","status":"UP"}]}
 //
 // The status code is 200 when the status is UP and 503 when it is DOWN; the
-// checks are sorted by name. /q/health/live evaluates the liveness checks,
+// checks are sorted by name. /q/health/started evaluates the start-up checks
+// (has the process finished starting: for an orchestrator's startup probe,
+// which holds the liveness probe back until then), /q/health/live the
+// liveness checks,
 // /q/health/ready the readiness and the liveness checks (a process that
 // should be restarted is not ready either), and /q/health the same set as
 // /q/health/ready. Only GET and HEAD are answered; other methods get 405.
@@ -39,9 +43,10 @@ import (
 
 // Paths of the probes mounted by Register.
 const (
-	LivePath   = "/q/health/live"
-	ReadyPath  = "/q/health/ready"
-	HealthPath = "/q/health"
+	StartedPath = "/q/health/started"
+	LivePath    = "/q/health/live"
+	ReadyPath   = "/q/health/ready"
+	HealthPath  = "/q/health"
 )
 
 // Statuses of a Response and of each of its checks.
@@ -79,9 +84,19 @@ type Probes struct {
 	checkTimeout time.Duration
 
 	mu        sync.RWMutex
+	startup   map[string]healthcheck.Check
 	liveness  map[string]healthcheck.Check
 	readiness map[string]healthcheck.Check
 }
+
+// checkSet names the checks a probe evaluates.
+type checkSet int
+
+const (
+	startupSet   checkSet = iota // the start-up checks
+	livenessSet                  // the liveness checks
+	readinessSet                 // the readiness and the liveness checks
+)
 
 // New returns Probes with no checks, which answer UP. Each check is given at
 // most checkTimeout (DefaultCheckTimeout if not positive) before it is
@@ -94,6 +109,7 @@ func New(checkTimeout time.Duration) *Probes {
 	}
 	return &Probes{
 		checkTimeout: checkTimeout,
+		startup:      make(map[string]healthcheck.Check),
 		liveness:     make(map[string]healthcheck.Check),
 		readiness:    make(map[string]healthcheck.Check),
 	}
@@ -118,13 +134,22 @@ func (p *Probes) AddReadiness(name string, check func() error) {
 	p.add(p.readiness, name, check)
 }
 
-// Register mounts the three probes on mux at LivePath, ReadyPath and
-// HealthPath. It panics, as http.ServeMux does, if one of the paths is already
-// registered on mux.
+// AddStartup registers a check that fails until this process has finished
+// starting (its own start-up work, never a dependency's availability). It
+// is evaluated by /q/health/started only. The rules of AddLiveness about
+// errors, panics and names apply.
+func (p *Probes) AddStartup(name string, check func() error) {
+	p.add(p.startup, name, check)
+}
+
+// Register mounts the four probes on mux at StartedPath, LivePath,
+// ReadyPath and HealthPath. It panics, as http.ServeMux does, if one of the
+// paths is already registered on mux.
 func (p *Probes) Register(mux *http.ServeMux) {
-	mux.Handle(LivePath, p.probe(false))
-	mux.Handle(ReadyPath, p.probe(true))
-	mux.Handle(HealthPath, p.probe(true))
+	mux.Handle(StartedPath, p.probe(startupSet))
+	mux.Handle(LivePath, p.probe(livenessSet))
+	mux.Handle(ReadyPath, p.probe(readinessSet))
+	mux.Handle(HealthPath, p.probe(readinessSet))
 }
 
 // add stores check under name in checks, bounded by the check timeout.
@@ -155,16 +180,15 @@ func guarded(check func() error) healthcheck.Check {
 	}
 }
 
-// probe serves one probe: the liveness checks, and the readiness checks too
-// when withReadiness is set.
-func (p *Probes) probe(withReadiness bool) http.Handler {
+// probe serves one probe, evaluating the checks of set.
+func (p *Probes) probe(set checkSet) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		response := p.evaluate(withReadiness)
+		response := p.evaluate(set)
 		body, err := json.Marshal(response)
 		if err != nil {
 			http.Error(w, "encode health response: "+err.Error(), http.StatusInternalServerError)
@@ -189,20 +213,26 @@ func (p *Probes) probe(withReadiness bool) http.Handler {
 // registering a check never waits for a probe. Should a name be registered as
 // both kinds, both checks run and either failing makes the Response DOWN, but
 // only the liveness check's outcome is listed under that name.
-func (p *Probes) evaluate(withReadiness bool) Response {
+func (p *Probes) evaluate(set checkSet) Response {
 	type namedCheck struct {
 		name  string
 		check healthcheck.Check
 	}
 	var checks []namedCheck
-	p.mu.RLock()
-	if withReadiness {
-		for name, check := range p.readiness {
+	collect := func(from map[string]healthcheck.Check) {
+		for name, check := range from {
 			checks = append(checks, namedCheck{name, check})
 		}
 	}
-	for name, check := range p.liveness {
-		checks = append(checks, namedCheck{name, check})
+	p.mu.RLock()
+	switch set {
+	case startupSet:
+		collect(p.startup)
+	case readinessSet:
+		collect(p.readiness)
+		collect(p.liveness)
+	default:
+		collect(p.liveness)
 	}
 	p.mu.RUnlock()
 

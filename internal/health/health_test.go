@@ -300,3 +300,33 @@ func TestChecksCanBeAddedWhileProbesAreAnswered(t *testing.T) {
 	_, _, body := get(t, http.MethodGet, url+health.ReadyPath)
 	assert.Len(t, decode(t, body).Checks, 2*added)
 }
+
+// TestStartedProbeEvaluatesOnlyTheStartupChecks: /q/health/started follows
+// the start-up checks alone, and the other probes never evaluate them, so a
+// process still starting is neither restarted (liveness) for it nor held
+// DOWN by it once started.
+func TestStartedProbeEvaluatesOnlyTheStartupChecks(t *testing.T) {
+	probes := health.New(time.Second)
+	var started atomic.Bool
+	probes.AddStartup("initialized", func() error {
+		if !started.Load() {
+			return errors.New("running the Initialize hooks")
+		}
+		return nil
+	})
+	probes.AddLiveness("runtime", func() error { return nil })
+	probes.AddReadiness("executor", func() error { return errors.New("not registered") })
+	url := serve(t, probes)
+
+	status, _, body := get(t, http.MethodGet, url+health.StartedPath)
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.JSONEq(t, `{"status":"DOWN","checks":[{"name":"initialized","status":"DOWN","data":{"error":"running the Initialize hooks"}}]}`, string(body))
+	status, _, body = get(t, http.MethodGet, url+health.LivePath)
+	assert.Equal(t, http.StatusOK, status, "a start-up check is not a liveness check")
+	assert.NotContains(t, string(body), "initialized")
+
+	started.Store(true)
+	status, _, body = get(t, http.MethodGet, url+health.StartedPath)
+	assert.Equal(t, http.StatusOK, status, "started whatever readiness says")
+	assert.JSONEq(t, `{"status":"UP","checks":[{"name":"initialized","status":"UP"}]}`, string(body))
+}

@@ -139,7 +139,6 @@ func (o *attackOutputs) add(origin, text string) {
 }
 
 // probeAll fetches every probe and the metrics of the service at baseURL.
-// /q/health/started is fetched too, should it ever exist.
 func (o *attackOutputs) probeAll(t *testing.T, when, baseURL string) {
 	t.Helper()
 	for _, path := range []string{"/q/health", "/q/health/live", "/q/health/ready", "/q/health/started", "/q/metrics"} {

@@ -116,7 +116,7 @@ func TestHealthProbes(t *testing.T) {
 	r := startWithEngine(t, baseEnv())
 	waitForStatus(t, r.baseURL, "/q/health/ready", http.StatusOK)
 
-	for _, path := range []string{"/q/health/live", "/q/health/ready", "/q/health"} {
+	for _, path := range []string{"/q/health/started", "/q/health/live", "/q/health/ready", "/q/health"} {
 		status, body := probe(t, r.baseURL, path)
 		assert.Equal(t, http.StatusOK, status, path)
 		assert.Equal(t, "UP", body.Status, path)

@@ -43,6 +43,7 @@ func newService(s *settings, rt *app.Runtime, metrics *telemetry.Metrics, probes
 		return nil
 	})
 	probes.AddReadiness(readinessCheck, rt.Ready)
+	probes.AddStartup(startupCheck, rt.Started)
 	return svc
 }
 
@@ -51,6 +52,7 @@ const probeTimeout = time.Second
 
 // Names of the service's health checks.
 const (
+	startupCheck   = "initialized"
 	livenessCheck  = "runtime"
 	readinessCheck = "executor"
 )
@@ -66,6 +68,7 @@ var errNotRunning = errors.New("runtime not running")
 func newProbes() *health.Probes {
 	probes := health.New(probeTimeout)
 	notRunning := func() error { return errNotRunning }
+	probes.AddStartup(startupCheck, notRunning)
 	probes.AddLiveness(livenessCheck, notRunning)
 	probes.AddReadiness(readinessCheck, notRunning)
 	return probes
