@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -24,6 +26,9 @@ type job struct {
 	// lane is where the job waits, guarded by scheduler.mu: nil for the
 	// immediate lane. A job a worker took from a lane holds one of its slots.
 	lane *lane
+	// queuedAt is when the job entered its lane, guarded by scheduler.mu:
+	// the metrics report the age of the oldest job waiting (see laneLoad).
+	queuedAt time.Time
 
 	// slot is where the task table's index tracks the job (-1: nowhere),
 	// guarded by taskTable.mu.
