@@ -636,14 +636,10 @@ func (r *Runtime) Stats() Stats {
 		Types:        make(map[string]TypeLoad, len(r.executors)),
 		Outbox:       make(map[string]int, len(r.transports)),
 	}
-	now := time.Now()
 	for _, e := range r.executors {
-		inUse, queued, oldest := r.sched.laneLoad(e.lane)
-		load := TypeLoad{Slots: e.lane.max, SlotsInUse: inUse, Queued: queued, Registered: e.registered.Load()}
-		if queued > 0 {
-			load.OldestQueued = now.Sub(oldest)
-		}
-		s.Types[e.desc.Type] = load
+		inUse, queued, oldestAge := r.sched.laneLoad(e.lane)
+		s.Types[e.desc.Type] = TypeLoad{Slots: e.lane.max, SlotsInUse: inUse, Queued: queued, OldestQueued: oldestAge,
+			Registered: e.registered.Load()}
 		s.Running[e.desc.Type] = int(e.running.Load())
 		s.Completed[e.desc.Type] = int(e.completed.Load())
 		s.Failed[e.desc.Type] = int(e.failed.Load())

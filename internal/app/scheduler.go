@@ -76,9 +76,9 @@ func (s *scheduler) newLane(max int) *lane {
 func (s *scheduler) admit(j *job) bool {
 	// Read before the lock, so that the clock is not read while holding it.
 	// Only jobs of a lane wait for a slot; the immediate lane's start at once.
-	var now time.Time
+	var now int64
 	if j.lane != nil {
-		now = time.Now()
+		now = monotonicNow()
 	}
 	s.mu.Lock()
 	if s.closed || s.admitted.Load() >= int64(s.limit) {
@@ -247,18 +247,26 @@ func (s *scheduler) queuedIn(l *lane) []*job {
 }
 
 // laneLoad returns the slots of l in use (handlers abandoned at their
-// deadline that still run hold theirs), the jobs waiting in it, and when
-// the oldest of them was queued (zero when none). Lanes are queues, oldest
+// deadline that still run hold theirs), the jobs waiting in it, and how
+// long the oldest of them has waited (zero when none). Lanes are queues, oldest
 // first, so the oldest is at the head.
-func (s *scheduler) laneLoad(l *lane) (inUse, queued int, oldest time.Time) {
+func (s *scheduler) laneLoad(l *lane) (inUse, queued int, oldestAge time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	waiting := l.queue.jobs()
 	if len(waiting) > 0 {
-		oldest = waiting[0].queuedAt
+		oldestAge = time.Duration(monotonicNow() - waiting[0].queuedAt)
 	}
-	return l.running, len(waiting), oldest
+	return l.running, len(waiting), oldestAge
 }
+
+// clockEpoch is when the process started, for monotonicNow.
+var clockEpoch = time.Now()
+
+// monotonicNow returns the nanoseconds since clockEpoch on the monotonic
+// clock: a time that fits a job in 8 bytes (a time.Time takes 24), and that
+// a change of the wall clock does not move.
+func monotonicNow() int64 { return int64(time.Since(clockEpoch)) }
 
 // expedite moves a queued job to the immediate lane (its answer is already
 // decided, for example a cancellation). It reports false if a worker has

@@ -1,8 +1,6 @@
 package app
 
 import (
-	"time"
-
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
@@ -22,17 +20,18 @@ type job struct {
 	// by duplicates nor remembered when it finishes. It answers a duplicate
 	// of a finished task with its stored result, or an invalid task.
 	untracked bool
+	// slot is where the task table's index tracks the job (-1: nowhere),
+	// guarded by taskTable.mu. It sits by the flags, which leave room for
+	// it: a job is allocated per task, and fits a smaller size class so.
+	slot int32
 
 	// lane is where the job waits, guarded by scheduler.mu: nil for the
 	// immediate lane. A job a worker took from a lane holds one of its slots.
 	lane *lane
-	// queuedAt is when the job entered its lane, guarded by scheduler.mu:
-	// the metrics report the age of the oldest job waiting (see laneLoad).
-	queuedAt time.Time
-
-	// slot is where the task table's index tracks the job (-1: nowhere),
-	// guarded by taskTable.mu.
-	slot int32
+	// queuedAt is when the job entered its lane (see monotonicNow),
+	// guarded by scheduler.mu: the metrics report the age of the oldest job
+	// waiting (see laneLoad).
+	queuedAt int64
 
 	// life is its stage in the task lifecycle, guarded by taskTable.mu and
 	// read or written only in lifecycle.go.
