@@ -248,8 +248,8 @@ func (s *scheduler) queuedIn(l *lane) []*job {
 
 // laneLoad returns the slots of l in use (handlers abandoned at their
 // deadline that still run hold theirs), the jobs waiting in it, and how
-// long the oldest of them has waited (zero when none). Lanes are queues, oldest
-// first, so the oldest is at the head.
+// long the oldest of them has waited (zero when none). Lanes are queues,
+// oldest first, so the oldest is at the head.
 func (s *scheduler) laneLoad(l *lane) (inUse, queued int, oldestAge time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
