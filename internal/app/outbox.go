@@ -148,6 +148,11 @@ func (o *outbox) wake() {
 	}
 }
 
+// pending returns how many results wait for the sink's acknowledgement:
+// queued, or taken by a sender and not yet done. It reads without the lock,
+// for the metrics.
+func (o *outbox) pending() int { return int(o.backlog.Load()) }
+
 // isFull reports whether the backlog has reached the limit, without
 // taking the lock: Offer asks for every task.
 func (o *outbox) isFull() bool { return o.backlog.Load() >= int64(o.limit) }

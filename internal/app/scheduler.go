@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gamelan-go/executor/internal/domain"
 )
@@ -73,6 +74,12 @@ func (s *scheduler) newLane(max int) *lane {
 
 // admit takes j if there is room; it never blocks.
 func (s *scheduler) admit(j *job) bool {
+	// Read before the lock, so that the clock is not read while holding it.
+	// Only jobs of a lane wait for a slot; the immediate lane's start at once.
+	var now int64
+	if j.lane != nil {
+		now = monotonicNow()
+	}
 	s.mu.Lock()
 	if s.closed || s.admitted.Load() >= int64(s.limit) {
 		s.mu.Unlock()
@@ -85,6 +92,7 @@ func (s *scheduler) admit(j *job) bool {
 	if j.lane == nil {
 		s.immediate.push(j)
 	} else {
+		j.queuedAt = now
 		j.lane.queue.push(j)
 		startable = j.lane.running < j.lane.max
 	}
@@ -237,6 +245,28 @@ func (s *scheduler) queuedIn(l *lane) []*job {
 	defer s.mu.Unlock()
 	return append([]*job(nil), l.queue.jobs()...)
 }
+
+// laneLoad returns the slots of l in use (handlers abandoned at their
+// deadline that still run hold theirs), the jobs waiting in it, and how
+// long the oldest of them has waited (zero when none). Lanes are queues,
+// oldest first, so the oldest is at the head.
+func (s *scheduler) laneLoad(l *lane) (inUse, queued int, oldestAge time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	waiting := l.queue.jobs()
+	if len(waiting) > 0 {
+		oldestAge = time.Duration(monotonicNow() - waiting[0].queuedAt)
+	}
+	return l.running, len(waiting), oldestAge
+}
+
+// clockEpoch is when the process started, for monotonicNow.
+var clockEpoch = time.Now()
+
+// monotonicNow returns the nanoseconds since clockEpoch on the monotonic
+// clock: a time that fits a job in 8 bytes (a time.Time takes 24), and that
+// a change of the wall clock does not move.
+func monotonicNow() int64 { return int64(time.Since(clockEpoch)) }
 
 // expedite moves a queued job to the immediate lane (its answer is already
 // decided, for example a cancellation). It reports false if a worker has

@@ -20,14 +20,18 @@ type job struct {
 	// by duplicates nor remembered when it finishes. It answers a duplicate
 	// of a finished task with its stored result, or an invalid task.
 	untracked bool
+	// slot is where the task table's index tracks the job (-1: nowhere),
+	// guarded by taskTable.mu. It sits by the flags, which leave room for
+	// it: a job is allocated per task, and fits a smaller size class so.
+	slot int32
 
 	// lane is where the job waits, guarded by scheduler.mu: nil for the
 	// immediate lane. A job a worker took from a lane holds one of its slots.
 	lane *lane
-
-	// slot is where the task table's index tracks the job (-1: nowhere),
-	// guarded by taskTable.mu.
-	slot int32
+	// queuedAt is when the job entered its lane (see monotonicNow),
+	// guarded by scheduler.mu: the metrics report the age of the oldest job
+	// waiting (see laneLoad).
+	queuedAt int64
 
 	// spans are the task's spans, nil when tracing is off (tracing.go).
 	spans *jobSpans

@@ -11,6 +11,7 @@ package telemetry
 import (
 	"maps"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,33 @@ type Load struct {
 	Admitted int
 	// Running is the number of running handlers by executor type.
 	Running map[string]int
+	// Types holds each executor type's slots, queue and registration, by
+	// executor type.
+	Types map[string]TypeLoad
+	// Outbox counts results not yet acknowledged, by transport.
+	Outbox map[string]int
+}
+
+// TypeLoad is one executor type's slots, queue and registration.
+type TypeLoad struct {
+	// Slots is the type's concurrency limit, SlotsInUse how many of them
+	// handlers hold.
+	Slots, SlotsInUse int
+	// Queued counts tasks admitted and not yet running; OldestQueued is how
+	// long the oldest of them has waited (0 when none).
+	Queued       int
+	OldestQueued time.Duration
+	// Registered: the engine accepted the type's registration.
+	Registered bool
+}
+
+// PartitionLag is one partition's consumer lag: the partition's high
+// watermark (the offset the next record will get) minus the consumer
+// group's committed offset, so the records not yet finished.
+type PartitionLag struct {
+	Topic     string
+	Partition int32
+	Lag       int64
 }
 
 // Metrics holds the executor's Prometheus metrics and their registry.
@@ -155,13 +183,43 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// ObserveLoad adds the load gauges (tasks admitted, handlers running by
-// type), read from load at each scrape. Call it once.
+// ObserveLoad adds the load gauges (tasks admitted, handlers running,
+// slots, queue, saturation, work and registration by type, results in the
+// outbox by transport), read from load at each scrape. Call it once.
 func (m *Metrics) ObserveLoad(load func() Load) {
+	byType := []string{"executor_type"}
 	m.registry.MustRegister(&loadCollector{
 		load:     load,
 		admitted: prometheus.NewDesc(namespace+"_tasks_admitted", "Tasks queued or running.", nil, nil),
-		running:  prometheus.NewDesc(namespace+"_tasks_running", "Handlers running, by executor type.", []string{"executor_type"}, nil),
+		running:  prometheus.NewDesc(namespace+"_tasks_running", "Handlers running, by executor type.", byType, nil),
+		slotsInUse: prometheus.NewDesc(namespace+"_slots_in_use",
+			"Concurrency slots held by handlers (including abandoned handlers still running), by executor type.", byType, nil),
+		slotsFree: prometheus.NewDesc(namespace+"_slots_free",
+			"Concurrency slots free (MaxConcurrentTasks minus slots in use), by executor type.", byType, nil),
+		queued: prometheus.NewDesc(namespace+"_tasks_queued",
+			"Tasks admitted and not yet running, by executor type.", byType, nil),
+		oldestQueued: prometheus.NewDesc(namespace+"_oldest_queued_task_age_seconds",
+			"How long the oldest task queued has waited, 0 when none, by executor type.", byType, nil),
+		work: prometheus.NewDesc(namespace+"_work",
+			"Tasks running plus tasks queued, by executor type: the work an autoscaler should count.", byType, nil),
+		saturation: prometheus.NewDesc(namespace+"_saturation",
+			"Tasks running plus queued over the slots (MaxConcurrentTasks), by executor type: above 1 tasks wait for a slot.", byType, nil),
+		registered: prometheus.NewDesc(namespace+"_registered",
+			"1 while the engine holds the executor type's registration, 0 otherwise, by executor type.", byType, nil),
+		outbox: prometheus.NewDesc(namespace+"_outbox_results",
+			"Results not yet acknowledged by the engine or broker (queued or being delivered), by transport.", []string{"transport"}, nil),
+	})
+}
+
+// ObserveConsumerLag adds the Kafka consumer lag gauge, by topic and
+// partition, read from lag at each scrape: only the partitions the process
+// holds now, so a partition revoked leaves no series behind. Call it once.
+func (m *Metrics) ObserveConsumerLag(lag func() []PartitionLag) {
+	m.registry.MustRegister(&lagCollector{
+		lag: lag,
+		desc: prometheus.NewDesc(namespace+"_kafka_consumer_lag",
+			"Records of a partition not yet committed by the consumer group (high watermark minus committed offset), by topic and partition held.",
+			[]string{"topic", "partition"}, nil),
 	})
 }
 
@@ -236,19 +294,64 @@ func (m *Metrics) RegistrationFailed(executorType string) {
 // loadCollector reads the gauges from a snapshot at scrape time, so the
 // runtime pays nothing for them between scrapes.
 type loadCollector struct {
-	load              func() Load
-	admitted, running *prometheus.Desc
+	load                                   func() Load
+	admitted, running                      *prometheus.Desc
+	slotsInUse, slotsFree, queued          *prometheus.Desc
+	oldestQueued, work, saturation, outbox *prometheus.Desc
+	registered                             *prometheus.Desc
 }
 
 func (c *loadCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.admitted
-	ch <- c.running
+	for _, d := range []*prometheus.Desc{c.admitted, c.running, c.slotsInUse, c.slotsFree,
+		c.queued, c.oldestQueued, c.work, c.saturation, c.outbox, c.registered} {
+		ch <- d
+	}
 }
 
 func (c *loadCollector) Collect(ch chan<- prometheus.Metric) {
 	load := c.load()
-	ch <- prometheus.MustNewConstMetric(c.admitted, prometheus.GaugeValue, float64(load.Admitted))
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.admitted, float64(load.Admitted))
 	for executorType, n := range load.Running {
-		ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, float64(n), executorType)
+		gauge(c.running, float64(n), executorType)
+	}
+	for executorType, t := range load.Types {
+		gauge(c.slotsInUse, float64(t.SlotsInUse), executorType)
+		gauge(c.slotsFree, float64(max(0, t.Slots-t.SlotsInUse)), executorType)
+		gauge(c.queued, float64(t.Queued), executorType)
+		gauge(c.oldestQueued, t.OldestQueued.Seconds(), executorType)
+		// Work counts the slots in use, not only the queue: between polls
+		// a busy fleet's queue looks empty, and an autoscaler counting
+		// only the queue would scale it down (keda#7459).
+		work := float64(t.SlotsInUse + t.Queued)
+		gauge(c.work, work, executorType)
+		if t.Slots > 0 {
+			gauge(c.saturation, work/float64(t.Slots), executorType)
+		}
+		registered := 0.0
+		if t.Registered {
+			registered = 1
+		}
+		gauge(c.registered, registered, executorType)
+	}
+	for transport, n := range load.Outbox {
+		gauge(c.outbox, float64(n), transport)
+	}
+}
+
+// lagCollector reads the consumer lag from a snapshot at scrape time.
+type lagCollector struct {
+	lag  func() []PartitionLag
+	desc *prometheus.Desc
+}
+
+func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.lag() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(p.Lag),
+			p.Topic, strconv.Itoa(int(p.Partition)))
 	}
 }

@@ -91,3 +91,45 @@ func TestMetricsCountConcurrentTasks(t *testing.T) {
 		assert.Contains(t, body, `gamelan_executor_tasks_total{executor_type="`+typ+`",status="COMPLETED"} 200`)
 	}
 }
+
+// TestScalingGauges: the slots, queue, work, saturation and outbox gauges
+// are read from the load snapshot at each scrape, and the consumer lag from
+// its own, whose partitions come and go with it.
+func TestScalingGauges(t *testing.T) {
+	m := telemetry.NewMetrics()
+	m.ObserveLoad(func() telemetry.Load {
+		return telemetry.Load{
+			Types: map[string]telemetry.TypeLoad{
+				"calculate-tax": {Slots: 4, SlotsInUse: 4, Queued: 2, OldestQueued: 1500 * time.Millisecond, Registered: true},
+				"idle":          {Slots: 2},
+			},
+			Outbox: map[string]int{"kafka": 3},
+		}
+	})
+	partitions := []telemetry.PartitionLag{{Topic: "tasks", Partition: 0, Lag: 12}, {Topic: "tasks", Partition: 1, Lag: 0}}
+	m.ObserveConsumerLag(func() []telemetry.PartitionLag { return partitions })
+
+	body := scrape(t, m)
+	for _, line := range []string{
+		`gamelan_executor_slots_in_use{executor_type="calculate-tax"} 4`,
+		`gamelan_executor_slots_free{executor_type="calculate-tax"} 0`,
+		`gamelan_executor_tasks_queued{executor_type="calculate-tax"} 2`,
+		`gamelan_executor_oldest_queued_task_age_seconds{executor_type="calculate-tax"} 1.5`,
+		`gamelan_executor_work{executor_type="calculate-tax"} 6`,
+		`gamelan_executor_saturation{executor_type="calculate-tax"} 1.5`,
+		`gamelan_executor_slots_in_use{executor_type="idle"} 0`,
+		`gamelan_executor_slots_free{executor_type="idle"} 2`,
+		`gamelan_executor_oldest_queued_task_age_seconds{executor_type="idle"} 0`,
+		`gamelan_executor_saturation{executor_type="idle"} 0`,
+		`gamelan_executor_registered{executor_type="calculate-tax"} 1`,
+		`gamelan_executor_registered{executor_type="idle"} 0`,
+		`gamelan_executor_outbox_results{transport="kafka"} 3`,
+		`gamelan_executor_kafka_consumer_lag{partition="0",topic="tasks"} 12`,
+		`gamelan_executor_kafka_consumer_lag{partition="1",topic="tasks"} 0`,
+	} {
+		assert.Contains(t, body, line+"\n")
+	}
+
+	partitions = partitions[:1] // partition 1 revoked
+	assert.NotContains(t, scrape(t, m), `partition="1"`)
+}

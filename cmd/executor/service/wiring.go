@@ -91,7 +91,35 @@ func runtimeConfig(s *settings, observer app.Observer) app.Config {
 }
 
 func newRuntime(s *settings, d deployment, cp controlPlane, metrics *telemetry.Metrics, log *slog.Logger) (*app.Runtime, error) {
+	observeConsumerLag(d, metrics)
 	return app.New(runtimeConfig(s, metrics), d.hosted, d.transports, cp.registrar, cp.heartbeater, log)
+}
+
+// lagReporter is a task source that knows its consumer lag (the Kafka
+// source).
+type lagReporter interface {
+	ConsumerLag() []telemetry.PartitionLag
+}
+
+// observeConsumerLag has the metrics read the consumer lag of the sources
+// that report one, at each scrape.
+func observeConsumerLag(d deployment, metrics *telemetry.Metrics) {
+	var reporters []lagReporter
+	for _, t := range d.transports {
+		if r, ok := t.Source.(lagReporter); ok {
+			reporters = append(reporters, r)
+		}
+	}
+	if len(reporters) == 0 {
+		return
+	}
+	metrics.ObserveConsumerLag(func() []telemetry.PartitionLag {
+		var lag []telemetry.PartitionLag
+		for _, r := range reporters {
+			lag = append(lag, r.ConsumerLag()...)
+		}
+		return lag
+	})
 }
 
 // givenDeployment serves every executor type of the plan through the given

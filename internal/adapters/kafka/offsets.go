@@ -35,11 +35,34 @@ type offsetTracker struct {
 	// are some. It never holds more records than were in flight.
 	handedBack []*sarama.ConsumerMessage
 	redeliver  chan struct{}
+	// committed is the offset the group resumes from: the last one marked,
+	// or the claim's initial offset; negative while unknown (a group with
+	// no commit starts from a sentinel, resolved by the first record read).
+	committed int64
 }
 
-func newOffsetTracker(session sarama.ConsumerGroupSession, topic string, partition int32) *offsetTracker {
+// newOffsetTracker returns the tracker of a claim starting at initial (the
+// claim's InitialOffset: the group's committed offset, or a sentinel).
+func newOffsetTracker(session sarama.ConsumerGroupSession, topic string, partition int32, initial int64) *offsetTracker {
 	return &offsetTracker{session: session, topic: topic, partition: partition, done: make(map[int64]bool),
-		idle: make(chan struct{}), redeliver: make(chan struct{}, 1)}
+		idle: make(chan struct{}), redeliver: make(chan struct{}, 1), committed: initial}
+}
+
+// committedOffset returns the offset the group would resume the partition
+// from now, and false while it is unknown.
+func (t *offsetTracker) committedOffset() (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.committed >= 0:
+		return t.committed, true
+	case len(t.pending) > 0:
+		// Nothing committed yet: the group resumes where this claim began
+		// to read, its first record.
+		return t.pending[0], true
+	default:
+		return 0, false
+	}
 }
 
 // track records that offset was read and is not finished.
@@ -64,6 +87,7 @@ func (t *offsetTracker) finish(offset int64) {
 	// Marking keeps only the highest offset: once is enough.
 	if next >= 0 && !t.closed {
 		t.session.MarkOffset(t.topic, t.partition, next, "")
+		t.committed = next
 	}
 }
 

@@ -81,6 +81,8 @@ type TaskSource struct {
 	// one: a session can end without an error (a rebalance, a broker
 	// gone) and rejoining can then take as long as the brokers are away.
 	outOfSession time.Time
+	// lag knows the partitions the source holds, for ConsumerLag.
+	lag claimLags
 }
 
 // rejoinGrace is how long the source may be between two group sessions
@@ -286,8 +288,9 @@ func (s *TaskSource) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 // ConsumeClaim implements sarama.ConsumerGroupHandler: it reads one
 // partition until the session ends or the source stops reading.
 func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	tracker := newOffsetTracker(session, claim.Topic(), claim.Partition())
+	tracker := newOffsetTracker(session, claim.Topic(), claim.Partition(), claim.InitialOffset())
 	defer tracker.close()
+	defer s.lag.hold(claim, tracker)()
 	s.mu.Lock()
 	readCtx, closeCtx, intake := s.readCtx, s.consumeCtx, s.intake
 	s.mu.Unlock()
