@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/gamelan-go/executor/deploy/observability"
 	"github.com/gamelan-go/executor/internal/health"
 )
 
@@ -158,7 +159,10 @@ func TestGRPCPushOverlay(t *testing.T) {
 	require.Len(t, r.scaledObject.Spec.Triggers, 1)
 	trigger := r.scaledObject.Spec.Triggers[0]
 	assert.Equal(t, "prometheus", trigger.Type)
-	assert.Contains(t, trigger.Metadata["query"], "gamelan_executor_saturation") // the metric name to align
+	assert.Contains(t, trigger.Metadata["query"], "gamelan_executor_saturation")
+	exported, err := observability.ExportedMetrics()
+	require.NoError(t, err)
+	assert.True(t, exported["gamelan_executor_saturation"], "the autoscalers scale on a metric the service exports")
 	assert.ElementsMatch(t, []string{"serverAddress", "query", "threshold"}, keys(trigger.Metadata))
 
 	// The HPA example for clusters without KEDA: not in the overlay (two
@@ -169,7 +173,7 @@ func TestGRPCPushOverlay(t *testing.T) {
 	require.NoError(t, strict(doc, &hpa))
 	assert.Equal(t, r.deployment.Name, hpa.Spec.ScaleTargetRef.Name)
 	require.Len(t, hpa.Spec.Metrics, 1)
-	assert.Equal(t, "gamelan_executor_saturation", hpa.Spec.Metrics[0].Pods.Metric.Name) // the metric name to align
+	assert.Equal(t, "gamelan_executor_saturation", hpa.Spec.Metrics[0].Pods.Metric.Name)
 }
 
 func TestKafkaOverlay(t *testing.T) {

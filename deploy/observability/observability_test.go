@@ -1,19 +1,14 @@
 package observability
 
 import (
-	"bufio"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"maps"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -21,9 +16,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/gamelan-go/executor/internal/domain"
-	"github.com/gamelan-go/executor/internal/telemetry"
 )
 
 // promql parses the expressions of the rules and the dashboard.
@@ -172,62 +164,13 @@ func checkNames(t *testing.T, where, expr string, exported map[string]bool) {
 	assert.Positive(t, names, "%s names no metric: %s", where, expr)
 }
 
-// exportedMetrics returns the name of every series the service's metrics
-// expose, with every vector touched so that each has a series: the
-// telemetry.Metrics the service registers, scraped in the text format. A
-// histogram's name stands for its _bucket, _sum and _count series, which
-// are what queries name.
+// exportedMetrics returns ExportedMetrics, checking it holds the scaling
+// signal among the rest.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	m := telemetry.NewMetrics()
-	m.ObserveLoad(func() telemetry.Load {
-		return telemetry.Load{
-			Admitted: 1, Running: map[string]int{"t": 1},
-			Types:  map[string]telemetry.TypeLoad{"t": {Slots: 1, SlotsInUse: 1, Queued: 1, OldestQueued: time.Second, Registered: true}},
-			Outbox: map[string]int{"kafka": 1},
-		}
-	})
-	m.ObserveConsumerLag(func() []telemetry.PartitionLag {
-		return []telemetry.PartitionLag{{Topic: "tasks", Partition: 0, Lag: 1}}
-	})
-	m.TaskFinished("t", domain.StatusCompleted, time.Millisecond)
-	m.TaskRefused("kafka", "overloaded")
-	m.ResultsDelivered("kafka", 1, time.Millisecond)
-	m.DeliveryRetried("kafka")
-	m.ResultsUndelivered("kafka", 1)
-	m.ResultDeadLettered("kafka")
-	m.HandlerAbandoned("t")
-	m.HeartbeatFailed("t")
-	m.RegistrationFailed("t")
-
-	server := httptest.NewServer(m.Handler())
-	defer server.Close()
-	resp, err := http.Get(server.URL)
+	exported, err := ExportedMetrics()
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-
-	exported := make(map[string]bool)
-	scanner := bufio.NewScanner(strings.NewReader(string(body)))
-	for scanner.Scan() {
-		// # TYPE <name> <counter|gauge|histogram|summary|untyped>
-		fields := strings.Fields(scanner.Text())
-		if len(fields) != 4 || fields[0] != "#" || fields[1] != "TYPE" {
-			continue
-		}
-		name, kind := fields[2], fields[3]
-		exported[name] = true
-		switch kind {
-		case "histogram":
-			exported[name+"_bucket"], exported[name+"_sum"], exported[name+"_count"] = true, true, true
-		case "summary":
-			exported[name+"_sum"], exported[name+"_count"] = true, true
-		}
-	}
-	require.NoError(t, scanner.Err())
-	// Every metric of the package is there, the scaling signal included.
-	for _, name := range []string{"gamelan_executor_tasks_total", "gamelan_executor_kafka_consumer_lag", "gamelan_executor_registered"} {
+	for _, name := range []string{"gamelan_executor_tasks_total", "gamelan_executor_kafka_consumer_lag", "gamelan_executor_registered", "gamelan_executor_saturation"} {
 		require.True(t, exported[name], "%s missing from the scrape: %s", name, slices.Sorted(maps.Keys(exported)))
 	}
 	return exported
