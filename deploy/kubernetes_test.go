@@ -120,8 +120,12 @@ func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
 	assert.ErrorContains(t, strict([]byte("spec:\n  triggers:\n    - type: kafka\n      metdata: {}\n"), new(scaledObject)), "metdata")
 }
 
+// overlays are the Kubernetes overlays the tests render and check; the
+// README's commands may name only these (see TestREADMEDeployCommands).
+var overlays = []string{"grpc-push", "kafka"}
+
 func TestOverlaysRenderAndDecodeStrictly(t *testing.T) {
-	for _, overlay := range []string{"grpc-push", "kafka"} {
+	for _, overlay := range overlays {
 		r := render(t, overlay)
 		require.NotNil(t, r.deployment, overlay)
 		require.NotNil(t, r.pdb, overlay)

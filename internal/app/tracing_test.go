@@ -28,7 +28,7 @@ const (
 )
 
 // spanCatcher is an executor that keeps the span context of its handler's
-// context, and the logger fields app.HandlerLogger would add.
+// context, from which executor.Logger takes its trace_id and span_id.
 type spanCatcher struct {
 	mu        sync.Mutex
 	sc        trace.SpanContext

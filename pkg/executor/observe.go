@@ -6,7 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/gamelan-go/executor/internal/app"
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // Logger returns the logger for the task whose handler's context is ctx:
@@ -25,7 +25,21 @@ import (
 // The logger is built when Logger is called: call it once per task, not
 // once per line. Outside a handler's context it returns slog.Default().
 func Logger(ctx context.Context) *slog.Logger {
-	return app.HandlerLogger(ctx)
+	s := domain.ScopeOf(ctx)
+	if s == nil {
+		return slog.Default()
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	attrs := make([]any, 0, 7)
+	attrs = append(attrs, slog.String("run_id", s.Task.RunID), slog.String("node_id", s.Task.NodeID),
+		slog.String("task_id", s.TaskID), slog.Int("attempt", s.Task.Attempt), slog.String("executor_type", s.ExecutorType))
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return log.With(attrs...)
 }
 
 // Span returns the span of the task whose handler's context is ctx: the

@@ -46,6 +46,7 @@ var rules = []rule{
 	{"internal/security", []string{"internal/domain"}},
 	{"internal/config", []string{"internal/domain"}},
 	{"internal/health", nil},
+	{"internal/version", nil},
 	{"pkg/porttest", []string{"internal/domain", "internal/ports"}},
 	// The test harness runs handlers through the runtime's own invoke path.
 	{"pkg/executor/executortest", []string{"internal/domain", "internal/app", "pkg/executor"}},
@@ -57,7 +58,7 @@ var rules = []rule{
 	// protocol through the engine side (internal/engine, plus generated code,
 	// Kafka message shapes and tokens) and never touches the executor's
 	// runtime, nor the test harnesses.
-	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/telemetry", "internal/engine", "internal/adapters/kafka"}},
+	{"internal/devengine", []string{"internal/domain", "internal/gen", "internal/security", "internal/telemetry", "internal/version", "internal/engine", "internal/adapters/kafka"}},
 	// Any other internal package is a technical helper: it may use the
 	// domain, the ports and the generated code, never the core or adapters.
 	{"internal/", []string{"internal/domain", "internal/ports", "internal/gen", "internal/security"}},
@@ -118,6 +119,7 @@ func TestRuleTableCatchesViolations(t *testing.T) {
 		{"internal/adapters/memory", "internal/app", false},
 		{"internal/adapters/grpc", "internal/security", true},
 		{"pkg/executor", "internal/app", false},
+		{"pkg/executor", "internal/domain", true},
 		{"executors/examples", "internal/domain", false},
 		{"executors/examples", "pkg/executor", true},
 		{"executors", "executors/examples", true},
