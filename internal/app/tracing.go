@@ -47,43 +47,9 @@ const (
 	attrDeliveryAttempt = attribute.Key("gamelan.delivery_attempt")
 )
 
-// traceCarrier reads and writes a domain.TraceContext as the W3C headers a
-// propagator knows. It holds a pointer only, so it converts to the
-// propagation.TextMapCarrier interface without an allocation.
-type traceCarrier struct{ tc *domain.TraceContext }
-
-var _ propagation.TextMapCarrier = traceCarrier{}
-
-// traceKeys are the keys a traceCarrier holds, made once.
-var traceKeys = []string{"traceparent", "tracestate", "baggage"}
-
-// Get implements propagation.TextMapCarrier.
-func (c traceCarrier) Get(key string) string {
-	switch key {
-	case "traceparent":
-		return c.tc.TraceParent
-	case "tracestate":
-		return c.tc.TraceState
-	case "baggage":
-		return c.tc.Baggage
-	}
-	return ""
-}
-
-// Set implements propagation.TextMapCarrier.
-func (c traceCarrier) Set(key, value string) {
-	switch key {
-	case "traceparent":
-		c.tc.TraceParent = value
-	case "tracestate":
-		c.tc.TraceState = value
-	case "baggage":
-		c.tc.Baggage = value
-	}
-}
-
-// Keys implements propagation.TextMapCarrier.
-func (c traceCarrier) Keys() []string { return traceKeys }
+// *domain.TraceContext is the propagation.TextMapCarrier a task's and a
+// result's trace contexts are extracted from and injected into.
+var _ propagation.TextMapCarrier = (*domain.TraceContext)(nil)
 
 // remoteContext returns ctx with the engine's span context from tc, when tc
 // has a traceparent (else ctx itself). With tracing off it is how a
@@ -92,7 +58,7 @@ func remoteContext(ctx context.Context, tc *domain.TraceContext) context.Context
 	if tc.TraceParent == "" {
 		return ctx
 	}
-	return propagation.TraceContext{}.Extract(ctx, traceCarrier{tc})
+	return propagation.TraceContext{}.Extract(ctx, tc)
 }
 
 // jobSpans are the spans of one task (see Tracing above). A job's spans are
@@ -116,7 +82,7 @@ func (r *Runtime) startTaskSpan(task *domain.Task, tr *transport) *jobSpans {
 	}
 	parent := context.Background()
 	if !task.Trace.IsZero() {
-		parent = r.cfg.Propagator.Extract(parent, traceCarrier{&task.Trace})
+		parent = r.cfg.Propagator.Extract(parent, &task.Trace)
 	}
 	ctx, span := r.cfg.Tracer.Start(parent, "task", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 		attrRunID.String(task.RunID), attrNodeID.String(task.NodeID), attrTaskID.String(task.ID()),
@@ -177,7 +143,7 @@ func (s *jobSpans) sending(res domain.Result, task *domain.Task, prop propagatio
 	recordResult(s.task, &res)
 	_, s.deliver = s.tracer.Start(s.ctx, "deliver")
 	res.Trace = domain.TraceContext{InContext: task.Trace.InContext}
-	prop.Inject(s.ctx, traceCarrier{&res.Trace})
+	prop.Inject(s.ctx, &res.Trace)
 	res.Trace = res.Trace.Bounded()
 	return res
 }

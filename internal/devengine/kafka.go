@@ -201,7 +201,12 @@ func (k *Kafka) decode(r kafkaengine.Record) (executorID string, apply func(), e
 		err = json.Unmarshal(r.Value, &m)
 		return m.ExecutorID, func() {
 			res := resultFromMessage(m)
-			res.Trace = domain.TraceContext{TraceParent: r.Headers[traceParentHeader], TraceState: r.Headers[traceStateHeader], Baggage: r.Headers[baggageHeader]}
+			res.Trace = domain.TraceFromHeaders(func(name string) []string {
+				if value, ok := r.Headers[name]; ok {
+					return []string{value}
+				}
+				return nil
+			})
 			res.Output = withoutTraceKeys(res.Output)
 			k.engine.Result(res)
 		}, err
@@ -287,10 +292,6 @@ func (k *Kafka) Close() {
 // per non-empty value (none when tracing is off).
 func traceHeaders(tc domain.TraceContext) map[string]string {
 	headers := map[string]string{}
-	for key, value := range map[string]string{traceParentHeader: tc.TraceParent, traceStateHeader: tc.TraceState, baggageHeader: tc.Baggage} {
-		if value != "" {
-			headers[key] = value
-		}
-	}
+	tc.EachHeader(func(name, value string) { headers[name] = value })
 	return headers
 }

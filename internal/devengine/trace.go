@@ -14,13 +14,6 @@ import (
 // tracerName names the reference engine's tracer.
 const tracerName = "github.com/gamelan-go/executor/internal/devengine"
 
-// The W3C header names a trace context is injected under and read from.
-const (
-	traceParentHeader = "traceparent"
-	traceStateHeader  = "tracestate"
-	baggageHeader     = "baggage"
-)
-
 // tracing is the engine's side of a task's trace (Config.TracerProvider):
 // a "dispatch <executor type>" producer span per task, whose context goes
 // to the executor with the task and which ends when the task's result
@@ -63,13 +56,9 @@ func (tr tracing) start(t *Task) domain.TraceContext {
 				attribute.Int("gamelan.attempt", t.Attempt),
 			))
 	}
-	carrier := propagation.MapCarrier{}
-	tr.propagator.Inject(trace.ContextWithSpan(context.Background(), t.span), carrier)
-	return domain.TraceContext{
-		TraceParent: carrier.Get(traceParentHeader),
-		TraceState:  carrier.Get(traceStateHeader),
-		Baggage:     carrier.Get(baggageHeader),
-	}
+	var tc domain.TraceContext
+	tr.propagator.Inject(trace.ContextWithSpan(context.Background(), t.span), &tc)
+	return tc
 }
 
 // end ends t's span, if it has one. With a result, the executor's span
@@ -101,11 +90,7 @@ func (tr tracing) spanContext(tc domain.TraceContext) trace.SpanContext {
 	if tc.TraceParent == "" {
 		return trace.SpanContext{}
 	}
-	carrier := propagation.MapCarrier{traceParentHeader: tc.TraceParent}
-	if tc.TraceState != "" {
-		carrier[traceStateHeader] = tc.TraceState
-	}
-	return trace.SpanContextFromContext(tr.propagator.Extract(context.Background(), carrier))
+	return trace.SpanContextFromContext(tr.propagator.Extract(context.Background(), &tc))
 }
 
 // withoutTraceKeys returns output without the reserved trace keys, which

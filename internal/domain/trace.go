@@ -1,6 +1,9 @@
 package domain
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // TraceContext is the W3C trace context (traceparent and tracestate) and
 // baggage that travel with one task, and back with its result. The runtime
@@ -42,6 +45,75 @@ const (
 	MaxTraceStateBytes  = 1024
 	MaxBaggageBytes     = 8192
 )
+
+// The W3C names of a trace context's fields as headers and metadata keys:
+// lower case, as gRPC metadata and the Kafka instrumentations write them
+// (HTTP matches header names in any case).
+const (
+	TraceParentHeader = "traceparent"
+	TraceStateHeader  = "tracestate"
+	BaggageHeader     = "baggage"
+)
+
+// traceHeaders are the header names, for Keys.
+var traceHeaders = []string{TraceParentHeader, TraceStateHeader, BaggageHeader}
+
+// Get returns the field of tc named by the header name, "" for any other
+// name. With Set and Keys it makes *TraceContext an OpenTelemetry
+// propagation.TextMapCarrier, through which tracing reads and writes it.
+func (tc *TraceContext) Get(name string) string {
+	switch name {
+	case TraceParentHeader:
+		return tc.TraceParent
+	case TraceStateHeader:
+		return tc.TraceState
+	case BaggageHeader:
+		return tc.Baggage
+	}
+	return ""
+}
+
+// Set sets the field of tc named by the header name; other names are
+// ignored.
+func (tc *TraceContext) Set(name, value string) {
+	switch name {
+	case TraceParentHeader:
+		tc.TraceParent = value
+	case TraceStateHeader:
+		tc.TraceState = value
+	case BaggageHeader:
+		tc.Baggage = value
+	}
+}
+
+// Keys returns the three header names. The slice is shared: do not modify it.
+func (tc *TraceContext) Keys() []string { return traceHeaders }
+
+// EachHeader calls set with each non-empty field of tc under its header
+// name, in the order traceparent, tracestate, baggage.
+func (tc TraceContext) EachHeader(set func(name, value string)) {
+	for _, name := range traceHeaders {
+		if value := tc.Get(name); value != "" {
+			set(name, value)
+		}
+	}
+}
+
+// TraceFromHeaders reads a trace context from a transport's headers, given
+// every value of one header name (values(name)). More than one traceparent
+// leaves none that can be trusted, so it is dropped; repeated tracestate and
+// baggage lines are joined with commas, as the W3C specifications join
+// repeated HTTP headers; values too long are dropped (Bounded). Never a
+// reason to refuse a task.
+func TraceFromHeaders(values func(name string) []string) TraceContext {
+	var tc TraceContext
+	if parents := values(TraceParentHeader); len(parents) == 1 {
+		tc.TraceParent = parents[0]
+	}
+	tc.TraceState = strings.Join(values(TraceStateHeader), ",")
+	tc.Baggage = strings.Join(values(BaggageHeader), ",")
+	return tc.Bounded()
+}
 
 // IsZero reports whether tc carries nothing.
 func (tc TraceContext) IsZero() bool {

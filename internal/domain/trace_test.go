@@ -63,3 +63,44 @@ func TestResultForCarriesTheTasksTraceBack(t *testing.T) {
 		t.Fatalf("result Trace = %+v, want the task's %+v", got, task.Trace)
 	}
 }
+
+func TestTraceFromHeaders(t *testing.T) {
+	headers := map[string][]string{
+		TraceParentHeader: {parent},
+		TraceStateHeader:  {"a=1", "b=2"},
+		BaggageHeader:     {"tenant=acme"},
+	}
+	got := TraceFromHeaders(func(name string) []string { return headers[name] })
+	want := TraceContext{TraceParent: parent, TraceState: "a=1,b=2", Baggage: "tenant=acme"}
+	if got != want {
+		t.Fatalf("TraceFromHeaders = %+v, want %+v: repeated lists are joined with commas", got, want)
+	}
+
+	headers[TraceParentHeader] = []string{parent, parent}
+	headers[BaggageHeader] = []string{strings.Repeat("b", MaxBaggageBytes+1)}
+	got = TraceFromHeaders(func(name string) []string { return headers[name] })
+	if got.TraceParent != "" || got.Baggage != "" || got.TraceState != "a=1,b=2" {
+		t.Fatalf("TraceFromHeaders = %+v: two traceparents and an oversized baggage must be dropped, the rest kept", got)
+	}
+}
+
+// TestTraceContextIsACarrier: Get, Set and Keys are what an OpenTelemetry
+// propagator uses, and EachHeader what transports write.
+func TestTraceContextIsACarrier(t *testing.T) {
+	var tc TraceContext
+	for _, name := range tc.Keys() {
+		tc.Set(name, "v-"+name)
+	}
+	tc.Set("other", "ignored")
+	if tc != (TraceContext{TraceParent: "v-traceparent", TraceState: "v-tracestate", Baggage: "v-baggage"}) {
+		t.Fatalf("Set wrote %+v", tc)
+	}
+	if tc.Get(TraceStateHeader) != "v-tracestate" || tc.Get("other") != "" {
+		t.Fatal("Get does not read what Set wrote, or answers an unknown name")
+	}
+	var written []string
+	TraceContext{TraceParent: parent, Baggage: "k=v"}.EachHeader(func(name, value string) { written = append(written, name+"="+value) })
+	if strings.Join(written, " ") != "traceparent="+parent+" baggage=k=v" {
+		t.Fatalf("EachHeader wrote %q: only the non-empty fields, in order", written)
+	}
+}

@@ -2,7 +2,6 @@ package grpc
 
 import (
 	"context"
-	"strings"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -10,44 +9,18 @@ import (
 	"github.com/gamelan-go/executor/internal/domain"
 )
 
-// The metadata keys of a task's trace context on a push call and of a
-// result's on a ReportResults call carrying one result: the W3C header
-// names, which gRPC metadata keeps in lower case.
-const (
-	traceParentHeader = "traceparent"
-	traceStateHeader  = "tracestate"
-	baggageHeader     = "baggage"
-)
-
-// traceFromMetadata reads the trace context of an incoming call. The W3C
-// specifications let tracestate and baggage be split over several header
-// lines, to be joined with commas; a call with more than one traceparent
-// has none that can be trusted, so it is dropped. Values too long are
-// dropped too (domain.TraceContext.Bounded): never a reason to refuse a
-// task.
+// traceFromMetadata reads the trace context of an incoming push call, from
+// its metadata's W3C keys (see domain.TraceFromHeaders).
 func traceFromMetadata(ctx context.Context) domain.TraceContext {
 	md, _ := metadata.FromIncomingContext(ctx)
-	var tc domain.TraceContext
-	if parents := md.Get(traceParentHeader); len(parents) == 1 {
-		tc.TraceParent = parents[0]
-	}
-	tc.TraceState = strings.Join(md.Get(traceStateHeader), ",")
-	tc.Baggage = strings.Join(md.Get(baggageHeader), ",")
-	return tc.Bounded()
+	return domain.TraceFromHeaders(md.Get)
 }
 
 // withTraceMetadata returns ctx carrying tc's non-empty values as outgoing
 // metadata, for a ReportResults call whose one result came with a push.
 func withTraceMetadata(ctx context.Context, tc domain.TraceContext) context.Context {
-	tc = tc.Bounded()
 	var kv []string
-	for _, f := range []struct{ key, value string }{
-		{traceParentHeader, tc.TraceParent}, {traceStateHeader, tc.TraceState}, {baggageHeader, tc.Baggage},
-	} {
-		if f.value != "" {
-			kv = append(kv, f.key, f.value)
-		}
-	}
+	tc.Bounded().EachHeader(func(name, value string) { kv = append(kv, name, value) })
 	if len(kv) == 0 {
 		return ctx
 	}

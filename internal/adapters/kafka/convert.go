@@ -257,62 +257,28 @@ func encodeResult(r domain.Result) []byte {
 	return value
 }
 
-// The record headers of a task's trace context and of its result's: the W3C
-// header names, as Kafka instrumentations of OpenTelemetry use them.
-const (
-	TraceParentHeader = "traceparent"
-	TraceStateHeader  = "tracestate"
-	BaggageHeader     = "baggage"
-)
-
-// traceFromHeaders reads a task record's trace context. A record with more
-// than one traceparent header has none that can be trusted, so it is
-// dropped; repeated tracestate and baggage headers are joined with commas,
-// as the W3C specifications join repeated HTTP headers. Values too long are
-// dropped (domain.TraceContext.Bounded): never a reason to refuse a task.
+// traceFromHeaders reads a task record's trace context from its W3C
+// headers (see domain.TraceFromHeaders), the names Kafka instrumentations of
+// OpenTelemetry use.
 func traceFromHeaders(headers []*sarama.RecordHeader) domain.TraceContext {
-	var tc domain.TraceContext
-	var parents int
-	for _, h := range headers {
-		if h == nil {
-			continue
+	return domain.TraceFromHeaders(func(name string) []string {
+		var values []string
+		for _, h := range headers {
+			if h != nil && string(h.Key) == name {
+				values = append(values, string(h.Value))
+			}
 		}
-		switch string(h.Key) {
-		case TraceParentHeader:
-			parents++
-			tc.TraceParent = string(h.Value)
-		case TraceStateHeader:
-			tc.TraceState = joinList(tc.TraceState, string(h.Value))
-		case BaggageHeader:
-			tc.Baggage = joinList(tc.Baggage, string(h.Value))
-		}
-	}
-	if parents > 1 {
-		tc.TraceParent = ""
-	}
-	return tc.Bounded()
-}
-
-// joinList appends a list member to a comma-separated list.
-func joinList(list, member string) string {
-	if list == "" {
-		return member
-	}
-	return list + "," + member
+		return values
+	})
 }
 
 // traceHeaders returns the result record headers of a trace context: one
 // per non-empty value.
 func traceHeaders(tc domain.TraceContext) []sarama.RecordHeader {
-	tc = tc.Bounded()
 	var headers []sarama.RecordHeader
-	for _, f := range []struct{ key, value string }{
-		{TraceParentHeader, tc.TraceParent}, {TraceStateHeader, tc.TraceState}, {BaggageHeader, tc.Baggage},
-	} {
-		if f.value != "" {
-			headers = append(headers, sarama.RecordHeader{Key: []byte(f.key), Value: []byte(f.value)})
-		}
-	}
+	tc.Bounded().EachHeader(func(name, value string) {
+		headers = append(headers, sarama.RecordHeader{Key: []byte(name), Value: []byte(value)})
+	})
 	return headers
 }
 

@@ -279,19 +279,10 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 	return task, nil
 }
 
-// traceFromHeaders reads a posted task's W3C trace context. A request with
-// more than one traceparent has none that can be trusted, so it is dropped;
-// repeated tracestate and baggage lines are joined with commas, as the W3C
-// specifications say. Values too long are dropped
-// (domain.TraceContext.Bounded): never a reason to refuse a task. The
-// result goes back through the configured result sink, which carries it
-// (ReportResults metadata for a call of one result, Kafka record headers).
+// traceFromHeaders reads a posted task's W3C trace context (see
+// domain.TraceFromHeaders). The result goes back through the configured
+// result sink, which carries it (ReportResults metadata for a call of one
+// result, Kafka record headers).
 func traceFromHeaders(h http.Header) domain.TraceContext {
-	var tc domain.TraceContext
-	if parents := h.Values("Traceparent"); len(parents) == 1 {
-		tc.TraceParent = parents[0]
-	}
-	tc.TraceState = strings.Join(h.Values("Tracestate"), ",")
-	tc.Baggage = strings.Join(h.Values("Baggage"), ",")
-	return tc.Bounded()
+	return domain.TraceFromHeaders(h.Values)
 }

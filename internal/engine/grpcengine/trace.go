@@ -2,7 +2,6 @@ package grpcengine
 
 import (
 	"context"
-	"strings"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -20,37 +19,18 @@ type TracedHandler interface {
 	TracedResults(executorID string, results []*gamelanv1.TaskResult, traces []domain.TraceContext) error
 }
 
-// The metadata keys of a trace context: the W3C header names.
-const (
-	TraceParentHeader = "traceparent"
-	TraceStateHeader  = "tracestate"
-	BaggageHeader     = "baggage"
-)
-
 // TraceMetadata returns the metadata carrying tc's non-empty values, for a
 // push call (append it to the call's outgoing context).
 func TraceMetadata(tc domain.TraceContext) metadata.MD {
 	md := metadata.MD{}
-	for _, f := range []struct{ key, value string }{
-		{TraceParentHeader, tc.TraceParent}, {TraceStateHeader, tc.TraceState}, {BaggageHeader, tc.Baggage},
-	} {
-		if f.value != "" {
-			md.Set(f.key, f.value)
-		}
-	}
+	tc.EachHeader(func(name, value string) { md.Set(name, value) })
 	return md
 }
 
 // CallTrace reads the trace context of an incoming call's metadata.
 func CallTrace(ctx context.Context) domain.TraceContext {
 	md, _ := metadata.FromIncomingContext(ctx)
-	var tc domain.TraceContext
-	if v := md.Get(TraceParentHeader); len(v) == 1 {
-		tc.TraceParent = v[0]
-	}
-	tc.TraceState = strings.Join(md.Get(TraceStateHeader), ",")
-	tc.Baggage = strings.Join(md.Get(BaggageHeader), ",")
-	return tc
+	return domain.TraceFromHeaders(md.Get)
 }
 
 // PutTraceInContext sets tc's non-empty values in a StreamTasks or
