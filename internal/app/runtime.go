@@ -623,26 +623,10 @@ type Stats struct {
 	DeliveryRetries int
 	// Types holds each executor type's slots, queue and registration, for
 	// the scaling signal and the alerts, by executor type.
-	Types map[string]TypeLoad
+	Types map[string]domain.TypeLoad
 	// Outbox counts the results not yet acknowledged by the engine or
 	// broker (queued or being delivered), by transport.
 	Outbox map[string]int
-}
-
-// TypeLoad is one executor type's slots, queue and registration at one
-// moment.
-type TypeLoad struct {
-	// Slots is the type's MaxConcurrentTasks; SlotsInUse of them are held
-	// by running handlers, including handlers abandoned at their deadline
-	// that still run (their slot is not free until they return).
-	Slots, SlotsInUse int
-	// Queued counts the tasks admitted and waiting for a slot or a worker;
-	// OldestQueued is how long the oldest of them has waited (0 for none).
-	Queued       int
-	OldestQueued time.Duration
-	// Registered: the engine accepted the type's last registration, and
-	// nothing since suggests it forgot it.
-	Registered bool
 }
 
 // Stats returns the runtime's counters now.
@@ -655,12 +639,12 @@ func (r *Runtime) Stats() Stats {
 		Delivered:    int(r.delivered.Load()),
 		Undelivered:  int(r.undelivered.Load()),
 		DeadLettered: int(r.deadLettered.Load()),
-		Types:        make(map[string]TypeLoad, len(r.executors)),
+		Types:        make(map[string]domain.TypeLoad, len(r.executors)),
 		Outbox:       make(map[string]int, len(r.transports)),
 	}
 	for _, e := range r.executors {
 		inUse, queued, oldestAge := r.sched.laneLoad(e.lane)
-		s.Types[e.desc.Type] = TypeLoad{Slots: e.lane.max, SlotsInUse: inUse, Queued: queued, OldestQueued: oldestAge,
+		s.Types[e.desc.Type] = domain.TypeLoad{Slots: e.lane.max, SlotsInUse: inUse, Queued: queued, OldestQueued: oldestAge,
 			Registered: e.registered.Load()}
 		s.Running[e.desc.Type] = int(e.running.Load())
 		s.Completed[e.desc.Type] = int(e.completed.Load())

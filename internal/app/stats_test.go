@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gamelan-go/executor/internal/app"
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // TestStatsScalingSignal: Stats reports the slots a type's running handlers
@@ -32,7 +33,7 @@ func TestStatsScalingSignal(t *testing.T) {
 		tk.ExecutorType = "slow"
 		settled = append(settled, h.sources["t"].mustOffer(t, tk))
 	}
-	var load app.TypeLoad
+	var load domain.TypeLoad
 	require.Eventually(t, func() bool {
 		load = h.rt.Stats().Types["slow"]
 		return load.SlotsInUse == slots && load.Queued == tasks-slots && load.OldestQueued > 0
@@ -47,7 +48,7 @@ func TestStatsScalingSignal(t *testing.T) {
 		stats = h.rt.Stats()
 		return stats.Outbox["t"] == tasks
 	}, 5*time.Second, time.Millisecond, "results held by the sink: %+v", &stats)
-	assert.Equal(t, app.TypeLoad{Slots: slots, Registered: true}, stats.Types["slow"], "slots or queue still taken with every handler done")
+	assert.Equal(t, domain.TypeLoad{Slots: slots, Registered: true}, stats.Types["slow"], "slots or queue still taken with every handler done")
 
 	close(sinkGate)
 	for _, st := range settled {

@@ -33,22 +33,9 @@ type Load struct {
 	Running map[string]int
 	// Types holds each executor type's slots, queue and registration, by
 	// executor type.
-	Types map[string]TypeLoad
+	Types map[string]domain.TypeLoad
 	// Outbox counts results not yet acknowledged, by transport.
 	Outbox map[string]int
-}
-
-// TypeLoad is one executor type's slots, queue and registration.
-type TypeLoad struct {
-	// Slots is the type's concurrency limit, SlotsInUse how many of them
-	// handlers hold.
-	Slots, SlotsInUse int
-	// Queued counts tasks admitted and not yet running; OldestQueued is how
-	// long the oldest of them has waited (0 when none).
-	Queued       int
-	OldestQueued time.Duration
-	// Registered: the engine accepted the type's registration.
-	Registered bool
 }
 
 // PartitionLag is one partition's consumer lag: the partition's high

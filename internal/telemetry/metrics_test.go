@@ -99,7 +99,7 @@ func TestScalingGauges(t *testing.T) {
 	m := telemetry.NewMetrics()
 	m.ObserveLoad(func() telemetry.Load {
 		return telemetry.Load{
-			Types: map[string]telemetry.TypeLoad{
+			Types: map[string]domain.TypeLoad{
 				"calculate-tax": {Slots: 4, SlotsInUse: 4, Queued: 2, OldestQueued: 1500 * time.Millisecond, Registered: true},
 				"idle":          {Slots: 2},
 			},

@@ -32,11 +32,7 @@ type Service struct {
 func newService(s *settings, rt *app.Runtime, metrics *telemetry.Metrics, probes *health.Probes, log *slog.Logger) *Service {
 	metrics.ObserveLoad(func() telemetry.Load {
 		stats := rt.Stats()
-		types := make(map[string]telemetry.TypeLoad, len(stats.Types))
-		for name, t := range stats.Types {
-			types[name] = telemetry.TypeLoad(t)
-		}
-		return telemetry.Load{Admitted: stats.Admitted, Running: stats.Running, Types: types, Outbox: stats.Outbox}
+		return telemetry.Load{Admitted: stats.Admitted, Running: stats.Running, Types: stats.Types, Outbox: stats.Outbox}
 	})
 	svc := &Service{settings: s, runtime: rt, metrics: metrics, probes: probes, log: log}
 	// These replace newProbes' placeholders of the same names.
