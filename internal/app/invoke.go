@@ -72,11 +72,11 @@ func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 // caller's ctx carries a span already, it carries the engine's span context
 // when the task brought a traceparent.
 func invokeScope(ctx, hctx context.Context, ex domain.Executor, task *domain.Task) context.Context {
-	scope := &handlerScope{Context: hctx, TaskScope: domain.TaskScope{Task: task, TaskID: task.ID(), ExecutorType: ex.Descriptor().Type}}
+	scope := &handlerScope{Context: hctx, fixed: &domain.TaskScope{Task: task, TaskID: task.ID(), ExecutorType: ex.Descriptor().Type}}
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		return scope
 	}
-	return remoteContext(scope, &task.Trace)
+	return remoteContext(scope, task.Trace)
 }
 
 // exitedResult answers a task whose handler ended its goroutine without

@@ -47,6 +47,8 @@ type hostedExecutor struct {
 	lastRegistered atomic.Int64
 	// registerErr holds the last registration failure, for readiness.
 	registerErr atomic.Pointer[error]
+	// log is the runtime's logger, which its handlers' loggers extend.
+	log *slog.Logger
 }
 
 // transport is a Transport with its outbox and the executors it serves.
@@ -167,7 +169,7 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		if tr == nil {
 			return nil, fmt.Errorf("runtime: executor type %s: no transport named %q", desc.Type, h.Transport)
 		}
-		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks)}
+		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks), log: r.log}
 		r.executors = append(r.executors, e)
 		r.byType[desc.Type] = e
 		r.byID[reg.ExecutorID] = e

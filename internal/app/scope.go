@@ -13,18 +13,24 @@ import (
 // does (a child made of it still joins the parent's cancellation without a
 // goroutine).
 //
-// A worker's handlerScope lives in the job (job.scope): the task costs no
-// allocation more for it. The logger is built only when a handler asks for
-// it, as most never do.
+// A worker's handlerScope lives in the job (job.scope) and holds only the
+// job: the task costs no allocation more for it, and the TaskScope is made
+// when a handler asks for its logger, as most never do. Invoke, which has no
+// job, gives it the TaskScope itself.
 type handlerScope struct {
 	context.Context
-	domain.TaskScope
+	job   *job
+	fixed *domain.TaskScope
 }
 
 // Value implements context.Context.
 func (s *handlerScope) Value(key any) any {
 	if _, ok := key.(domain.TaskScopeKey); ok {
-		return &s.TaskScope
+		if s.fixed != nil {
+			return s.fixed
+		}
+		j := s.job
+		return &domain.TaskScope{Task: j.task, TaskID: j.id, ExecutorType: j.exec.desc.Type, Log: j.exec.log}
 	}
 	return s.Context.Value(key)
 }

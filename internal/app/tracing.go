@@ -55,7 +55,7 @@ var _ propagation.TextMapCarrier = (*domain.TraceContext)(nil)
 // has a traceparent (else ctx itself). With tracing off it is how a
 // handler's context still names the engine's trace.
 func remoteContext(ctx context.Context, tc *domain.TraceContext) context.Context {
-	if tc.TraceParent == "" {
+	if tc == nil || tc.TraceParent == "" {
 		return ctx
 	}
 	return propagation.TraceContext{}.Extract(ctx, tc)
@@ -82,7 +82,7 @@ func (r *Runtime) startTaskSpan(task *domain.Task, tr *transport) *jobSpans {
 	}
 	parent := context.Background()
 	if !task.Trace.IsZero() {
-		parent = r.cfg.Propagator.Extract(parent, &task.Trace)
+		parent = r.cfg.Propagator.Extract(parent, task.Trace)
 	}
 	ctx, span := r.cfg.Tracer.Start(parent, "task", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 		attrRunID.String(task.RunID), attrNodeID.String(task.NodeID), attrTaskID.String(task.ID()),
@@ -142,9 +142,9 @@ func (s *jobSpans) executed(res *domain.Result) {
 func (s *jobSpans) sending(res domain.Result, task *domain.Task, prop propagation.TextMapPropagator) domain.Result {
 	recordResult(s.task, &res)
 	_, s.deliver = s.tracer.Start(s.ctx, "deliver")
-	res.Trace = domain.TraceContext{InContext: task.Trace.InContext}
-	prop.Inject(s.ctx, &res.Trace)
-	res.Trace = res.Trace.Bounded()
+	tc := &domain.TraceContext{InContext: task.Trace.FromContext()}
+	prop.Inject(s.ctx, tc)
+	res.Trace = tc.Bounded()
 	return res
 }
 

@@ -98,7 +98,7 @@ func TestTracingContinuesTheEnginesTrace(t *testing.T) {
 	h.run(t)
 
 	tk := task("run1", "calc", 2)
-	tk.Trace = domain.TraceContext{TraceParent: engineParent, Baggage: engineTraceBagg}
+	tk.Trace = &domain.TraceContext{TraceParent: engineParent, Baggage: engineTraceBagg}
 	require.NoError(t, h.sources["t"].mustOffer(t, tk).wait(t))
 
 	taskSpan := oneSpan(t, rec, "task calc")
@@ -252,7 +252,7 @@ func TestTracingOffStartsNothingAndEchoesTheTrace(t *testing.T) {
 	h.run(t)
 
 	tk := task("run1", "calc", 1)
-	tk.Trace = domain.TraceContext{TraceParent: engineParent, TraceState: "k=v", Baggage: engineTraceBagg}
+	tk.Trace = &domain.TraceContext{TraceParent: engineParent, TraceState: "k=v", Baggage: engineTraceBagg}
 	require.NoError(t, h.sources["t"].mustOffer(t, tk).wait(t))
 	assert.Equal(t, tk.Trace, h.sinks["t"].byKey(t, tk.Key()).Trace, "with tracing off the result echoes the task's trace context")
 

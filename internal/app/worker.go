@@ -131,11 +131,11 @@ func (w *worker) handlerContext(j *job, started time.Time) (context.Context, con
 // context if the task brought a traceparent, so that the handler's logs name
 // its trace.
 func (w *worker) scoped(j *job, ctx context.Context) context.Context {
-	j.scope = handlerScope{Context: ctx, TaskScope: domain.TaskScope{Task: j.task, TaskID: j.id, ExecutorType: j.exec.desc.Type, Log: w.r.log}}
+	j.scope = handlerScope{Context: ctx, job: j}
 	if j.spans != nil {
 		return j.spans.startExecute(&j.scope)
 	}
-	return remoteContext(&j.scope, &j.task.Trace)
+	return remoteContext(&j.scope, j.task.Trace)
 }
 
 // timeoutCauseOf is the cause of a handler's context that reached the

@@ -97,12 +97,12 @@ func (g *GRPC) Results(executorID string, results []*gamelanv1.TaskResult) error
 // trace context each result carried back (traces[i] for results[i]), which
 // ends its task's dispatch span. The reserved keys that carried it in an
 // output are not kept in the recorded output.
-func (g *GRPC) TracedResults(_ string, results []*gamelanv1.TaskResult, traces []domain.TraceContext) error {
+func (g *GRPC) TracedResults(_ string, results []*gamelanv1.TaskResult, traces []*domain.TraceContext) error {
 	for i, r := range results {
 		res := resultFromProto(r)
 		if i < len(traces) {
 			res.Trace = traces[i]
-			if res.Trace.InContext {
+			if res.Trace.FromContext() {
 				res.Output = withoutTraceKeys(res.Output)
 			}
 		}

@@ -290,7 +290,7 @@ func (k *Kafka) Close() {
 
 // traceHeaders returns the record headers of a task's trace context: one
 // per non-empty value (none when tracing is off).
-func traceHeaders(tc domain.TraceContext) map[string]string {
+func traceHeaders(tc *domain.TraceContext) map[string]string {
 	headers := map[string]string{}
 	tc.EachHeader(func(name, value string) { headers[name] = value })
 	return headers

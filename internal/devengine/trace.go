@@ -38,9 +38,9 @@ func newTracing(cfg Config) tracing {
 // start starts t's dispatch span unless it has one (a task handed out
 // again keeps its span), and returns the trace context to send with t:
 // zero when tracing is off.
-func (tr tracing) start(t *Task) domain.TraceContext {
+func (tr tracing) start(t *Task) *domain.TraceContext {
 	if tr.tracer == nil {
-		return domain.TraceContext{}
+		return nil
 	}
 	if t.span == nil {
 		name := "dispatch " + t.ExecutorType
@@ -56,8 +56,8 @@ func (tr tracing) start(t *Task) domain.TraceContext {
 				attribute.Int("gamelan.attempt", t.Attempt),
 			))
 	}
-	var tc domain.TraceContext
-	tr.propagator.Inject(trace.ContextWithSpan(context.Background(), t.span), &tc)
+	tc := &domain.TraceContext{}
+	tr.propagator.Inject(trace.ContextWithSpan(context.Background(), t.span), tc)
 	return tc
 }
 
@@ -86,11 +86,11 @@ func (tr tracing) end(t *Task, res *domain.Result) {
 
 // spanContext reads the span context of a trace context a result carried
 // back; invalid when it carries none or one that does not parse.
-func (tr tracing) spanContext(tc domain.TraceContext) trace.SpanContext {
-	if tc.TraceParent == "" {
+func (tr tracing) spanContext(tc *domain.TraceContext) trace.SpanContext {
+	if tc == nil || tc.TraceParent == "" {
 		return trace.SpanContext{}
 	}
-	return trace.SpanContextFromContext(tr.propagator.Extract(context.Background(), &tc))
+	return trace.SpanContextFromContext(tr.propagator.Extract(context.Background(), tc))
 }
 
 // withoutTraceKeys returns output without the reserved trace keys, which

@@ -62,7 +62,7 @@ type Result struct {
 	// its task's as received, or, when tracing is on, the executor's span
 	// of the task (a child of the engine's). Transports put it where the
 	// task brought it (see TraceContext).
-	Trace TraceContext
+	Trace *TraceContext
 }
 
 // Key returns the "runId:nodeId:attempt" key the engine deduplicates on.

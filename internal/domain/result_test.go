@@ -35,13 +35,13 @@ func TestTooLargeKeepsIdentityAndDropsOutput(t *testing.T) {
 func TestMinimalKeepsOnlyTheIdentity(t *testing.T) {
 	trace := TraceContext{TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", InContext: true}
 	r := Result{TaskID: "t1", RunID: "run-1", NodeID: "n1", Attempt: 2, ExecutionToken: "tok", ExecutorID: "ex-1",
-		Status: StatusFailed, Output: map[string]any{"x": 1}, Trace: trace,
+		Status: StatusFailed, Output: map[string]any{"x": 1}, Trace: &trace,
 		Error: &ErrorInfo{Code: "BIG", Message: "m", StackTrace: "stack", Context: map[string]any{"k": "v"}, Retryable: true}}
 
 	got := r.Minimal(CodeResultRejected, strings.Repeat("m", 3*MaxErrorMessageBytes))
 
 	assert.Equal(t, Result{TaskID: "t1", RunID: "run-1", NodeID: "n1", Attempt: 2, ExecutionToken: "tok", ExecutorID: "ex-1",
-		Status: StatusFailed, Error: got.Error, Trace: trace}, got, "the trace context goes back with the answer that replaces a result")
+		Status: StatusFailed, Error: got.Error, Trace: &trace}, got, "the trace context goes back with the answer that replaces a result")
 	assert.Equal(t, CodeResultRejected, got.Error.Code)
 	assert.LessOrEqual(t, len(got.Error.Message), MaxErrorMessageBytes+32, "the message is bounded")
 	assert.Empty(t, got.Error.StackTrace)

@@ -69,9 +69,11 @@ type Task struct {
 	Timeout time.Duration
 	// ScheduledAt is when the engine scheduled the task, when known.
 	ScheduledAt time.Time
-	// Trace is the trace context the engine sent with the task, if any
-	// (see TraceContext).
-	Trace TraceContext
+	// Trace is the trace context the engine sent with the task, nil when it
+	// sent none (see TraceContext). A pointer, so that a task without one
+	// carries 8 bytes for it; it is never changed once set, and a result
+	// shares its task's.
+	Trace *TraceContext
 }
 
 // Key returns the "runId:nodeId:attempt" key the engine and the runtime

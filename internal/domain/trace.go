@@ -90,8 +90,11 @@ func (tc *TraceContext) Set(name, value string) {
 func (tc *TraceContext) Keys() []string { return traceHeaders }
 
 // EachHeader calls set with each non-empty field of tc under its header
-// name, in the order traceparent, tracestate, baggage.
-func (tc TraceContext) EachHeader(set func(name, value string)) {
+// name, in the order traceparent, tracestate, baggage (never when tc is nil).
+func (tc *TraceContext) EachHeader(set func(name, value string)) {
+	if tc == nil {
+		return
+	}
 	for _, name := range traceHeaders {
 		if value := tc.Get(name); value != "" {
 			set(name, value)
@@ -99,13 +102,30 @@ func (tc TraceContext) EachHeader(set func(name, value string)) {
 	}
 }
 
+// EachContextKey calls set with each non-empty field of tc under its
+// reserved context key (TraceParentKey, TraceStateKey, BaggageKey): how a
+// result whose task brought its trace context in its context carries its
+// own back in its output, and how an engine puts one in a streamed task.
+func (tc *TraceContext) EachContextKey(set func(key, value string)) {
+	tc.EachHeader(func(name, value string) {
+		switch name {
+		case TraceParentHeader:
+			set(TraceParentKey, value)
+		case TraceStateHeader:
+			set(TraceStateKey, value)
+		case BaggageHeader:
+			set(BaggageKey, value)
+		}
+	})
+}
+
 // TraceFromHeaders reads a trace context from a transport's headers, given
 // every value of one header name (values(name)). More than one traceparent
 // leaves none that can be trusted, so it is dropped; repeated tracestate and
 // baggage lines are joined with commas, as the W3C specifications join
 // repeated HTTP headers; values too long are dropped (Bounded). Never a
-// reason to refuse a task.
-func TraceFromHeaders(values func(name string) []string) TraceContext {
+// reason to refuse a task. It returns nil when the headers carry nothing.
+func TraceFromHeaders(values func(name string) []string) *TraceContext {
 	var tc TraceContext
 	if parents := values(TraceParentHeader); len(parents) == 1 {
 		tc.TraceParent = parents[0]
@@ -115,26 +135,40 @@ func TraceFromHeaders(values func(name string) []string) TraceContext {
 	return tc.Bounded()
 }
 
-// IsZero reports whether tc carries nothing.
-func (tc TraceContext) IsZero() bool {
-	return tc.TraceParent == "" && tc.TraceState == "" && tc.Baggage == ""
+// IsZero reports whether tc carries nothing (true for nil).
+func (tc *TraceContext) IsZero() bool {
+	return tc == nil || tc.TraceParent == "" && tc.TraceState == "" && tc.Baggage == ""
 }
 
-// Bounded returns tc without the values that are too long or not UTF-8
-// text, which no propagator could read anyway.
-func (tc TraceContext) Bounded() TraceContext {
+// Bounded returns a copy of tc without the values that are too long or not
+// UTF-8 text, which no propagator could read anyway; nil when nothing is
+// left (or tc is nil).
+func (tc *TraceContext) Bounded() *TraceContext {
+	if tc.IsZero() {
+		return nil
+	}
 	keep := func(v string, limit int) string {
 		if len(v) > limit || !utf8.ValidString(v) {
 			return ""
 		}
 		return v
 	}
-	return TraceContext{
+	bounded := &TraceContext{
 		TraceParent: keep(tc.TraceParent, MaxTraceParentBytes),
 		TraceState:  keep(tc.TraceState, MaxTraceStateBytes),
 		Baggage:     keep(tc.Baggage, MaxBaggageBytes),
 		InContext:   tc.InContext,
 	}
+	if bounded.IsZero() {
+		return nil
+	}
+	return bounded
+}
+
+// FromContext reports whether tc came in the task's context's reserved keys
+// (false for nil): its result's then goes back in its output's.
+func (tc *TraceContext) FromContext() bool {
+	return tc != nil && tc.InContext
 }
 
 // TakeTraceContext removes the reserved trace keys from the task's context
@@ -151,8 +185,8 @@ func (t *Task) TakeTraceContext() {
 	found = takeText(t.Context, TraceStateKey, &tc.TraceState) || found
 	found = takeText(t.Context, BaggageKey, &tc.Baggage) || found
 	if found && t.Trace.IsZero() {
+		tc.InContext = true
 		t.Trace = tc.Bounded()
-		t.Trace.InContext = true
 	}
 }
 

@@ -13,7 +13,7 @@ func TestTakeTraceContextMovesReservedKeysOut(t *testing.T) {
 	}}
 	task.TakeTraceContext()
 	want := TraceContext{TraceParent: parent, TraceState: "vendor=1", Baggage: "tenant=acme", InContext: true}
-	if task.Trace != want {
+	if task.Trace == nil || *task.Trace != want {
 		t.Fatalf("Trace = %+v, want %+v", task.Trace, want)
 	}
 	if len(task.Context) != 1 || task.Context["amount"] != 10.0 {
@@ -23,9 +23,9 @@ func TestTakeTraceContextMovesReservedKeysOut(t *testing.T) {
 
 func TestTakeTraceContextKeepsTheTransportsOwn(t *testing.T) {
 	own := TraceContext{TraceParent: parent}
-	task := &Task{Trace: own, Context: map[string]any{TraceParentKey: "00-other", "x": 1}}
+	task := &Task{Trace: &own, Context: map[string]any{TraceParentKey: "00-other", "x": 1}}
 	task.TakeTraceContext()
-	if task.Trace != own {
+	if *task.Trace != own {
 		t.Fatalf("Trace = %+v: per-task metadata must win over the context's keys", task.Trace)
 	}
 	if _, left := task.Context[TraceParentKey]; left {
@@ -41,7 +41,7 @@ func TestTakeTraceContextDropsWhatNoPropagatorReads(t *testing.T) {
 	}}
 	task.TakeTraceContext()
 	want := TraceContext{Baggage: "ok=1", InContext: true}
-	if task.Trace != want {
+	if task.Trace == nil || *task.Trace != want {
 		t.Fatalf("Trace = %+v, want %+v", task.Trace, want)
 	}
 	if len(task.Context) != 0 {
@@ -58,7 +58,7 @@ func TestTakeTraceContextWithoutKeys(t *testing.T) {
 }
 
 func TestResultForCarriesTheTasksTraceBack(t *testing.T) {
-	task := &Task{RunID: "r", NodeID: "n", Attempt: 1, Trace: TraceContext{TraceParent: parent, InContext: true}}
+	task := &Task{RunID: "r", NodeID: "n", Attempt: 1, Trace: &TraceContext{TraceParent: parent, InContext: true}}
 	if got := ResultFor(task, StatusCompleted).Trace; got != task.Trace {
 		t.Fatalf("result Trace = %+v, want the task's %+v", got, task.Trace)
 	}
@@ -72,14 +72,14 @@ func TestTraceFromHeaders(t *testing.T) {
 	}
 	got := TraceFromHeaders(func(name string) []string { return headers[name] })
 	want := TraceContext{TraceParent: parent, TraceState: "a=1,b=2", Baggage: "tenant=acme"}
-	if got != want {
+	if got == nil || *got != want {
 		t.Fatalf("TraceFromHeaders = %+v, want %+v: repeated lists are joined with commas", got, want)
 	}
 
 	headers[TraceParentHeader] = []string{parent, parent}
 	headers[BaggageHeader] = []string{strings.Repeat("b", MaxBaggageBytes+1)}
 	got = TraceFromHeaders(func(name string) []string { return headers[name] })
-	if got.TraceParent != "" || got.Baggage != "" || got.TraceState != "a=1,b=2" {
+	if got == nil || got.TraceParent != "" || got.Baggage != "" || got.TraceState != "a=1,b=2" {
 		t.Fatalf("TraceFromHeaders = %+v: two traceparents and an oversized baggage must be dropped, the rest kept", got)
 	}
 }
@@ -99,7 +99,7 @@ func TestTraceContextIsACarrier(t *testing.T) {
 		t.Fatal("Get does not read what Set wrote, or answers an unknown name")
 	}
 	var written []string
-	TraceContext{TraceParent: parent, Baggage: "k=v"}.EachHeader(func(name, value string) { written = append(written, name+"="+value) })
+	(&TraceContext{TraceParent: parent, Baggage: "k=v"}).EachHeader(func(name, value string) { written = append(written, name+"="+value) })
 	if strings.Join(written, " ") != "traceparent="+parent+" baggage=k=v" {
 		t.Fatalf("EachHeader wrote %q: only the non-empty fields, in order", written)
 	}

@@ -45,7 +45,7 @@ func ExampleLogger() {
 		Context: map[string]any{"name": "Ada"},
 	}
 	// The engine's trace context, as a transport puts it on the task.
-	task.Trace.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	task.Trace = &executor.TraceContext{TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 
 	// The runtime runs the handler the same way (app.Invoke is what
 	// executortest uses).

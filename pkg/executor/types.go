@@ -9,6 +9,9 @@ type (
 	Executor = domain.Executor
 	// Task is one unit of work; Context holds its input variables.
 	Task = domain.Task
+	// TraceContext is the W3C trace context a task came with (Task.Trace,
+	// nil when none); handlers reach the trace through Span and Logger.
+	TraceContext = domain.TraceContext
 	// Result is a task's outcome; build it with Success or Failure.
 	Result = domain.Result
 	// ErrorInfo describes a failure inside a Result.

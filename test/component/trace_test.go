@@ -94,6 +94,7 @@ func traceIDOf(traceParent string) string {
 // task's trace context, and none of the reserved keys in its context.
 func requireHandlerSawTrace(t *testing.T, task domain.Task, want domain.TraceContext) {
 	t.Helper()
+	require.NotNil(t, task.Trace, "the handler's task has no trace context")
 	got := task.Trace
 	assert.Equal(t, want.TraceParent, got.TraceParent, "traceparent")
 	assert.Equal(t, want.TraceState, got.TraceState, "tracestate")
@@ -133,7 +134,7 @@ func TestTraceContextOverPush(t *testing.T) {
 	push := func(node string, tc domain.TraceContext, extra ...string) {
 		t.Helper()
 		before := len(engine.UniqueResults())
-		ctx := metadata.NewOutgoingContext(deadline(t, conditionTimeout), metadata.Join(grpcengine.TraceMetadata(tc), metadata.Pairs(extra...)))
+		ctx := metadata.NewOutgoingContext(deadline(t, conditionTimeout), metadata.Join(grpcengine.TraceMetadata(&tc), metadata.Pairs(extra...)))
 		ack, err := engine.Push(ctx, reg.GetEndpoint(), &dispatcherpb.ExecutionRequest{
 			RunId: "run-trace", NodeId: node, Attempt: 1, Signature: grpctest.Signature("run-trace", executorID),
 			Variables: map[string]string{domain.TraceParentKey: "00-ffffffffffffffffffffffffffffffff-00f067aa0ba902b7-01"},
@@ -180,7 +181,7 @@ func TestTraceContextOverStreams(t *testing.T) {
 			require.NoError(t, err)
 			task := &gamelanv1.ExecutionTask{TaskId: "task-traced", RunId: "run-" + intake, NodeId: "traced", NodeType: traceProbeType,
 				Attempt: 1, ExecutionToken: "token", Context: vars}
-			grpcengine.PutTraceInContext(task, sentTrace)
+			grpcengine.PutTraceInContext(task, &sentTrace)
 			engine.Enqueue(executorID, task)
 			require.NoError(t, engine.WaitForResults(deadline(t, conditionTimeout), 1), "logs:\n%s", r.logs.text())
 

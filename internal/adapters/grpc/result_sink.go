@@ -113,7 +113,7 @@ func (s *ResultSink) RegistrationSuspects() <-chan string {
 // (resultToProto), whatever the batch.
 func reportContext(ctx context.Context, executorID string, group []domain.Result) context.Context {
 	ctx = security.WithSubject(ctx, executorID)
-	if len(group) == 1 && !group[0].Trace.InContext {
+	if len(group) == 1 && !group[0].Trace.FromContext() {
 		ctx = withTraceMetadata(ctx, group[0].Trace)
 	}
 	return ctx

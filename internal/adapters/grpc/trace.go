@@ -11,14 +11,14 @@ import (
 
 // traceFromMetadata reads the trace context of an incoming push call, from
 // its metadata's W3C keys (see domain.TraceFromHeaders).
-func traceFromMetadata(ctx context.Context) domain.TraceContext {
+func traceFromMetadata(ctx context.Context) *domain.TraceContext {
 	md, _ := metadata.FromIncomingContext(ctx)
 	return domain.TraceFromHeaders(md.Get)
 }
 
 // withTraceMetadata returns ctx carrying tc's non-empty values as outgoing
 // metadata, for a ReportResults call whose one result came with a push.
-func withTraceMetadata(ctx context.Context, tc domain.TraceContext) context.Context {
+func withTraceMetadata(ctx context.Context, tc *domain.TraceContext) context.Context {
 	var kv []string
 	tc.Bounded().EachHeader(func(name, value string) { kv = append(kv, name, value) })
 	if len(kv) == 0 {
@@ -33,12 +33,11 @@ func withTraceMetadata(ctx context.Context, tc domain.TraceContext) context.Cont
 // stream, so the per-task place is the task's context going in and the
 // result's output coming back. output may be nil; the Struct returned is
 // output itself, or a new one.
-func addTraceToOutput(output *structpb.Struct, tc domain.TraceContext) *structpb.Struct {
-	if !tc.InContext {
+func addTraceToOutput(output *structpb.Struct, tc *domain.TraceContext) *structpb.Struct {
+	if !tc.FromContext() {
 		return output
 	}
-	tc = tc.Bounded()
-	if tc.IsZero() {
+	if tc = tc.Bounded(); tc == nil {
 		return output
 	}
 	if output == nil {
@@ -47,12 +46,6 @@ func addTraceToOutput(output *structpb.Struct, tc domain.TraceContext) *structpb
 	if output.Fields == nil {
 		output.Fields = make(map[string]*structpb.Value, 3)
 	}
-	for key, value := range map[string]string{
-		domain.TraceParentKey: tc.TraceParent, domain.TraceStateKey: tc.TraceState, domain.BaggageKey: tc.Baggage,
-	} {
-		if value != "" {
-			output.Fields[key] = structpb.NewStringValue(value)
-		}
-	}
+	tc.EachContextKey(func(key, value string) { output.Fields[key] = structpb.NewStringValue(value) })
 	return output
 }

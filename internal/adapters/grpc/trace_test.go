@@ -21,10 +21,10 @@ const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 func TestTraceFromMetadata(t *testing.T) {
 	ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(
 		"traceparent", testTraceParent, "tracestate", "a=1", "tracestate", "b=2", "baggage", strings.Repeat("x", domain.MaxBaggageBytes+1)))
-	assert.Equal(t, domain.TraceContext{TraceParent: testTraceParent, TraceState: "a=1,b=2"}, traceFromMetadata(ctx))
+	assert.Equal(t, &domain.TraceContext{TraceParent: testTraceParent, TraceState: "a=1,b=2"}, traceFromMetadata(ctx))
 
 	twice := metadata.NewIncomingContext(t.Context(), metadata.Pairs("traceparent", testTraceParent, "traceparent", testTraceParent))
-	assert.Empty(t, traceFromMetadata(twice).TraceParent)
+	assert.Nil(t, traceFromMetadata(twice), "two traceparents are none")
 	assert.True(t, traceFromMetadata(t.Context()).IsZero())
 }
 
@@ -34,14 +34,14 @@ func TestTraceFromMetadata(t *testing.T) {
 // its output.
 func TestResultOutputCarriesAStreamedTasksTrace(t *testing.T) {
 	streamed := domain.Result{RunID: "r", NodeID: "n", Attempt: 1, Status: domain.StatusCompleted,
-		Trace: domain.TraceContext{TraceParent: testTraceParent, Baggage: "k=v", InContext: true}}
+		Trace: &domain.TraceContext{TraceParent: testTraceParent, Baggage: "k=v", InContext: true}}
 	fields := resultToProto(streamed).GetOutput().GetFields()
 	assert.Equal(t, testTraceParent, fields[domain.TraceParentKey].GetStringValue())
 	assert.Equal(t, "k=v", fields[domain.BaggageKey].GetStringValue())
 	assert.NotContains(t, fields, domain.TraceStateKey, "an empty value is not sent")
 
 	pushed := streamed
-	pushed.Trace.InContext = false
+	pushed.Trace = &domain.TraceContext{TraceParent: testTraceParent, Baggage: "k=v"}
 	pushed.Output = map[string]any{"tax": 1.0}
 	assert.NotContains(t, resultToProto(pushed).GetOutput().GetFields(), domain.TraceParentKey)
 	assert.Equal(t, map[string]any{"tax": 1.0}, pushed.Output, "the handler's map is not changed")
@@ -62,7 +62,7 @@ func TestReportResultsMetadata(t *testing.T) {
 	sink := NewResultSink(gamelanv1.NewExecutorServiceClient(conn), 0)
 	result := func(node string) domain.Result {
 		return domain.Result{RunID: "run", NodeID: node, Attempt: 1, ExecutorID: taxExecutorID, Status: domain.StatusCompleted,
-			CompletedAt: time.Now(), Trace: domain.TraceContext{TraceParent: testTraceParent, TraceState: "a=1"}}
+			CompletedAt: time.Now(), Trace: &domain.TraceContext{TraceParent: testTraceParent, TraceState: "a=1"}}
 	}
 	require.NoError(t, sink.Deliver(testContext(t), []domain.Result{result("alone")}))
 	require.NoError(t, sink.Deliver(testContext(t), []domain.Result{result("first"), result("second")}))

@@ -260,7 +260,7 @@ func encodeResult(r domain.Result) []byte {
 // traceFromHeaders reads a task record's trace context from its W3C
 // headers (see domain.TraceFromHeaders), the names Kafka instrumentations of
 // OpenTelemetry use.
-func traceFromHeaders(headers []*sarama.RecordHeader) domain.TraceContext {
+func traceFromHeaders(headers []*sarama.RecordHeader) *domain.TraceContext {
 	return domain.TraceFromHeaders(func(name string) []string {
 		var values []string
 		for _, h := range headers {
@@ -274,7 +274,7 @@ func traceFromHeaders(headers []*sarama.RecordHeader) domain.TraceContext {
 
 // traceHeaders returns the result record headers of a trace context: one
 // per non-empty value.
-func traceHeaders(tc domain.TraceContext) []sarama.RecordHeader {
+func traceHeaders(tc *domain.TraceContext) []sarama.RecordHeader {
 	var headers []sarama.RecordHeader
 	tc.Bounded().EachHeader(func(name, value string) {
 		headers = append(headers, sarama.RecordHeader{Key: []byte(name), Value: []byte(value)})
@@ -296,21 +296,17 @@ func headersSize(headers []sarama.RecordHeader) int {
 // reserved keys when the task brought it in its context (an engine that
 // sent no headers): the result carries it back the way it came. output is
 // copied, never changed: it is the handler's map.
-func withTraceInOutput(output map[string]any, tc domain.TraceContext) map[string]any {
-	tc = tc.Bounded()
-	if !tc.InContext || tc.IsZero() {
+func withTraceInOutput(output map[string]any, tc *domain.TraceContext) map[string]any {
+	if !tc.FromContext() {
+		return output
+	}
+	if tc = tc.Bounded(); tc == nil {
 		return output
 	}
 	out := make(map[string]any, len(output)+3)
 	for k, v := range output {
 		out[k] = v
 	}
-	for key, value := range map[string]string{
-		domain.TraceParentKey: tc.TraceParent, domain.TraceStateKey: tc.TraceState, domain.BaggageKey: tc.Baggage,
-	} {
-		if value != "" {
-			out[key] = value
-		}
-	}
+	tc.EachContextKey(func(key, value string) { out[key] = value })
 	return out
 }

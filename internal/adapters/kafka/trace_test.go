@@ -26,9 +26,9 @@ func TestTraceFromHeaders(t *testing.T) {
 		header(AuthorizationHeader, "Bearer x"), header("traceparent", testTraceParent),
 		header("tracestate", "a=1"), nil, header("tracestate", "b=2"), header("baggage", "\xff"),
 	})
-	assert.Equal(t, domain.TraceContext{TraceParent: testTraceParent, TraceState: "a=1,b=2"}, got)
-	assert.Empty(t, traceFromHeaders([]*sarama.RecordHeader{header("traceparent", "x"), header("traceparent", "y")}).TraceParent)
-	assert.Empty(t, traceFromHeaders([]*sarama.RecordHeader{header("baggage", strings.Repeat("k", domain.MaxBaggageBytes+1))}).Baggage)
+	assert.Equal(t, &domain.TraceContext{TraceParent: testTraceParent, TraceState: "a=1,b=2"}, got)
+	assert.Nil(t, traceFromHeaders([]*sarama.RecordHeader{header("traceparent", "x"), header("traceparent", "y")}), "two traceparents are none")
+	assert.Nil(t, traceFromHeaders([]*sarama.RecordHeader{header("baggage", strings.Repeat("k", domain.MaxBaggageBytes+1))}), "an oversized baggage is dropped")
 }
 
 // A result's trace context goes in its record's headers, and also in its
@@ -36,7 +36,7 @@ func TestTraceFromHeaders(t *testing.T) {
 // handler's output map is not changed.
 func TestResultTraceHeadersAndOutput(t *testing.T) {
 	tc := domain.TraceContext{TraceParent: testTraceParent, Baggage: "k=v"}
-	headers := traceHeaders(tc)
+	headers := traceHeaders(&tc)
 	require.Len(t, headers, 2, "no header for an empty value")
 	assert.Equal(t, "traceparent", string(headers[0].Key))
 	assert.Equal(t, "baggage", string(headers[1].Key))
@@ -44,11 +44,11 @@ func TestResultTraceHeadersAndOutput(t *testing.T) {
 	output := map[string]any{"tax": 1.0}
 	tc.InContext = true
 	var msg ResultMessage
-	require.NoError(t, json.Unmarshal(encodeResult(domain.Result{RunID: "r", NodeID: "n", Status: domain.StatusCompleted, Output: output, Trace: tc}), &msg))
+	require.NoError(t, json.Unmarshal(encodeResult(domain.Result{RunID: "r", NodeID: "n", Status: domain.StatusCompleted, Output: output, Trace: &tc}), &msg))
 	assert.Equal(t, testTraceParent, msg.Output[domain.TraceParentKey])
 	assert.Equal(t, map[string]any{"tax": 1.0}, output)
 	tc.InContext = false
 	var plain ResultMessage
-	require.NoError(t, json.Unmarshal(encodeResult(domain.Result{RunID: "r", NodeID: "n", Status: domain.StatusCompleted, Output: output, Trace: tc}), &plain))
+	require.NoError(t, json.Unmarshal(encodeResult(domain.Result{RunID: "r", NodeID: "n", Status: domain.StatusCompleted, Output: output, Trace: &tc}), &plain))
 	assert.NotContains(t, plain.Output, domain.TraceParentKey)
 }

@@ -283,6 +283,6 @@ func (in *Intake) parse(r *http.Request) (domain.Task, error) {
 // domain.TraceFromHeaders). The result goes back through the configured
 // result sink, which carries it (ReportResults metadata for a call of one
 // result, Kafka record headers).
-func traceFromHeaders(h http.Header) domain.TraceContext {
+func traceFromHeaders(h http.Header) *domain.TraceContext {
 	return domain.TraceFromHeaders(h.Values)
 }

@@ -347,7 +347,7 @@ func (s *Server) ReportResults(stream grpc.ClientStreamingServer[gamelanv1.TaskR
 // A TracedHandler also gets each result's trace context: its output's
 // reserved keys, else call's (the metadata of a ReportResults call carrying
 // one result).
-func (s *Server) results(executorID string, results []*gamelanv1.TaskResult, call domain.TraceContext) error {
+func (s *Server) results(executorID string, results []*gamelanv1.TaskResult, call *domain.TraceContext) error {
 	s.mu.Lock()
 	for _, r := range results {
 		s.releaseLocked(ResultKey(r))

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/gamelan-go/executor/internal/domain"
 	gamelanv1 "github.com/gamelan-go/executor/internal/gen/gamelan/grpc/v1"
 )
 
@@ -290,7 +289,7 @@ func (s *Server) receive(stream grpc.BidiStreamingServer[gamelanv1.ExecutorMessa
 		case *gamelanv1.ExecutorMessage_Ack:
 			s.handler.Acknowledged(executorID, m.Ack)
 		case *gamelanv1.ExecutorMessage_Result:
-			if err := s.results(executorID, []*gamelanv1.TaskResult{m.Result}, domain.TraceContext{}); err != nil {
+			if err := s.results(executorID, []*gamelanv1.TaskResult{m.Result}, nil); err != nil {
 				return err
 			}
 		default:

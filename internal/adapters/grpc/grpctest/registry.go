@@ -32,7 +32,7 @@ type recorder struct {
 
 	results           []*gamelanv1.TaskResult
 	unique            map[string]*gamelanv1.TaskResult
-	traces            map[string]domain.TraceContext // of the unique results
+	traces            map[string]*domain.TraceContext // of the unique results
 	duplicates        int
 	failReportResults int
 	hold              *resultHold // HoldReportResults, nil when not holding
@@ -50,7 +50,7 @@ func newRecorder() *recorder {
 		streamCalls:         make(map[string]int),
 		streamMaxConcurrent: make(map[string][]int32),
 		unique:              make(map[string]*gamelanv1.TaskResult),
-		traces:              make(map[string]domain.TraceContext),
+		traces:              make(map[string]*domain.TraceContext),
 	}
 }
 

@@ -25,7 +25,7 @@ func (r *recorder) Results(executorID string, results []*gamelanv1.TaskResult) e
 
 // TracedResults records results as Results does, with the trace context
 // each one carried back (traces[i] for results[i]; nil for none).
-func (r *recorder) TracedResults(executorID string, results []*gamelanv1.TaskResult, traces []domain.TraceContext) error {
+func (r *recorder) TracedResults(executorID string, results []*gamelanv1.TaskResult, traces []*domain.TraceContext) error {
 	r.mu.Lock()
 	hold := r.hold
 	r.mu.Unlock()
@@ -127,7 +127,10 @@ func (e *Engine) ResultTrace(key string) (domain.TraceContext, bool) {
 	if _, ok := e.rec.unique[key]; !ok {
 		return domain.TraceContext{}, false
 	}
-	return e.rec.traces[key], true
+	if tc := e.rec.traces[key]; tc != nil {
+		return *tc, true
+	}
+	return domain.TraceContext{}, true
 }
 
 // DuplicateResults returns how many results arrived for a key that already
