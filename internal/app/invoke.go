@@ -72,7 +72,9 @@ func Invoke(ctx context.Context, ex domain.Executor, task *domain.Task, defaultT
 // caller's ctx carries a span already, it carries the engine's span context
 // when the task brought a traceparent.
 func invokeScope(ctx, hctx context.Context, ex domain.Executor, task *domain.Task) context.Context {
-	scope := &handlerScope{Context: hctx, fixed: &domain.TaskScope{Task: task, TaskID: task.ID(), ExecutorType: ex.Descriptor().Type}}
+	// A job of its own, as a worker's handler has, for the handler's scope.
+	j := &job{task: task, id: task.ID(), exec: &hostedExecutor{desc: ex.Descriptor()}} // no logger: slog.Default()
+	scope := &handlerScope{Context: hctx, job: j}
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		return scope
 	}

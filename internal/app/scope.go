@@ -15,20 +15,15 @@ import (
 //
 // A worker's handlerScope lives in the job (job.scope) and holds only the
 // job: the task costs no allocation more for it, and the TaskScope is made
-// when a handler asks for its logger, as most never do. Invoke, which has no
-// job, gives it the TaskScope itself.
+// when a handler asks for its logger, as most never do.
 type handlerScope struct {
 	context.Context
-	job   *job
-	fixed *domain.TaskScope
+	job *job
 }
 
 // Value implements context.Context.
 func (s *handlerScope) Value(key any) any {
 	if _, ok := key.(domain.TaskScopeKey); ok {
-		if s.fixed != nil {
-			return s.fixed
-		}
 		j := s.job
 		return &domain.TaskScope{Task: j.task, TaskID: j.id, ExecutorType: j.exec.desc.Type, Log: j.exec.log}
 	}
