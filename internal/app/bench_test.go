@@ -143,7 +143,7 @@ func benchTracer(b *testing.B) trace.Tracer {
 // benchTracedTask is benchTask with the engine's trace context.
 func benchTracedTask(i int) *domain.Task {
 	t := benchTask(i)
-	t.Trace.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	t.Trace = &domain.TraceContext{TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 	return t
 }
 
