@@ -124,6 +124,8 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		"GAMELAN_EXECUTOR_KAFKA_REGISTRATIONS_TOPIC":       "t.registrations",
 		"GAMELAN_EXECUTOR_KAFKA_HEARTBEATS_TOPIC":          "t.heartbeats",
 		"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC":     "t.unregistrations",
+		"GAMELAN_EXECUTOR_KAFKA_DEAD_LETTER_TOPIC":         "t.dlt",
+		"GAMELAN_EXECUTOR_KAFKA_IDEMPOTENT":                "on",
 		"GAMELAN_EXECUTOR_JWT_SECRET":                      secret,
 		"GAMELAN_EXECUTOR_JWT_ISSUER":                      "issuer",
 		"GAMELAN_EXECUTOR_JWT_AUDIENCE":                    "audience",
@@ -213,6 +215,8 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		HeartbeatsTopic:      "t.heartbeats",
 		UnregistrationsTopic: "t.unregistrations",
 		MaxMessageBytes:      1048576,
+		DeadLetterTopic:      "t.dlt",
+		Idempotent:           "on",
 	}, cfg.Kafka)
 	assert.Zero(t, cfg.ReregisterInterval.Duration(), "0 disables periodic re-registration")
 	assert.Equal(t, slog.LevelDebug, cfg.LogLevel.Slog())
@@ -274,6 +278,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "GSSAPI", nil, "must be one of"},
 		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "PLAIN", nil, "GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME=\"\": must be set when"},
 		{"GAMELAN_EXECUTOR_KAFKA_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with KAFKA_CLIENT_PRIVATE_KEY_PATH"},
+		{"GAMELAN_EXECUTOR_KAFKA_DEAD_LETTER_TOPIC", "no spaces", nil, "must be off or a Kafka topic name"},
+		{"GAMELAN_EXECUTOR_KAFKA_IDEMPOTENT", "maybe", nil, "must be one of auto, on, off"},
 		{"GAMELAN_EXECUTOR_KAFKA_CA_CERTIFICATE_PATH", missing, nil, "cannot read: no such file or directory"},
 		{"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES", "100", nil, "must be a whole number of at least 65536"},
 		{"GAMELAN_EXECUTOR_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2", nil, `server "k2" must be host:port`},
@@ -534,7 +540,7 @@ func TestEveryFieldIsDocumented(t *testing.T) {
 		Default: "executor",
 		Doc:     "Service name, the prefix of executor ids: 1-64 characters of a-z, A-Z, 0-9, _ and -.",
 	}, vars[0])
-	assert.Equal(t, "GAMELAN_EXECUTOR_KAFKA_CLIENT_PRIVATE_KEY_PATH", vars[len(vars)-1].Name, "sections follow Config, in order")
+	assert.Equal(t, "GAMELAN_EXECUTOR_KAFKA_IDEMPOTENT", vars[len(vars)-1].Name, "sections follow Config, in order")
 }
 
 // spool is a section as a fork's transport declares it, outside this package.

@@ -1,6 +1,9 @@
 package config
 
-import "strings"
+import (
+	"errors"
+	"strings"
+)
 
 // The sections of the transports this repository ships. The service's
 // transport table names the section of each transport; Load fills them.
@@ -85,6 +88,9 @@ type Kafka struct {
 	CACertificatePath     File              `env:"GAMELAN_EXECUTOR_KAFKA_CA_CERTIFICATE_PATH" envDefault:"" doc:"PEM CA bundle the brokers' certificates must chain to; empty means the system roots. Must be readable when set."`
 	ClientCertificatePath File              `env:"GAMELAN_EXECUTOR_KAFKA_CLIENT_CERTIFICATE_PATH" envDefault:"" doc:"PEM client certificate for brokers that require mutual TLS; must be readable when set."`
 	ClientPrivateKeyPath  File              `env:"GAMELAN_EXECUTOR_KAFKA_CLIENT_PRIVATE_KEY_PATH" envDefault:"" doc:"PEM private key of KAFKA_CLIENT_CERTIFICATE_PATH; set both or neither."`
+	// Dead-letter topic and idempotent producer (issue 18).
+	DeadLetterTopic DeadLetterTopic `env:"GAMELAN_EXECUTOR_KAFKA_DEAD_LETTER_TOPIC" envDefault:"workflow.tasks.dlt" doc:"Topic that task records no result can name (undecodable, no valid ids) and tasks whose result could not be delivered are copied to, with their value, key and headers and dlt-* headers saying why; off turns dead-lettering off (such records are only logged and committed). An empty value means the default, like every variable. The topic must exist: it is never created."`
+	Idempotent      Idempotence     `env:"GAMELAN_EXECUTOR_KAFKA_IDEMPOTENT" envDefault:"auto" doc:"Idempotent result producer (no duplicate records from producer retries): auto uses it where the brokers allow it and else logs a warning and produces without it; on fails instead; off never uses it."`
 }
 
 // Check applies the SASL and TLS rules, which span several variables.
@@ -100,6 +106,32 @@ func (k *Kafka) Check() []Problem {
 	}
 	return problems
 }
+
+// DeadLetterTopic is the Kafka dead-letter topic: a topic name, or off.
+type DeadLetterTopic string
+
+// DeadLetterOff is the DeadLetterTopic value that turns dead-lettering off.
+const DeadLetterOff DeadLetterTopic = "off"
+
+// UnmarshalText accepts off or a topic name.
+func (d *DeadLetterTopic) UnmarshalText(text []byte) error {
+	if DeadLetterTopic(text) == DeadLetterOff {
+		*d = DeadLetterOff
+		return nil
+	}
+	var topic Topic
+	if err := topic.UnmarshalText(text); err != nil {
+		return errors.New("must be off or a Kafka topic name: 1-249 characters of a-z, A-Z, 0-9, ., _ and -, and not . or ..")
+	}
+	*d = DeadLetterTopic(topic)
+	return nil
+}
+
+// Idempotence is whether the Kafka result producer is idempotent.
+type Idempotence string
+
+// UnmarshalText accepts auto, on and off.
+func (i *Idempotence) UnmarshalText(text []byte) error { return oneOf(i, text, "auto", "on", "off") }
 
 // SASLMechanism is how the Kafka client authenticates.
 type SASLMechanism string

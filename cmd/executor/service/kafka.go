@@ -7,6 +7,7 @@ import (
 	"github.com/google/wire"
 
 	kafkaadapter "github.com/gamelan-go/executor/internal/adapters/kafka"
+	"github.com/gamelan-go/executor/internal/config"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/security"
 )
@@ -38,6 +39,8 @@ func newKafkaConfig(s *settings, p *plan) (*kafkaadapter.Config, error) {
 		HeartbeatsTopic:      string(k.HeartbeatsTopic),
 		UnregistrationsTopic: string(k.UnregistrationsTopic),
 		MaxMessageBytes:      int(k.MaxMessageBytes),
+		Idempotence:          kafkaadapter.Idempotence(k.Idempotent),
+		DeadLetterTopic:      deadLetterTopic(k.DeadLetterTopic),
 		SASL: kafkaadapter.SASL{
 			Mechanism: string(k.SASLMechanism),
 			User:      k.SASLUsername,
@@ -57,6 +60,15 @@ func newKafkaConfig(s *settings, p *plan) (*kafkaadapter.Config, error) {
 	return &cfg, nil
 }
 
+// deadLetterTopic maps the variable onto the adapters' setting, where an
+// empty topic turns dead-lettering off.
+func deadLetterTopic(topic config.DeadLetterTopic) string {
+	if topic == config.DeadLetterOff {
+		return ""
+	}
+	return string(topic)
+}
+
 // newKafkaProducer returns the process's producer, or nil without Kafka;
 // its records carry a token naming their executor when tokens are on.
 func newKafkaProducer(cfg *kafkaadapter.Config, tokens *security.Minter, log *slog.Logger) (*kafkaadapter.Producer, func(), error) {
@@ -67,6 +79,7 @@ func newKafkaProducer(cfg *kafkaadapter.Config, tokens *security.Minter, log *sl
 	if err != nil {
 		return nil, nil, err
 	}
+	producer.WithLog(log.With(slog.String("transport", "kafka")))
 	if tokens != nil {
 		producer.WithTokens(tokens.Token)
 	}

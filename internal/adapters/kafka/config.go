@@ -43,6 +43,18 @@ type Config struct {
 	FetchMaxWait time.Duration
 	// Version is the Kafka protocol version spoken (2.8 if zero).
 	Version sarama.KafkaVersion
+	// Idempotence chooses whether the Producer is idempotent (see
+	// IdempotenceAuto, the default when empty).
+	Idempotence Idempotence
+	// DeadLetterTopic is where the TaskSource writes records it cannot
+	// answer and tasks whose result was dead-lettered (see deadletter.go);
+	// empty turns dead-lettering off: such records are only logged and
+	// committed.
+	DeadLetterTopic string
+	// DeadLetterTimeout bounds how long writing one record to the
+	// dead-letter topic is retried before the record is committed anyway
+	// (DefaultDeadLetterTimeout if 0).
+	DeadLetterTimeout time.Duration
 }
 
 // SASL holds SASL credentials.
@@ -61,6 +73,9 @@ const (
 	DefaultUnregistrationsTopic = "executor-unregistrations"
 	// DefaultMaxMessageBytes is Gamelan's cap on a message.
 	DefaultMaxMessageBytes = 1 << 20
+	// DefaultDeadLetterTopic is the service's default dead-letter topic.
+	// The adapters' Config has dead-lettering off unless a topic is named.
+	DefaultDeadLetterTopic = "workflow.tasks.dlt"
 )
 
 func (c Config) withDefaults() Config {
@@ -84,6 +99,12 @@ func (c Config) withDefaults() Config {
 	if c.Version == (sarama.KafkaVersion{}) {
 		c.Version = sarama.V2_8_0_0
 	}
+	if c.Idempotence == "" {
+		c.Idempotence = IdempotenceAuto
+	}
+	if c.DeadLetterTimeout == 0 {
+		c.DeadLetterTimeout = DefaultDeadLetterTimeout
+	}
 	return c
 }
 
@@ -99,6 +120,11 @@ func (c Config) Validate() error {
 	}
 	if c.SASL.Mechanism != "" && c.SASL.User == "" {
 		return errors.New("kafka: SASL needs a user")
+	}
+	switch c.Idempotence {
+	case "", IdempotenceAuto, IdempotenceOn, IdempotenceOff:
+	default:
+		return fmt.Errorf("kafka: idempotence %q: must be auto, on or off", c.Idempotence)
 	}
 	return nil
 }
@@ -151,7 +177,31 @@ func (c Config) producerConfig() (*sarama.Config, error) {
 	sc.Producer.Retry.Backoff = 100 * time.Millisecond
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
 	sc.Producer.MaxMessageBytes = c.withDefaults().MaxMessageBytes
+	// Kafka before 0.11 has no idempotent producer: auto does without it
+	// there, and on lets sarama refuse the configuration.
+	switch c.withDefaults().Idempotence {
+	case IdempotenceOn:
+		makeIdempotent(sc)
+	case IdempotenceAuto:
+		if sc.Version.IsAtLeast(sarama.V0_11_0_0) {
+			makeIdempotent(sc)
+		}
+	}
 	return sc, nil
+}
+
+// makeIdempotent turns on sarama's idempotent producer, with the settings
+// sarama requires of it: acks=all (already set), one request in flight per
+// connection (so that a retried batch cannot overtake the next), and
+// retries. The brokers then drop a batch they already wrote when a retry
+// sends it again, so a lost acknowledgement no longer duplicates a result.
+// Getting the producer id is retried only briefly: connecting is retried
+// by the Producer anyway, and a broker that lacks the API answers at once.
+func makeIdempotent(sc *sarama.Config) {
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.Transaction.Retry.Max = 2
+	sc.Producer.Transaction.Retry.Backoff = 100 * time.Millisecond
 }
 
 // consumerConfig reads from the oldest record of a partition the group has
@@ -195,3 +245,28 @@ func (s *scramClient) Begin(user, password, authzID string) error {
 func (s *scramClient) Step(challenge string) (string, error) { return s.conv.Step(challenge) }
 
 func (s *scramClient) Done() bool { return s.conv.Done() }
+
+// Idempotence is whether results are produced by an idempotent producer.
+type Idempotence string
+
+// The Idempotence modes.
+const (
+	// IdempotenceAuto tries the idempotent producer and falls back, with a
+	// warning, to a plain one when the brokers cannot give it a producer id
+	// (InitProducerId missing from their API versions, or refused for want
+	// of the IDEMPOTENT_WRITE permission).
+	IdempotenceAuto Idempotence = "auto"
+	// IdempotenceOn requires the idempotent producer: connecting fails
+	// where the brokers cannot give one.
+	IdempotenceOn Idempotence = "on"
+	// IdempotenceOff never asks for one: a producer retry after a lost
+	// acknowledgement may duplicate a record (consumers deduplicate).
+	IdempotenceOff Idempotence = "off"
+)
+
+// DefaultDeadLetterTimeout is how long writing a record to the dead-letter
+// topic is retried before the record is given up (logged, counted and
+// committed): long enough to ride out a leader election or a broker
+// restart, short enough that one record cannot hold its partition's
+// commits back for long.
+const DefaultDeadLetterTimeout = 30 * time.Second

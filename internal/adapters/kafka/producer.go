@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,12 @@ import (
 // runtime retries them.
 type Producer struct {
 	brokers []string
-	config  *sarama.Config
+	config  *sarama.Config // replaced by a plain one after a fallback
+	// mode is the Idempotence asked for; log tells of a fallback.
+	mode Idempotence
+	log  *slog.Logger
+	// idempotent is set while the connected producer is idempotent.
+	idempotent atomic.Bool
 	async   sarama.AsyncProducer // nil until connected
 	// headers, when set, returns the headers to add to a record produced
 	// for the given executor id (the bearer token).
@@ -68,8 +74,18 @@ func NewProducer(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Producer{brokers: cfg.Brokers, config: sc, drained: make(chan struct{})}, nil
+	return &Producer{brokers: cfg.Brokers, config: sc, mode: cfg.withDefaults().Idempotence,
+		log: slog.Default(), drained: make(chan struct{})}, nil
 }
+
+// WithLog sets the logger that tells of a fallback to a producer that is
+// not idempotent (slog.Default if not called). Call it before the first
+// send.
+func (p *Producer) WithLog(log *slog.Logger) { p.log = log }
+
+// Idempotent reports whether the producer connected is idempotent: false
+// before it connects, with Idempotence off, or after a fallback.
+func (p *Producer) Idempotent() bool { return p.idempotent.Load() }
 
 // connected returns the sarama producer, connecting it if needed. The
 // connection is made in the background (sarama's dial ignores contexts), so
@@ -103,7 +119,7 @@ func (p *Producer) connected(ctx context.Context) (sarama.AsyncProducer, error) 
 
 // connect makes one connection attempt and ends it by closing done.
 func (p *Producer) connect(done chan struct{}) {
-	async, err := sarama.NewAsyncProducer(p.brokers, p.config)
+	async, err := p.newAsync()
 	p.connectMu.Lock()
 	defer p.connectMu.Unlock()
 	defer close(done)
@@ -112,12 +128,43 @@ func (p *Producer) connect(done chan struct{}) {
 		p.connectErr = fmt.Errorf("kafka producer for %v: %w", p.brokers, err)
 		return
 	}
+	p.idempotent.Store(p.config.Producer.Idempotent)
 	p.async, p.connectErr = async, nil
 	p.demuxed = make(chan struct{})
 	go func() {
 		defer close(p.demuxed)
 		p.demux(async)
 	}()
+}
+
+// newAsync creates the sarama producer. In IdempotenceAuto mode, when the
+// brokers cannot give an idempotent producer its id, it logs a warning and
+// creates a plain producer instead, and keeps to plain ones afterwards
+// (brokers do not gain the API between two connections of one process).
+// Only connect calls it, one attempt at a time, so p.config is not shared.
+func (p *Producer) newAsync() (sarama.AsyncProducer, error) {
+	async, err := sarama.NewAsyncProducer(p.brokers, p.config)
+	if err == nil || !p.config.Producer.Idempotent || !idempotenceUnavailable(err) {
+		return async, err
+	}
+	if p.mode == IdempotenceOn {
+		return nil, fmt.Errorf("idempotent producer required (idempotence on) but the brokers cannot give one: %w", err)
+	}
+	p.log.Warn("kafka brokers cannot give an idempotent producer: results are produced without idempotence, so a producer retry may duplicate a result record (the engine deduplicates)",
+		slog.Any("error", err))
+	plain := *p.config
+	plain.Producer.Idempotent = false
+	p.config = &plain
+	return sarama.NewAsyncProducer(p.brokers, p.config)
+}
+
+// idempotenceUnavailable reports whether err says that the brokers cannot
+// give a producer id: the API is missing from the versions they announce,
+// or they refuse it for want of the IDEMPOTENT_WRITE (cluster) permission.
+// Other errors (brokers away) are no reason to give up idempotence.
+func idempotenceUnavailable(err error) bool {
+	return errors.Is(err, sarama.ErrUnsupportedVersion) || errors.Is(err, sarama.ErrClusterAuthorizationFailed) ||
+		errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed)
 }
 
 // WithTokens makes every record carry "authorization: Bearer <token>",
