@@ -63,7 +63,7 @@ type kafkaRound struct {
 // connection nor its first fetch is charged to the first task measured).
 func newKafkaRig(ctx context.Context) (*kafkaRig, error) {
 	broker, err := kafkaengine.StartBroker(kafkaengine.BrokerConfig{
-		Host: "127.0.0.1", Brokers: 1, Partitions: kafkaPartitions, Topics: kafkaengine.DefaultTopics(),
+		Host: "127.0.0.1", Brokers: 1, Partitions: kafkaPartitions, Topics: append(kafkaengine.DefaultTopics(), kafkaengine.DeadLetterTopic),
 	})
 	if err != nil {
 		return nil, err

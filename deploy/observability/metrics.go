@@ -30,6 +30,9 @@ func ExportedMetrics() (map[string]bool, error) {
 	m.ObserveConsumerLag(func() []telemetry.PartitionLag {
 		return []telemetry.PartitionLag{{Topic: "tasks", Partition: 0, Lag: 1}}
 	})
+	m.ObserveKafkaDeadLetters(func() []telemetry.DeadLetters {
+		return []telemetry.DeadLetters{{Reason: "unaddressable", Written: 1, Failed: 1}}
+	})
 	m.TaskFinished("t", domain.StatusCompleted, time.Millisecond)
 	m.TaskRefused("kafka", "overloaded")
 	m.ResultsDelivered("kafka", 1, time.Millisecond)

@@ -32,6 +32,9 @@ type KafkaConfig struct {
 	Partitions int32
 	// Topic names (docs/protocol.md defaults if empty).
 	TasksTopic, ResultsTopic, RegistrationsTopic, HeartbeatsTopic, UnregistrationsTopic string
+	// DeadLetterTopic is the executor's dead-letter topic, which the
+	// embedded broker creates too (kafkaengine.DeadLetterTopic if empty).
+	DeadLetterTopic string
 	// Group is the engine's consumer group ("gamelan-devengine").
 	Group string
 	// TokenLag is how far back a record's timestamp may date the check of
@@ -53,6 +56,7 @@ func (c *KafkaConfig) defaults() {
 	def(&c.RegistrationsTopic, kafkaengine.RegistrationsTopic)
 	def(&c.HeartbeatsTopic, kafkaengine.HeartbeatsTopic)
 	def(&c.UnregistrationsTopic, kafkaengine.UnregistrationsTopic)
+	def(&c.DeadLetterTopic, kafkaengine.DeadLetterTopic)
 	def(&c.Group, "gamelan-devengine")
 	if c.Partitions == 0 {
 		c.Partitions = 6
@@ -102,7 +106,7 @@ func NewKafka(cfg KafkaConfig, engine *Engine, verify func(token string, at time
 			return nil, fmt.Errorf("embedded kafka port %q: %w", port, err)
 		}
 		k.broker, err = kafkaengine.StartBroker(kafkaengine.BrokerConfig{Host: host, AdvertisedHost: cfg.AdvertisedHost, Ports: []int{portNumber}, Partitions: int(cfg.Partitions),
-			Topics: []string{cfg.TasksTopic, cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic}})
+			Topics: []string{cfg.TasksTopic, cfg.ResultsTopic, cfg.RegistrationsTopic, cfg.HeartbeatsTopic, cfg.UnregistrationsTopic, cfg.DeadLetterTopic}})
 		if err != nil {
 			return nil, fmt.Errorf("start embedded kafka on %s: %w", cfg.EmbeddedAddress, err)
 		}

@@ -92,6 +92,7 @@ func runtimeConfig(s *settings, observer app.Observer) app.Config {
 
 func newRuntime(s *settings, d deployment, cp controlPlane, metrics *telemetry.Metrics, log *slog.Logger) (*app.Runtime, error) {
 	observeConsumerLag(d, metrics)
+	observeDeadLetters(d, metrics)
 	return app.New(runtimeConfig(s, metrics), d.hosted, d.transports, cp.registrar, cp.heartbeater, log)
 }
 
@@ -119,6 +120,33 @@ func observeConsumerLag(d deployment, metrics *telemetry.Metrics) {
 			lag = append(lag, r.ConsumerLag()...)
 		}
 		return lag
+	})
+}
+
+// deadLetterReporter is a task source that writes a dead-letter topic
+// (the Kafka source).
+type deadLetterReporter interface {
+	DeadLetters() []telemetry.DeadLetters
+}
+
+// observeDeadLetters has the metrics read the dead-letter counts of the
+// sources that keep them, at each scrape.
+func observeDeadLetters(d deployment, metrics *telemetry.Metrics) {
+	var reporters []deadLetterReporter
+	for _, t := range d.transports {
+		if r, ok := t.Source.(deadLetterReporter); ok {
+			reporters = append(reporters, r)
+		}
+	}
+	if len(reporters) == 0 {
+		return
+	}
+	metrics.ObserveKafkaDeadLetters(func() []telemetry.DeadLetters {
+		var counts []telemetry.DeadLetters
+		for _, r := range reporters {
+			counts = append(counts, r.DeadLetters()...)
+		}
+		return counts
 	})
 }
 

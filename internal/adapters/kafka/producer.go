@@ -31,7 +31,7 @@ type Producer struct {
 	log  *slog.Logger
 	// idempotent is set while the connected producer is idempotent.
 	idempotent atomic.Bool
-	async   sarama.AsyncProducer // nil until connected
+	async      sarama.AsyncProducer // nil until connected
 	// headers, when set, returns the headers to add to a record produced
 	// for the given executor id (the bearer token).
 	headers func(executorID string) ([]sarama.RecordHeader, error)
@@ -211,6 +211,10 @@ type record struct {
 	topic, key, executorID string
 	value                  []byte
 	headers                []sarama.RecordHeader
+	// keepKey: the record is a copy (dead-lettered), whose key is rawKey
+	// as read, nil for a null key, and whose nil value stays null.
+	keepKey bool
+	rawKey  []byte
 }
 
 // send produces records and returns nil once every one is acknowledged. On
@@ -254,6 +258,9 @@ func (p *Producer) produce(ctx context.Context, records []record) error {
 	w := &batchWaiter{remaining: len(records), done: make(chan struct{})}
 	for i, r := range records {
 		msgs[i] = &sarama.ProducerMessage{Topic: r.topic, Key: sarama.StringEncoder(r.key), Value: sarama.ByteEncoder(r.value), Metadata: w}
+		if r.keepKey {
+			msgs[i].Key, msgs[i].Value = nullable(r.rawKey), nullable(r.value)
+		}
 		if p.headers != nil {
 			headers, err := p.headers(r.executorID)
 			if err != nil {
@@ -275,6 +282,15 @@ func (p *Producer) produce(ctx context.Context, records []record) error {
 		w.mu.Unlock()
 		return fmt.Errorf("produce: waiting for acknowledgements: %w", context.Cause(ctx))
 	}
+}
+
+// nullable encodes b, or nothing (a null key or value) when b is nil:
+// a nil ByteEncoder would be written as empty, not null.
+func nullable(b []byte) sarama.Encoder {
+	if b == nil {
+		return nil
+	}
+	return sarama.ByteEncoder(b)
 }
 
 // entered counts a record handed to sarama; left, one acknowledged or failed.

@@ -83,6 +83,8 @@ type TaskSource struct {
 	outOfSession time.Time
 	// lag knows the partitions the source holds, for ConsumerLag.
 	lag claimLags
+	// dlt writes to the dead-letter topic; nil when it is off.
+	dlt *deadLetterer
 }
 
 // rejoinGrace is how long the source may be between two group sessions
@@ -115,6 +117,9 @@ func NewTaskSource(cfg Config, executors []domain.Registration, log *slog.Logger
 		s.ids[reg.ExecutorID] = true
 		s.types[reg.Descriptor.Type] = reg.ExecutorID
 	}
+	if s.dlt, err = newDeadLetterer(cfg, log); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -134,6 +139,9 @@ func (s *TaskSource) Start(ctx context.Context, intake ports.Intake) error {
 	s.cancel, s.consumeCtx = cancel, consumeCtx
 	s.readCtx, s.stopRead = context.WithCancel(consumeCtx)
 	s.consuming.Go(func() { s.consume(consumeCtx) })
+	if s.dlt != nil {
+		s.dlt.running.Go(func() { s.dlt.checkTopic(consumeCtx, s.cfg) })
+	}
 	return nil
 }
 
@@ -169,6 +177,7 @@ func (s *TaskSource) Close(ctx context.Context) error {
 	go func() {
 		defer close(left)
 		s.consuming.Wait()
+		s.dlt.close() // its writes stop with the sessions
 	}()
 	select {
 	case <-left:
@@ -374,7 +383,7 @@ func (s *TaskSource) take(ctx context.Context, intake ports.Intake, tracker *off
 		s.refusals.Log(s.recordLog(msg), slog.LevelWarn, "unaddressable", "task record skipped: it is invalid, and no result can name it",
 			slog.String("run_id", domain.Clip(task.RunID, domain.QuoteBytes)), slog.String("node_id", domain.Clip(task.NodeID, domain.QuoteBytes)),
 			slog.Any("error", err))
-		tracker.finish(msg.Offset)
+		s.deadLetter(tracker, msg, DeadLetterUnaddressable, err)
 	}
 }
 
@@ -392,7 +401,7 @@ func (s *TaskSource) offer(ctx context.Context, intake ports.Intake, tracker *of
 	return ports.Pull(ctx, intake, func(ctx context.Context) error {
 		tracker.begin()
 		err := intake.Offer(ctx, ports.Delivery{Task: task, Malformed: malformed, Redeliverable: true, Settle: func(err error) {
-			tracker.settle(msg, err)
+			s.settle(tracker, msg, err)
 		}})
 		if err != nil {
 			tracker.end()

@@ -25,6 +25,10 @@ const (
 	RegistrationsTopic   = "executor-registrations"
 	HeartbeatsTopic      = "executor-heartbeats"
 	UnregistrationsTopic = "executor-unregistrations"
+	// DeadLetterTopic is the executor's default dead-letter topic
+	// (GAMELAN_EXECUTOR_KAFKA_DEAD_LETTER_TOPIC), not part of the protocol:
+	// the embedded brokers create it so that an executor finds it.
+	DeadLetterTopic = "workflow.tasks.dlt"
 )
 
 // DefaultTopics returns the five default topic names, tasks first.

@@ -25,6 +25,9 @@ const (
 	RegistrationsTopic   = kafkaengine.RegistrationsTopic
 	HeartbeatsTopic      = kafkaengine.HeartbeatsTopic
 	UnregistrationsTopic = kafkaengine.UnregistrationsTopic
+	// DeadLetterTopic is the executor's default dead-letter topic, which
+	// Start creates too unless WithTopics names others.
+	DeadLetterTopic = kafkaengine.DeadLetterTopic
 )
 
 // The SASL mechanisms WithSASL accepts, spelled as Kafka (and sarama's
@@ -73,10 +76,10 @@ func WithBrokers(n int) Option {
 	return func(s *settings) { s.broker.Brokers = n }
 }
 
-// WithTopics replaces the topics Start creates (DefaultTopics if not given)
-// by names. Typed helpers such as ProduceTask and Results keep using the
-// default names; use ProduceJSON, NewMessageReader and ResultsFrom for
-// others.
+// WithTopics replaces the topics Start creates (DefaultTopics and
+// DeadLetterTopic if not given) by names. Typed helpers such as
+// ProduceTask and Results keep using the default names; use ProduceJSON,
+// NewMessageReader and ResultsFrom for others.
 func WithTopics(names ...string) Option {
 	return func(s *settings) { s.broker.Topics = slices.Clone(names) }
 }
@@ -155,7 +158,7 @@ type Broker struct {
 // cleanup of t and fails t on a bad option or when the cluster cannot start.
 func Start(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
-	s := settings{broker: kafkaengine.BrokerConfig{Host: "127.0.0.1", Partitions: DefaultPartitions, Brokers: 1, Topics: DefaultTopics()}}
+	s := settings{broker: kafkaengine.BrokerConfig{Host: "127.0.0.1", Partitions: DefaultPartitions, Brokers: 1, Topics: append(DefaultTopics(), DeadLetterTopic)}}
 	for _, opt := range opts {
 		opt(&s)
 	}

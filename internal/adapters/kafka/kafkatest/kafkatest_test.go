@@ -154,7 +154,7 @@ func TestTopicsAndPartitions(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
 		t.Parallel()
 		b := Start(t)
-		assert.Equal(t, []string{"workflow.tasks", "workflow-results", "executor-registrations", "executor-heartbeats", "executor-unregistrations"}, b.Topics())
+		assert.Equal(t, []string{"workflow.tasks", "workflow-results", "executor-registrations", "executor-heartbeats", "executor-unregistrations", "workflow.tasks.dlt"}, b.Topics())
 		for _, topic := range b.Topics() {
 			assert.Len(t, b.Cluster().PartitionInfos(topic), DefaultPartitions, topic)
 		}
