@@ -136,6 +136,12 @@ func rawProducerConfig() *sarama.Config {
 	sc.Producer.Retry.Backoff = 100 * time.Millisecond
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
 	sc.Producer.MaxMessageBytes = kafka.DefaultMaxMessageBytes
+	// Idempotent, as the executor's producer is by default
+	// (GAMELAN_EXECUTOR_KAFKA_IDEMPOTENT=auto against kfake), so that the
+	// baseline keeps the same durability and pays the same price: one
+	// request in flight per connection.
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1
 	return sc
 }
 
