@@ -41,9 +41,11 @@ var rejoinBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 //     to answer FAILED INVALID_TASK, committed once that answer is
 //     acknowledged. One that no result can name (no valid run id, node id
 //     and attempt) is skipped and committed, with a throttled log line
-//     naming its offset; either way the partition goes on.
+//     naming its offset, once copied to the dead-letter topic (see
+//     deadLetterer); either way the partition goes on.
 //   - A task whose result can never be delivered is dead-lettered by the
-//     runtime, and its offset committed: it is never read again.
+//     runtime, copied to the dead-letter topic, and its offset committed:
+//     it is never read again.
 //   - Tasks are redeliverable: a task the runtime hands back is not
 //     committed; while the source reads it is offered again, and after
 //     Stop it is left to the group (read again after the next rebalance or
