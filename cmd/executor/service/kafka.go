@@ -38,6 +38,7 @@ func newKafkaConfig(s *settings, p *plan) (*kafkaadapter.Config, error) {
 		HeartbeatsTopic:      string(k.HeartbeatsTopic),
 		UnregistrationsTopic: string(k.UnregistrationsTopic),
 		MaxMessageBytes:      int(k.MaxMessageBytes),
+		Ordering:             kafkaadapter.Ordering(k.Ordering),
 		SASL: kafkaadapter.SASL{
 			Mechanism: string(k.SASLMechanism),
 			User:      k.SASLUsername,

@@ -43,6 +43,9 @@ type Config struct {
 	FetchMaxWait time.Duration
 	// Version is the Kafka protocol version spoken (2.8 if zero).
 	Version sarama.KafkaVersion
+	// Ordering is the order in which the TaskSource runs the tasks of one
+	// partition (Unordered if empty); see Ordering.
+	Ordering Ordering
 }
 
 // SASL holds SASL credentials.
@@ -99,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.SASL.Mechanism != "" && c.SASL.User == "" {
 		return errors.New("kafka: SASL needs a user")
+	}
+	if err := c.Ordering.validate(); err != nil {
+		return err
 	}
 	return nil
 }
