@@ -274,3 +274,27 @@ func TestKeyOrderAcrossRebalance(t *testing.T) {
 	assert.NotEmpty(t, second.snapshot().order, "the second source took no task: there was no rebalance in the middle")
 	assert.NotEmpty(t, logs.find("partition released with tasks in flight"), "the held tasks outlived the revoke grace")
 }
+
+// TestKeyOrderNoOfferAfterStop: a task waiting for its key is not offered
+// after Stop, even when its predecessor is settled then; it stays
+// uncommitted for the group.
+func TestKeyOrderNoOfferAfterStop(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.Start(t, kafkatest.WithPartitions(1))
+	group := porttest.UniqueID(t)
+	cfg := brokerConfig(b, group)
+	cfg.Ordering = kafka.KeyOrder
+	source := newSource(t, cfg, newLogBook(t))
+	in := startSource(t, source, 8)
+	produceTask(t, b, stepTask("run-a", 0))
+	produceTask(t, b, stepTask("run-a", 1))
+	produceTask(t, b, stepTask("run-b", 0))
+	// run-b's task is offered once read, so run-a's second, read before
+	// it, is waiting.
+	first := waitOffered(t, in, "run-a", "run-b")["run-a"]
+
+	require.NoError(t, source.Stop(t.Context()))
+	require.True(t, first.Settle(nil))
+	waitCommitted(t, b, group, 0, 1) // the first committed: its key was released
+	assert.Equal(t, 1, timesOffered(in, "run-a"), "the waiting task was offered after Stop")
+}
