@@ -39,10 +39,10 @@ func (o Ordering) validate() error {
 }
 
 // maxWaiting bounds the records a claim holds back, per partition, while
-// they wait for the earlier record of their key to be settled. It is the
-// order of sarama's own per-partition buffer (ChannelBufferSize, 256
-// records) times four: enough that a partition interleaving hundreds of
-// keys keeps them all running, and a bounded cost in memory. Once it is
+// they wait for the earlier record of their key to be settled: about four
+// times sarama's own per-partition buffer (ChannelBufferSize, 256
+// records), enough that a partition interleaving hundreds of keys keeps
+// them all running, at a bounded cost in memory. Once it is
 // reached the claim stops reading the partition until a record is released,
 // so that sarama's buffers fill and fetching pauses, as they do when the
 // runtime is full.

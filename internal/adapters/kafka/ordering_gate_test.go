@@ -109,3 +109,27 @@ func TestOrderingValidate(t *testing.T) {
 	err := Config{Brokers: []string{"127.0.0.1:9092"}, Ordering: "offset"}.Validate()
 	assert.ErrorContains(t, err, `ordering "offset": must be unordered, key or partition`)
 }
+
+// fakeClaim is a claim whose records come from a channel.
+type fakeClaim struct {
+	sarama.ConsumerGroupClaim
+	messages chan *sarama.ConsumerMessage
+}
+
+func (c fakeClaim) Messages() <-chan *sarama.ConsumerMessage { return c.messages }
+
+// TestReadableStopsWhenFull: a claim whose gate is full is not read (a nil
+// channel: the claim's select waits for a release, without spinning).
+func TestReadableStopsWhenFull(t *testing.T) {
+	claim := fakeClaim{messages: make(chan *sarama.ConsumerMessage)}
+	assert.NotNil(t, readable(claim, nil), "unordered: always read")
+	g := newOrderGate(KeyOrder)
+	assert.NotNil(t, readable(claim, g))
+	require.True(t, g.admit(gateRecord(t, 0, "a", "")))
+	for offset := int64(1); offset <= maxWaiting; offset++ {
+		require.False(t, g.admit(gateRecord(t, offset, "a", "")))
+	}
+	assert.Nil(t, readable(claim, g), "full: not read")
+	g.release(0)
+	assert.NotNil(t, readable(claim, g), "read again once a record is released")
+}
