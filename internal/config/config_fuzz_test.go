@@ -47,6 +47,7 @@ var fuzzValueTypes = []func() encoding.TextUnmarshaler{
 	func() encoding.TextUnmarshaler { return new(GRPCIntake) },
 	func() encoding.TextUnmarshaler { return new(ResultSink) },
 	func() encoding.TextUnmarshaler { return new(SASLMechanism) },
+	func() encoding.TextUnmarshaler { return new(KafkaOrdering) },
 }
 
 // FuzzValue parses any text as any of the typed values (kind picks one).

@@ -80,6 +80,7 @@ func TestLoadDefaultsWithEmptyEnvironment(t *testing.T) {
 	assert.Equal(t, HostPorts{"localhost:9092"}, a.Kafka.BootstrapServers)
 	assert.Equal(t, Topic("workflow.tasks"), a.Kafka.TasksTopic)
 	assert.Empty(t, a.Kafka.GroupID, "the service defaults it to NAME")
+	assert.Equal(t, KafkaOrdering("unordered"), a.Kafka.Ordering, "ordering is off by default")
 	assert.Equal(t, 2*time.Second, a.PaymentGatewayDelay.Duration())
 	assert.Empty(t, a.TransportOverrides)
 	assert.Empty(t, a.EnabledTypes)
@@ -126,6 +127,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC":     "t.unregistrations",
 		"GAMELAN_EXECUTOR_KAFKA_DEAD_LETTER_TOPIC":         "t.dlt",
 		"GAMELAN_EXECUTOR_KAFKA_IDEMPOTENT":                "on",
+		"GAMELAN_EXECUTOR_KAFKA_ORDERING":                  "key",
 		"GAMELAN_EXECUTOR_JWT_SECRET":                      secret,
 		"GAMELAN_EXECUTOR_JWT_ISSUER":                      "issuer",
 		"GAMELAN_EXECUTOR_JWT_AUDIENCE":                    "audience",
@@ -217,6 +219,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		MaxMessageBytes:      1048576,
 		DeadLetterTopic:      "t.dlt",
 		Idempotent:           "on",
+		Ordering:             "key",
 	}, cfg.Kafka)
 	assert.Zero(t, cfg.ReregisterInterval.Duration(), "0 disables periodic re-registration")
 	assert.Equal(t, slog.LevelDebug, cfg.LogLevel.Slog())
@@ -276,6 +279,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH", missing, nil, "cannot read: no such file or directory"},
 		{"GAMELAN_EXECUTOR_GRPC_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with GRPC_CLIENT_PRIVATE_KEY_PATH"},
 		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "GSSAPI", nil, "must be one of"},
+		{"GAMELAN_EXECUTOR_KAFKA_ORDERING", "offset", nil, `GAMELAN_EXECUTOR_KAFKA_ORDERING="offset": must be one of unordered, key, partition`},
+		{"GAMELAN_EXECUTOR_KAFKA_ORDERING", "Key", nil, "must be one of unordered, key, partition"},
 		{"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM", "PLAIN", nil, "GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME=\"\": must be set when"},
 		{"GAMELAN_EXECUTOR_KAFKA_CLIENT_CERTIFICATE_PATH", cert, nil, "must be set together with KAFKA_CLIENT_PRIVATE_KEY_PATH"},
 		{"GAMELAN_EXECUTOR_KAFKA_DEAD_LETTER_TOPIC", "no spaces", nil, "must be off or a Kafka topic name"},
@@ -607,6 +612,14 @@ func TestURLCredentialsAreRedacted(t *testing.T) {
 	_, err = load(t, map[string]string{"GAMELAN_EXECUTOR_ENGINE_URL": "ftp://svc:s3cr3t@engine"})
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "s3cr3t")
+}
+
+func TestKafkaOrdering(t *testing.T) {
+	for _, mode := range []string{"unordered", "key", "partition"} {
+		cfg, err := load(t, map[string]string{"GAMELAN_EXECUTOR_KAFKA_ORDERING": mode})
+		require.NoError(t, err, mode)
+		assert.Equal(t, KafkaOrdering(mode), cfg.Kafka.Ordering)
+	}
 }
 
 func TestKafkaPasswordIsRedacted(t *testing.T) {

@@ -81,6 +81,7 @@ type Kafka struct {
 	HeartbeatsTopic       Topic             `env:"GAMELAN_EXECUTOR_KAFKA_HEARTBEATS_TOPIC" envDefault:"executor-heartbeats" doc:"Topic heartbeats are produced to."`
 	UnregistrationsTopic  Topic             `env:"GAMELAN_EXECUTOR_KAFKA_UNREGISTRATIONS_TOPIC" envDefault:"executor-unregistrations" doc:"Topic unregistrations are produced to."`
 	MaxMessageBytes       Int[AtLeast64KiB] `env:"GAMELAN_EXECUTOR_KAFKA_MAX_MESSAGE_BYTES" envDefault:"1048576" doc:"Largest record taken or produced, in bytes; a larger task is answered FAILED INVALID_TASK, a larger result is sent as FAILED OUTPUT_TOO_LARGE."`
+	Ordering              KafkaOrdering     `env:"GAMELAN_EXECUTOR_KAFKA_ORDERING" envDefault:"unordered" doc:"Order of the tasks of one partition: unordered (concurrent), key (one at a time per record key, or runId when the record has no key; keys in parallel) or partition (one at a time)."`
 	SASLMechanism         SASLMechanism     `env:"GAMELAN_EXECUTOR_KAFKA_SASL_MECHANISM" envDefault:"" doc:"SASL mechanism for the brokers: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means no SASL."`
 	SASLUsername          string            `env:"GAMELAN_EXECUTOR_KAFKA_SASL_USERNAME" envDefault:"" doc:"SASL user; required with a mechanism."`
 	SASLPassword          Secret            `env:"GAMELAN_EXECUTOR_KAFKA_SASL_PASSWORD" envDefault:"" doc:"SASL password. Never logged."`
@@ -132,6 +133,14 @@ type Idempotence string
 
 // UnmarshalText accepts auto, on and off.
 func (i *Idempotence) UnmarshalText(text []byte) error { return oneOf(i, text, "auto", "on", "off") }
+
+// KafkaOrdering is the order in which the tasks of one partition run.
+type KafkaOrdering string
+
+// UnmarshalText accepts unordered, key and partition.
+func (o *KafkaOrdering) UnmarshalText(text []byte) error {
+	return oneOf(o, text, "unordered", "key", "partition")
+}
 
 // SASLMechanism is how the Kafka client authenticates.
 type SASLMechanism string

@@ -41,6 +41,7 @@ func newKafkaConfig(s *settings, p *plan) (*kafkaadapter.Config, error) {
 		MaxMessageBytes:      int(k.MaxMessageBytes),
 		Idempotence:          kafkaadapter.Idempotence(k.Idempotent),
 		DeadLetterTopic:      deadLetterTopic(k.DeadLetterTopic),
+		Ordering:             kafkaadapter.Ordering(k.Ordering),
 		SASL: kafkaadapter.SASL{
 			Mechanism: string(k.SASLMechanism),
 			User:      k.SASLUsername,

@@ -166,3 +166,18 @@ func TestDefaultTopicsAreTheProtocols(t *testing.T) {
 	assert.Equal(t, kafkaadapter.DefaultUnregistrationsTopic, string(k.UnregistrationsTopic))
 	assert.Equal(t, kafkaadapter.DefaultMaxMessageBytes, int(k.MaxMessageBytes))
 }
+
+// GAMELAN_EXECUTOR_KAFKA_ORDERING reaches the Kafka adapters.
+func TestKafkaOrderingIsWired(t *testing.T) {
+	s, err := load(func(name string) string {
+		if name == "GAMELAN_EXECUTOR_KAFKA_ORDERING" {
+			return "partition"
+		}
+		return ""
+	})
+	require.NoError(t, err)
+	cfg, err := newKafkaConfig(s, &plan{settings: s, registrar: "kafka"})
+	require.NoError(t, err)
+	require.NotNil(t, cfg)
+	assert.Equal(t, kafkaadapter.PartitionOrder, cfg.Ordering)
+}

@@ -55,6 +55,9 @@ type Config struct {
 	// dead-letter topic is retried before the record is committed anyway
 	// (DefaultDeadLetterTimeout if 0).
 	DeadLetterTimeout time.Duration
+	// Ordering is the order in which the TaskSource runs the tasks of one
+	// partition (Unordered if empty); see Ordering.
+	Ordering Ordering
 }
 
 // SASL holds SASL credentials.
@@ -125,6 +128,9 @@ func (c Config) Validate() error {
 	case "", IdempotenceAuto, IdempotenceOn, IdempotenceOff:
 	default:
 		return fmt.Errorf("kafka: idempotence %q: must be auto, on or off", c.Idempotence)
+	}
+	if err := c.Ordering.validate(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -119,18 +119,62 @@ func TestHeartbeaterContract(t *testing.T) {
 	})
 }
 
+// TestTaskSourceContract runs the suite in every ordering mode: ordering
+// changes when a record is offered, never the source's guarantees.
 func TestTaskSourceContract(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []kafka.Ordering{kafka.Unordered, kafka.KeyOrder, kafka.PartitionOrder} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			taskSourceContract(t, mode)
+		})
+	}
+}
+
+// orderedPartitions is the number of partitions of the tasks topic in the
+// suite's PartitionOrder scenarios: more than any scenario publishes tasks.
+const orderedPartitions = 32
+
+// taskSourceContract runs the suite with the source in mode. The suite's
+// scenarios hold several tasks of one run unsettled at once, which an
+// ordered source rightly never offers when they share a key or a
+// partition; so in KeyOrder each task is written with a record key of its
+// own (its idempotency key), and in PartitionOrder to a partition of its
+// own. The modes' ordering itself is tested in ordering_test.go.
+func taskSourceContract(t *testing.T, mode kafka.Ordering) {
 	porttest.TaskSource(t, func(t *testing.T) porttest.TaskSourceHarness {
-		b := kafkatest.Start(t)
+		var opts []kafkatest.Option
+		if mode == kafka.PartitionOrder {
+			opts = append(opts, kafkatest.WithPartitions(orderedPartitions))
+		}
+		b := kafkatest.Start(t, opts...)
 		cfg := brokerConfig(b, porttest.UniqueID(t))
+		cfg.Ordering = mode
 		logs := newLogBook(t)
 		newTaskSource := func() ports.TaskSource { return newSource(t, cfg, logs) }
-		return porttest.TaskSourceHarness{
-			Source: newTaskSource(),
-			Publish: func(ctx context.Context, task domain.Task) error {
+		var (
+			mu        sync.Mutex
+			published int32
+		)
+		publish := func(ctx context.Context, task domain.Task) error {
+			switch mode {
+			case kafka.KeyOrder:
+				key := domain.IdempotencyKey(task.RunID, task.NodeID, task.Attempt)
+				return b.ProduceJSON(ctx, kafkatest.TasksTopic, key, taskMessage(task), nil)
+			case kafka.PartitionOrder:
+				mu.Lock()
+				partition := published % orderedPartitions
+				published++
+				mu.Unlock()
+				key := keyOnPartition(t, task.NodeID, partition, orderedPartitions)
+				return b.ProduceJSON(ctx, kafkatest.TasksTopic, key, taskMessage(task), nil)
+			default:
 				return b.ProduceTask(ctx, taskMessage(task))
-			},
+			}
+		}
+		return porttest.TaskSourceHarness{
+			Source:  newTaskSource(),
+			Publish: publish,
 			// A handed-back task's offset is not committed, and the
 			// source offers it again.
 			Redelivers: true,

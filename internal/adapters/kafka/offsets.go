@@ -39,6 +39,9 @@ type offsetTracker struct {
 	// or the claim's initial offset; negative while unknown (a group with
 	// no commit starts from a sentinel, resolved by the first record read).
 	committed int64
+	// finished, when set, is told each offset finish records, outside the
+	// lock: the claim's orderGate releases the next record of its key.
+	finished func(offset int64)
 }
 
 // newOffsetTracker returns the tracker of a claim starting at initial (the
@@ -75,6 +78,13 @@ func (t *offsetTracker) track(offset int64) {
 // finish records that offset is finished (its result acknowledged, or it
 // was skipped) and marks the highest committable offset.
 func (t *offsetTracker) finish(offset int64) {
+	t.finishOffset(offset)
+	if t.finished != nil {
+		t.finished(offset)
+	}
+}
+
+func (t *offsetTracker) finishOffset(offset int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.done[offset] = true

@@ -30,6 +30,9 @@ var rejoinBackoff = domain.Backoff{Initial: 100 * time.Millisecond, Max: 5 * tim
 //   - A record's offset is committed only after its result has been
 //     acknowledged by the brokers (see offsetTracker); tasks of a partition
 //     run concurrently, so one slow task does not block its partition.
+//   - Config.Ordering may instead run the tasks of one key (KeyOrder) or of
+//     the whole partition (PartitionOrder) one after another; records that
+//     wait their turn are held by the claim, a bounded number (orderGate).
 //   - Flow control: before offering the next record the source waits for
 //     room in the runtime; meanwhile sarama's bounded buffers fill and
 //     fetching pauses. Nothing is buffered without bound.
@@ -301,6 +304,14 @@ func (s *TaskSource) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	tracker := newOffsetTracker(session, claim.Topic(), claim.Partition(), claim.InitialOffset())
 	defer tracker.close()
+	// gate holds back records that must wait for an earlier one of their
+	// key (KeyOrder, PartitionOrder; nil when Unordered). It is the claim's
+	// own: records it still holds when the claim ends are dropped
+	// uncommitted, for the partition's next owner to read again.
+	gate := newOrderGate(s.cfg.Ordering)
+	if gate != nil {
+		tracker.finished = gate.release
+	}
 	defer s.lag.hold(claim, tracker)()
 	s.mu.Lock()
 	readCtx, closeCtx, intake := s.readCtx, s.consumeCtx, s.intake
@@ -314,14 +325,18 @@ func (s *TaskSource) ConsumeClaim(session sarama.ConsumerGroupSession, claim sar
 	defer context.AfterFunc(session.Context(), cancel)()
 	for {
 		select {
-		case msg, ok := <-claim.Messages():
+		case msg, ok := <-readable(claim, gate):
 			if !ok { // the session is ending
 				s.awaitFinished(closeCtx, tracker)
 				return nil
 			}
-			s.handle(offerCtx, intake, tracker, msg)
+			s.handle(offerCtx, intake, tracker, gate, msg)
 		case <-tracker.redeliveries():
 			for _, msg := range tracker.takeHandedBack() {
+				s.take(offerCtx, intake, tracker, msg)
+			}
+		case <-gate.readied():
+			for _, msg := range gate.takeReady() {
 				s.take(offerCtx, intake, tracker, msg)
 			}
 		case <-readCtx.Done():
@@ -356,10 +371,14 @@ func (s *TaskSource) awaitFinished(closeCtx context.Context, tracker *offsetTrac
 	}
 }
 
-// handle tracks and takes one record read from the partition.
-func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *offsetTracker, msg *sarama.ConsumerMessage) {
+// handle tracks one record read from the partition and takes it, unless
+// the gate holds it back behind an earlier record of its key: it is then
+// tracked (so not committed) and taken when released.
+func (s *TaskSource) handle(ctx context.Context, intake ports.Intake, tracker *offsetTracker, gate *orderGate, msg *sarama.ConsumerMessage) {
 	tracker.track(msg.Offset)
-	s.take(ctx, intake, tracker, msg)
+	if gate.admit(msg) {
+		s.take(ctx, intake, tracker, msg)
+	}
 }
 
 // take decodes, filters and offers a tracked record: one just read, or one
