@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gamelan-go/executor/internal/app"
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
 )
@@ -272,4 +273,29 @@ func logRun(t *testing.T, name string, r adaptiveRun, unloaded time.Duration) {
 		name, r.run, r.handled, r.served[0], r.served[1], r.served[2], float64(r.served[2])/float64(unloaded), r.served[3],
 		r.took[0], r.took[1], r.took[2], float64(r.took[2])/float64(unloaded), r.took[3],
 		r.limitMedian, slices.Min(r.limits), slices.Max(r.limits), r.peak)
+}
+
+// A type's concurrency adapts when its descriptor or its Hosted entry (the
+// deployment's GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY) says so, starting at
+// min(MaxConcurrentTasks, 10); otherwise its limit is MaxConcurrentTasks.
+func TestAdaptiveConcurrencyIsTurnedOnByTheDescriptorOrTheDeployment(t *testing.T) {
+	byDescriptor := completing("by-descriptor", 40)
+	byDescriptor.desc.AdaptiveConcurrency = true
+	hosted := []app.Hosted{
+		{Executor: byDescriptor, Registration: domain.Registration{ExecutorID: "a"}, Transport: "t"},
+		{Executor: completing("by-deployment", 40), Registration: domain.Registration{ExecutorID: "b"}, Transport: "t", AdaptiveConcurrency: true},
+		{Executor: completing("small", 4), Registration: domain.Registration{ExecutorID: "c"}, Transport: "t", AdaptiveConcurrency: true},
+		{Executor: completing("fixed", 40), Registration: domain.Registration{ExecutorID: "d"}, Transport: "t"},
+	}
+	ev := &events{}
+	control := &fakeControl{events: ev}
+	rt, err := app.New(testConfig(), hosted, []app.Transport{{Name: "t", Source: newFakeSource(ev, "t"), Sink: &fakeSink{events: ev}}},
+		control, control, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	slots, limits := map[string]int{}, map[string]int{}
+	for typ, load := range rt.Stats().Types {
+		slots[typ], limits[typ] = load.Slots, load.Limit
+	}
+	assert.Equal(t, map[string]int{"by-descriptor": 40, "by-deployment": 40, "small": 4, "fixed": 40}, slots, "Slots stays MaxConcurrentTasks")
+	assert.Equal(t, map[string]int{"by-descriptor": 10, "by-deployment": 10, "small": 4, "fixed": 40}, limits)
 }
