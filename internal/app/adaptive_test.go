@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gamelan-go/executor/internal/domain"
 )
 
 // ruleClock feeds an adaptiveLimit samples on a clock of its own, so that
@@ -168,4 +170,26 @@ func TestAdaptiveLaneLimitMovesWithoutPreemptingAndWakesWhenRaised(t *testing.T)
 	s.mu.Lock()
 	assert.True(t, s.startable())
 	s.mu.Unlock()
+}
+
+// What a finished handler tells its lane's controller.
+func TestSampleOf(t *testing.T) {
+	adaptive := &job{lane: &lane{adaptive: newAdaptiveLimit("t", 4, nil, 0)}}
+	fixed := &job{lane: &lane{}}
+	ok := domain.Result{Status: domain.StatusCompleted, Duration: time.Second}
+	retryable := domain.Result{Status: domain.StatusFailed, Duration: time.Second, Error: &domain.ErrorInfo{Retryable: true}}
+	final := domain.Result{Status: domain.StatusFailed, Duration: time.Second, Error: &domain.ErrorInfo{}}
+	cancelled := domain.Result{Status: domain.StatusCancelled, Duration: time.Second}
+
+	assert.False(t, sampleOf(fixed, ok, false).ok, "a fixed limit takes no samples")
+	assert.False(t, sampleOf(&job{}, ok, false).ok, "nor does the immediate lane")
+	s := sampleOf(adaptive, ok, false)
+	assert.True(t, s.ok)
+	assert.False(t, s.failed)
+	assert.Equal(t, time.Second, s.duration)
+	assert.True(t, sampleOf(adaptive, retryable, false).failed)
+	assert.False(t, sampleOf(adaptive, final, false).failed, "a failure that retrying cannot mend says nothing of load")
+	assert.False(t, sampleOf(adaptive, cancelled, false).ok, "the engine's cancel says nothing of the downstream")
+	abandoned := sampleOf(adaptive, cancelled, true)
+	assert.True(t, abandoned.ok && abandoned.failed, "a handler abandoned at its deadline is a slow failure")
 }

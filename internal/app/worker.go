@@ -77,6 +77,7 @@ func (r *Runtime) runWorker() {
 // outbox).
 func (w *worker) run(j *job) (goesOn bool) {
 	r := w.r
+	w.sampled = sample{} // a job answered without its handler tells nothing
 	var ctx context.Context
 	started := time.Now()
 	if j.spans != nil {
@@ -100,7 +101,6 @@ func (w *worker) run(j *job) (goesOn bool) {
 	}
 
 	e := j.exec
-	w.sampled = sample{}
 	ctx = w.scoped(j, ctx)
 	e.running.Add(1)
 	w.job = j
