@@ -23,7 +23,7 @@ func ExportedMetrics() (map[string]bool, error) {
 	m.ObserveLoad(func() telemetry.Load {
 		return telemetry.Load{
 			Admitted: 1, Running: map[string]int{"t": 1},
-			Types:  map[string]domain.TypeLoad{"t": {Slots: 1, SlotsInUse: 1, Queued: 1, OldestQueued: time.Second, Registered: true}},
+			Types:  map[string]domain.TypeLoad{"t": {Slots: 1, Limit: 1, SlotsInUse: 1, Queued: 1, OldestQueued: time.Second, Registered: true}},
 			Outbox: map[string]int{"kafka": 1},
 		}
 	})

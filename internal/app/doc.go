@@ -25,7 +25,10 @@
 //     at most its MaxConcurrentTasks at a time, its other tasks waiting in
 //     its own queue while other types proceed. A handler that ignores its
 //     deadline keeps its slot until it returns; a type whose every slot is
-//     so held answers its tasks HANDLERS_STALLED.
+//     so held answers its tasks HANDLERS_STALLED. A type with adaptive
+//     concurrency (adaptive.go) runs at most a limit between 1 and its
+//     MaxConcurrentTasks that follows its handlers' latency and retryable
+//     failures.
 //   - Execution (invoke.go, worker.go): a worker runs each handler on its
 //     own goroutine; timeout, engine cancellation, panic recovery, error
 //     codes, bounded error messages, hooks; a handler that ignores its

@@ -391,6 +391,17 @@ func testConfig() app.Config {
 // hosted through executorsOn with a single transport).
 func newHarness(t *testing.T, cfg app.Config, hosted ...hostedOn) *harness {
 	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return newHarnessLogging(t, cfg, log, hosted...)
+}
+
+// newHarnessLogging is newHarness with the runtime's logger given: timed
+// tests keep a verbose run's logging from slowing what they measure.
+func newHarnessLogging(t *testing.T, cfg app.Config, log *slog.Logger, hosted ...hostedOn) *harness {
+	t.Helper()
 	h := &harness{events: &events{}, sources: map[string]*fakeSource{}, sinks: map[string]*fakeSink{}}
 	h.control = &fakeControl{events: h.events}
 	var transports []app.Transport
@@ -407,10 +418,6 @@ func newHarness(t *testing.T, cfg app.Config, hosted ...hostedOn) *harness {
 			Registration: domain.Registration{ExecutorID: "test-" + typ, Endpoint: "127.0.0.1:1"},
 			Transport:    ho.transport,
 		})
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	rt, err := app.New(cfg, hostedList, transports, h.control, h.control, log)
 	require.NoError(t, err)

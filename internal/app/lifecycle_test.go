@@ -324,7 +324,7 @@ func TestLifecycleAnswerStalled(t *testing.T) {
 	assert.Equal(t, queued, f.stageOf(waiting))
 
 	require.Same(t, stuck, f.take())
-	f.sched.release(stuck, true) // its handler overran: the lane's one slot stays held
+	f.sched.release(stuck, true, sample{}) // its handler overran: the lane's one slot stays held
 	stalled, n, err = f.table.answerStalled(f.exec.lane, stalledAnswer)
 	require.NoError(t, err)
 	assert.True(t, stalled)

@@ -23,6 +23,10 @@ type Hosted struct {
 	// Transport names the Transport whose source delivers this type's tasks
 	// and whose sink carries its results.
 	Transport string
+	// AdaptiveConcurrency turns adaptive concurrency on for this type even
+	// when its descriptor does not (the deployment's choice, see
+	// domain.Descriptor.AdaptiveConcurrency).
+	AdaptiveConcurrency bool
 }
 
 // Transport pairs a task source with the sink that answers its tasks. A
@@ -151,6 +155,7 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		if err := desc.Validate(); err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
+		desc.AdaptiveConcurrency = desc.AdaptiveConcurrency || h.AdaptiveConcurrency
 		reg := h.Registration
 		reg.Descriptor = desc
 		if reg.CommunicationType == "" {
@@ -170,6 +175,9 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 			return nil, fmt.Errorf("runtime: executor type %s: no transport named %q", desc.Type, h.Transport)
 		}
 		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks), log: r.log}
+		if desc.AdaptiveConcurrency {
+			r.sched.adapt(e.lane, newAdaptiveLimit(desc.Type, desc.MaxConcurrentTasks, r.log, monotonicNow()))
+		}
 		r.executors = append(r.executors, e)
 		r.byType[desc.Type] = e
 		r.byID[reg.ExecutorID] = e
@@ -645,9 +653,9 @@ func (r *Runtime) Stats() Stats {
 		Outbox:       make(map[string]int, len(r.transports)),
 	}
 	for _, e := range r.executors {
-		inUse, queued, oldestAge := r.sched.laneLoad(e.lane)
-		s.Types[e.desc.Type] = domain.TypeLoad{Slots: e.lane.max, SlotsInUse: inUse, Queued: queued, OldestQueued: oldestAge,
-			Registered: e.registered.Load()}
+		inUse, limit, queued, oldestAge := r.sched.laneLoad(e.lane)
+		s.Types[e.desc.Type] = domain.TypeLoad{Slots: e.desc.MaxConcurrentTasks, Limit: limit, SlotsInUse: inUse, Queued: queued,
+			OldestQueued: oldestAge, Registered: e.registered.Load()}
 		s.Running[e.desc.Type] = int(e.running.Load())
 		s.Completed[e.desc.Type] = int(e.completed.Load())
 		s.Failed[e.desc.Type] = int(e.failed.Load())

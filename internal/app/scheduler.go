@@ -49,9 +49,16 @@ type scheduler struct {
 type lane struct {
 	queue   jobQueue
 	running int
+	// max is the running limit: the type's MaxConcurrentTasks (ceiling),
+	// or, when its concurrency adapts, the limit adaptive sets, which may
+	// change at every release (see releaseLocked).
 	max     int
+	ceiling int
+	// adaptive is the controller of the type's limit; nil when the limit
+	// is fixed.
+	adaptive *adaptiveLimit
 	// overran counts running slots held by handlers abandoned at their
-	// deadline; when it reaches max the lane is stalled (see stalled). It
+	// deadline; when it reaches ceiling the lane is stalled (see stalled). It
 	// is written under mu, and read without it by stalled, which every
 	// offer asks.
 	overran atomic.Int64
@@ -67,9 +74,29 @@ func newScheduler(limit int) *scheduler {
 func (s *scheduler) newLane(max int) *lane {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := &lane{max: max}
+	l := &lane{max: max, ceiling: max}
 	s.lanes = append(s.lanes, l)
 	return l
+}
+
+// adapt hands l's limit to the controller a, from a's initial limit on.
+func (s *scheduler) adapt(l *lane, a *adaptiveLimit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.adaptive, l.max = a, a.limit
+}
+
+// hasRoom reports whether a job of l may start now. Callers hold mu.
+//
+// Handlers abandoned at their deadline hold their slots of the type's
+// MaxConcurrentTasks until they return, but not of an adaptive limit:
+// otherwise a limit the abandoned samples cut to 1 would stop the type,
+// with no sample left to raise it again.
+func (l *lane) hasRoom() bool {
+	if l.running < l.max {
+		return true
+	}
+	return l.max < l.ceiling && l.running < l.ceiling && l.running-int(l.overran.Load()) < l.max
 }
 
 // admit takes j if there is room; it never blocks.
@@ -94,7 +121,7 @@ func (s *scheduler) admit(j *job) bool {
 	} else {
 		j.queuedAt = now
 		j.lane.queue.push(j)
-		startable = j.lane.running < j.lane.max
+		startable = j.lane.hasRoom()
 	}
 	wake := startable && s.wakeOne()
 	s.mu.Unlock()
@@ -128,21 +155,21 @@ func (s *scheduler) startable() bool {
 		return true
 	}
 	for _, l := range s.lanes {
-		if l.queue.len() > 0 && l.running < l.max {
+		if l.queue.len() > 0 && l.hasRoom() {
 			return true
 		}
 	}
 	return false
 }
 
-// next releases done, the job the worker ran last (nil for none), as
-// release does, then blocks until a job may run and returns it, or returns
-// nil once the scheduler is closed. Releasing and taking under one lock
-// spares each task a taking of it.
-func (s *scheduler) next(done *job) *job {
+// next releases done, the job the worker ran last (nil for none), with
+// the sample of its handler, as release does, then blocks until a job may
+// run and returns it, or returns nil once the scheduler is closed.
+// Releasing and taking under one lock spares each task a taking of it.
+func (s *scheduler) next(done *job, sampled sample) *job {
 	s.mu.Lock()
 	if done != nil {
-		s.releaseLocked(done, false)
+		s.releaseLocked(done, false, sampled)
 	}
 	for {
 		if s.closed {
@@ -171,7 +198,7 @@ func (s *scheduler) pick() *job {
 	}
 	for i := range s.lanes {
 		l := s.lanes[(s.nextLane+i)%len(s.lanes)]
-		if l.queue.len() == 0 || l.running >= l.max {
+		if l.queue.len() == 0 || !l.hasRoom() {
 			continue
 		}
 		j := l.queue.pop()
@@ -186,22 +213,46 @@ func (s *scheduler) pick() *job {
 // was taken from one (the immediate lane's jobs have no lane), unless its
 // handler overran: releaseLane frees that slot when the handler returns.
 //
-// It wakes no worker: the one job a freed lane slot lets start is taken by
-// the worker releasing it, which calls next at once; and a slot of an
-// overrunning handler frees no lane slot.
-func (s *scheduler) release(j *job, overran bool) {
+// sampled, when ok, is the handler's sample for its lane's adaptive limit.
+//
+// It wakes no worker, unless an adaptive limit rose: the one job a freed
+// lane slot lets start is taken by the worker releasing it, which calls
+// next at once; and a slot of an overrunning handler frees no lane slot.
+func (s *scheduler) release(j *job, overran bool, sampled sample) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.releaseLocked(j, overran)
+	limit := s.limitOf(j)
+	s.releaseLocked(j, overran, sampled)
+	wake := s.limitOf(j) > limit && s.startable() && s.wakeOne()
+	s.mu.Unlock()
+	if wake {
+		s.workReady.Signal()
+	}
+	if j.lane != nil {
+		j.lane.adaptive.logChange()
+	}
 }
 
-// releaseLocked is release, for callers holding mu.
-func (s *scheduler) releaseLocked(j *job, overran bool) {
-	if j.lane != nil {
+// limitOf returns the running limit of j's lane, 0 for the immediate lane.
+// Callers hold mu.
+func (s *scheduler) limitOf(j *job) int {
+	if j.lane == nil {
+		return 0
+	}
+	return j.lane.max
+}
+
+// releaseLocked is release, for callers holding mu. A sample of an adaptive
+// lane goes to its controller, which may move the lane's limit: a lower one
+// stops no running handler, only fewer start.
+func (s *scheduler) releaseLocked(j *job, overran bool, sampled sample) {
+	if l := j.lane; l != nil {
+		if l.adaptive != nil && sampled.ok {
+			l.max = l.adaptive.observe(sampled, l.running-int(l.overran.Load()), sampled.at)
+		}
 		if overran {
-			j.lane.overran.Add(1) // its slot is freed by releaseLane
+			l.overran.Add(1) // its slot is freed by releaseLane
 		} else {
-			j.lane.running--
+			l.running--
 		}
 	}
 	s.admitted.Add(-1)
@@ -237,7 +288,7 @@ func (s *scheduler) releaseLane(l *lane) {
 
 // stalled reports whether every slot of l is held by a handler abandoned
 // at its deadline: no task of l can start until one of them returns.
-func (s *scheduler) stalled(l *lane) bool { return l.overran.Load() >= int64(l.max) }
+func (s *scheduler) stalled(l *lane) bool { return l.overran.Load() >= int64(l.ceiling) }
 
 // queuedIn returns the jobs waiting in l.
 func (s *scheduler) queuedIn(l *lane) []*job {
@@ -247,17 +298,17 @@ func (s *scheduler) queuedIn(l *lane) []*job {
 }
 
 // laneLoad returns the slots of l in use (handlers abandoned at their
-// deadline that still run hold theirs), the jobs waiting in it, and how
-// long the oldest of them has waited (zero when none). Lanes are queues,
-// oldest first, so the oldest is at the head.
-func (s *scheduler) laneLoad(l *lane) (inUse, queued int, oldestAge time.Duration) {
+// deadline that still run hold theirs), its running limit, the jobs
+// waiting in it, and how long the oldest of them has waited (zero when
+// none). Lanes are queues, oldest first, so the oldest is at the head.
+func (s *scheduler) laneLoad(l *lane) (inUse, limit, queued int, oldestAge time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	waiting := l.queue.jobs()
 	if len(waiting) > 0 {
 		oldestAge = time.Duration(monotonicNow() - waiting[0].queuedAt)
 	}
-	return l.running, len(waiting), oldestAge
+	return l.running, l.max, len(waiting), oldestAge
 }
 
 // clockEpoch is when the process started, for monotonicNow.

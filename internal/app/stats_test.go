@@ -48,7 +48,7 @@ func TestStatsScalingSignal(t *testing.T) {
 		stats = h.rt.Stats()
 		return stats.Outbox["t"] == tasks
 	}, 5*time.Second, time.Millisecond, "results held by the sink: %+v", &stats)
-	assert.Equal(t, domain.TypeLoad{Slots: slots, Registered: true}, stats.Types["slow"], "slots or queue still taken with every handler done")
+	assert.Equal(t, domain.TypeLoad{Slots: slots, Limit: slots, Registered: true}, stats.Types["slow"], "slots or queue still taken with every handler done")
 
 	close(sinkGate)
 	for _, st := range settled {

@@ -32,6 +32,9 @@ type worker struct {
 	cancel context.CancelCauseFunc
 	// abandonedAt is when the watchdog abandoned the handler, for the log.
 	abandonedAt time.Time
+	// sampled is the sample of the last handler run, for its lane's
+	// adaptive limit (see sampleOf), passed on when its job is released.
+	sampled sample
 }
 
 func (r *Runtime) newWorker() *worker {
@@ -49,7 +52,10 @@ func (r *Runtime) runWorker() {
 	w := r.newWorker()
 	var done *job // released by the next call to next
 	for {
-		j := r.sched.next(done)
+		j := r.sched.next(done, w.sampled)
+		if done != nil && done.lane != nil {
+			done.lane.adaptive.logChange()
+		}
 		if j == nil {
 			w.deadlines.release()
 			r.workers.Done()
@@ -71,6 +77,7 @@ func (r *Runtime) runWorker() {
 // outbox).
 func (w *worker) run(j *job) (goesOn bool) {
 	r := w.r
+	w.sampled = sample{} // a job answered without its handler tells nothing
 	var ctx context.Context
 	started := time.Now()
 	if j.spans != nil {
@@ -110,8 +117,23 @@ func (w *worker) run(j *job) (goesOn bool) {
 		w.abandonedReturned(j)
 		return false
 	}
+	w.sampled = sampleOf(j, res, false)
 	r.finishRan(j, res)
 	return true
+}
+
+// sampleOf returns what j's handler, which ended with res, tells its
+// lane's adaptive limit: nothing for a lane whose limit is fixed or for a
+// cancelled task (the engine's cancel says nothing of the downstream). A
+// handler abandoned at its deadline is a very slow sample, its duration
+// what it has run so far, counted as a retryable failure too: the
+// downstream did not answer in time.
+func sampleOf(j *job, res domain.Result, abandoned bool) sample {
+	if j.lane == nil || j.lane.adaptive == nil || res.Status == domain.StatusCancelled && !abandoned {
+		return sample{}
+	}
+	failed := abandoned || res.Status == domain.StatusFailed && res.Error != nil && res.Error.Retryable
+	return sample{duration: res.Duration, at: monotonicNow(), failed: failed, ok: true}
 }
 
 // handlerContext returns the context j's handler runs under, started at
@@ -172,7 +194,7 @@ func (w *worker) abandon(res domain.Result) {
 	}
 	// Released before the result is sent, so that whoever sees the task
 	// settled sees its admission freed too; the lane's slot stays held.
-	r.sched.release(j, true)
+	r.sched.release(j, true, sampleOf(j, res, true))
 	r.finishRan(j, res)
 	r.answerStalled(j.exec)
 	go r.runWorker()
@@ -200,7 +222,7 @@ func (w *worker) handlerExited(j *job, started time.Time) {
 	}
 	w.deadlines.release()
 	w.r.finishRan(j, exitedResult(j.task, started))
-	w.r.sched.release(j, false)
+	w.r.sched.release(j, false, sample{})
 	go w.r.runWorker()
 }
 

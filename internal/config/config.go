@@ -77,6 +77,10 @@ type Config struct {
 	ResultOutboxSize       Int[AtLeast1]        `env:"GAMELAN_EXECUTOR_RESULT_OUTBOX_SIZE" envDefault:"1000" doc:"Results that may wait for delivery per transport."`
 	DedupeCapacity         Int[AtLeast1]        `env:"GAMELAN_EXECUTOR_DEDUPE_CAPACITY" envDefault:"10000" doc:"Finished tasks remembered to drop duplicate deliveries."`
 
+	// AdaptiveConcurrency is checked against the hosted types by
+	// CheckHostedTypes, and applied by the service (AdaptiveFor).
+	AdaptiveConcurrency Names `env:"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY" envDefault:"" doc:"Comma-separated executor types whose concurrency limit adapts between 1 and their MaxConcurrentTasks to their handlers' latency and retryable failures, or all; empty leaves it to each type's descriptor (off unless the descriptor turns it on)."`
+
 	HTTPHost Text           `env:"GAMELAN_EXECUTOR_HTTP_HOST" envDefault:"0.0.0.0" doc:"Address the HTTP server for probes and metrics binds to."`
 	HTTPPort Int[PortRange] `env:"GAMELAN_EXECUTOR_HTTP_PORT" envDefault:"8090" doc:"Port of the HTTP server for /q/health and /q/metrics (8090, beside an engine on 8080); 0 picks a free port."`
 
@@ -132,7 +136,36 @@ func (c Config) CheckHostedTypes(hosted []string) error {
 				strings.Join(c.EnabledTypes, ","), typ, strings.Join(hosted, ", "))
 		}
 	}
+	return c.checkAdaptiveTypes(hosted)
+}
+
+// adaptAll is the value of ADAPTIVE_CONCURRENCY that names every type.
+const adaptAll = "all"
+
+// checkAdaptiveTypes reports a type in ADAPTIVE_CONCURRENCY that is not
+// hosted, or "all" beside other types (which would say two things).
+func (c Config) checkAdaptiveTypes(hosted []string) error {
+	list := strings.Join(c.AdaptiveConcurrency, ",")
+	if slices.Contains(c.AdaptiveConcurrency, adaptAll) {
+		if len(c.AdaptiveConcurrency) > 1 {
+			return fmt.Errorf("GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY=%q: %q names every type and must stand alone", list, adaptAll)
+		}
+		return nil
+	}
+	for _, typ := range c.AdaptiveConcurrency {
+		if !slices.Contains(hosted, typ) {
+			return fmt.Errorf("GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY=%q: type %q is not hosted; hosted types: %s",
+				list, typ, strings.Join(hosted, ", "))
+		}
+	}
 	return nil
+}
+
+// AdaptiveFor reports whether ADAPTIVE_CONCURRENCY turns adaptive
+// concurrency on for the executor type typ: listed, or "all". A type it
+// leaves out keeps what its descriptor says.
+func (c Config) AdaptiveFor(typ string) bool {
+	return slices.Contains(c.AdaptiveConcurrency, adaptAll) || slices.Contains(c.AdaptiveConcurrency, typ)
 }
 
 // TypeEnabled reports whether this deployment serves the executor type typ:

@@ -145,6 +145,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		"GAMELAN_EXECUTOR_RESULT_FLUSH_TIMEOUT_SECONDS":    "3",
 		"GAMELAN_EXECUTOR_RESULT_OUTBOX_SIZE":              "4",
 		"GAMELAN_EXECUTOR_DEDUPE_CAPACITY":                 "5",
+		"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY":            "calculate-tax",
 		"GAMELAN_EXECUTOR_HTTP_HOST":                       "localhost",
 		"GAMELAN_EXECUTOR_HTTP_PORT":                       "65535",
 		"GAMELAN_EXECUTOR_LOG_LEVEL":                       "debug",
@@ -178,6 +179,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		ResultFlushTimeout:  Seconds[UpToAYear](3 * time.Second),
 		ResultOutboxSize:    4,
 		DedupeCapacity:      5,
+		AdaptiveConcurrency: Names{"calculate-tax"},
 		HTTPHost:            "localhost",
 		HTTPPort:            65535,
 		LogLevel:            "debug",
@@ -454,6 +456,18 @@ func TestCheckHostedTypes(t *testing.T) {
 			vars: map[string]string{"GAMELAN_EXECUTOR_ENABLED_TYPES": "calculate-tax,ship"},
 			want: `GAMELAN_EXECUTOR_ENABLED_TYPES="calculate-tax,ship": type "ship" is not hosted; hosted types: calculate-tax, order-validator`,
 		},
+		{name: "adaptive types hosted", vars: map[string]string{"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY": "order-validator, calculate-tax"}},
+		{name: "adaptive for all", vars: map[string]string{"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY": "all"}},
+		{
+			name: "adaptive type not hosted",
+			vars: map[string]string{"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY": "calculate-tax,ship"},
+			want: `GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY="calculate-tax,ship": type "ship" is not hosted; hosted types: calculate-tax, order-validator`,
+		},
+		{
+			name: "adaptive all beside a type",
+			vars: map[string]string{"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY": "all,calculate-tax"},
+			want: `GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY="all,calculate-tax": "all" names every type and must stand alone`,
+		},
 		{
 			name: "override reported before enabled type",
 			vars: map[string]string{
@@ -658,4 +672,14 @@ func TestShutdownBudgetFitsOnlyWhenTheGracePeriodCoversPreStopDrainAndFlush(t *t
 		assert.Equal(t, c.fits, fits, c.name)
 		assert.Equal(t, cfg.TerminationGracePeriod.Duration(), grace, c.name)
 	}
+}
+
+func TestAdaptiveFor(t *testing.T) {
+	none := Config{}
+	assert.False(t, none.AdaptiveFor("calculate-tax"), "off by default")
+	some := Config{AdaptiveConcurrency: Names{"calculate-tax"}}
+	assert.True(t, some.AdaptiveFor("calculate-tax"))
+	assert.False(t, some.AdaptiveFor("order-validator"))
+	all := Config{AdaptiveConcurrency: Names{"all"}}
+	assert.True(t, all.AdaptiveFor("order-validator"))
 }

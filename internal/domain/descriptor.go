@@ -67,6 +67,14 @@ type Descriptor struct {
 	SupportedNodeTypes []string
 	// Version is sent at registration. Defaults to DefaultExecutorVersion.
 	Version string
+	// AdaptiveConcurrency lets the runtime move the type's concurrency limit
+	// between 1 and MaxConcurrentTasks: it grows while handler latency stays
+	// near its observed minimum and the type uses its limit, and shrinks
+	// when latency or retryable failures rise (the rule is documented in
+	// internal/app/adaptive.go). Off by default: MaxConcurrentTasks is then
+	// the fixed limit. GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY turns it on
+	// from the deployment.
+	AdaptiveConcurrency bool
 }
 
 // WithDefaults returns d with zero fields set to their defaults.

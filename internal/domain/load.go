@@ -10,6 +10,12 @@ type TypeLoad struct {
 	// by running handlers, including handlers abandoned at their deadline
 	// that still run (their slot is not free until they return).
 	Slots, SlotsInUse int
+	// Limit is how many of the Slots handlers may hold now: Slots, unless
+	// the type's concurrency adapts (Descriptor.AdaptiveConcurrency), when
+	// it is the adaptive limit, from 1 to Slots. SlotsInUse may exceed it
+	// for a while after it falls: running handlers are never stopped, fewer
+	// start.
+	Limit int
 	// Queued counts the tasks admitted and waiting for a slot or a worker;
 	// OldestQueued is how long the oldest of them has waited (0 for none).
 	Queued       int

@@ -183,6 +183,8 @@ func (m *Metrics) ObserveLoad(load func() Load) {
 			"Concurrency slots held by handlers (including abandoned handlers still running), by executor type.", byType, nil),
 		slotsFree: prometheus.NewDesc(namespace+"_slots_free",
 			"Concurrency slots free (MaxConcurrentTasks minus slots in use), by executor type.", byType, nil),
+		concurrencyLimit: prometheus.NewDesc(namespace+"_concurrency_limit",
+			"Tasks that may run at once now, by executor type: MaxConcurrentTasks, or the adaptive limit (1 to MaxConcurrentTasks) of a type whose concurrency adapts. Slots free and saturation stay relative to MaxConcurrentTasks.", byType, nil),
 		queued: prometheus.NewDesc(namespace+"_tasks_queued",
 			"Tasks admitted and not yet running, by executor type.", byType, nil),
 		oldestQueued: prometheus.NewDesc(namespace+"_oldest_queued_task_age_seconds",
@@ -286,11 +288,12 @@ type loadCollector struct {
 	slotsInUse, slotsFree, queued          *prometheus.Desc
 	oldestQueued, work, saturation, outbox *prometheus.Desc
 	registered                             *prometheus.Desc
+	concurrencyLimit                       *prometheus.Desc
 }
 
 func (c *loadCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.admitted, c.running, c.slotsInUse, c.slotsFree,
-		c.queued, c.oldestQueued, c.work, c.saturation, c.outbox, c.registered} {
+		c.queued, c.oldestQueued, c.work, c.saturation, c.outbox, c.registered, c.concurrencyLimit} {
 		ch <- d
 	}
 }
@@ -307,6 +310,9 @@ func (c *loadCollector) Collect(ch chan<- prometheus.Metric) {
 	for executorType, t := range load.Types {
 		gauge(c.slotsInUse, float64(t.SlotsInUse), executorType)
 		gauge(c.slotsFree, float64(max(0, t.Slots-t.SlotsInUse)), executorType)
+		if t.Limit > 0 { // 0: a load that does not report it
+			gauge(c.concurrencyLimit, float64(t.Limit), executorType)
+		}
 		gauge(c.queued, float64(t.Queued), executorType)
 		gauge(c.oldestQueued, t.OldestQueued.Seconds(), executorType)
 		// Work counts the slots in use, not only the queue: between polls

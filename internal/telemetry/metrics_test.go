@@ -100,7 +100,7 @@ func TestScalingGauges(t *testing.T) {
 	m.ObserveLoad(func() telemetry.Load {
 		return telemetry.Load{
 			Types: map[string]domain.TypeLoad{
-				"calculate-tax": {Slots: 4, SlotsInUse: 4, Queued: 2, OldestQueued: 1500 * time.Millisecond, Registered: true},
+				"calculate-tax": {Slots: 4, Limit: 3, SlotsInUse: 4, Queued: 2, OldestQueued: 1500 * time.Millisecond, Registered: true},
 				"idle":          {Slots: 2},
 			},
 			Outbox: map[string]int{"kafka": 3},
@@ -113,6 +113,7 @@ func TestScalingGauges(t *testing.T) {
 	for _, line := range []string{
 		`gamelan_executor_slots_in_use{executor_type="calculate-tax"} 4`,
 		`gamelan_executor_slots_free{executor_type="calculate-tax"} 0`,
+		`gamelan_executor_concurrency_limit{executor_type="calculate-tax"} 3`,
 		`gamelan_executor_tasks_queued{executor_type="calculate-tax"} 2`,
 		`gamelan_executor_oldest_queued_task_age_seconds{executor_type="calculate-tax"} 1.5`,
 		`gamelan_executor_work{executor_type="calculate-tax"} 6`,

@@ -146,6 +146,26 @@ func TestEnabledExecutors(t *testing.T) {
 	assert.ErrorContains(t, err, "GAMELAN_EXECUTOR_ENABLED_TYPES")
 }
 
+// ADAPTIVE_CONCURRENCY turns adaptive concurrency on for the types it
+// names, and a type it does not name is refused at start-up.
+func TestAdaptiveConcurrencyFromTheEnvironment(t *testing.T) {
+	hosted := []executor.Executor{fixedExecutor{domain.Descriptor{Type: "a"}}, fixedExecutor{domain.Descriptor{Type: "b"}}}
+	s, err := load(func(name string) string {
+		return map[string]string{"GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY": "b"}[name]
+	})
+	require.NoError(t, err)
+	p, err := newPlan(s, hosted)
+	require.NoError(t, err)
+	adaptive := map[string]bool{}
+	for _, h := range p.hosted {
+		adaptive[h.Executor.Descriptor().Type] = h.AdaptiveConcurrency
+	}
+	assert.Equal(t, map[string]bool{"a": false, "b": true}, adaptive)
+
+	_, err = enabledExecutors(config.Config{AdaptiveConcurrency: config.Names{"z"}}, hosted)
+	assert.ErrorContains(t, err, `GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY="z": type "z" is not hosted`)
+}
+
 type fixedExecutor struct{ desc domain.Descriptor }
 
 func (f fixedExecutor) Descriptor() domain.Descriptor { return f.desc }
