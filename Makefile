@@ -53,6 +53,17 @@ test-faults: ## Fault scenarios, long variants, with their figures (RELIABILITY.
 	GAMELAN_FAULTS_LONG=1 GAMELAN_FAULTS_REPORT=$(FAULTS_REPORT) $(GO) test -race -count=1 -timeout 20m -run 'TestBadInput|TestAttack' ./test/component/
 	$(GO) run ./test/faults/report $(FAULTS_REPORT)
 
+.PHONY: test-flow
+# The flow-control measurements at full length (issue 18's figures, quoted in
+# BENCHMARKS.md): the rate limit's start rate on every transport, 30 s each;
+# adaptive concurrency settling at a downstream's knee, 30 s; and the Kafka
+# ordering modes' and idempotent producer's benchmarks. About 5 minutes.
+test-flow: ## Flow control measured at full length: rate limits per transport, adaptive concurrency, Kafka ordering and idempotence (about 5 min)
+	FLOW_SECONDS=30 $(GO) test -count=1 -timeout 20m -v -run TestRateLimitHoldsOnEveryTransport ./test/flow/
+	ADAPTIVE_SECONDS=30 $(GO) test -count=1 -timeout 10m -v -run TestAdaptiveConcurrencySettlesNearTheDownstreamsKneeAndKeepsP99Low ./internal/app/
+	$(GO) test -count=1 -timeout 10m -run '^$$' -bench BenchmarkOrdering -benchtime 3x -count 3 ./internal/adapters/kafka/
+	$(GO) test -count=1 -timeout 10m -run '^$$' -bench BenchmarkProduceResults -benchtime 20000x -count 6 -benchmem ./internal/adapters/kafka/
+
 .PHONY: scaffold
 scaffold: ## Scaffold a new executor type: make scaffold NAME=currency-converter [TRANSPORT=grpc|kafka|rest]
 	$(GO) run ./cmd/scaffold executor $(NAME) -transport $(or $(TRANSPORT),grpc)
