@@ -323,11 +323,12 @@ func (t *taskTable) answerStalled(l *lane, answer func(*job) *domain.Result) (st
 	}
 	var errs []error
 	for _, j := range t.sched.queuedIn(l) {
-		if err := t.answerQueuedJob(j, answer(j)); err != nil {
+		ok, err := t.answerQueuedJob(j, answer(j))
+		if err != nil {
 			errs = append(errs, err)
-			continue
+		} else if ok {
+			answered++
 		}
-		answered++
 	}
 	return true, answered, errors.Join(errs...)
 }
@@ -352,20 +353,28 @@ func (t *taskTable) shutDown(cause error) (answered int, err error) {
 	var errs []error
 	for _, j := range t.sched.queued() {
 		res := failedResult(j.task, errorInfo(cause))
-		if err := t.answerQueuedJob(j, &res); err != nil {
+		ok, err := t.answerQueuedJob(j, &res)
+		if err != nil {
 			errs = append(errs, err)
-			continue
+		} else if ok {
+			answered++
 		}
-		answered++
 	}
 	return answered, errors.Join(errs...)
 }
 
-// answerQueuedJob is answerQueued, taking j's lock.
-func (t *taskTable) answerQueuedJob(j *job, res *domain.Result) error {
+// answerQueuedJob is answerQueued, taking j's lock, for a job found in a
+// snapshot of the scheduler's queues. It reports false, and no error, when a
+// worker has taken and started j since the snapshot: start then ran it, or
+// answered it itself (shutDown). A job taken but not yet started is still
+// queued, and answered here: start finds the answer.
+func (t *taskTable) answerQueuedJob(j *job, res *domain.Result) (bool, error) {
 	j.life.mu.Lock()
 	defer j.life.mu.Unlock()
-	return t.answerQueued(j, res)
+	if j.life.stage != queued {
+		return false, nil
+	}
+	return true, t.answerQueued(j, res)
 }
 
 // answerQueued moves a queued job to answered and to the scheduler's

@@ -416,8 +416,15 @@ func TestLifecycleRefusesIllegalTransitions(t *testing.T) {
 		f.offerToRun(t, j, nil)
 		_, _, err := f.start(j)
 		require.NoError(t, err)
-		err = f.table.answerQueuedJob(j, completed(j.task))
+		j.life.mu.Lock()
+		err = f.table.answerQueued(j, completed(j.task))
+		j.life.mu.Unlock()
 		requireIllegal(t, err, running, answered)
+		// A job from a snapshot of the queues that a worker started since
+		// (shutDown, answerStalled) is left to the worker, without error.
+		ok, err := f.table.answerQueuedJob(j, completed(j.task))
+		require.NoError(t, err)
+		assert.False(t, ok, "a job started since the snapshot was answered")
 		assert.Equal(t, running, f.stageOf(j))
 	})
 }
