@@ -49,6 +49,8 @@ type hostedExecutor struct {
 	registerErr atomic.Pointer[error]
 	// log is the runtime's logger, which its handlers' loggers extend.
 	log *slog.Logger
+	// rate enforces the type's rate limit; nil when it has none.
+	rate *rateGate
 }
 
 // transport is a Transport with its outbox and the executors it serves.
@@ -169,7 +171,8 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		if tr == nil {
 			return nil, fmt.Errorf("runtime: executor type %s: no transport named %q", desc.Type, h.Transport)
 		}
-		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks), log: r.log}
+		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks), log: r.log,
+			rate: newRateGate(desc.Type, desc.RateLimit)}
 		r.executors = append(r.executors, e)
 		r.byType[desc.Type] = e
 		r.byID[reg.ExecutorID] = e

@@ -67,6 +67,9 @@ type Descriptor struct {
 	SupportedNodeTypes []string
 	// Version is sent at registration. Defaults to DefaultExecutorVersion.
 	Version string
+	// RateLimit bounds how many tasks of this type start per second; nil
+	// means unlimited. GAMELAN_EXECUTOR_RATE_LIMITS overrides it per type.
+	RateLimit *RateLimit
 }
 
 // WithDefaults returns d with zero fields set to their defaults.
@@ -79,6 +82,10 @@ func (d Descriptor) WithDefaults() Descriptor {
 	}
 	if d.Version == "" {
 		d.Version = DefaultExecutorVersion
+	}
+	if d.RateLimit != nil {
+		l := d.RateLimit.WithDefaults() // a copy: the caller's value is not changed
+		d.RateLimit = &l
 	}
 	return d
 }
@@ -93,6 +100,11 @@ func (d Descriptor) Validate() error {
 	}
 	if d.MaxConcurrentTasks < 1 {
 		return fmt.Errorf("executor type %q: max concurrent tasks %d is below 1", d.Type, d.MaxConcurrentTasks)
+	}
+	if d.RateLimit != nil {
+		if err := d.RateLimit.Validate(); err != nil {
+			return fmt.Errorf("executor type %q: rate limit: %w", d.Type, err)
+		}
 	}
 	return nil
 }
@@ -143,6 +155,11 @@ type Heartbeat struct {
 	FailedTasks    int
 	// Status is "HEALTHY", or "DRAINING" while the service shuts down.
 	Status string
+	// Load is how busy the type is, from 0 to 1: the larger of its slots
+	// in use (running / MaxConcurrentTasks) and, with a rate limit, the
+	// share of the limit used since the last heartbeat (tasks admitted /
+	// (rate x interval)).
+	Load float64
 }
 
 // Heartbeat statuses.
