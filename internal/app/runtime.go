@@ -23,6 +23,10 @@ type Hosted struct {
 	// Transport names the Transport whose source delivers this type's tasks
 	// and whose sink carries its results.
 	Transport string
+	// OverrideRateLimit replaces the executor's declared rate limit with
+	// RateLimit (nil: none), as the deployment's configuration asks.
+	OverrideRateLimit bool
+	RateLimit         *domain.RateLimit
 }
 
 // Transport pairs a task source with the sink that answers its tasks. A
@@ -149,7 +153,11 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		if h.Executor == nil {
 			return nil, errors.New("runtime: a hosted executor is nil")
 		}
-		desc := h.Executor.Descriptor().WithDefaults()
+		desc := h.Executor.Descriptor()
+		if h.OverrideRateLimit {
+			desc.RateLimit = h.RateLimit
+		}
+		desc = desc.WithDefaults()
 		if err := desc.Validate(); err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
