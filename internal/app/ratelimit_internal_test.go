@@ -52,3 +52,20 @@ func TestRateGateLoad(t *testing.T) {
 	}
 	assert.Equal(t, 1.0, g.load(start.Add(3*time.Second)), "clamped to 1")
 }
+
+// The heartbeat's load is the larger of the slots in use and the share of
+// the rate limit used.
+func TestHeartbeatLoadIsTheLargerShare(t *testing.T) {
+	e := &hostedExecutor{desc: domain.Descriptor{MaxConcurrentTasks: 4}}
+	e.running.Store(1)
+	assert.InDelta(t, 0.25, e.heartbeatLoad(time.Now()), 1e-9, "no rate limit: slots only")
+
+	e.rate = newRateGate("pay", &domain.RateLimit{PerSecond: 10, Burst: 10})
+	start := time.Unix(0, e.rate.since.Load())
+	for range 8 {
+		e.rate.kept()
+	}
+	assert.InDelta(t, 0.8, e.heartbeatLoad(start.Add(time.Second)), 0.01, "8 of 10 tasks a second beats 1 of 4 slots")
+	e.running.Store(4)
+	assert.Equal(t, 1.0, e.heartbeatLoad(start.Add(2*time.Second)), "every slot in use")
+}

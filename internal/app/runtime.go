@@ -659,6 +659,11 @@ func (r *Runtime) Stats() Stats {
 		inUse, queued, oldestAge := r.sched.laneLoad(e.lane)
 		s.Types[e.desc.Type] = domain.TypeLoad{Slots: e.lane.max, SlotsInUse: inUse, Queued: queued, OldestQueued: oldestAge,
 			Registered: e.registered.Load()}
+		if e.rate != nil {
+			t := s.Types[e.desc.Type]
+			t.RateLimit = e.rate.limit.PerSecond
+			s.Types[e.desc.Type] = t
+		}
 		s.Running[e.desc.Type] = int(e.running.Load())
 		s.Completed[e.desc.Type] = int(e.completed.Load())
 		s.Failed[e.desc.Type] = int(e.failed.Load())

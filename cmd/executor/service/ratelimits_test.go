@@ -6,8 +6,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gamelan-go/executor/pkg/executor"
 	"github.com/gamelan-go/executor/internal/domain"
+	"github.com/gamelan-go/executor/pkg/executor"
 )
 
 // RATE_LIMITS wins over a type's declared rate limit, "off" removes it, and
