@@ -414,4 +414,3 @@ func testKafka(t *testing.T, d time.Duration) {
 	})
 	stopOffering()
 }
-
