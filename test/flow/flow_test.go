@@ -344,10 +344,11 @@ func testREST(t *testing.T, d time.Duration) {
 }
 
 // checkPulled asserts that a pull source ran no task twice and that every
-// task started was answered, and measures the rate. The backlog the limit
+// task started was answered (answered returns the results by
+// "runId:nodeId:attempt"), and measures the rate. The backlog the limit
 // holds back stays with the source (the engine's queue, the uncommitted
 // offsets): at 50/s it would take nine times the window to run.
-func checkPulled(t *testing.T, name string, s *starts, d time.Duration, answered func(key string) bool) {
+func checkPulled[R any](t *testing.T, name string, s *starts, d time.Duration, answered func() map[string]R) {
 	t.Helper()
 	waitUntil(t, "the window to pass", func() bool {
 		times, _, _ := s.snapshot()
@@ -357,8 +358,9 @@ func checkPulled(t *testing.T, name string, s *starts, d time.Duration, answered
 	assert.Empty(t, twice, "tasks started twice")
 	measure(t, name, times, d)
 	waitUntil(t, "a result for every task started", func() bool {
+		results := answered() // a copy: taken once per poll
 		for key := range keys {
-			if !answered(key) {
+			if _, ok := results[key+":1"]; !ok {
 				return false
 			}
 		}
@@ -379,10 +381,7 @@ func testStream(t *testing.T, d time.Duration, intake string) {
 			Attempt: 1, ExecutionToken: "token-" + node,
 		})
 	})
-	checkPulled(t, intake, s, d, func(key string) bool {
-		_, ok := engine.UniqueResults()[key+":1"]
-		return ok
-	})
+	checkPulled(t, intake, s, d, engine.UniqueResults)
 }
 
 func testKafka(t *testing.T, d time.Duration) {
@@ -408,9 +407,6 @@ func testKafka(t *testing.T, d time.Duration) {
 			Context: map[string]any{"__node_type__": limitedType},
 		})
 	})
-	checkPulled(t, "kafka", s, d, func(key string) bool {
-		_, ok := results.UniqueResults()[key+":1"]
-		return ok
-	})
+	checkPulled(t, "kafka", s, d, results.UniqueResults)
 	stopOffering()
 }
