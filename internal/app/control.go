@@ -134,6 +134,7 @@ func (r *Runtime) heartbeat(ctx context.Context, e *hostedExecutor) {
 		CompletedTasks: int(e.completed.Load()),
 		FailedTasks:    int(e.failed.Load()),
 		Status:         status,
+		Load:           r.heartbeatLoad(e, time.Now()),
 	}
 	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 	err := r.heartbeater.Heartbeat(callCtx, hb)

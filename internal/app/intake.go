@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/gamelan-go/executor/internal/domain"
 	"github.com/gamelan-go/executor/internal/ports"
@@ -74,11 +75,48 @@ func (in *intake) offer(d ports.Delivery, spans *jobSpans) error {
 		if e == nil {
 			answer = r.answerFor(task, domain.CodeNoExecutor, reason)
 		}
+		if e != nil && e.rate != nil {
+			return in.offerLimited(j, d, e, spans)
+		}
 		if spans != nil {
 			spans.admitted(e)
 		}
 		outcome, err = r.tasks.offer(j, d.Settle, e, answer)
 	}
+	return in.outcome(outcome, err, spans)
+}
+
+// offerLimited admits a routed task of a rate-limited type: it takes a
+// token first, refusing the task when none is free, and gives the token
+// back when the task does not run after all (a duplicate joined to the
+// task in flight or answered with its stored result, a task refused for
+// room), so that only tasks that run use the type's rate.
+func (in *intake) offerLimited(j *job, d ports.Delivery, e *hostedExecutor, spans *jobSpans) error {
+	r, tr := in.rt, in.transport
+	now := time.Now()
+	res, limited := e.rate.take(now)
+	if limited != nil {
+		r.cfg.Observer.TaskRefused(tr.Name, "rate_limited")
+		return limited
+	}
+	if spans != nil {
+		spans.admitted(e)
+	}
+	outcome, err := r.tasks.offer(j, d.Settle, e, nil)
+	// j.exec is set, before the job is admitted and never after, only
+	// when the job will run its handler: not for a duplicate answered
+	// with its stored result or a task of a stalled type.
+	if err == nil && outcome == admitted && j.exec != nil {
+		e.rate.kept()
+	} else {
+		e.rate.giveBack(res, now)
+	}
+	return in.outcome(outcome, err, spans)
+}
+
+// outcome turns the task table's answer to an offer into Offer's error.
+func (in *intake) outcome(outcome offerOutcome, err error, spans *jobSpans) error {
+	r, tr := in.rt, in.transport
 	if outcome == joined && spans != nil {
 		spans.joined()
 	}

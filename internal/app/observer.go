@@ -15,7 +15,7 @@ type Observer interface {
 	// TaskFinished reports one task's result and how long its handler ran.
 	TaskFinished(executorType string, status domain.Status, duration time.Duration)
 	// TaskRefused reports an Offer refused with reason "overloaded",
-	// "draining" or "invalid".
+	// "rate_limited", "draining" or "invalid".
 	TaskRefused(transport, reason string)
 	// ResultsDelivered reports a batch acknowledged by the engine, with the
 	// time from the oldest result's completion to the acknowledgement.

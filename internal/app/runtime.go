@@ -27,6 +27,10 @@ type Hosted struct {
 	// when its descriptor does not (the deployment's choice, see
 	// domain.Descriptor.AdaptiveConcurrency).
 	AdaptiveConcurrency bool
+	// OverrideRateLimit replaces the executor's declared rate limit with
+	// RateLimit (nil: none), as the deployment's configuration asks.
+	OverrideRateLimit bool
+	RateLimit         *domain.RateLimit
 }
 
 // Transport pairs a task source with the sink that answers its tasks. A
@@ -53,6 +57,8 @@ type hostedExecutor struct {
 	registerErr atomic.Pointer[error]
 	// log is the runtime's logger, which its handlers' loggers extend.
 	log *slog.Logger
+	// rate enforces the type's rate limit; nil when it has none.
+	rate *rateGate
 }
 
 // transport is a Transport with its outbox and the executors it serves.
@@ -151,7 +157,11 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		if h.Executor == nil {
 			return nil, errors.New("runtime: a hosted executor is nil")
 		}
-		desc := h.Executor.Descriptor().WithDefaults()
+		desc := h.Executor.Descriptor()
+		if h.OverrideRateLimit {
+			desc.RateLimit = h.RateLimit
+		}
+		desc = desc.WithDefaults()
 		if err := desc.Validate(); err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
@@ -174,7 +184,8 @@ func New(cfg Config, hosted []Hosted, transports []Transport, registrar ports.Re
 		if tr == nil {
 			return nil, fmt.Errorf("runtime: executor type %s: no transport named %q", desc.Type, h.Transport)
 		}
-		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks), log: r.log}
+		e := &hostedExecutor{executor: h.Executor, desc: desc, reg: reg, lane: r.sched.newLane(desc.MaxConcurrentTasks), log: r.log,
+			rate: newRateGate(desc.Type, desc.RateLimit)}
 		if desc.AdaptiveConcurrency {
 			r.sched.adapt(e.lane, newAdaptiveLimit(desc.Type, desc.MaxConcurrentTasks, r.log, monotonicNow()))
 		}
@@ -654,8 +665,12 @@ func (r *Runtime) Stats() Stats {
 	}
 	for _, e := range r.executors {
 		inUse, limit, queued, oldestAge := r.sched.laneLoad(e.lane)
-		s.Types[e.desc.Type] = domain.TypeLoad{Slots: e.desc.MaxConcurrentTasks, Limit: limit, SlotsInUse: inUse, Queued: queued,
+		load := domain.TypeLoad{Slots: e.desc.MaxConcurrentTasks, Limit: limit, SlotsInUse: inUse, Queued: queued,
 			OldestQueued: oldestAge, Registered: e.registered.Load()}
+		if e.rate != nil {
+			load.RateLimit = e.rate.limit.PerSecond
+		}
+		s.Types[e.desc.Type] = load
 		s.Running[e.desc.Type] = int(e.running.Load())
 		s.Completed[e.desc.Type] = int(e.completed.Load())
 		s.Failed[e.desc.Type] = int(e.failed.Load())

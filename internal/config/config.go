@@ -48,7 +48,9 @@ type Config struct {
 	Transport          Kind      `env:"GAMELAN_EXECUTOR_TRANSPORT" envDefault:"grpc" doc:"Default task transport for executor types that do not declare one: {transports}."`
 	Registrar          Kind      `env:"GAMELAN_EXECUTOR_REGISTRAR" envDefault:"grpc" doc:"Control plane used to register, heartbeat and unregister: {registrars}."`
 	TransportOverrides Overrides `env:"GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES" envDefault:"" doc:"Per-type transport as comma-separated type=kind pairs, e.g. calculate-tax=kafka,order-validator=grpc; wins over the type's declared communication type. Empty means none."`
-	EnabledTypes       Names     `env:"GAMELAN_EXECUTOR_ENABLED_TYPES" envDefault:"" doc:"Comma-separated executor types this deployment serves; empty serves every hosted type."`
+	// RateLimits is checked against the hosted types by CheckHostedTypes.
+	RateLimits   RateLimits `env:"GAMELAN_EXECUTOR_RATE_LIMITS" envDefault:"" doc:"Per-type rate limits as comma-separated type=RATE/s[:BURST] entries (RATE/m for per minute), e.g. payment-processor=50/s:10; wins over the type's declared rate limit; type=off (or 0) removes it. BURST defaults to one second's worth (at least 1). Beyond the limit, push and REST answer 503 with a retry hint and pull transports wait. Empty means none."`
+	EnabledTypes Names      `env:"GAMELAN_EXECUTOR_ENABLED_TYPES" envDefault:"" doc:"Comma-separated executor types this deployment serves; empty serves every hosted type."`
 
 	JWTSecret        SigningKey             `env:"GAMELAN_EXECUTOR_JWT_SECRET" envDefault:"" doc:"HS256 key of at least 32 bytes for tokens to and from the engine; empty means no tokens. Never logged."`
 	JWTIssuer        Text                   `env:"GAMELAN_EXECUTOR_JWT_ISSUER" envDefault:"gamelan-executor" doc:"Issuer of the tokens this service signs."`
@@ -119,7 +121,7 @@ func (c Config) ShutdownBudget() (need, grace time.Duration, fits bool) {
 }
 
 // CheckHostedTypes reports, as one line naming the variable, the first type in
-// TRANSPORT_OVERRIDES or ENABLED_TYPES that is not among hosted, the executor
+// TRANSPORT_OVERRIDES, RATE_LIMITS or ENABLED_TYPES that is not among hosted, the executor
 // types this binary registers. Load cannot check this because only the caller
 // knows the hosted types.
 func (c Config) CheckHostedTypes(hosted []string) error {
@@ -128,6 +130,13 @@ func (c Config) CheckHostedTypes(hosted []string) error {
 			overrides, _ := c.TransportOverrides.MarshalText()
 			return fmt.Errorf("GAMELAN_EXECUTOR_TRANSPORT_OVERRIDES=%q: type %q is not hosted; hosted types: %s",
 				overrides, typ, strings.Join(hosted, ", "))
+		}
+	}
+	for _, typ := range slices.Sorted(maps.Keys(c.RateLimits)) {
+		if !slices.Contains(hosted, typ) {
+			limits, _ := c.RateLimits.MarshalText()
+			return fmt.Errorf("GAMELAN_EXECUTOR_RATE_LIMITS=%q: type %q is not hosted; hosted types: %s",
+				limits, typ, strings.Join(hosted, ", "))
 		}
 	}
 	for _, typ := range c.EnabledTypes {

@@ -483,3 +483,94 @@ func isHostPort(value string) bool {
 	n, err := strconv.Atoi(port)
 	return err == nil && n >= 1 && n <= 65535
 }
+
+// RateLimit is one executor type's entry in RATE_LIMITS: a rate in tasks
+// per second and a burst (0: the type's default, one second's worth), or
+// Off, which removes a rate limit the type declares.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
+	Off       bool
+}
+
+// RateLimits maps executor types to rate limits: comma-separated
+// type=RATE/s[:BURST] entries (RATE/m for a rate per minute), or type=off
+// (or type=0) to remove a declared limit; each type at most once.
+type RateLimits map[string]RateLimit
+
+// rateLimitForm is how an entry must look, for error messages.
+const rateLimitForm = "type=RATE/s[:BURST], type=RATE/m[:BURST] or type=off (e.g. payment-processor=50/s:10)"
+
+// UnmarshalText parses the entries; an error names the entry.
+func (r *RateLimits) UnmarshalText(text []byte) error {
+	limits := make(RateLimits)
+	for entry := range strings.SplitSeq(string(text), ",") {
+		entry = strings.TrimSpace(entry)
+		typ, spec, found := strings.Cut(entry, "=")
+		typ, spec = strings.TrimSpace(typ), strings.TrimSpace(spec)
+		if !found || typ == "" {
+			return fmt.Errorf("entry %q must be %s", entry, rateLimitForm)
+		}
+		limit, err := parseRateLimit(spec)
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", entry, err)
+		}
+		if _, seen := limits[typ]; seen {
+			return fmt.Errorf("type %q must appear only once", typ)
+		}
+		limits[typ] = limit
+	}
+	*r = limits
+	return nil
+}
+
+// parseRateLimit parses RATE/s[:BURST], RATE/m[:BURST], 0 or off.
+func parseRateLimit(spec string) (RateLimit, error) {
+	if spec == "0" || strings.EqualFold(spec, "off") {
+		return RateLimit{Off: true}, nil
+	}
+	rateText, burstText, hasBurst := strings.Cut(spec, ":")
+	number, unit, found := strings.Cut(rateText, "/")
+	var perUnit float64
+	switch {
+	case !found:
+		return RateLimit{}, fmt.Errorf("must be %s", rateLimitForm)
+	case unit == "s":
+		perUnit = 1
+	case unit == "m":
+		perUnit = 60
+	default:
+		return RateLimit{}, fmt.Errorf("unit %q must be s (per second) or m (per minute)", unit)
+	}
+	rate, err := strconv.ParseFloat(number, 64)
+	if err != nil || !(rate > 0) || math.IsInf(rate, 0) {
+		return RateLimit{}, fmt.Errorf("rate %q must be a positive number", number)
+	}
+	limit := RateLimit{PerSecond: rate / perUnit}
+	if hasBurst {
+		burst, err := strconv.Atoi(burstText)
+		if err != nil || burst < 1 {
+			return RateLimit{}, fmt.Errorf("burst %q must be a whole number of at least 1", burstText)
+		}
+		limit.Burst = burst
+	}
+	return limit, nil
+}
+
+// MarshalText writes the sorted entries, the form they are configured in
+// (a rate per minute is written per second).
+func (r RateLimits) MarshalText() ([]byte, error) {
+	entries := make([]string, 0, len(r))
+	for typ, l := range r {
+		switch {
+		case l.Off:
+			entries = append(entries, typ+"=off")
+		case l.Burst == 0:
+			entries = append(entries, typ+"="+strconv.FormatFloat(l.PerSecond, 'g', -1, 64)+"/s")
+		default:
+			entries = append(entries, typ+"="+strconv.FormatFloat(l.PerSecond, 'g', -1, 64)+"/s:"+strconv.Itoa(l.Burst))
+		}
+	}
+	slices.Sort(entries)
+	return []byte(strings.Join(entries, ",")), nil
+}

@@ -122,5 +122,6 @@ func plainString(v any) string {
 }
 
 func heartbeatFromProto(hb *gamelanv1.HeartbeatRequest) domain.Heartbeat {
-	return domain.Heartbeat{ExecutorID: hb.GetExecutorId(), CurrentTasks: int(hb.GetCurrentTaskCount()), Status: hb.GetHealth().GetStatus()}
+	return domain.Heartbeat{ExecutorID: hb.GetExecutorId(), CurrentTasks: int(hb.GetCurrentTaskCount()), Status: hb.GetHealth().GetStatus(),
+		Load: hb.GetHealth().GetLoad()}
 }

@@ -228,7 +228,7 @@ func (k *Kafka) decode(r kafkaengine.Record) (executorID string, apply func(), e
 		// A heartbeat of an unknown executor cannot be answered on a topic;
 		// the executor's periodic re-registration brings it back.
 		return m.ExecutorID, func() {
-			_ = k.engine.Heartbeat(domain.Heartbeat{ExecutorID: m.ExecutorID, CurrentTasks: m.CurrentTaskCount, Status: m.Health.Status})
+			_ = k.engine.Heartbeat(domain.Heartbeat{ExecutorID: m.ExecutorID, CurrentTasks: m.CurrentTaskCount, Status: m.Health.Status, Load: m.Health.Load})
 		}, err
 	case k.cfg.UnregistrationsTopic:
 		var m kafkamsg.UnregistrationMessage

@@ -36,6 +36,9 @@ type Executor struct {
 	Assigned int `json:"assignedTasks"`
 	// ReportedLoad is the task count of its last heartbeat.
 	ReportedLoad int `json:"reportedLoad"`
+	// ReportedLoadShare is the load, 0 to 1, of its last heartbeat (the
+	// executor service's heartbeat field 7, or health.load on Kafka).
+	ReportedLoadShare float64 `json:"reportedLoadShare"`
 }
 
 // supports reports whether the executor takes tasks of this executor type
@@ -108,6 +111,7 @@ func (r *registry) heartbeat(hb domain.Heartbeat) (bool, error) {
 	}
 	before := e.takesTasks()
 	e.LastHeartbeat, e.Healthy, e.ReportedLoad = r.now(), true, hb.CurrentTasks
+	e.ReportedLoadShare = hb.Load
 	if hb.Status != "" {
 		e.Draining = hb.Status == domain.HealthDraining
 	}

@@ -75,6 +75,9 @@ type Descriptor struct {
 	// the fixed limit. GAMELAN_EXECUTOR_ADAPTIVE_CONCURRENCY turns it on
 	// from the deployment.
 	AdaptiveConcurrency bool
+	// RateLimit bounds how many tasks of this type start per second; nil
+	// means unlimited. GAMELAN_EXECUTOR_RATE_LIMITS overrides it per type.
+	RateLimit *RateLimit
 }
 
 // WithDefaults returns d with zero fields set to their defaults.
@@ -87,6 +90,10 @@ func (d Descriptor) WithDefaults() Descriptor {
 	}
 	if d.Version == "" {
 		d.Version = DefaultExecutorVersion
+	}
+	if d.RateLimit != nil {
+		l := d.RateLimit.WithDefaults() // a copy: the caller's value is not changed
+		d.RateLimit = &l
 	}
 	return d
 }
@@ -101,6 +108,11 @@ func (d Descriptor) Validate() error {
 	}
 	if d.MaxConcurrentTasks < 1 {
 		return fmt.Errorf("executor type %q: max concurrent tasks %d is below 1", d.Type, d.MaxConcurrentTasks)
+	}
+	if d.RateLimit != nil {
+		if err := d.RateLimit.Validate(); err != nil {
+			return fmt.Errorf("executor type %q: rate limit: %w", d.Type, err)
+		}
 	}
 	return nil
 }
@@ -151,6 +163,11 @@ type Heartbeat struct {
 	FailedTasks    int
 	// Status is "HEALTHY", or "DRAINING" while the service shuts down.
 	Status string
+	// Load is how busy the type is, from 0 to 1: the larger of its slots
+	// in use (running / MaxConcurrentTasks) and, with a rate limit, the
+	// share of the limit used since the last heartbeat (tasks admitted /
+	// (rate x interval)).
+	Load float64
 }
 
 // Heartbeat statuses.

@@ -23,4 +23,7 @@ type TypeLoad struct {
 	// Registered: the engine accepted the type's last registration, and
 	// nothing since suggests it forgot it.
 	Registered bool
+	// RateLimit is the type's rate limit in tasks per second, 0 when it
+	// has none.
+	RateLimit float64
 }

@@ -26,6 +26,11 @@ var pullRetry = domain.Backoff{Initial: 10 * time.Millisecond, Max: time.Second,
 //     reported. Pull waits for room again and offers again, at once the first
 //     time, then after a short backoff (10 ms doubling to 1 s), so that an
 //     intake that keeps refusing cannot make the source spin.
+//   - domain.ErrRateLimited (an ErrOverloaded carrying a delay): the task's
+//     executor type has no rate-limit token free. Pull waits exactly the
+//     delay the refusal carries (domain.RetryAfter), then offers again: the
+//     source takes no more than the limit allows, without spinning and
+//     without a backoff that would make it take less.
 //   - domain.ErrInvalidTask: returned. The runtime refuses a pulled task only
 //     when no result can name it (a task a result can name, even malformed,
 //     is taken and answered FAILED INVALID_TASK): the source drops it, as
@@ -65,11 +70,31 @@ func pull(ctx context.Context, intake Intake, offer func(ctx context.Context) er
 			return err
 		case ctx.Err() != nil:
 			return context.Cause(ctx)
-		case retries == 0 && errors.Is(err, domain.ErrOverloaded):
+		}
+		if delay, limited := domain.RetryAfter(err); limited {
+			if sleep(ctx, delay) != nil {
+				return context.Cause(ctx)
+			}
+			retries = -1 // a rate limit is no fault: the backoff starts over
+			continue
+		}
+		if retries == 0 && errors.Is(err, domain.ErrOverloaded) {
 			continue // the room was taken: wait for more, at once
 		}
 		if wait(ctx, retries) != nil {
 			return context.Cause(ctx)
 		}
+	}
+}
+
+// sleep waits for d or until ctx ends, returning ctx's cause then.
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
 }

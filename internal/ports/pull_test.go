@@ -80,6 +80,8 @@ var (
 	draining   = fmt.Errorf("fake: %w", domain.ErrDraining)
 	invalid    = fmt.Errorf("fake: %w", domain.ErrInvalidTask)
 	unnamed    = errors.New("fake: something the contract does not name")
+	// rateLimited carries a 1 ms wait, which Pull sleeps for real.
+	rateLimited = fmt.Errorf("fake: %w", &domain.RateLimitedError{Type: "pay", RetryAfter: time.Millisecond})
 )
 
 // TestPullRefusalPolicy checks each line of Pull's refusal policy: what it
@@ -98,6 +100,10 @@ func TestPullRefusalPolicy(t *testing.T) {
 			calls: []string{"await", "offer", "await", "offer"}},
 		{name: "overloaded again: backs off", offers: []error{overloaded, overloaded, overloaded},
 			calls: []string{"await", "offer", "await", "offer", "await", "offer", "await", "offer"}, backoff: []int{1, 2}},
+		{name: "rate limited: waits its delay, no backoff, offers again", offers: []error{rateLimited, rateLimited, rateLimited},
+			calls: []string{"await", "offer", "await", "offer", "await", "offer", "await", "offer"}},
+		{name: "rate limited between overloads: the backoff starts over", offers: []error{overloaded, rateLimited, overloaded},
+			calls: []string{"await", "offer", "await", "offer", "await", "offer", "await", "offer"}},
 		{name: "invalid: returned after one offer", offers: []error{invalid}, want: domain.ErrInvalidTask,
 			calls: []string{"await", "offer"}},
 		{name: "draining at Offer: returned", offers: []error{draining}, want: domain.ErrDraining,
@@ -201,4 +207,29 @@ func TestPullBacksOffForReal(t *testing.T) {
 	// Two waits: at least 10 ms and 20 ms, less the 20% jitter.
 	assert.GreaterOrEqual(t, time.Since(start), 24*time.Millisecond)
 	assert.Equal(t, []string{"await", "offer", "await", "offer", "await", "offer"}, in.recorded())
+}
+
+// A rate-limit refusal makes Pull wait the delay it carries, not less (no
+// spin) and then offer again; a context that ends cuts the wait short.
+func TestPullWaitsTheRateLimitDelay(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	limited := &domain.RateLimitedError{Type: "pay", RetryAfter: delay}
+	in := &scriptedIntake{}
+	start := time.Now()
+	require.NoError(t, pull(t.Context(), in, in.offers(limited), recordWaits(new([]int))))
+	assert.GreaterOrEqual(t, time.Since(start), delay)
+	assert.Equal(t, []string{"await", "offer", "await", "offer"}, in.recorded())
+
+	long := &domain.RateLimitedError{Type: "pay", RetryAfter: time.Hour}
+	ctx, cancel := context.WithCancel(t.Context())
+	in = &scriptedIntake{}
+	done := make(chan error, 1)
+	go func() { done <- pull(ctx, in, in.offers(long), recordWaits(new([]int))) }()
+	cancel()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pull did not return when its context ended")
+	}
 }

@@ -4,7 +4,7 @@
 // snapshot function the service provides.
 //
 // Every label comes from a bounded set: executor types hosted by the
-// process, transport names, the four result statuses and the three refusal
+// process, transport names, the four result statuses and the four refusal
 // reasons. Error codes are not labels: handlers choose them freely.
 package telemetry
 
@@ -131,7 +131,7 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1ms .. ~4.4min
 		}, []string{"executor_type"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "tasks_refused_total", Help: "Tasks refused at intake, by transport and reason (overloaded, draining, invalid).",
+			Namespace: namespace, Name: "tasks_refused_total", Help: "Tasks refused at intake, by transport and reason (overloaded, rate_limited, draining, invalid).",
 		}, []string{"transport", "reason"}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "results_delivered_total", Help: "Results acknowledged by the engine or broker, by transport.",
@@ -195,6 +195,8 @@ func (m *Metrics) ObserveLoad(load func() Load) {
 			"Tasks running plus queued over the slots (MaxConcurrentTasks), by executor type: above 1 tasks wait for a slot.", byType, nil),
 		registered: prometheus.NewDesc(namespace+"_registered",
 			"1 while the engine holds the executor type's registration, 0 otherwise, by executor type.", byType, nil),
+		rateLimit: prometheus.NewDesc(namespace+"_rate_limit_tasks_per_second",
+			"The rate limit configured, in tasks per second, 0 when none, by executor type.", byType, nil),
 		outbox: prometheus.NewDesc(namespace+"_outbox_results",
 			"Results not yet acknowledged by the engine or broker (queued or being delivered), by transport.", []string{"transport"}, nil),
 	})
@@ -289,11 +291,12 @@ type loadCollector struct {
 	oldestQueued, work, saturation, outbox *prometheus.Desc
 	registered                             *prometheus.Desc
 	concurrencyLimit                       *prometheus.Desc
+	rateLimit                              *prometheus.Desc
 }
 
 func (c *loadCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.admitted, c.running, c.slotsInUse, c.slotsFree,
-		c.queued, c.oldestQueued, c.work, c.saturation, c.outbox, c.registered, c.concurrencyLimit} {
+		c.queued, c.oldestQueued, c.work, c.saturation, c.outbox, c.registered, c.concurrencyLimit, c.rateLimit} {
 		ch <- d
 	}
 }
@@ -328,6 +331,7 @@ func (c *loadCollector) Collect(ch chan<- prometheus.Metric) {
 			registered = 1
 		}
 		gauge(c.registered, registered, executorType)
+		gauge(c.rateLimit, t.RateLimit, executorType)
 	}
 	for transport, n := range load.Outbox {
 		gauge(c.outbox, float64(n), transport)

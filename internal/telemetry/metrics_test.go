@@ -100,7 +100,7 @@ func TestScalingGauges(t *testing.T) {
 	m.ObserveLoad(func() telemetry.Load {
 		return telemetry.Load{
 			Types: map[string]domain.TypeLoad{
-				"calculate-tax": {Slots: 4, Limit: 3, SlotsInUse: 4, Queued: 2, OldestQueued: 1500 * time.Millisecond, Registered: true},
+				"calculate-tax": {Slots: 4, Limit: 3, SlotsInUse: 4, Queued: 2, OldestQueued: 1500 * time.Millisecond, Registered: true, RateLimit: 50},
 				"idle":          {Slots: 2},
 			},
 			Outbox: map[string]int{"kafka": 3},
@@ -124,6 +124,8 @@ func TestScalingGauges(t *testing.T) {
 		`gamelan_executor_saturation{executor_type="idle"} 0`,
 		`gamelan_executor_registered{executor_type="calculate-tax"} 1`,
 		`gamelan_executor_registered{executor_type="idle"} 0`,
+		`gamelan_executor_rate_limit_tasks_per_second{executor_type="calculate-tax"} 50`,
+		`gamelan_executor_rate_limit_tasks_per_second{executor_type="idle"} 0`,
 		`gamelan_executor_outbox_results{transport="kafka"} 3`,
 		`gamelan_executor_kafka_consumer_lag{partition="0",topic="tasks"} 12`,
 		`gamelan_executor_kafka_consumer_lag{partition="1",topic="tasks"} 0`,

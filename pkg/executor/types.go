@@ -18,6 +18,9 @@ type (
 	ErrorInfo = domain.ErrorInfo
 	// Descriptor declares an executor type.
 	Descriptor = domain.Descriptor
+	// RateLimit bounds how many tasks of a type start per second
+	// (Descriptor.RateLimit; GAMELAN_EXECUTOR_RATE_LIMITS overrides it).
+	RateLimit = domain.RateLimit
 	// Status is a result's status.
 	Status = domain.Status
 	// CommunicationType is how the engine reaches an executor type.

@@ -213,8 +213,9 @@ func planWith(s *settings, executors []executor.Executor, route func(domain.Desc
 			p.kinds = append(p.kinds, t.kind)
 		}
 		p.served[t.kind] = append(p.served[t.kind], reg)
-		p.hosted = append(p.hosted, app.Hosted{Executor: ex, Registration: reg, Transport: t.kind,
-			AdaptiveConcurrency: s.AdaptiveFor(ex.Descriptor().Type)})
+		h := app.Hosted{Executor: ex, Registration: reg, Transport: t.kind, AdaptiveConcurrency: s.AdaptiveFor(ex.Descriptor().Type)}
+		h.OverrideRateLimit, h.RateLimit = rateLimitOverride(s, ex.Descriptor().Type)
+		p.hosted = append(p.hosted, h)
 	}
 	return p, nil
 }

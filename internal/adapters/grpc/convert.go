@@ -174,6 +174,7 @@ func heartbeatToProto(hb domain.Heartbeat) *gamelanv1.HeartbeatRequest {
 			CurrentTasks:   int32(hb.CurrentTasks),
 			CompletedTasks: int32(hb.CompletedTasks),
 			FailedTasks:    int32(hb.FailedTasks),
+			Load:           hb.Load,
 		},
 	}
 }

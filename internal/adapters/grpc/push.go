@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -223,7 +224,20 @@ func (p *PushServer) Execute(ctx context.Context, req *dispatcherpb.ExecutionReq
 	case ports.BadRequest:
 		return refuse(ackBadRequest, err.Error()), nil
 	default:
+		setRetryAfter(ctx, err)
 		return refuse(ackUnavailable, err.Error()), nil
+	}
+}
+
+// setRetryAfter sends a rate-limit refusal's delay as the call's
+// "retry-after" response header, in whole seconds rounded up (at least 1),
+// as HTTP's Retry-After; the ack's message names it in milliseconds. Other
+// refusals carry no delay and send no header.
+func setRetryAfter(ctx context.Context, err error) {
+	if delay, limited := domain.RetryAfter(err); limited {
+		// An error means the call has ended or sent its headers: the
+		// message still carries the delay.
+		_ = ggrpc.SetHeader(ctx, metadata.Pairs("retry-after", strconv.FormatInt(domain.RetryAfterSeconds(delay), 10)))
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/gamelan-go/executor/internal/adapters/grpc/grpctest"
@@ -299,4 +300,19 @@ func TestPushRefusesAnUnexpectedRuntimeErrorAsUnavailable(t *testing.T) {
 	intake.RefuseNext(errors.New("runtime hiccup"))
 	requireRefused(t, execute(t, engine, push, request("run-hiccup", "a")), ackUnavailable)
 	requireAccepted(t, execute(t, engine, push, request("run-hiccup", "a")))
+}
+
+// A rate-limit refusal is a 503 whose message names the type, the limit
+// and the delay in ms, and whose "retry-after" response header gives the
+// delay in whole seconds, rounded up.
+func TestPushRefusesARateLimitWithARetryHint(t *testing.T) {
+	engine := pushEngine(t)
+	push, intake := startedPushServer(t, ServerConfig{}, 4)
+	intake.RefuseNext(&domain.RateLimitedError{Type: "calculate-tax", Limit: domain.RateLimit{PerSecond: 50, Burst: 10}, RetryAfter: 1200 * time.Millisecond})
+	var header metadata.MD
+	ack := execute(t, engine, push, request("run-limited", "a"), ggrpc.Header(&header))
+	requireRefused(t, ack, ackUnavailable)
+	assert.Contains(t, ack.GetMessage(), `"calculate-tax" rate limited to 50/s:10: retry after 1200 ms`)
+	assert.Equal(t, []string{"2"}, header.Get("retry-after"))
+	requireAccepted(t, execute(t, engine, push, request("run-limited", "a")))
 }

@@ -82,6 +82,9 @@ type HeartbeatHealth struct {
 	CurrentTasks   int    `json:"currentTasks"`
 	CompletedTasks int    `json:"completedTasks"`
 	FailedTasks    int    `json:"failedTasks"`
+	// Load is this service's addition (engines ignore fields they do not
+	// know): how busy the type is, 0 to 1 (domain.Heartbeat.Load).
+	Load float64 `json:"load"`
 }
 
 // UnregistrationMessage withdraws an executor on the unregistrations topic,

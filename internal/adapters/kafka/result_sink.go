@@ -156,6 +156,7 @@ func (h *Heartbeater) Heartbeat(ctx context.Context, hb domain.Heartbeat) error 
 			CurrentTasks:   hb.CurrentTasks,
 			CompletedTasks: hb.CompletedTasks,
 			FailedTasks:    hb.FailedTasks,
+			Load:           hb.Load,
 		},
 		Timestamp: time.Now().UTC(),
 	})

@@ -165,7 +165,14 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ports.BadRequest:
 		reply(w, http.StatusBadRequest, err.Error())
 	default:
-		w.Header().Set("Retry-After", "1")
+		// A rate-limit refusal says when a token is free, in whole
+		// seconds rounded up (the header has no finer unit); other
+		// refusals suggest a second.
+		retry := int64(1)
+		if delay, limited := domain.RetryAfter(err); limited {
+			retry = domain.RetryAfterSeconds(delay)
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(retry, 10))
 		reply(w, http.StatusServiceUnavailable, err.Error())
 	}
 }

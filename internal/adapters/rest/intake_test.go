@@ -302,3 +302,14 @@ func TestIntakeAnswers503ToAnUnexpectedRuntimeError(t *testing.T) {
 	assert.Contains(t, message, "runtime hiccup")
 	requireAnswer(t, http.StatusAccepted, post(t, intake, headersOnly("run-1", "hiccup")), "posted again")
 }
+
+// A rate-limit refusal is a 503 whose Retry-After header gives the delay
+// in whole seconds, rounded up, and whose body names the type and limit.
+func TestIntakeAnswersARateLimitWithItsRetryAfter(t *testing.T) {
+	intake, offers := startedIntake(t, IntakeConfig{}, 4)
+	offers.RefuseNext(&domain.RateLimitedError{Type: "pay", Limit: domain.RateLimit{PerSecond: 0.5, Burst: 1}, RetryAfter: 1500 * time.Millisecond})
+	answer := post(t, intake, headersOnly("run-1", "n"))
+	message := requireAnswer(t, http.StatusServiceUnavailable, answer, "rate limited")
+	assert.Equal(t, "2", answer.Header.Get("Retry-After"))
+	assert.Contains(t, message, `"pay" rate limited to 0.5/s:1: retry after 1500 ms`)
+}

@@ -411,8 +411,13 @@ type ExecutorHealth struct {
 	FailedTasks    int32                  `protobuf:"varint,4,opt,name=failed_tasks,json=failedTasks,proto3" json:"failed_tasks,omitempty"`
 	CpuUsage       float64                `protobuf:"fixed64,5,opt,name=cpu_usage,json=cpuUsage,proto3" json:"cpu_usage,omitempty"`
 	MemoryUsage    float64                `protobuf:"fixed64,6,opt,name=memory_usage,json=memoryUsage,proto3" json:"memory_usage,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// load is this service's addition, not the engine's (an engine that does
+	// not know field 7 ignores it): how busy the executor type is, 0 to 1,
+	// the larger of its slots in use and the share of its rate limit used
+	// since the last heartbeat.
+	Load          float64 `protobuf:"fixed64,7,opt,name=load,proto3" json:"load,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecutorHealth) Reset() {
@@ -483,6 +488,13 @@ func (x *ExecutorHealth) GetCpuUsage() float64 {
 func (x *ExecutorHealth) GetMemoryUsage() float64 {
 	if x != nil {
 		return x.MemoryUsage
+	}
+	return 0
+}
+
+func (x *ExecutorHealth) GetLoad() float64 {
+	if x != nil {
+		return x.Load
 	}
 	return 0
 }
@@ -1212,14 +1224,15 @@ const file_gamelan_grpc_v1_executor_service_proto_rawDesc = "" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12,\n" +
 	"\x12current_task_count\x18\x02 \x01(\x05R\x10currentTaskCount\x12B\n" +
-	"\x06health\x18\x03 \x01(\v2*.tech.kayys.gamelan.grpc.v1.ExecutorHealthR\x06health\"\xd9\x01\n" +
+	"\x06health\x18\x03 \x01(\v2*.tech.kayys.gamelan.grpc.v1.ExecutorHealthR\x06health\"\xed\x01\n" +
 	"\x0eExecutorHealth\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12#\n" +
 	"\rcurrent_tasks\x18\x02 \x01(\x05R\fcurrentTasks\x12'\n" +
 	"\x0fcompleted_tasks\x18\x03 \x01(\x05R\x0ecompletedTasks\x12!\n" +
 	"\ffailed_tasks\x18\x04 \x01(\x05R\vfailedTasks\x12\x1b\n" +
 	"\tcpu_usage\x18\x05 \x01(\x01R\bcpuUsage\x12!\n" +
-	"\fmemory_usage\x18\x06 \x01(\x01R\vmemoryUsage\"\\\n" +
+	"\fmemory_usage\x18\x06 \x01(\x01R\vmemoryUsage\x12\x12\n" +
+	"\x04load\x18\a \x01(\x01R\x04load\"\\\n" +
 	"\x12StreamTasksRequest\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12%\n" +
