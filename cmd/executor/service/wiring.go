@@ -102,52 +102,47 @@ type lagReporter interface {
 	ConsumerLag() []telemetry.PartitionLag
 }
 
-// observeConsumerLag has the metrics read the consumer lag of the sources
-// that report one, at each scrape.
-func observeConsumerLag(d deployment, metrics *telemetry.Metrics) {
-	var reporters []lagReporter
-	for _, t := range d.transports {
-		if r, ok := t.Source.(lagReporter); ok {
-			reporters = append(reporters, r)
-		}
-	}
-	if len(reporters) == 0 {
-		return
-	}
-	metrics.ObserveConsumerLag(func() []telemetry.PartitionLag {
-		var lag []telemetry.PartitionLag
-		for _, r := range reporters {
-			lag = append(lag, r.ConsumerLag()...)
-		}
-		return lag
-	})
-}
-
 // deadLetterReporter is a task source that writes a dead-letter topic
 // (the Kafka source).
 type deadLetterReporter interface {
 	DeadLetters() []telemetry.DeadLetters
 }
 
+// observeConsumerLag has the metrics read the consumer lag of the sources
+// that report one, at each scrape.
+func observeConsumerLag(d deployment, metrics *telemetry.Metrics) {
+	if lag := fromSources(d, lagReporter.ConsumerLag); lag != nil {
+		metrics.ObserveConsumerLag(lag)
+	}
+}
+
 // observeDeadLetters has the metrics read the dead-letter counts of the
 // sources that keep them, at each scrape.
 func observeDeadLetters(d deployment, metrics *telemetry.Metrics) {
-	var reporters []deadLetterReporter
+	if counts := fromSources(d, deadLetterReporter.DeadLetters); counts != nil {
+		metrics.ObserveKafkaDeadLetters(counts)
+	}
+}
+
+// fromSources returns a function that gathers what report reads from every
+// task source of d that is an R, or nil when none is.
+func fromSources[R, T any](d deployment, report func(R) []T) func() []T {
+	var reporters []R
 	for _, t := range d.transports {
-		if r, ok := t.Source.(deadLetterReporter); ok {
+		if r, ok := t.Source.(R); ok {
 			reporters = append(reporters, r)
 		}
 	}
 	if len(reporters) == 0 {
-		return
+		return nil
 	}
-	metrics.ObserveKafkaDeadLetters(func() []telemetry.DeadLetters {
-		var counts []telemetry.DeadLetters
+	return func() []T {
+		var all []T
 		for _, r := range reporters {
-			counts = append(counts, r.DeadLetters()...)
+			all = append(all, report(r)...)
 		}
-		return counts
-	})
+		return all
+	}
 }
 
 // givenDeployment serves every executor type of the plan through the given

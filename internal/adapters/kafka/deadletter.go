@@ -177,11 +177,13 @@ func (d *deadLetterer) write(ctx context.Context, msg *sarama.ConsumerMessage, c
 }
 
 // record is msg's copy for the dead-letter topic: the same key, value and
-// headers, and the dlt-* headers.
+// headers, and the dlt-* headers. The engine's bearer token is left out:
+// it is a credential, and the dead-letter topic's readers are not the
+// executor it was minted for.
 func (d *deadLetterer) record(msg *sarama.ConsumerMessage, class string, cause error, now time.Time) record {
 	headers := make([]sarama.RecordHeader, 0, len(msg.Headers)+7)
 	for _, h := range msg.Headers {
-		if h != nil {
+		if h != nil && !strings.EqualFold(string(h.Key), AuthorizationHeader) {
 			headers = append(headers, *h)
 		}
 	}

@@ -53,11 +53,12 @@ func startDLT(t *testing.T, dlt string, timeout time.Duration, opts ...kafkatest
 }
 
 // produceBad writes a record no result can name, keyed "bad-key", with a
-// header of its own and a trace context.
+// header of its own, a trace context and a bearer token.
 func (s dltSetup) produceBad(t *testing.T) {
 	t.Helper()
 	require.NoError(t, s.b.ProduceRaw(waitContext(t), kafkatest.TasksTopic, []byte("bad-key"), []byte("not json {"),
-		kafkatest.Header{Key: "x-origin", Value: []byte("engine")}, kafkatest.Header{Key: "traceparent", Value: []byte(dltTraceParent)}),
+		kafkatest.Header{Key: "x-origin", Value: []byte("engine")}, kafkatest.Header{Key: "traceparent", Value: []byte(dltTraceParent)},
+		kafkatest.Header{Key: "Authorization", Value: []byte("Bearer a-token")}),
 		"produce the bad record")
 }
 
@@ -101,6 +102,7 @@ func TestDeadLetterTopicTakesUnaddressableRecordsAndUndeliverableResults(t *test
 	assert.Equal(t, "bad-key", string(bad.Key))
 	assert.Equal(t, "not json {", string(bad.Value), "the original value, bytes unchanged")
 	assert.Equal(t, "engine", bad.Headers["x-origin"], "the original headers are kept")
+	assert.NotContains(t, bad.Headers, "Authorization", "the engine's bearer token was copied")
 	assert.Equal(t, dltTraceParent, bad.Headers["traceparent"])
 	checkDLTHeaders(t, bad.Headers, 0, kafka.DeadLetterUnaddressable, started)
 	assert.Equal(t, dltTraceID, bad.Headers[kafka.HeaderDLTTraceID])
