@@ -2,6 +2,7 @@ package grpc
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gamelan-go/executor/internal/domain"
 	dispatcherpb "github.com/gamelan-go/executor/internal/gen/gamelan/dispatcher"
@@ -237,10 +240,16 @@ func TestRegistrationAndHeartbeatToProto(t *testing.T) {
 		assert.EqualValues(t, 64, pr.GetMaxConcurrentTasks())
 	}
 
-	hb := heartbeatToProto(domain.Heartbeat{ExecutorID: taxExecutorID, CurrentTasks: 3, CompletedTasks: 40, FailedTasks: 2, Status: domain.HealthDraining})
-	assert.Equal(t, domain.Heartbeat{ExecutorID: taxExecutorID, CurrentTasks: 3, CompletedTasks: 40, FailedTasks: 2, Status: domain.HealthDraining},
+	hb := heartbeatToProto(domain.Heartbeat{ExecutorID: taxExecutorID, CurrentTasks: 3, CompletedTasks: 40, FailedTasks: 2, Status: domain.HealthDraining, Load: 0.75})
+	assert.Equal(t, domain.Heartbeat{ExecutorID: taxExecutorID, CurrentTasks: 3, CompletedTasks: 40, FailedTasks: 2, Status: domain.HealthDraining, Load: 0.75},
 		heartbeatFromProto(hb))
 	assert.EqualValues(t, 3, hb.GetHealth().GetCurrentTasks(), "current tasks in the health too")
+	// The load travels in ExecutorHealth's field 7, ours: check the wire
+	// itself, not only the generated getter.
+	wire, err := proto.Marshal(hb.GetHealth())
+	require.NoError(t, err)
+	assert.Contains(t, string(wire), string(append([]byte{7<<3 | 1}, protowire.AppendFixed64(nil, math.Float64bits(0.75))...)),
+		"the load is not field 7, a double")
 }
 
 func TestCallErrorTranslatesStatuses(t *testing.T) {

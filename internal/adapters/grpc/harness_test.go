@@ -300,5 +300,6 @@ func heartbeatFromProto(pr *gamelanv1.HeartbeatRequest) domain.Heartbeat {
 		CompletedTasks: int(pr.GetHealth().GetCompletedTasks()),
 		FailedTasks:    int(pr.GetHealth().GetFailedTasks()),
 		Status:         pr.GetHealth().GetStatus(),
+		Load:           pr.GetHealth().GetLoad(),
 	}
 }

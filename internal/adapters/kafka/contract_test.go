@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -227,4 +229,17 @@ func (v *registryView) lookup(executorID string) (domain.Registration, bool) {
 		return domain.Registration{}, false
 	}
 	return registrationFromMessage(m), true
+}
+
+// The heartbeat's load, this service's addition to the protocol, travels
+// as health.load on the heartbeats topic.
+func TestHeartbeatCarriesTheLoad(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.Start(t)
+	cfg := brokerConfig(b, "")
+	heartbeats := b.Heartbeats(t)
+	hb := domain.Heartbeat{ExecutorID: "pay-1", CurrentTasks: 2, Status: domain.HealthHealthy, Load: 0.75}
+	require.NoError(t, kafka.NewHeartbeater(newProducer(t, cfg), cfg).Heartbeat(waitContext(t), hb))
+	require.NoError(t, heartbeats.WaitForMessages(waitContext(t), 1))
+	assert.Equal(t, hb, heartbeatFromMessage(heartbeats.Messages()[0]))
 }

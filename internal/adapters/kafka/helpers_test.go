@@ -295,6 +295,7 @@ func heartbeatFromMessage(m kafka.HeartbeatMessage) domain.Heartbeat {
 		CompletedTasks: m.Health.CompletedTasks,
 		FailedTasks:    m.Health.FailedTasks,
 		Status:         m.Health.Status,
+		Load:           m.Health.Load,
 	}
 }
 
