@@ -57,8 +57,11 @@ func (b Backoff) Delay(retry int) time.Duration {
 const maxDelayNanos = float64(math.MaxInt64)
 
 // Wait sleeps for Delay(retry), returning early with ctx's cause when ctx ends.
-func (b Backoff) Wait(ctx context.Context, retry int) error {
-	t := time.NewTimer(b.Delay(retry))
+func (b Backoff) Wait(ctx context.Context, retry int) error { return Sleep(ctx, b.Delay(retry)) }
+
+// Sleep waits for d, returning early with ctx's cause when ctx ends.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -72,7 +72,7 @@ func pull(ctx context.Context, intake Intake, offer func(ctx context.Context) er
 			return context.Cause(ctx)
 		}
 		if delay, limited := domain.RetryAfter(err); limited {
-			if sleep(ctx, delay) != nil {
+			if domain.Sleep(ctx, delay) != nil {
 				return context.Cause(ctx)
 			}
 			retries = -1 // a rate limit is no fault: the backoff starts over
@@ -84,17 +84,5 @@ func pull(ctx context.Context, intake Intake, offer func(ctx context.Context) er
 		if wait(ctx, retries) != nil {
 			return context.Cause(ctx)
 		}
-	}
-}
-
-// sleep waits for d or until ctx ends, returning ctx's cause then.
-func sleep(ctx context.Context, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
 	}
 }
